@@ -1,0 +1,83 @@
+//! `pgvault`: the command people run (and cron runs) to manage backups of one cluster.
+//!
+//! Thin by design: argument parsing, progress display and human/JSON output live here; all the
+//! work is in `pgvault-core`, so the same code paths are exercised by the library's tests.
+
+mod commands;
+mod display;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pgvault", version, about = "Back up PostgreSQL and restore it to any point in time")]
+struct Cli {
+    /// Configuration file (default: $PGVAULT_CONFIG, then /etc/pgvault/pgvault.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Never show a progress bar, even on a terminal.
+    #[arg(long, global = true)]
+    no_progress: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the repository for the configured cluster (safe to run again).
+    Init,
+    /// Take a full base backup.
+    Backup(commands::BackupArgs),
+    /// List backups and the recoverable window.
+    List(commands::ListArgs),
+    /// Restore a backup into a new data directory, optionally to a point in time.
+    Restore(Box<commands::RestoreArgs>),
+    /// Show the repository: location, cluster, encryption, format version.
+    Info(commands::ListArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PGVAULT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgvault: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = commands::Context { config_path: cli.config, show_progress: !cli.no_progress };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Init => commands::init(&ctx).await,
+            Command::Backup(a) => commands::backup(&ctx, a).await,
+            Command::List(a) => commands::list(&ctx, a).await,
+            Command::Restore(a) => commands::restore(&ctx, *a).await,
+            Command::Info(a) => commands::info(&ctx, a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgvault: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Bundles: the stored objects that hold a backup's file data.
+//!
+//! Files are streamed one after another into a bundle until it reaches the configured size; a
+//! file that crosses the limit is split into pieces, so no object grows past the target (cloud
+//! part-count limits) and restores can unpack several bundles at once. Each bundle is sealed
+//! (zstd, then AES-256-GCM chunks) on the packing thread and handed chunk by chunk to an async
+//! upload task; bounded channels and at most two unfinished uploads keep memory flat whatever the
+//! database size.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::format::{Codec, FormatError, MasterKey, ObjectWriter};
+use crate::repository::catalog::{BundleEntry, Piece};
+use crate::repository::layout;
+use crate::storage::{Storage, StorageError};
+
+/// Sealed bytes are sent to the uploader in chunks of this size.
+const SEND_CHUNK: usize = 1024 * 1024;
+/// Chunks buffered between the packer and one bundle's upload.
+const CHANNEL_DEPTH: usize = 8;
+/// Bundles whose upload may still be running while the next one is being packed.
+const MAX_PENDING_UPLOADS: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("sealing bundle {bundle}: {source}")]
+    Format { bundle: u32, source: FormatError },
+    #[error("the upload of bundle {0} stopped before the backup finished (see the error before this one)")]
+    UploadGone(u32),
+    #[error("upload task failed: {0}")]
+    Join(String),
+}
+
+enum Msg {
+    Data(Bytes),
+    Commit,
+}
+
+/// `Write` end that ships sealed bytes to the upload task.
+struct UploadSink {
+    tx: mpsc::Sender<Msg>,
+    buf: Vec<u8>,
+    bundle: u32,
+}
+
+impl UploadSink {
+    fn ship(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_CHUNK)));
+        self.tx.blocking_send(Msg::Data(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, BundleError::UploadGone(self.bundle).to_string())
+        })
+    }
+}
+
+impl Write for UploadSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = SEND_CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= SEND_CHUNK {
+            self.ship()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.ship()
+    }
+}
+
+struct OpenBundle {
+    id: u32,
+    writer: ObjectWriter<UploadSink>,
+    plain: u64,
+}
+
+/// Packs file data into bundles and uploads them. Lives on a blocking thread.
+pub struct BundleWriter {
+    rt: Handle,
+    storage: Storage,
+    backup_id: String,
+    codec: Codec,
+    key: Option<Arc<MasterKey>>,
+    target: u64,
+    current: Option<OpenBundle>,
+    next_id: u32,
+    pending: Vec<(u32, JoinHandle<Result<(), StorageError>>)>,
+    done: Vec<BundleEntry>,
+    piece: Option<PieceState>,
+}
+
+struct PieceState {
+    bundle: u32,
+    bundle_offset: u64,
+    file_offset: u64,
+    len: u64,
+    hash: Sha256,
+}
+
+impl BundleWriter {
+    pub fn new(rt: Handle, storage: Storage, backup_id: &str, codec: Codec, key: Option<Arc<MasterKey>>, target: u64) -> Self {
+        BundleWriter {
+            rt,
+            storage,
+            backup_id: backup_id.to_string(),
+            codec,
+            key,
+            target: target.max(1),
+            current: None,
+            next_id: 0,
+            pending: Vec::new(),
+            done: Vec::new(),
+            piece: None,
+        }
+    }
+
+    fn open_bundle(&mut self) -> Result<(), BundleError> {
+        while self.pending.len() >= MAX_PENDING_UPLOADS {
+            let (id, h) = self.pending.remove(0);
+            self.await_upload(id, h)?;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
+        let storage = self.storage.clone();
+        let key = layout::bundle_key(&self.backup_id, id);
+        let handle = self.rt.spawn(async move {
+            let mut up = storage.upload(&key).await?;
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    Msg::Data(b) => {
+                        if let Err(e) = up.write(&b).await {
+                            up.abort().await;
+                            return Err(e);
+                        }
+                    }
+                    Msg::Commit => return up.finish().await,
+                }
+            }
+            // The packer went away without committing: leave nothing behind.
+            up.abort().await;
+            Ok(())
+        });
+        self.pending.push((id, handle));
+        let sink = UploadSink { tx, buf: Vec::with_capacity(SEND_CHUNK), bundle: id };
+        let writer = ObjectWriter::new(sink, &self.codec, self.key.as_deref())
+            .map_err(|source| BundleError::Format { bundle: id, source })?;
+        self.current = Some(OpenBundle { id, writer, plain: 0 });
+        Ok(())
+    }
+
+    fn await_upload(&self, id: u32, h: JoinHandle<Result<(), StorageError>>) -> Result<(), BundleError> {
+        match self.rt.block_on(h) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(BundleError::Join(format!("bundle {id}: {e}"))),
+        }
+    }
+
+    fn close_bundle(&mut self) -> Result<(), BundleError> {
+        self.end_piece();
+        let Some(b) = self.current.take() else { return Ok(()) };
+        let (mut sink, stats) = b.writer.finish().map_err(|source| BundleError::Format { bundle: b.id, source })?;
+        let gone = |_| BundleError::UploadGone(b.id);
+        sink.ship().map_err(gone)?;
+        sink.tx.blocking_send(Msg::Commit).map_err(|_| BundleError::UploadGone(b.id))?;
+        self.done.push(BundleEntry { id: b.id, size: b.plain, stored_size: stats.stored_bytes });
+        Ok(())
+    }
+
+    fn end_piece(&mut self) -> Option<Piece> {
+        let p = self.piece.take()?;
+        Some(Piece {
+            bundle: p.bundle,
+            bundle_offset: p.bundle_offset,
+            file_offset: p.file_offset,
+            len: p.len,
+            sha256: hex::encode(p.hash.finalize()),
+        })
+    }
+
+    /// Appends the bytes of one file, read from `src` until EOF. Returns the file's pieces and
+    /// its CRC-32C (for the server manifest) and size.
+    pub fn add_file(&mut self, src: &mut dyn std::io::Read, buf: &mut [u8]) -> Result<(Vec<Piece>, u32, u64), AddFileError> {
+        let mut pieces = Vec::new();
+        let mut crc = 0u32;
+        let mut offset = 0u64;
+        loop {
+            let n = src.read(buf).map_err(AddFileError::Read)?;
+            if n == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            let mut data = &buf[..n];
+            while !data.is_empty() {
+                if self.current.as_ref().is_none_or(|b| b.plain >= self.target) {
+                    if let Some(p) = self.end_piece() {
+                        pieces.push(p);
+                    }
+                    self.close_bundle()?;
+                    self.open_bundle()?;
+                }
+                let bundle = self.current.as_mut().ok_or(BundleError::UploadGone(u32::MAX))?;
+                let room = (self.target - bundle.plain).min(data.len() as u64) as usize;
+                let piece = self.piece.get_or_insert_with(|| PieceState {
+                    bundle: bundle.id,
+                    bundle_offset: bundle.plain,
+                    file_offset: offset,
+                    len: 0,
+                    hash: Sha256::new(),
+                });
+                piece.hash.update(&data[..room]);
+                piece.len += room as u64;
+                bundle.writer.write_all(&data[..room]).map_err(AddFileError::Write)?;
+                bundle.plain += room as u64;
+                offset += room as u64;
+                data = &data[room..];
+            }
+        }
+        if let Some(p) = self.end_piece() {
+            pieces.push(p);
+        }
+        Ok((pieces, crc, offset))
+    }
+
+    /// Seals the last bundle and waits for every upload to be stored.
+    pub fn finish(mut self) -> Result<Vec<BundleEntry>, BundleError> {
+        self.close_bundle()?;
+        for (id, h) in std::mem::take(&mut self.pending) {
+            self.await_upload(id, h)?;
+        }
+        Ok(std::mem::take(&mut self.done))
+    }
+
+    /// Gives up: pending uploads see their channel close and abort.
+    pub fn abandon(mut self) {
+        self.current = None;
+        for (_, h) in std::mem::take(&mut self.pending) {
+            let _ = self.rt.block_on(h);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddFileError {
+    #[error("reading the backup stream: {0}")]
+    Read(std::io::Error),
+    #[error("writing a bundle: {0}")]
+    Write(std::io::Error),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+}

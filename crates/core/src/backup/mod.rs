@@ -1,0 +1,325 @@
+//! Full base backups over the replication protocol.
+//!
+//! `BASE_BACKUP` streams tar archives over one connection. An async task reads the stream and
+//! passes it through a bounded channel to the packing thread ([`packer`]), which splits it into
+//! files, hashes them and feeds [`bundle`]s that are sealed and uploaded while the stream is still
+//! arriving. Only when every bundle is stored, PostgreSQL's manifest agrees with what was
+//! received, and the WAL that makes the backup consistent is in the repository (or inside the
+//! backup) is the catalog written, which is what makes the backup exist.
+
+pub mod bundle;
+pub mod manifest;
+pub mod packer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::lsn::{Lsn, TimelineId};
+use crate::progress::Progress;
+use crate::protocol::{BaseBackupOptions, ProtocolError};
+use crate::repository::catalog::{self, BackupCatalog, BackupKind, TablespaceEntry};
+use crate::repository::{layout, Repository, RepositoryError};
+use crate::server::{self, ServerError};
+use crate::storage::StorageError;
+use crate::wal::WalFileName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("base backup stream from {target}: {source}")]
+    Stream { target: String, source: ProtocolError },
+    #[error("packing the backup: {0}")]
+    Pack(#[from] packer::PackError),
+    #[error("{0}")]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("the server sent no backup_manifest although one was requested")]
+    NoManifest,
+    #[error("{0}")]
+    NotArchiving(String),
+    #[error("WAL segment {segment} (needed to make backup {id} consistent) did not reach the repository within {waited}s. {status}. Fix archive_command (it should be `pgvault-archive push %p` with this repository's configuration), or raise [backup] archive_wait_timeout, or take the backup with --include-wal. The unfinished backup was removed.")]
+    WalTimeout { id: String, segment: String, waited: u64, status: String },
+    #[error("a backup with id {0} already exists; wait a second and run the backup again")]
+    IdTaken(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Choices for one backup run.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub include_wal: bool,
+    pub archive_wait: Duration,
+    pub label: Option<String>,
+    pub fast_checkpoint: bool,
+    pub bundle_size: u64,
+}
+
+impl BackupOptions {
+    pub fn from_config(config: &Config) -> Self {
+        BackupOptions {
+            include_wal: config.backup.include_wal,
+            archive_wait: Duration::from_secs(config.backup.archive_wait_timeout),
+            label: None,
+            fast_checkpoint: config.backup.fast_checkpoint,
+            bundle_size: config.backup.bundle_size_mib * 1024 * 1024,
+        }
+    }
+}
+
+/// Takes a full backup of the cluster in `config` into `repo`.
+pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupCatalog, BackupError> {
+    let target = server::describe(config);
+    let mut repl = server::connect(config, true).await?;
+    let (identity, _sys) = server::cluster_identity(&mut repl, config).await?;
+    repo.check_cluster(&identity)?;
+    let mut sql = server::connect(config, false).await?;
+
+    if !opts.include_wal {
+        let status = server::archiver_status(&mut sql, config).await?;
+        if status.archive_mode == "off" || status.archive_command.trim().is_empty() {
+            return Err(BackupError::NotArchiving(format!(
+                "PostgreSQL at {target} does not archive WAL ({status}), so this backup could never be restored. \
+                 Set archive_mode = on and archive_command = 'pgvault-archive --config {} push %p' (archive_mode needs a restart), \
+                 or take a self-contained backup with --include-wal.",
+                config.source.display()
+            )));
+        }
+    }
+
+    let start_time = Utc::now();
+    let id = catalog::backup_id(start_time);
+    if repo.storage().head(&layout::catalog_key(&id)).await?.is_some() {
+        return Err(BackupError::IdTaken(id));
+    }
+    let label = opts.label.clone().unwrap_or_else(|| format!("pgvault backup {id}"));
+    tracing::info!(backup = %id, "starting base backup");
+    progress.phase("checkpoint");
+
+    let bb = BaseBackupOptions {
+        label: label.clone(),
+        fast_checkpoint: opts.fast_checkpoint,
+        manifest: true,
+        progress: true,
+        wal: opts.include_wal,
+        wait_for_archive: false,
+        max_rate_kb: None,
+        // Tablespace links travel as tar symlinks; restore re-points them (and --tablespace-map).
+        tablespace_map: false,
+    };
+    let result = stream_backup(config, repo, &id, &bb, opts, &mut repl, progress.clone()).await;
+    let streamed = match result {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(repo, &id).await;
+            return Err(e);
+        }
+    };
+    let _ = repl.close().await;
+
+    let snapshot = server::query_row(&mut sql, config, "reading the snapshot after the backup", "SELECT pg_current_snapshot()::text")
+        .await
+        .ok()
+        .and_then(|r| r.into_iter().next().flatten());
+
+    let seg = repo.cluster().wal_segment_size;
+    let start_wal = WalFileName::segment_for(streamed.start_tli, streamed.start_lsn, seg);
+    let last_byte = Lsn(streamed.stop_lsn.0.saturating_sub(1).max(streamed.start_lsn.0));
+    let stop_wal = WalFileName::segment_for(streamed.stop_tli, last_byte, seg);
+
+    if !opts.include_wal {
+        progress.phase("waiting for WAL archiving");
+        if let Err(e) = wait_for_wal(repo, &id, &start_wal, &stop_wal, opts.archive_wait, &mut sql, config).await {
+            cleanup(repo, &id).await;
+            return Err(e);
+        }
+    }
+
+    let manifest_sha256 = hex::encode(Sha256::digest(&streamed.manifest));
+    let packed = streamed.packed;
+    let cat = BackupCatalog {
+        catalog_version: catalog::CATALOG_VERSION,
+        id: id.clone(),
+        label,
+        kind: BackupKind::Full,
+        pgvault_version: env!("CARGO_PKG_VERSION").to_string(),
+        system_identifier: identity.system_identifier,
+        pg_version_num: identity.pg_version_num,
+        timeline: streamed.start_tli,
+        start_lsn: streamed.start_lsn,
+        stop_lsn: streamed.stop_lsn,
+        stop_timeline: streamed.stop_tli,
+        start_wal: start_wal.to_string(),
+        stop_wal: stop_wal.to_string(),
+        start_time,
+        stop_time: streamed.stop_time,
+        wal_included: opts.include_wal,
+        snapshot_after_stop: snapshot,
+        size: packed.size,
+        stored_size: packed.bundles.iter().map(|b| b.stored_size).sum(),
+        compression: repo.compression_name().to_string(),
+        encrypted: repo.is_encrypted(),
+        owner_uid: packed.owner.map(|o| o.0),
+        owner_gid: packed.owner.map(|o| o.1),
+        tablespaces: streamed.tablespaces,
+        bundles: packed.bundles,
+        directories: packed.directories,
+        symlinks: packed.symlinks,
+        files: packed.files,
+        manifest_sha256: Some(manifest_sha256),
+    };
+    let body = serde_json::to_vec(&cat).map_err(|e| BackupError::Internal(format!("encoding catalog: {e}")))?;
+    if let Err(e) = repo.put_sealed(&layout::catalog_key(&id), &body).await {
+        cleanup(repo, &id).await;
+        return Err(e.into());
+    }
+    progress.finish();
+    tracing::info!(backup = %id, size = cat.size, stored = cat.stored_size, "backup complete");
+    Ok(cat)
+}
+
+struct Streamed {
+    packed: packer::Packed,
+    manifest: Vec<u8>,
+    start_lsn: Lsn,
+    start_tli: TimelineId,
+    stop_lsn: Lsn,
+    stop_tli: TimelineId,
+    stop_time: chrono::DateTime<Utc>,
+    tablespaces: Vec<TablespaceEntry>,
+}
+
+async fn stream_backup(
+    config: &Config,
+    repo: &Repository,
+    id: &str,
+    bb: &BaseBackupOptions,
+    opts: &BackupOptions,
+    repl: &mut crate::protocol::Connection,
+    progress: Arc<dyn Progress>,
+) -> Result<Streamed, BackupError> {
+    let target = server::describe(config);
+    let stream_err = |source| BackupError::Stream { target: target.clone(), source };
+    let mut stream = repl.base_backup(bb).await.map_err(stream_err)?;
+    let start_lsn = stream.start_lsn;
+    let start_tli = stream.start_timeline;
+    let total: i64 = stream.tablespaces.iter().filter_map(|t| t.size_kb).sum();
+    if total > 0 {
+        progress.total(total as u64 * 1024);
+    }
+    progress.phase("streaming");
+    let tablespaces: Vec<TablespaceEntry> = stream
+        .tablespaces
+        .iter()
+        .filter_map(|t| Some(TablespaceEntry { oid: t.oid?, location: t.location.clone()? }))
+        .collect();
+
+    let (tx, rx) = mpsc::channel(64);
+    let writer = bundle::BundleWriter::new(
+        tokio::runtime::Handle::current(),
+        repo.storage().clone(),
+        id,
+        repo.bulk_codec(),
+        repo.shared_key(),
+        opts.bundle_size,
+    );
+    let p = progress.clone();
+    let packer = tokio::task::spawn_blocking(move || packer::pack(rx, writer, p.as_ref()));
+
+    // Forward the stream to the packer; if the packer stops early its error is the one to report.
+    let mut forward_err = None;
+    loop {
+        match stream.next().await {
+            Ok(Some(ev)) => {
+                if tx.send(ev).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                forward_err = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let packed = packer.await.map_err(|e| BackupError::Internal(format!("packing thread: {e}")))?;
+    if let Some(e) = forward_err {
+        return Err(stream_err(e));
+    }
+    let packed = packed?;
+    let end = stream.finish().await.map_err(stream_err)?;
+    let stop_time = Utc::now();
+
+    let manifest = packed.manifest.clone().ok_or(BackupError::NoManifest)?;
+    let checked = manifest::check(&manifest, &packed.received)?;
+    tracing::debug!(files = checked, "server manifest matches the received files");
+    repo.put_sealed(&layout::manifest_key(id), &manifest).await?;
+    Ok(Streamed {
+        packed,
+        manifest,
+        start_lsn,
+        start_tli,
+        stop_lsn: end.stop_lsn,
+        stop_tli: end.stop_timeline,
+        stop_time,
+        tablespaces,
+    })
+}
+
+/// Waits until every segment from `first` to `last` is in the repository.
+async fn wait_for_wal(
+    repo: &Repository,
+    id: &str,
+    first: &WalFileName,
+    last: &WalFileName,
+    timeout: Duration,
+    sql: &mut crate::protocol::Connection,
+    config: &Config,
+) -> Result<(), BackupError> {
+    let seg = repo.cluster().wal_segment_size;
+    let started = Instant::now();
+    let mut segno = first.segment_number(seg);
+    let last_no = last.segment_number(seg);
+    let mut delay = Duration::from_millis(50);
+    while segno <= last_no {
+        // A timeline switch inside a backup only happens on a promoted standby; the stop segment
+        // carries the stop timeline, the others the start timeline.
+        let tli = if segno == last_no { last.timeline } else { first.timeline };
+        let name = WalFileName::from_segment_number(tli, segno, seg);
+        if repo.storage().head(&layout::wal_key(&name)).await?.is_some() {
+            segno += 1;
+            continue;
+        }
+        if started.elapsed() >= timeout {
+            let status = match server::archiver_status(sql, config).await {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("(pg_stat_archiver unavailable: {e})"),
+            };
+            return Err(BackupError::WalTimeout { id: id.to_string(), segment: name.to_string(), waited: timeout.as_secs(), status });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    Ok(())
+}
+
+/// Removes what an unfinished backup stored (best effort: without a catalog it is invisible anyway).
+async fn cleanup(repo: &Repository, id: &str) {
+    let dir = layout::backup_dir(id);
+    if let Ok(objects) = repo.storage().list(&dir).await {
+        for o in objects {
+            let _ = repo.storage().delete(&o.key).await;
+        }
+    }
+}
+

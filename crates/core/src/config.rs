@@ -1,0 +1,493 @@
+//! The configuration file shared by `pgvault` and `pgvault-archive`.
+//!
+//! One TOML file (`--config FILE`, else `$PGVAULT_CONFIG`, else `/etc/pgvault/pgvault.toml`)
+//! describes the cluster, the repository, compression and encryption. Parsing is strict: an
+//! unknown key or a missing value is an error that names the key and the file, because a typo in
+//! a backup tool's configuration must never silently fall back to a default. Secrets may come from
+//! the environment so that the file itself can stay world-readable; when the file (or a key file)
+//! holds secrets it must not be readable by group or others.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// Where the configuration is looked for when neither `--config` nor `$PGVAULT_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgvault/pgvault.toml";
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "PGVAULT_CONFIG";
+/// Environment variable carrying the repository passphrase.
+pub const PASSPHRASE_ENV: &str = "PGVAULT_PASSPHRASE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source} (give the file with --config or {CONFIG_ENV})")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("configuration file {path}: key {key}: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+    #[error("{what} {path} is readable by group or others (mode {mode:o}); it holds secrets: run `chmod 600 {path}`{hint}")]
+    LoosePermissions { what: &'static str, path: PathBuf, mode: u32, hint: &'static str },
+    #[error("cannot read {what} {path}: {source}")]
+    ReadSecret { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{what} {path} is empty")]
+    EmptySecret { what: &'static str, path: PathBuf },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub postgres: PostgresConfig,
+    pub repository: RepositoryConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+    #[serde(default)]
+    pub restore: RestoreConfig,
+    /// The file this was read from (absolute), for messages and for the `restore_command` that a
+    /// restore writes.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `[postgres]`: how to reach the cluster being backed up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Host name, IP address, or the directory holding the Unix socket.
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Database for ordinary SQL (archiver status, restore points). Default `postgres`.
+    #[serde(default = "default_dbname")]
+    pub dbname: String,
+    /// The cluster's data directory (where `pgvault-archive push` finds relative WAL paths).
+    pub pgdata: Option<PathBuf>,
+    /// A file holding the password (mode 0600). Otherwise `PGPASSWORD` or `~/.pgpass`.
+    pub password_file: Option<PathBuf>,
+    /// `disable`, `prefer` (default), `require` or `verify-full`.
+    #[serde(default = "default_sslmode")]
+    pub sslmode: String,
+    /// CA bundle (PEM) for `verify-full`.
+    pub sslrootcert: Option<PathBuf>,
+    /// Seconds to wait for a connection. Default 30.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: u64,
+}
+
+/// `[repository]`: where backups and WAL are stored.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// `file:///path` (or a bare absolute path); `s3://`, `gs://`, `az://` are cloud stores.
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+}
+
+impl fmt::Debug for RepositoryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |v: &Option<String>| v.as_ref().map(|_| "**redacted**");
+        f.debug_struct("RepositoryConfig")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redact(&self.secret_access_key))
+            .field("session_token", &redact(&self.session_token))
+            .field("ca_file", &self.ca_file)
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish()
+    }
+}
+
+/// `[compression]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// `zstd` (default) or `none`.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
+    /// zstd level, 1..=19 (default 3).
+    #[serde(default = "default_level")]
+    pub level: i32,
+    /// Compression threads for base backups; 0 = one per core.
+    #[serde(default)]
+    pub threads: u32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig { algorithm: default_algorithm(), level: default_level(), threads: 0 }
+    }
+}
+
+/// `[encryption]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// File holding the repository passphrase (mode 0600). Or set `PGVAULT_PASSPHRASE`.
+    pub passphrase_file: Option<PathBuf>,
+    /// `aes-256-gcm` (default when a passphrase is given) or `none`. A remote repository without
+    /// encryption needs `cipher = "none"` spelled out.
+    pub cipher: Option<String>,
+}
+
+/// `[backup]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Seconds `backup` waits for the archiver to store the WAL that makes the backup consistent.
+    #[serde(default = "default_archive_wait")]
+    pub archive_wait_timeout: u64,
+    /// Store the backup's WAL inside it (self-contained) instead of relying on the archive.
+    #[serde(default)]
+    pub include_wal: bool,
+    /// Target size of one stored bundle object, in MiB (files are split across bundles).
+    #[serde(default = "default_bundle_mib")]
+    pub bundle_size_mib: u64,
+    /// Request a fast (immediate) checkpoint at backup start. Default true.
+    #[serde(default = "default_true")]
+    pub fast_checkpoint: bool,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            archive_wait_timeout: default_archive_wait(),
+            include_wal: false,
+            bundle_size_mib: default_bundle_mib(),
+            fast_checkpoint: true,
+        }
+    }
+}
+
+/// `[restore]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// Bundles downloaded and unpacked at once.
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+    /// Path of `pgvault-archive` written into `restore_command`; default: the one installed
+    /// beside `pgvault`.
+    pub archive_command_path: Option<PathBuf>,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig { parallel: default_parallel(), archive_command_path: None }
+    }
+}
+
+fn default_host() -> String {
+    "/var/run/postgresql".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+fn default_dbname() -> String {
+    "postgres".into()
+}
+fn default_sslmode() -> String {
+    "prefer".into()
+}
+fn default_connect_timeout() -> u64 {
+    30
+}
+fn default_algorithm() -> String {
+    "zstd".into()
+}
+fn default_level() -> i32 {
+    3
+}
+fn default_archive_wait() -> u64 {
+    600
+}
+fn default_bundle_mib() -> u64 {
+    128
+}
+fn default_true() -> bool {
+    true
+}
+fn default_parallel() -> usize {
+    4
+}
+
+impl Config {
+    /// The file to read: `--config`, else `$PGVAULT_CONFIG`, else the default path.
+    pub fn locate(explicit: Option<&Path>) -> PathBuf {
+        if let Some(p) = explicit {
+            return p.to_path_buf();
+        }
+        match std::env::var_os(CONFIG_ENV) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+        }
+    }
+
+    /// Reads, parses and validates the configuration.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = Self::locate(explicit);
+        let path = std::path::absolute(&path).unwrap_or(path);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let mut config = Self::parse(&text, &path)?;
+        config.source = path;
+        config.check_file_permissions()?;
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let mut config = config;
+        config.source = path.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.source.clone(), key: key.into(), message: message.into() }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.postgres.sslmode.as_str() {
+            "disable" | "prefer" | "require" | "verify-full" => {}
+            other => {
+                return Err(self.invalid(
+                    "postgres.sslmode",
+                    format!("'{other}' is not one of disable, prefer, require, verify-full"),
+                ))
+            }
+        }
+        if self.repository.url.trim().is_empty() {
+            return Err(self.invalid("repository.url", "is empty; e.g. file:///var/lib/pgvault"));
+        }
+        match self.compression.algorithm.as_str() {
+            "zstd" => {
+                if !(1..=19).contains(&self.compression.level) {
+                    return Err(self.invalid(
+                        "compression.level",
+                        format!("{} is outside 1..=19", self.compression.level),
+                    ));
+                }
+            }
+            "none" => {}
+            other => {
+                return Err(self.invalid(
+                    "compression.algorithm",
+                    format!("'{other}' is not one of zstd, none"),
+                ))
+            }
+        }
+        match self.encryption.cipher.as_deref() {
+            None | Some("aes-256-gcm") | Some("none") => {}
+            Some(other) => {
+                return Err(self.invalid(
+                    "encryption.cipher",
+                    format!("'{other}' is not one of aes-256-gcm, none"),
+                ))
+            }
+        }
+        if self.encryption.cipher.as_deref() == Some("none") && self.encryption.passphrase_file.is_some() {
+            return Err(self.invalid(
+                "encryption.passphrase_file",
+                "is set while cipher = \"none\": remove one of them",
+            ));
+        }
+        if self.backup.bundle_size_mib == 0 || self.backup.bundle_size_mib > 4096 {
+            return Err(self.invalid("backup.bundle_size_mib", "must be between 1 and 4096"));
+        }
+        if self.restore.parallel == 0 || self.restore.parallel > 64 {
+            return Err(self.invalid("restore.parallel", "must be between 1 and 64"));
+        }
+        Ok(())
+    }
+
+    /// Secrets in the file itself require it to be private.
+    fn check_file_permissions(&self) -> Result<(), ConfigError> {
+        let holds_secrets =
+            self.repository.secret_access_key.is_some() || self.repository.session_token.is_some();
+        if holds_secrets {
+            check_private(
+                &self.source,
+                "configuration file",
+                " (or move the secrets to environment variables)",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether the user asked for an unencrypted repository in so many words.
+    pub fn encryption_disabled(&self) -> bool {
+        self.encryption.cipher.as_deref() == Some("none")
+    }
+
+    /// The repository passphrase: `$PGVAULT_PASSPHRASE`, else `[encryption] passphrase_file`.
+    /// `None` when neither is configured.
+    pub fn passphrase(&self) -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
+        if self.encryption_disabled() {
+            return Ok(None);
+        }
+        if let Some(v) = std::env::var_os(PASSPHRASE_ENV) {
+            if !v.is_empty() {
+                use std::os::unix::ffi::OsStrExt;
+                return Ok(Some(Zeroizing::new(v.as_bytes().to_vec())));
+            }
+        }
+        let Some(path) = &self.encryption.passphrase_file else { return Ok(None) };
+        let path = self.relative_to_config(path);
+        check_private(&path, "passphrase file", "")?;
+        let raw = std::fs::read(&path).map_err(|source| ConfigError::ReadSecret {
+            what: "passphrase file",
+            path: path.clone(),
+            source,
+        })?;
+        let raw = Zeroizing::new(raw);
+        // One trailing newline is how editors and `echo` leave files; it is not part of the secret.
+        let mut end = raw.len();
+        while end > 0 && (raw[end - 1] == b'\n' || raw[end - 1] == b'\r') {
+            end -= 1;
+        }
+        if end == 0 {
+            return Err(ConfigError::EmptySecret { what: "passphrase file", path });
+        }
+        Ok(Some(Zeroizing::new(raw[..end].to_vec())))
+    }
+
+    /// Resolves a path from the file relative to the file's directory.
+    pub fn relative_to_config(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.source.parent().map(|d| d.join(p)).unwrap_or_else(|| p.to_path_buf())
+        }
+    }
+}
+
+/// Refuses a secret-bearing file that group or others may read.
+pub fn check_private(path: &Path, what: &'static str, hint: &'static str) -> Result<(), ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::ReadSecret {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::LoosePermissions { what, path: path.to_path_buf(), mode, hint });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/pgvault/test.toml"))
+    }
+
+    const BENCH: &str = r#"
+[postgres]
+host = "/tmp/pgvault-bench"
+port = 55432
+user = "postgres"
+pgdata = "/tmp/pgvault-bench/pg"
+
+[repository]
+url = "s3://pgvault/bench"
+endpoint = "https://127.0.0.1:8443"
+region = "us-east-1"
+access_key_id = "benchkey"
+secret_access_key = "benchsecret"
+ca_file = "/tmp/pgvault-bench/tls/s3.crt"
+
+[compression]
+algorithm = "zstd"
+level = 3
+
+[encryption]
+passphrase_file = "/tmp/pgvault-bench/passphrase"
+"#;
+
+    #[test]
+    fn accepts_the_bench_bed_configuration() {
+        let c = parse(BENCH).unwrap();
+        assert_eq!(c.postgres.port, 55432);
+        assert_eq!(c.repository.url, "s3://pgvault/bench");
+        assert_eq!(c.compression.level, 3);
+        assert!(!format!("{c:?}").contains("benchsecret"), "secrets must not reach Debug output");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = parse("[postgres]\nhots = \"x\"\n[repository]\nurl = \"file:///r\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/pgvault/test.toml"), "{msg}");
+        assert!(msg.contains("hots"), "{msg}");
+    }
+
+    #[test]
+    fn missing_value_names_key_and_file() {
+        let err = parse("[postgres]\n[repository]\n").unwrap_err().to_string();
+        assert!(err.contains("url") && err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_key() {
+        let base = "[postgres]\n[repository]\nurl = \"file:///r\"\n";
+        let err = parse(&format!("{base}[compression]\nlevel = 40\n")).unwrap_err().to_string();
+        assert!(err.contains("compression.level"), "{err}");
+        let err = parse(&format!("{base}[compression]\nalgorithm = \"lz5\"\n")).unwrap_err().to_string();
+        assert!(err.contains("compression.algorithm"), "{err}");
+        let err = parse("[postgres]\nsslmode = \"maybe\"\n[repository]\nurl = \"file:///r\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgres.sslmode"), "{err}");
+    }
+
+    #[test]
+    fn loose_passphrase_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "[postgres]\n[repository]\nurl = \"file:///r\"\n[encryption]\npassphrase_file = \"{}\"\n",
+            pass.display()
+        );
+        let c = parse(&text).unwrap();
+        // The environment variable would take precedence; this test relies on it being unset.
+        if std::env::var_os(PASSPHRASE_ENV).is_none() {
+            assert!(matches!(c.passphrase(), Err(ConfigError::LoosePermissions { .. })));
+            std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert_eq!(&c.passphrase().unwrap().unwrap()[..], b"correct horse battery staple");
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Where each kind of object lives in a repository (format version 1). Every key pgvault reads or
+//! writes is spelled here and nowhere else, so the layout documented in docs/FORMAT.md has one
+//! source of truth.
+
+use crate::wal::{WalFileName, WalKind};
+
+/// The plaintext repository descriptor: format version, cluster identity, wrapped key.
+pub const META_KEY: &str = "pgvault.repo";
+/// Prefix of all WAL objects.
+pub const WAL_PREFIX: &str = "wal";
+/// Prefix of all backups.
+pub const BACKUPS_PREFIX: &str = "backups";
+
+/// `wal/<timeline+log>/<name>` for segments, `.partial` and `.backup` files;
+/// `wal/<timeline>.history` for history files.
+pub fn wal_key(name: &WalFileName) -> String {
+    match name.kind {
+        WalKind::History => format!("{WAL_PREFIX}/{name}"),
+        _ => format!("{WAL_PREFIX}/{:08X}{:08X}/{name}", name.timeline, name.log),
+    }
+}
+
+/// Parses a key under `wal/` back into a WAL file name.
+pub fn wal_name_of_key(key: &str) -> Option<WalFileName> {
+    let name = key.rsplit('/').next()?;
+    WalFileName::parse(name).ok()
+}
+
+pub fn backup_dir(id: &str) -> String {
+    format!("{BACKUPS_PREFIX}/{id}")
+}
+
+/// The catalog object: written last; its presence is what makes a backup complete.
+pub fn catalog_key(id: &str) -> String {
+    format!("{BACKUPS_PREFIX}/{id}/catalog")
+}
+
+/// PostgreSQL's own `backup_manifest` for the backup.
+pub fn manifest_key(id: &str) -> String {
+    format!("{BACKUPS_PREFIX}/{id}/backup_manifest")
+}
+
+/// One bundle of file data.
+pub fn bundle_key(id: &str, bundle: u32) -> String {
+    format!("{BACKUPS_PREFIX}/{id}/bundles/{bundle:06}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        for n in [
+            "000000010000000200000003",
+            "00000002.history",
+            "000000010000000000000002.00000028.backup",
+            "000000020000000000000005.partial",
+        ] {
+            let w = WalFileName::parse(n).unwrap();
+            let k = wal_key(&w);
+            assert!(k.ends_with(n));
+            assert_eq!(wal_name_of_key(&k), Some(w));
+        }
+        assert_eq!(wal_key(&WalFileName::parse("000000010000000200000003").unwrap()), "wal/0000000100000002/000000010000000200000003");
+        assert_eq!(bundle_key("20261123-101500F", 7), "backups/20261123-101500F/bundles/000007");
+    }
+}

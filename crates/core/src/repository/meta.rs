@@ -1,0 +1,56 @@
+//! The repository descriptor (`pgvault.repo`): the one plaintext object in a repository.
+//!
+//! It says which format the repository is in, which cluster it belongs to, and holds the
+//! repository key wrapped by the passphrase. Every command reads it first, so a repository of
+//! another cluster, or of a newer format, is refused before anything else is touched.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::format::Keyring;
+
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_NAME: &str = "pgvault-repository";
+
+/// The cluster a repository belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    /// `pg_control`'s system identifier, as a decimal string (JSON numbers lose precision).
+    #[serde(with = "u64_string")]
+    pub system_identifier: u64,
+    /// `server_version_num` at `init`, e.g. 150004.
+    pub pg_version_num: u32,
+    pub wal_segment_size: u64,
+}
+
+impl ClusterIdentity {
+    pub fn major(&self) -> u32 {
+        self.pg_version_num / 10000
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepoMeta {
+    pub format: String,
+    pub format_version: u32,
+    pub repository_id: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub cluster: ClusterIdentity,
+    /// Absent for an unencrypted repository.
+    pub encryption: Option<Keyring>,
+}
+
+pub(crate) mod u64_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

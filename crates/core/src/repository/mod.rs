@@ -1,0 +1,318 @@
+//! A pgvault repository: one cluster's base backups and WAL archive in one store.
+//!
+//! [`Repository`] ties the storage seam to the on-disk format: it reads the plaintext descriptor
+//! (`pgvault.repo`), refuses a repository of another cluster or a newer format, unlocks the
+//! repository key with the passphrase, and seals/opens every other object with it. Commands
+//! (backup, archive, restore, list) only ever talk to the store through it.
+
+pub mod catalog;
+pub mod layout;
+pub mod meta;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::config::{Config, ConfigError};
+use crate::format::{self, Codec, Compression, FormatError, KdfParams, Keyring, MasterKey};
+use crate::storage::{ObjectInfo, PutOutcome, Storage, StorageError};
+use crate::wal::WalFileName;
+
+pub use catalog::BackupCatalog;
+pub use meta::{ClusterIdentity, RepoMeta};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{location}: {source}")]
+    Object { location: String, source: FormatError },
+    #[error("no pgvault repository at {location}: run `pgvault init` first (or check [repository] url)")]
+    NotInitialized { location: String },
+    #[error("{location}: the repository descriptor {key} is unreadable: {message}")]
+    BadMeta { location: String, key: &'static str, message: String },
+    #[error("{location} is in repository format {found}, newer than this pgvault understands ({supported}): upgrade pgvault")]
+    NewerFormat { location: String, found: u32, supported: u32 },
+    #[error("{location} belongs to the cluster with system identifier {repository}, but the server is cluster {server}: point [repository] url at this cluster's repository")]
+    ForeignCluster { location: String, repository: u64, server: u64 },
+    #[error("{location} belongs to PostgreSQL {repository} with {repo_seg}-byte WAL segments, the server is PostgreSQL {server} with {server_seg}-byte segments: a new major version or segment size needs a new repository")]
+    ClusterMismatch { location: String, repository: u32, server: u32, repo_seg: u64, server_seg: u64 },
+    #[error("{location} is encrypted: set [encryption] passphrase_file or the PGVAULT_PASSPHRASE environment variable")]
+    PassphraseRequired { location: String },
+    #[error("{location} was created without encryption, but a passphrase is configured: remove it (or set [encryption] cipher = \"none\"), or use a new, encrypted repository")]
+    UnexpectedPassphrase { location: String },
+    #[error("{location} is not on this machine's disk and would be unencrypted: set [encryption] passphrase_file (recommended) or, to store backups in the clear on purpose, [encryption] cipher = \"none\"")]
+    RemoteUnencrypted { location: String },
+    #[error("{location}: {key}: {message}")]
+    BadCatalog { location: String, key: String, message: String },
+    #[error("{location}: no backup '{id}' (see `pgvault list`)")]
+    BackupNotFound { location: String, id: String },
+}
+
+/// An open repository (descriptor read, key unlocked).
+pub struct Repository {
+    storage: Storage,
+    meta: RepoMeta,
+    key: Option<Arc<MasterKey>>,
+    compression: Compression,
+    level: i32,
+    threads: u32,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").field("storage", &self.storage).field("encrypted", &self.key.is_some()).finish()
+    }
+}
+
+fn compression_of(config: &Config) -> Compression {
+    if config.compression.algorithm == "none" {
+        Compression::None
+    } else {
+        Compression::Zstd
+    }
+}
+
+async fn read_meta(storage: &Storage) -> Result<Option<RepoMeta>, RepositoryError> {
+    let Some(raw) = storage.get_opt(layout::META_KEY).await? else { return Ok(None) };
+    let bad = |message: String| RepositoryError::BadMeta { location: storage.to_string(), key: layout::META_KEY, message };
+    let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
+    let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+    if value.get("format").and_then(|v| v.as_str()) != Some(meta::FORMAT_NAME) {
+        return Err(bad("not a pgvault repository descriptor".into()));
+    }
+    if version > meta::FORMAT_VERSION {
+        return Err(RepositoryError::NewerFormat {
+            location: storage.to_string(),
+            found: version,
+            supported: meta::FORMAT_VERSION,
+        });
+    }
+    serde_json::from_value(value).map(Some).map_err(|e| bad(e.to_string()))
+}
+
+impl Repository {
+    /// Creates the repository for `cluster`, or, when it exists, checks that it is this
+    /// cluster's and that the passphrase opens it. Returns whether it was created.
+    pub async fn init(config: &Config, cluster: ClusterIdentity, kdf: Option<KdfParams>) -> Result<(Repository, bool), RepositoryError> {
+        let storage = Storage::open(&config.repository, true)?;
+        if read_meta(&storage).await?.is_none() {
+            let passphrase = config.passphrase()?;
+            let encryption = match &passphrase {
+                Some(p) => {
+                    let params = kdf.unwrap_or_default();
+                    let (keyring, _key) = Keyring::create(p, params).map_err(|source| RepositoryError::Object {
+                        location: storage.to_string(),
+                        source,
+                    })?;
+                    Some(keyring)
+                }
+                None if storage.is_local() || config.encryption_disabled() => None,
+                None => return Err(RepositoryError::RemoteUnencrypted { location: storage.to_string() }),
+            };
+            let meta = RepoMeta {
+                format: meta::FORMAT_NAME.into(),
+                format_version: meta::FORMAT_VERSION,
+                repository_id: uuid::Uuid::new_v4().to_string(),
+                created_at: Utc::now(),
+                created_by: format!("pgvault {}", env!("CARGO_PKG_VERSION")),
+                cluster: cluster.clone(),
+                encryption,
+            };
+            let body = serde_json::to_vec_pretty(&meta).map_err(|e| RepositoryError::BadMeta {
+                location: storage.to_string(),
+                key: layout::META_KEY,
+                message: e.to_string(),
+            })?;
+            let created = storage.put_if_absent(layout::META_KEY, Bytes::from(body)).await? == PutOutcome::Created;
+            let repo = Self::open_with(config, storage).await?;
+            repo.check_cluster(&cluster)?;
+            return Ok((repo, created));
+        }
+        let repo = Self::open_with(config, storage).await?;
+        repo.check_cluster(&cluster)?;
+        Ok((repo, false))
+    }
+
+    /// Opens an existing repository and unlocks its key.
+    pub async fn open(config: &Config) -> Result<Repository, RepositoryError> {
+        let storage = Storage::open(&config.repository, false)?;
+        Self::open_with(config, storage).await
+    }
+
+    async fn open_with(config: &Config, storage: Storage) -> Result<Repository, RepositoryError> {
+        let meta = read_meta(&storage)
+            .await?
+            .ok_or_else(|| RepositoryError::NotInitialized { location: storage.to_string() })?;
+        let passphrase = config.passphrase()?;
+        let key = match (&meta.encryption, passphrase) {
+            (Some(keyring), Some(p)) => Some(Arc::new(keyring.unlock(&p).map_err(|source| {
+                RepositoryError::Object { location: storage.to_string(), source }
+            })?)),
+            (Some(_), None) => return Err(RepositoryError::PassphraseRequired { location: storage.to_string() }),
+            (None, Some(_)) => return Err(RepositoryError::UnexpectedPassphrase { location: storage.to_string() }),
+            (None, None) => None,
+        };
+        Ok(Repository {
+            storage,
+            meta,
+            key,
+            compression: compression_of(config),
+            level: config.compression.level,
+            threads: config.compression.threads,
+        })
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn meta(&self) -> &RepoMeta {
+        &self.meta
+    }
+
+    pub fn cluster(&self) -> &ClusterIdentity {
+        &self.meta.cluster
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.key.is_some()
+    }
+
+    pub fn key(&self) -> Option<&MasterKey> {
+        self.key.as_deref()
+    }
+
+    pub fn shared_key(&self) -> Option<Arc<MasterKey>> {
+        self.key.clone()
+    }
+
+    pub fn compression_name(&self) -> &'static str {
+        match self.compression {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// Codec for small objects (WAL, catalogs): single-threaded compression.
+    pub fn codec(&self) -> Codec {
+        Codec { compression: self.compression, zstd_level: self.level, zstd_workers: 0, ..Codec::default() }
+    }
+
+    /// Codec for base-backup bundles: multi-threaded compression to keep every core busy.
+    pub fn bulk_codec(&self) -> Codec {
+        let workers = if self.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
+        } else {
+            self.threads
+        };
+        Codec { compression: self.compression, zstd_level: self.level, zstd_workers: workers, ..Codec::default() }
+    }
+
+    /// Refuses a server that is not this repository's cluster.
+    pub fn check_cluster(&self, server: &ClusterIdentity) -> Result<(), RepositoryError> {
+        let repo = &self.meta.cluster;
+        if repo.system_identifier != server.system_identifier {
+            return Err(RepositoryError::ForeignCluster {
+                location: self.storage.to_string(),
+                repository: repo.system_identifier,
+                server: server.system_identifier,
+            });
+        }
+        if repo.major() != server.major() || repo.wal_segment_size != server.wal_segment_size {
+            return Err(RepositoryError::ClusterMismatch {
+                location: self.storage.to_string(),
+                repository: repo.major(),
+                server: server.major(),
+                repo_seg: repo.wal_segment_size,
+                server_seg: server.wal_segment_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn object_err(&self, key: &str, source: FormatError) -> RepositoryError {
+        RepositoryError::Object { location: format!("{}/{}", self.storage, key), source }
+    }
+
+    /// Seals (compresses, encrypts) a small object in memory.
+    pub fn seal(&self, data: &[u8]) -> Result<Vec<u8>, RepositoryError> {
+        format::seal_bytes(data, &self.codec(), self.key()).map_err(|e| self.object_err("(new object)", e))
+    }
+
+    /// Opens a small sealed object read from `key`.
+    pub fn unseal(&self, key: &str, data: &[u8]) -> Result<Vec<u8>, RepositoryError> {
+        format::open_bytes(data, self.key()).map_err(|e| self.object_err(key, e))
+    }
+
+    /// Reads and opens a small sealed object.
+    pub async fn get_sealed(&self, key: &str) -> Result<Vec<u8>, RepositoryError> {
+        let raw = self.storage.get(key).await?;
+        self.unseal(key, &raw)
+    }
+
+    /// Seals and stores a small object, replacing any previous one.
+    pub async fn put_sealed(&self, key: &str, data: &[u8]) -> Result<u64, RepositoryError> {
+        let sealed = self.seal(data)?;
+        let n = sealed.len() as u64;
+        self.storage.put(key, Bytes::from(sealed)).await?;
+        Ok(n)
+    }
+
+    /// Reads one backup's catalog.
+    pub async fn load_catalog(&self, id: &str) -> Result<BackupCatalog, RepositoryError> {
+        if !catalog::is_backup_id(id) {
+            return Err(RepositoryError::BackupNotFound { location: self.storage.to_string(), id: id.to_string() });
+        }
+        let key = layout::catalog_key(id);
+        let raw = match self.get_sealed(&key).await {
+            Err(RepositoryError::Storage(e)) if e.is_not_found() => {
+                return Err(RepositoryError::BackupNotFound { location: self.storage.to_string(), id: id.to_string() })
+            }
+            other => other?,
+        };
+        serde_json::from_slice(&raw).map_err(|e| RepositoryError::BadCatalog {
+            location: self.storage.to_string(),
+            key,
+            message: format!("not a valid catalog: {e}"),
+        })
+    }
+
+    /// Every complete backup (one whose catalog is stored), oldest first.
+    pub async fn list_backups(&self) -> Result<Vec<BackupCatalog>, RepositoryError> {
+        let mut ids: Vec<String> = self
+            .storage
+            .list_dirs(layout::BACKUPS_PREFIX)
+            .await?
+            .into_iter()
+            .filter(|id| catalog::is_backup_id(id))
+            .collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            match self.load_catalog(&id).await {
+                Ok(c) => out.push(c),
+                // A backup directory without a catalog is an unfinished (or failed) backup.
+                Err(RepositoryError::BackupNotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every archived WAL file, sorted by name.
+    pub async fn list_wal(&self) -> Result<Vec<(WalFileName, ObjectInfo)>, RepositoryError> {
+        let mut out: Vec<(WalFileName, ObjectInfo)> = self
+            .storage
+            .list(layout::WAL_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|o| layout::wal_name_of_key(&o.key).map(|n| (n, o)))
+            .collect();
+        out.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+        Ok(out)
+    }
+}
