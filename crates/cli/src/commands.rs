@@ -135,6 +135,9 @@ pub async fn backup(ctx: &Context, args: BackupArgs) -> Result<()> {
         if cat.wal_included { " (included)" } else { "" },
         display::seconds(started.elapsed())
     );
+    if let Some(mib) = display::peak_memory_mib() {
+        tracing::info!("peak memory {mib} MiB");
+    }
     Ok(())
 }
 

@@ -24,6 +24,14 @@ pub fn seconds(d: std::time::Duration) -> String {
     }
 }
 
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), for `-v` output.
+pub fn peak_memory_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.div_ceil(1024))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
