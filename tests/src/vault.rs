@@ -1,0 +1,138 @@
+//! A pgvault set-up for one test: a repository directory, a passphrase file and a configuration
+//! file, all owned by `postgres`, plus helpers to run the real binaries against them.
+//!
+//! Every end-to-end test needs the same four things (cluster, repository, config pointing at
+//! both, `archive_command` calling `pgvault-archive`), so they are made here once.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::bins::{run_workspace_bin, workspace_bin, default_cmd_timeout};
+use crate::cluster::{ClusterOptions, PgCluster};
+use crate::fsutil::{write_postgres_file, TempRepoDir};
+use crate::install::PgInstall;
+use crate::process::CmdOutput;
+
+/// Repository, passphrase and configuration for one test.
+#[derive(Debug)]
+pub struct Vault {
+    pub dir: TempRepoDir,
+    pub config: PathBuf,
+    pub repo: PathBuf,
+    pub passphrase: PathBuf,
+}
+
+impl Vault {
+    /// A fresh directory with a passphrase file; the configuration is written by
+    /// [`Vault::write_config`].
+    pub fn new() -> Result<Vault> {
+        let dir = TempRepoDir::with_prefix("pgvault-vault-")?;
+        let passphrase = dir.join("passphrase");
+        write_postgres_file(&passphrase, "test passphrase, long enough\n", 0o600)?;
+        Ok(Vault { config: dir.join("pgvault.toml"), repo: dir.join("repo"), passphrase, dir })
+    }
+
+    /// `archive_command` for a cluster archiving into this vault.
+    pub fn archive_command(&self) -> String {
+        format!("{} --config {} push %p", workspace_bin("pgvault-archive").display(), self.config.display())
+    }
+
+    /// Writes the configuration for `cluster`; `extra` is appended verbatim (more sections).
+    pub fn write_config(&self, cluster: &PgCluster, extra: &str) -> Result<()> {
+        self.write_config_to(&self.config, cluster, &self.passphrase, extra)
+    }
+
+    /// Writes a configuration like [`Vault::write_config`] to another path, with another
+    /// passphrase file (for wrong-passphrase tests).
+    pub fn write_config_to(&self, path: &Path, cluster: &PgCluster, passphrase: &Path, extra: &str) -> Result<()> {
+        let text = format!(
+            "[postgres]\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\npgdata = \"{}\"\n\n\
+             [repository]\nurl = \"file://{}\"\n\n[compression]\nalgorithm = \"zstd\"\nlevel = 3\n\n\
+             [encryption]\npassphrase_file = \"{}\"\n\n[backup]\narchive_wait_timeout = 120\n{extra}",
+            cluster.socket_dir().display(),
+            cluster.port(),
+            cluster.data_dir().display(),
+            self.repo.display(),
+            passphrase.display(),
+        );
+        write_postgres_file(path, text, 0o600)
+    }
+
+    /// Runs `pgvault --config <config> args…` as `postgres`.
+    pub fn pgvault<I, S>(&self, args: I) -> Result<CmdOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["--config".into(), self.config.clone().into_os_string()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run_workspace_bin("pgvault", all, &[], default_cmd_timeout())
+    }
+
+    /// Runs `pgvault-archive --config <config> args…` as `postgres`.
+    pub fn archive<I, S>(&self, args: I) -> Result<CmdOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["--config".into(), self.config.clone().into_os_string()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run_workspace_bin("pgvault-archive", all, &[], default_cmd_timeout())
+    }
+
+    /// `pgvault list --json`, parsed.
+    pub fn list(&self) -> Result<serde_json::Value> {
+        let out = self.pgvault(["list", "--json"])?.check()?;
+        serde_json::from_str(&out.stdout).with_context(|| format!("list --json printed {}", out.stdout))
+    }
+
+    /// Takes a backup and returns its id.
+    pub fn backup(&self, extra: &[&str]) -> Result<String> {
+        let mut args = vec!["backup"];
+        args.extend_from_slice(extra);
+        let out = self.pgvault(&args)?.check()?;
+        let id = out
+            .stdout
+            .split_whitespace()
+            .nth(1)
+            .map(str::to_string)
+            .with_context(|| format!("no backup id in: {}", out.stdout))?;
+        Ok(id)
+    }
+
+    /// A path for a restored data directory (not created).
+    pub fn restore_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Restores with `args` (after `--pgdata DIR`) into a new directory `name`, then opens it as a
+    /// cluster (not started) whose archiving is off, so restored copies do not write into the
+    /// repository unless a test wants them to (`keep_archiving`).
+    pub fn restore(&self, install: &PgInstall, name: &str, args: &[&str], keep_archiving: bool) -> Result<PgCluster> {
+        let dir = self.restore_path(name);
+        let mut all = vec!["restore".to_string(), "--pgdata".to_string(), dir.display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        self.pgvault(&all)?.check()?;
+        if !keep_archiving {
+            let auto = dir.join("postgresql.auto.conf");
+            let mut text = std::fs::read_to_string(&auto).with_context(|| auto.display().to_string())?;
+            text.push_str("archive_mode = off\n");
+            write_postgres_file(&auto, text, 0o600)?;
+        }
+        PgCluster::from_data_dir(install, dir, None)
+    }
+}
+
+/// A started cluster that archives into `vault` with `pgvault-archive`, and an initialized
+/// repository.
+pub async fn archiving_cluster(install: &PgInstall, vault: &Vault, opts: ClusterOptions) -> Result<PgCluster> {
+    let mut cluster = PgCluster::init(install, opts.archive_command(vault.archive_command()))?;
+    vault.write_config(&cluster, "")?;
+    cluster.start()?;
+    let out = vault.pgvault(["init"])?;
+    if !out.success() {
+        bail!("pgvault init failed: {out}");
+    }
+    Ok(cluster)
+}

@@ -1,0 +1,160 @@
+//! What must go wrong loudly and safely around backups and restores: a cluster whose WAL never
+//! reaches the repository, a self-contained backup without an archive, a corrupted bundle, a
+//! non-empty restore target, a wrong passphrase, and a peak-memory bound for `backup`.
+//! Version-independent behaviour, so these run on PostgreSQL 15 only.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pgvault_tests::{archiving_cluster, install_under_test, write_postgres_file, ClusterOptions, PgCluster, Vault};
+
+fn pg15() -> Option<pgvault_tests::PgInstall> {
+    install_under_test(15)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_that_never_arrives_fails_the_backup_and_leaves_nothing() {
+    let Some(install) = pg15() else { return };
+    async {
+        let vault = Vault::new()?;
+        // Archiving is on but fails: the backup cannot become consistent from the repository.
+        let mut cluster = PgCluster::init(&install, ClusterOptions::default().archive_command("/bin/false"))?;
+        vault.write_config(&cluster, "")?;
+        cluster.start()?;
+        vault.pgvault(["init"])?.check()?;
+        let out = vault.pgvault(["backup", "--archive-wait-timeout", "3"])?;
+        assert!(!out.success(), "backup must fail: {out}");
+        assert!(out.stderr.contains("did not reach the repository"), "names the missing WAL: {out}");
+        assert!(out.stderr.contains("pg_stat_archiver"), "quotes the archiver status: {out}");
+        assert!(out.elapsed < Duration::from_secs(60), "fails within its bound: {out}");
+        let list = vault.list()?;
+        assert_eq!(list["backups"].as_array().map(|a| a.len()), Some(0), "no partial backup is listed: {list}");
+        let leftovers = walk(&vault.repo.join("backups"));
+        assert!(leftovers.is_empty(), "the failed backup's objects were removed: {leftovers:?}");
+
+        // --include-wal makes a self-contained backup that restores without any archive.
+        let id = vault.backup(&["--include-wal"])?;
+        cluster.execute("CREATE TABLE after_backup (x int)").await?;
+        let mut r = vault.restore(&install, "selfcontained", &["--backup", &id, "--target-immediate"], false)?;
+        r.start()?;
+        r.wait_for_recovery_end(Duration::from_secs(120)).await?;
+        let n: i64 = r.query_scalar("SELECT count(*) FROM pg_class WHERE relname = 'after_backup'").await?;
+        assert_eq!(n, 0);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_off_is_refused_up_front() {
+    let Some(install) = pg15() else { return };
+    async {
+        let vault = Vault::new()?;
+        let mut opts = ClusterOptions::default();
+        opts.archive_mode = false;
+        let mut cluster = PgCluster::init(&install, opts)?;
+        vault.write_config(&cluster, "")?;
+        cluster.start()?;
+        vault.pgvault(["init"])?.check()?;
+        let out = vault.pgvault(["backup"])?;
+        assert!(!out.success(), "{out}");
+        assert!(out.stderr.contains("archive_mode"), "says what to fix: {out}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_backup_and_bad_inputs_are_clear_errors() {
+    let Some(install) = pg15() else { return };
+    async {
+        let vault = Vault::new()?;
+        let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
+        cluster.execute("CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g").await?;
+        let id = vault.backup(&[])?;
+        assert!(vault.pgvault(["init"])?.check()?.stdout.contains("already initialized"), "init is idempotent");
+
+        // Non-empty target directory: refused, untouched.
+        let busy = vault.dir.subdir("busy")?;
+        write_postgres_file(&busy.join("keep-me"), b"precious", 0o600)?;
+        let out = vault.pgvault(["restore", "--pgdata", &busy.display().to_string()])?;
+        assert!(!out.success() && out.stderr.contains("not empty"), "{out}");
+        assert_eq!(std::fs::read(busy.join("keep-me"))?, b"precious");
+
+        // Wrong passphrase: every command says so.
+        let wrong = vault.dir.join("wrong-pass");
+        write_postgres_file(&wrong, "definitely the wrong passphrase\n", 0o600)?;
+        let cfg = vault.dir.join("wrong.toml");
+        vault.write_config_to(&cfg, &cluster, &wrong, "")?;
+        let out = pgvault_tests::run_pgvault(["--config", &cfg.display().to_string(), "list"], None)?;
+        assert!(!out.success() && out.stderr.contains("passphrase"), "{out}");
+
+        // A loose passphrase file is refused.
+        let loose = vault.dir.join("loose-pass");
+        write_postgres_file(&loose, "test passphrase, long enough\n", 0o644)?;
+        vault.write_config_to(&cfg, &cluster, &loose, "")?;
+        let out = pgvault_tests::run_pgvault(["--config", &cfg.display().to_string(), "list"], None)?;
+        assert!(!out.success() && out.stderr.contains("chmod 600"), "{out}");
+
+        // A malformed configuration names the key and the file.
+        write_postgres_file(&cfg, "[postgres]\nprot = 5432\n[repository]\nurl = \"file:///tmp/x\"\n", 0o600)?;
+        let out = pgvault_tests::run_pgvault(["--config", &cfg.display().to_string(), "list"], None)?;
+        assert!(!out.success() && out.stderr.contains("prot") && out.stderr.contains("wrong.toml"), "{out}");
+
+        // A flipped byte in a bundle: restore stops with a clear error.
+        let bundle = vault.repo.join("backups").join(&id).join("bundles").join("000000");
+        let mut bytes = std::fs::read(&bundle).context("bundle 0")?;
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        write_postgres_file(&bundle, &bytes, 0o600)?;
+        let out = vault.pgvault(["restore", "--pgdata", &vault.restore_path("from-corrupt").display().to_string()])?;
+        assert!(!out.success(), "{out}");
+        assert!(out.stderr.contains("corrupt"), "says the backup is corrupted: {out}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_memory_stays_bounded() {
+    let Some(install) = pg15() else { return };
+    async {
+        let vault = Vault::new()?;
+        let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
+        // ~400 MB of poorly compressible data: far more than the memory bound.
+        cluster
+            .execute("CREATE TABLE bulk AS SELECT g, decode(md5(g::text) || md5((g+1)::text) || md5((g+2)::text) || md5((g+3)::text), 'hex') AS b FROM generate_series(1, 4000000) g")
+            .await?;
+        cluster.execute("CHECKPOINT").await?;
+        let out = vault.pgvault(["-v", "backup"])?.check()?;
+        let peak = out
+            .stderr
+            .lines()
+            .find_map(|l| l.split("peak memory ").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse::<u64>().ok())
+            .with_context(|| format!("backup -v reports its peak memory: {out}"))?;
+        assert!(peak < 200, "peak memory {peak} MiB must stay under 200 MiB");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
