@@ -335,6 +335,12 @@ impl PgCluster {
         self.work.path()
     }
 
+    /// Creates `<work dir>/<name>`, an empty `postgres`-owned directory outside the data
+    /// directory, for `CREATE TABLESPACE ... LOCATION`. Removed with the cluster.
+    pub fn tablespace_dir(&self, name: &str) -> Result<PathBuf> {
+        self.work.subdir(name)
+    }
+
     /// A libpq connection string over the Unix socket, e.g. for a pgvault config.
     pub fn conninfo(&self) -> String {
         format!(

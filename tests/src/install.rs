@@ -198,6 +198,19 @@ impl PgInstall {
             && self.bin("pg_amcheck").is_file()
     }
 
+    /// Whether the server was built with OpenSSL (`pg_config --configure` lists
+    /// `--with-openssl` or `--with-ssl=openssl`), i.e. can run with `ssl = on`. The PyPI-wheel
+    /// builds of 16 and 18 are not.
+    pub fn has_openssl(&self) -> bool {
+        let mut cmd = Command::new(self.bin("pg_config"));
+        cmd.arg("--configure");
+        run_with_timeout(&mut cmd, Duration::from_secs(30)).is_ok_and(|out| {
+            out.success()
+                && (out.stdout.contains("--with-openssl")
+                    || out.stdout.contains("--with-ssl=openssl"))
+        })
+    }
+
     /// Runs `pg_verifybackup --no-parse-wal` on a plain-format backup directory, as `postgres`.
     /// `manifest` defaults to `<backup_dir>/backup_manifest`. Returns the output whatever the
     /// result (use [`CmdOutput::check`]).

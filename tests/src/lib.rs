@@ -13,6 +13,7 @@
 //! - [`process`]: running programs as `postgres` with timeouts ([`CmdOutput`]).
 //! - [`fsutil`]: `postgres`-owned temporary directories ([`TempRepoDir`]) and files.
 //! - [`bins`]: locating and running the workspace's own binaries.
+//! - [`tls`]: test certificates (CA, server, wrong CA) and clusters with `ssl = on` ([`TlsCluster`]).
 //!
 //! Environment variables the harness reads:
 //! - `CI`: when set, a missing PostgreSQL version is a panic instead of a skip.
@@ -30,6 +31,7 @@ pub mod cluster;
 pub mod fsutil;
 pub mod install;
 pub mod process;
+pub mod tls;
 pub mod vault;
 
 pub use bins::{run_pgvault, run_pgvault_archive, run_workspace_bin, workspace_bin};
@@ -43,6 +45,7 @@ pub use install::{
     weed_bin, workspace_root, PgInstall, SUPPORTED_MAJORS,
 };
 pub use vault::{archiving_cluster, Vault};
+pub use tls::{TestCerts, TlsCluster};
 pub use process::{postgres_command, run_as_postgres, run_with_timeout, CmdOutput, POSTGRES_USER};
 
 /// Generates one `#[tokio::test]` per supported PostgreSQL major (`mod $name { pg15, pg16,

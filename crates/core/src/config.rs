@@ -101,6 +101,66 @@ pub struct RepositoryConfig {
     pub allow_http: bool,
     #[serde(default)]
     pub virtual_hosted_style: bool,
+    /// GCS: a service-account JSON key file (else `GOOGLE_SERVICE_ACCOUNT*` / ADC).
+    pub service_account_file: Option<PathBuf>,
+    /// Azure: the storage account name (else `AZURE_STORAGE_ACCOUNT_NAME`).
+    pub account: Option<String>,
+    /// Azure: the storage account key (else `AZURE_STORAGE_ACCOUNT_KEY`, a SAS or managed identity).
+    pub access_key: Option<String>,
+    /// Seconds one HTTP request may take in total (default 60).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: u64,
+    /// Seconds to establish one connection (default 10).
+    #[serde(default = "default_store_connect_timeout")]
+    pub connect_timeout: u64,
+    /// Retries of one failed request (5xx, 429, timeouts, resets); default 10.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: usize,
+    /// Seconds after which a request is not retried any more (default 180).
+    #[serde(default = "default_retry_timeout")]
+    pub retry_timeout: u64,
+    /// Use the store's conditional create (`If-None-Match: *`) for WAL when `init` finds that the
+    /// store honours it (default true); `false` forces check-then-write.
+    #[serde(default = "default_true")]
+    pub conditional_create: bool,
+}
+
+impl RepositoryConfig {
+    /// A configuration for `url` with every other key at its default.
+    pub fn for_url(url: impl Into<String>) -> RepositoryConfig {
+        RepositoryConfig {
+            url: url.into(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            ca_file: None,
+            allow_http: false,
+            virtual_hosted_style: false,
+            service_account_file: None,
+            account: None,
+            access_key: None,
+            request_timeout: default_request_timeout(),
+            connect_timeout: default_store_connect_timeout(),
+            retry_max: default_retry_max(),
+            retry_timeout: default_retry_timeout(),
+            conditional_create: true,
+        }
+    }
+}
+
+fn default_request_timeout() -> u64 {
+    60
+}
+fn default_store_connect_timeout() -> u64 {
+    10
+}
+fn default_retry_max() -> usize {
+    10
+}
+fn default_retry_timeout() -> u64 {
+    180
 }
 
 impl fmt::Debug for RepositoryConfig {
@@ -116,6 +176,14 @@ impl fmt::Debug for RepositoryConfig {
             .field("ca_file", &self.ca_file)
             .field("allow_http", &self.allow_http)
             .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("service_account_file", &self.service_account_file)
+            .field("account", &self.account)
+            .field("access_key", &redact(&self.access_key))
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry_max", &self.retry_max)
+            .field("retry_timeout", &self.retry_timeout)
+            .field("conditional_create", &self.conditional_create)
             .finish()
     }
 }
@@ -289,6 +357,19 @@ impl Config {
         if self.repository.url.trim().is_empty() {
             return Err(self.invalid("repository.url", "is empty; e.g. file:///var/lib/pgvault"));
         }
+        let r = &self.repository;
+        if r.request_timeout == 0 || r.request_timeout > 3600 {
+            return Err(self.invalid("repository.request_timeout", "must be between 1 and 3600 seconds"));
+        }
+        if r.connect_timeout == 0 || r.connect_timeout > 600 {
+            return Err(self.invalid("repository.connect_timeout", "must be between 1 and 600 seconds"));
+        }
+        if r.retry_max > 100 {
+            return Err(self.invalid("repository.retry_max", "must be at most 100"));
+        }
+        if r.retry_timeout == 0 || r.retry_timeout > 86400 {
+            return Err(self.invalid("repository.retry_timeout", "must be between 1 and 86400 seconds"));
+        }
         match self.compression.algorithm.as_str() {
             "zstd" => {
                 if !(1..=19).contains(&self.compression.level) {
@@ -332,8 +413,9 @@ impl Config {
 
     /// Secrets in the file itself require it to be private.
     fn check_file_permissions(&self) -> Result<(), ConfigError> {
-        let holds_secrets =
-            self.repository.secret_access_key.is_some() || self.repository.session_token.is_some();
+        let holds_secrets = self.repository.secret_access_key.is_some()
+            || self.repository.session_token.is_some()
+            || self.repository.access_key.is_some();
         if holds_secrets {
             check_private(
                 &self.source,

@@ -217,6 +217,9 @@ pub async fn run(config: &Config, repo: &Repository, req: &RestoreRequest, progr
     write_recovery_settings(config, &cat, req)?;
     chown_if_root(&cat, &req.pgdata, &spaces)?;
     sync_tree(&req.pgdata)?;
+    for loc in spaces.values() {
+        sync_tree(loc)?;
+    }
     progress.finish();
     Ok(RestoreSummary {
         backup_id: cat.id.clone(),

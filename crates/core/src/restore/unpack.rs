@@ -16,7 +16,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::format::{FormatError, MasterKey, ObjectReader};
+use crate::format::{into_format_error, FormatError, MasterKey, ObjectReader};
 use crate::progress::Progress;
 use crate::repository::catalog::{FileEntry, Piece};
 use crate::repository::{layout, BackupCatalog, Repository};
@@ -42,7 +42,6 @@ pub enum UnpackError {
 struct ChannelReader {
     rx: mpsc::Receiver<Result<Bytes, StorageError>>,
     cur: Bytes,
-    error: Option<StorageError>,
 }
 
 impl Read for ChannelReader {
@@ -50,11 +49,8 @@ impl Read for ChannelReader {
         while self.cur.is_empty() {
             match self.rx.blocking_recv() {
                 Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => {
-                    let msg = e.to_string();
-                    self.error = Some(e);
-                    return Err(std::io::Error::other(msg));
-                }
+                // The message names the store, the key and the cause.
+                Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
                 None => return Ok(0),
             }
         }
@@ -63,19 +59,6 @@ impl Read for ChannelReader {
         self.cur.advance(n);
         Ok(n)
     }
-}
-
-fn format_error(e: std::io::Error) -> Result<FormatError, std::io::Error> {
-    if e.get_ref().map(|inner| inner.is::<FormatError>()).unwrap_or(false) {
-        if let Some(inner) = e.into_inner() {
-            if let Ok(fe) = inner.downcast::<FormatError>() {
-                return Ok(*fe);
-            }
-            return Err(std::io::Error::other("unreadable error"));
-        }
-        return Err(std::io::Error::other("unreadable error"));
-    }
-    Err(e)
 }
 
 /// Downloads and unpacks every bundle of `cat`.
@@ -164,18 +147,17 @@ async fn unpack_bundle(
         }
     });
     let result = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader { rx, cur: Bytes::new(), error: None };
+        let reader = ChannelReader { rx, cur: Bytes::new() };
         let mut obj = ObjectReader::new(reader, key.as_deref())
             .map_err(|source| UnpackError::Object { location: location.clone(), source })?;
         let mut pos = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
         let mut open: HashMap<usize, File> = HashMap::new();
-        let read_err = |e: std::io::Error, location: &str| match format_error(e) {
-            Ok(source) => UnpackError::Object { location: location.to_string(), source },
-            Err(e) => UnpackError::Object {
-                location: location.to_string(),
-                source: FormatError::Io(e),
-            },
+        // A storage failure surfaces through the reader as a plain I/O error whose text names
+        // the store and the key.
+        let read_err = |e: std::io::Error, location: &str| UnpackError::Object {
+            location: location.to_string(),
+            source: into_format_error(e),
         };
         for (fi, piece) in &pieces {
             if piece.bundle_offset > pos {

@@ -1,12 +1,14 @@
 //! The storage seam: every byte pgvault keeps goes through [`Storage`].
 //!
-//! Behind it sits an `object_store::ObjectStore`: the durable local filesystem now, S3, GCS and
-//! Azure later. The rest of pgvault speaks only in repository-relative keys (`wal/…`,
+//! Behind it sits an `object_store::ObjectStore`: the durable local filesystem, or S3, GCS and
+//! Azure Blob storage ([`cloud`]). The rest of pgvault speaks only in repository-relative keys (`wal/…`,
 //! `backups/…`) and in four operations that every backend can honour: atomic put, put-if-absent,
 //! streamed get, list. Errors are turned here into messages that name the store, the key, the
 //! operation and what to check.
 
+pub mod cloud;
 pub mod local;
+mod tls;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -24,8 +26,8 @@ use crate::config::RepositoryConfig;
 pub enum StorageError {
     #[error("repository URL '{url}': {message}")]
     BadUrl { url: String, message: String },
-    #[error("{store}: cannot {op} '{key}': {message}{hint}")]
-    Operation { store: String, op: &'static str, key: String, message: String, hint: String },
+    #[error("{store}: cannot {op} '{key}'{location}: {message}{hint}")]
+    Operation { store: String, op: &'static str, key: String, location: String, message: String, hint: String },
     #[error("{store}: object '{key}' does not exist")]
     NotFound { store: String, key: String },
 }
@@ -61,6 +63,43 @@ pub struct Storage {
     /// Key prefix inside the store (empty for local stores rooted at the repository).
     prefix: String,
     local_root: Option<PathBuf>,
+    /// The parsed URL of a cloud store (`None` for local and wrapped stores).
+    cloud: Option<cloud::CloudUrl>,
+    /// The `[repository] endpoint`, for messages.
+    endpoint: Option<String>,
+    /// Whether `put_if_absent` may rely on the store's conditional create; otherwise it checks
+    /// first and then writes.
+    conditional_create: bool,
+}
+
+/// How `put_if_absent` (and so WAL push) keeps from overwriting an existing object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateMode {
+    /// The store's own conditional create (`If-None-Match: *`, a hard link on local disk).
+    Conditional,
+    /// Look first, write when absent, compare content when present (stores that ignore
+    /// conditional create; a race between two pushers of the same name is not excluded).
+    CheckThenWrite,
+}
+
+impl CreateMode {
+    /// The short name `pgvault info` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            CreateMode::Conditional => "conditional-create",
+            CreateMode::CheckThenWrite => "check-then-write",
+        }
+    }
+
+    /// A one-line explanation for `pgvault info`.
+    pub fn description(self) -> &'static str {
+        match self {
+            CreateMode::Conditional => "conditional-create (atomic create-if-absent, never overwrites)",
+            CreateMode::CheckThenWrite => {
+                "check-then-write (the store does not honour conditional create: look, then write, compare content on conflict)"
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Storage {
@@ -108,20 +147,85 @@ impl Storage {
             })?;
             let display = store.to_string();
             let root = store.root().to_path_buf();
-            return Ok(Storage { inner: Arc::new(store), display, prefix: String::new(), local_root: Some(root) });
+            return Ok(Storage {
+                inner: Arc::new(store),
+                display,
+                prefix: String::new(),
+                local_root: Some(root),
+                cloud: None,
+                endpoint: None,
+                conditional_create: true,
+            });
         }
-        let scheme = url.split("://").next().unwrap_or("");
-        match scheme {
-            "s3" | "gs" | "az" => Err(bad(format!(
-                "{scheme}:// repositories are not supported by this build yet; use file:///path"
-            ))),
-            _ => Err(bad("unknown scheme: use file:///path (s3://, gs://, az:// for cloud stores)".into())),
-        }
+        let parsed = cloud::CloudUrl::parse(url).map_err(bad)?;
+        let store = cloud::build(cfg, &parsed).map_err(|m| bad(format!("{m}")))?;
+        let mut storage = Storage::from_store(store, parsed.display(), parsed.prefix.clone());
+        storage.endpoint = cfg.endpoint.clone();
+        storage.conditional_create = cfg.conditional_create;
+        storage.cloud = Some(parsed);
+        Ok(storage)
     }
 
     /// Wraps an already-built store (tests, and the cloud backends).
     pub fn from_store(inner: Arc<dyn ObjectStore>, display: String, prefix: String) -> Storage {
-        Storage { inner, display, prefix: prefix.trim_matches('/').to_string(), local_root: None }
+        Storage {
+            inner,
+            display,
+            prefix: prefix.trim_matches('/').to_string(),
+            local_root: None,
+            cloud: None,
+            endpoint: None,
+            conditional_create: true,
+        }
+    }
+
+    /// How `put_if_absent` protects existing objects.
+    pub fn create_mode(&self) -> CreateMode {
+        if self.conditional_create {
+            CreateMode::Conditional
+        } else {
+            CreateMode::CheckThenWrite
+        }
+    }
+
+    /// Sets how `put_if_absent` protects existing objects (from the repository descriptor).
+    pub fn set_create_mode(&mut self, mode: CreateMode) {
+        self.conditional_create = mode == CreateMode::Conditional;
+    }
+
+    /// Finds out whether the store honours conditional create: creates a probe object twice
+    /// with `If-None-Match: *` (or the store's equivalent); the second attempt must be refused.
+    /// Stores that reject the header, or that silently overwrite, get [`CreateMode::CheckThenWrite`].
+    pub async fn probe_create_mode(&self) -> Result<CreateMode, StorageError> {
+        if self.is_local() {
+            return Ok(CreateMode::Conditional);
+        }
+        let key = format!("pgvault.probe-{}", uuid::Uuid::new_v4());
+        let path = self.path(&key);
+        let opts = || PutOptions { mode: PutMode::Create, ..Default::default() };
+        let first = self.inner.put_opts(&path, PutPayload::from_static(b"1"), opts()).await;
+        let mode = match first {
+            Ok(_) => match self.inner.put_opts(&path, PutPayload::from_static(b"2"), opts()).await {
+                Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
+                    CreateMode::Conditional
+                }
+                Ok(_) => CreateMode::CheckThenWrite,
+                Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
+                    CreateMode::CheckThenWrite
+                }
+                Err(e) => {
+                    let _ = self.inner.delete(&path).await;
+                    return Err(self.err("probe conditional create with", &key, e));
+                }
+            },
+            Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => CreateMode::CheckThenWrite,
+            Err(e) if http_status(&e.to_string()).is_some_and(|s| s == 400 || s == 501) => CreateMode::CheckThenWrite,
+            Err(e) => return Err(self.err("probe conditional create with", &key, e)),
+        };
+        if let Err(e) = self.inner.delete(&path).await {
+            tracing::warn!(key = %key, "cannot delete the probe object: {e}");
+        }
+        Ok(mode)
     }
 
     /// Whether the repository lives on this machine's disk (and may be left unencrypted).
@@ -150,17 +254,60 @@ impl Storage {
         if let object_store::Error::NotFound { .. } = e {
             return StorageError::NotFound { store: self.display.clone(), key: key.to_string() };
         }
-        let hint = if self.is_local() {
-            " (check free space, permissions and that the repository is owned by the user running pgvault)"
-        } else {
-            " (check the endpoint, credentials and network)"
+        let message = error_text(&e);
+        let Some(cloud) = &self.cloud else {
+            let hint = if self.is_local() {
+                " (check free space, permissions and that the repository is owned by the user running pgvault)"
+            } else {
+                " (check the endpoint, credentials and network)"
+            };
+            return StorageError::Operation {
+                store: self.display.clone(),
+                op,
+                key: key.to_string(),
+                location: String::new(),
+                message,
+                hint: hint.to_string(),
+            };
+        };
+        let status = http_status(&message);
+        let word = cloud.kind.bucket_word();
+        let mut location = format!(" ({word} '{}', object '{}'", cloud.bucket, self.path(key));
+        if let Some(ep) = &self.endpoint {
+            location.push_str(&format!(", endpoint {ep}"));
+        }
+        if let Some(s) = status {
+            location.push_str(&format!(", HTTP status {s}"));
+        }
+        location.push(')');
+        let lower = message.to_lowercase();
+        let hint = match status {
+            Some(401) | Some(403) => format!(
+                ": check the credentials ([repository] keys or the environment) and that they grant list/read/write/delete on {word} '{}' (see docs/storage-*.md for the permissions pgvault needs)",
+                cloud.bucket
+            ),
+            Some(404) => format!(": check that {word} '{}' exists and the repository url", cloud.bucket),
+            Some(429) | Some(503) => " : the store kept throttling until the retries ran out; raise [repository] retry_max / retry_timeout or lower the load".trim_start().to_string(),
+            Some(s) if s >= 500 => ": the store failed repeatedly; check its health and retry (retries: [repository] retry_max, retry_timeout)".to_string(),
+            Some(412) | Some(409) => ": the object changed concurrently; retry".to_string(),
+            _ if lower.contains("certificate") || lower.contains("tls") || lower.contains("invalid peer") => {
+                ": check [repository] ca_file (the CA or the self-signed certificate of the endpoint) and that the endpoint's certificate names its host".to_string()
+            }
+            _ if lower.contains("timed out") || lower.contains("timeout") => {
+                ": the request timed out; check the endpoint and network ([repository] request_timeout, connect_timeout)".to_string()
+            }
+            _ if lower.contains("connect") || lower.contains("reset") || lower.contains("dns") => {
+                ": cannot reach the store; check [repository] endpoint, DNS and the network".to_string()
+            }
+            _ => ": check the endpoint, credentials and network".to_string(),
         };
         StorageError::Operation {
             store: self.display.clone(),
             op,
             key: key.to_string(),
-            message: e.to_string(),
-            hint: hint.to_string(),
+            location,
+            message,
+            hint: if hint.starts_with(':') { format!(" ({})", hint[1..].trim()) } else { format!(" ({hint})") },
         }
     }
 
@@ -175,6 +322,13 @@ impl Storage {
 
     /// Stores `data` under `key` unless an object is already there; never overwrites.
     pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome, StorageError> {
+        if !self.conditional_create {
+            if self.head(key).await?.is_some() {
+                return Ok(PutOutcome::AlreadyExists);
+            }
+            self.put(key, data).await?;
+            return Ok(PutOutcome::Created);
+        }
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.inner.put_opts(&self.path(key), PutPayload::from(data), opts).await {
             Ok(_) => Ok(PutOutcome::Created),
@@ -300,5 +454,57 @@ impl Upload {
     /// Gives up; nothing is left under the key.
     pub async fn abort(self) {
         let _ = self.writer.abort().await;
+    }
+}
+
+/// An object_store error with its sources, without repeating what the outer text already says.
+fn error_text(e: &object_store::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The HTTP status an object_store error message reports, if any.
+fn http_status(message: &str) -> Option<u16> {
+    for marker in ["status code: ", "status: ", "HTTP status "] {
+        if let Some(i) = message.find(marker) {
+            let digits: String = message[i + marker.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            if let Ok(n) = digits.parse::<u16>() {
+                if (100..600).contains(&n) {
+                    return Some(n);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_http_status() {
+        assert_eq!(http_status("Server returned non-2xx status code: 503 Service Unavailable: x"), Some(503));
+        assert_eq!(http_status("Client error with status 403 Forbidden"), None);
+        assert_eq!(http_status("nothing"), None);
+    }
+
+    #[test]
+    fn unknown_scheme_is_explained() {
+        let cfg = crate::config::RepositoryConfig::for_url("ftp://x/y");
+        let err = Storage::open(&cfg, false).unwrap_err().to_string();
+        assert!(err.contains("unknown scheme"), "{err}");
+        let cfg = crate::config::RepositoryConfig::for_url("s3://");
+        let err = Storage::open(&cfg, false).unwrap_err().to_string();
+        assert!(err.contains("repository URL 's3://'") && err.contains("no bucket"), "{err}");
     }
 }
