@@ -12,7 +12,10 @@
 //! - [`cluster`]: [`PgCluster`], a throw-away PostgreSQL server, plus SQL helpers.
 //! - [`process`]: running programs as `postgres` with timeouts ([`CmdOutput`]).
 //! - [`fsutil`]: `postgres`-owned temporary directories ([`TempRepoDir`]) and files.
+//! - [`faultproxy`]: [`faultproxy::FaultProxy`], an HTTP proxy that injects object-store faults.
 //! - [`bins`]: locating and running the workspace's own binaries.
+//! - [`objstore`]: S3 (SeaweedFS), GCS (fake-gcs-server) and Azure (Azurite) servers on loopback
+//!   ([`ObjStore`]); [`Vault::with_store`] points a vault at one.
 //! - [`tls`]: test certificates (CA, server, wrong CA) and clusters with `ssl = on` ([`TlsCluster`]).
 //!
 //! Environment variables the harness reads:
@@ -28,8 +31,10 @@
 
 pub mod bins;
 pub mod cluster;
+pub mod faultproxy;
 pub mod fsutil;
 pub mod install;
+pub mod objstore;
 pub mod process;
 pub mod tls;
 pub mod vault;
@@ -44,6 +49,7 @@ pub use install::{
     azurite_bin, deps_env, fake_gcs_bin, in_ci, install_under_test, pg_versions_under_test,
     weed_bin, workspace_root, PgInstall, SUPPORTED_MAJORS,
 };
+pub use objstore::{ObjStore, StoreKind};
 pub use vault::{archiving_cluster, Vault};
 pub use tls::{TestCerts, TlsCluster};
 pub use process::{postgres_command, run_as_postgres, run_with_timeout, CmdOutput, POSTGRES_USER};

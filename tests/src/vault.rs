@@ -12,6 +12,7 @@ use crate::bins::{run_workspace_bin, workspace_bin, default_cmd_timeout};
 use crate::cluster::{ClusterOptions, PgCluster};
 use crate::fsutil::{write_postgres_file, TempRepoDir};
 use crate::install::PgInstall;
+use crate::objstore::ObjStore;
 use crate::process::CmdOutput;
 
 /// Repository, passphrase and configuration for one test.
@@ -19,8 +20,15 @@ use crate::process::CmdOutput;
 pub struct Vault {
     pub dir: TempRepoDir,
     pub config: PathBuf,
+    /// The local repository directory (unused when the vault is on an object store).
     pub repo: PathBuf,
     pub passphrase: PathBuf,
+    /// The `[repository]` section body when the repository is on an object store
+    /// ([`Vault::with_store`]); `None`: the local directory `repo`.
+    pub repository_toml: Option<String>,
+    /// Extra `[repository]` lines (e.g. `conditional_create = false`).
+    pub repository_extra: String,
+    cloud_prefix: Option<String>,
 }
 
 impl Vault {
@@ -30,7 +38,37 @@ impl Vault {
         let dir = TempRepoDir::with_prefix("pgvault-vault-")?;
         let passphrase = dir.join("passphrase");
         write_postgres_file(&passphrase, "test passphrase, long enough\n", 0o600)?;
-        Ok(Vault { config: dir.join("pgvault.toml"), repo: dir.join("repo"), passphrase, dir })
+        Ok(Vault {
+            config: dir.join("pgvault.toml"),
+            repo: dir.join("repo"),
+            passphrase,
+            dir,
+            repository_toml: None,
+            repository_extra: String::new(),
+            cloud_prefix: None,
+        })
+    }
+
+    /// A vault whose repository is a fresh prefix in `store`'s bucket.
+    pub fn with_store(store: &ObjStore) -> Result<Vault> {
+        let mut v = Vault::new()?;
+        let prefix = v.dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("vault").to_string();
+        v.repository_toml = Some(store.repository_toml(&format!("repos/{prefix}")));
+        v.cloud_prefix = Some(format!("repos/{prefix}"));
+        Ok(v)
+    }
+
+    /// [`Vault::new`] for `None`, [`Vault::with_store`] otherwise.
+    pub fn on(store: Option<&ObjStore>) -> Result<Vault> {
+        match store {
+            Some(s) => Vault::with_store(s),
+            None => Vault::new(),
+        }
+    }
+
+    /// The key prefix of the repository in the object store's bucket (`None` when local).
+    pub fn store_prefix(&self) -> Option<&str> {
+        self.cloud_prefix.as_deref()
     }
 
     /// `archive_command` for a cluster archiving into this vault.
@@ -46,14 +84,18 @@ impl Vault {
     /// Writes a configuration like [`Vault::write_config`] to another path, with another
     /// passphrase file (for wrong-passphrase tests).
     pub fn write_config_to(&self, path: &Path, cluster: &PgCluster, passphrase: &Path, extra: &str) -> Result<()> {
+        let repository = match &self.repository_toml {
+            Some(t) => t.clone(),
+            None => format!("url = \"file://{}\"\n", self.repo.display()),
+        };
         let text = format!(
             "[postgres]\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\npgdata = \"{}\"\n\n\
-             [repository]\nurl = \"file://{}\"\n\n[compression]\nalgorithm = \"zstd\"\nlevel = 3\n\n\
+             [repository]\n{repository}{}\n[compression]\nalgorithm = \"zstd\"\nlevel = 3\n\n\
              [encryption]\npassphrase_file = \"{}\"\n\n[backup]\narchive_wait_timeout = 120\n{extra}",
             cluster.socket_dir().display(),
             cluster.port(),
             cluster.data_dir().display(),
-            self.repo.display(),
+            self.repository_extra,
             passphrase.display(),
         );
         write_postgres_file(path, text, 0o600)

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use pgvault_tests::{archiving_cluster, install_under_test, write_postgres_file, ClusterOptions, PgCluster, Vault};
 
 fn pg15() -> Option<pgvault_tests::PgInstall> {

@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use pgvault_core::backup::{self, BackupOptions};
 use pgvault_core::config::Config;
+use pgvault_core::copy::{CopyOptions, PlanItem};
 use pgvault_core::lsn::Lsn;
 use pgvault_core::repository::{BackupCatalog, Repository};
 use pgvault_core::restore::{self, RestoreRequest, Target, TargetAction};
@@ -39,6 +40,20 @@ pub struct BackupArgs {
     /// Seconds to wait for the archiver to store the backup's WAL (overrides [backup] archive_wait_timeout).
     #[arg(long, value_name = "SECONDS")]
     archive_wait_timeout: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct CopyArgs {
+    /// Configuration file of the target repository: its [repository] (and credentials) and an
+    /// [encryption] passphrase that opens this repository's key. [postgres] may be empty.
+    #[arg(long, value_name = "CONFIG")]
+    to: PathBuf,
+    /// List what would be copied, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Objects copied at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    parallel: usize,
 }
 
 #[derive(Args)]
@@ -244,7 +259,7 @@ pub async fn info(ctx: &Context, args: ListArgs) -> Result<()> {
                 "wal_segment_size": m.cluster.wal_segment_size,
                 "encrypted": repo.is_encrypted(),
                 "compression": repo.compression_name(),
-                "wal_push_mode": "create-if-absent",
+                "wal_push_mode": repo.wal_push_mode().name(),
             }))?
         );
         return Ok(());
@@ -256,7 +271,33 @@ pub async fn info(ctx: &Context, args: ListArgs) -> Result<()> {
     println!("cluster         {} (PostgreSQL {}, {} WAL segments)", m.cluster.system_identifier, m.cluster.major(), display::bytes(m.cluster.wal_segment_size));
     println!("encryption      {}", if repo.is_encrypted() { "AES-256-GCM, Argon2id-wrapped key" } else { "none" });
     println!("compression     {}", repo.compression_name());
-    println!("WAL push mode   create-if-absent (atomic, never overwrites)");
+    println!("WAL push mode   {}", repo.wal_push_mode().description());
+    Ok(())
+}
+
+pub async fn copy(ctx: &Context, args: CopyArgs) -> Result<()> {
+    let config = ctx.config()?;
+    let target_config = Config::load(Some(&args.to)).with_context(|| format!("target configuration (--to {})", args.to.display()))?;
+    let repo = Repository::open(&config).await?;
+    let opts = CopyOptions { dry_run: args.dry_run, parallel: args.parallel.clamp(1, 64) };
+    let started = Instant::now();
+    let bar = progress::for_terminal(ctx.show_progress && !args.dry_run);
+    let summary = pgvault_core::copy::run(&repo, &target_config, &opts, bar).await?;
+    if args.dry_run {
+        for item in &summary.plan {
+            match item {
+                PlanItem::Backup { id, objects, bytes, objects_present } => println!(
+                    "would copy backup {id}: {objects} object(s), {}{}",
+                    display::bytes(*bytes),
+                    if *objects_present > 0 { format!(" ({objects_present} already there from an earlier run)") } else { String::new() }
+                ),
+                PlanItem::Wal { name, bytes } => println!("would copy WAL {name} ({})", display::bytes(*bytes)),
+            }
+        }
+        println!("dry run: {}", summary.one_line());
+    } else {
+        println!("{}, took {}", summary.one_line(), display::seconds(started.elapsed()));
+    }
     Ok(())
 }
 

@@ -40,6 +40,8 @@ enum Command {
     Restore(Box<commands::RestoreArgs>),
     /// Show the repository: location, cluster, encryption, format version.
     Info(commands::ListArgs),
+    /// Copy every backup and WAL file into a second repository (resumable, verified).
+    Copy(commands::CopyArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
             Command::List(a) => commands::list(&ctx, a).await,
             Command::Restore(a) => commands::restore(&ctx, *a).await,
             Command::Info(a) => commands::info(&ctx, a).await,
+            Command::Copy(a) => commands::copy(&ctx, a).await,
         }
     });
     match result {

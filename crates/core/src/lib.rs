@@ -9,11 +9,13 @@
 //! - [`storage`]: the seam to local disk and object stores.
 //! - [`repository`]: the repository layout, descriptor, keys and backup catalogs.
 //! - [`backup`], [`archive`], [`restore`]: the three jobs.
+//! - [`copy`]: replicating a repository into a second one, for disaster recovery.
 //! - [`config`], [`lsn`], [`wal`], [`progress`]: shared vocabulary.
 
 pub mod archive;
 pub mod backup;
 pub mod config;
+pub mod copy;
 pub mod format;
 pub mod lsn;
 pub mod progress;

@@ -169,14 +169,41 @@ impl BundleWriter {
         }
     }
 
+    /// When writing into a bundle fails because its upload task stopped, the task's own error
+    /// (which names the store, the key and the cause) is the one worth reporting.
+    fn explain(&mut self, bundle: u32, fallback: BundleError) -> BundleError {
+        let Some(at) = self.pending.iter().position(|(id, _)| *id == bundle) else { return fallback };
+        // The task drops its channel as it returns; give it a moment to be reaped. A task that is
+        // still running is waiting for us, so never block on it.
+        for _ in 0..50 {
+            if self.pending[at].1.is_finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if !self.pending[at].1.is_finished() {
+            return fallback;
+        }
+        let (_, h) = self.pending.remove(at);
+        match self.rt.block_on(h) {
+            Ok(Err(e)) => BundleError::Storage(e),
+            _ => fallback,
+        }
+    }
+
     fn close_bundle(&mut self) -> Result<(), BundleError> {
         self.end_piece();
         let Some(b) = self.current.take() else { return Ok(()) };
-        let (mut sink, stats) = b.writer.finish().map_err(|source| BundleError::Format { bundle: b.id, source })?;
-        let gone = |_| BundleError::UploadGone(b.id);
-        sink.ship().map_err(gone)?;
-        sink.tx.blocking_send(Msg::Commit).map_err(|_| BundleError::UploadGone(b.id))?;
-        self.done.push(BundleEntry { id: b.id, size: b.plain, stored_size: stats.stored_bytes });
+        let id = b.id;
+        let (mut sink, stats) = match b.writer.finish() {
+            Ok(r) => r,
+            Err(source) => return Err(self.explain(id, BundleError::Format { bundle: id, source })),
+        };
+        if sink.ship().is_err() || sink.tx.blocking_send(Msg::Commit).is_err() {
+            drop(sink);
+            return Err(self.explain(id, BundleError::UploadGone(id)));
+        }
+        self.done.push(BundleEntry { id, size: b.plain, stored_size: stats.stored_bytes });
         Ok(())
     }
 
@@ -223,7 +250,13 @@ impl BundleWriter {
                 });
                 piece.hash.update(&data[..room]);
                 piece.len += room as u64;
-                bundle.writer.write_all(&data[..room]).map_err(AddFileError::Write)?;
+                if let Err(e) = bundle.writer.write_all(&data[..room]) {
+                    let id = bundle.id;
+                    return Err(match self.explain(id, BundleError::UploadGone(id)) {
+                        BundleError::UploadGone(_) => AddFileError::Write(e),
+                        explained => AddFileError::Bundle(explained),
+                    });
+                }
                 bundle.plain += room as u64;
                 offset += room as u64;
                 data = &data[room..];

@@ -55,7 +55,14 @@ impl<W: Write> ObjectWriter<W> {
     /// Validates `codec`, writes the header to `inner` and returns a writer.
     /// With `key`, the object is sealed with AES-256-GCM under a fresh data
     /// key; without, it is protected by the unkeyed integrity tag only.
-    pub fn new(mut inner: W, codec: &Codec, key: Option<&MasterKey>) -> Result<Self, FormatError> {
+    pub fn new(inner: W, codec: &Codec, key: Option<&MasterKey>) -> Result<Self, FormatError> {
+        Self::with_body(inner, codec, key, false)
+    }
+
+    /// Like [`ObjectWriter::new`], but the caller writes a payload that is already compressed
+    /// as `codec.compression` says (a complete zstd frame): used for whole in-memory objects,
+    /// where one-shot compression is much faster than streaming through a small window.
+    fn with_body(mut inner: W, codec: &Codec, key: Option<&MasterKey>, precompressed: bool) -> Result<Self, FormatError> {
         codec.validate()?;
         let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
         OsRng.fill_bytes(&mut nonce_prefix);
@@ -118,6 +125,7 @@ impl<W: Write> ObjectWriter<W> {
         };
         let chunks = ChunkWriter::new(inner, ctx, header_len);
         let stage = match codec.compression {
+            _ if precompressed => WriteStage::Plain(chunks),
             Compression::None => WriteStage::Plain(chunks),
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(chunks, codec.zstd_level)
@@ -306,10 +314,28 @@ pub fn seal_bytes(
     codec: &Codec,
     key: Option<&MasterKey>,
 ) -> Result<Vec<u8>, FormatError> {
-    let mut w = ObjectWriter::new(Vec::with_capacity(data.len() / 2 + 128), codec, key)?;
-    w.write_all(data).map_err(into_format_error)?;
-    let (out, _) = w.finish()?;
-    Ok(out)
+    match codec.compression {
+        Compression::Zstd => {
+            // One shot: zstd reads the input in place instead of copying it through a window
+            // buffer (about twice as fast for a 16 MiB WAL segment). Same frame format.
+            let mut c = zstd::bulk::Compressor::new(codec.zstd_level).map_err(zstd_err)?;
+            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true)).map_err(zstd_err)?;
+            if codec.zstd_workers > 0 {
+                c.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(codec.zstd_workers)).map_err(zstd_err)?;
+            }
+            let compressed = c.compress(data).map_err(zstd_err)?;
+            let mut w = ObjectWriter::with_body(Vec::with_capacity(compressed.len() + 1024), codec, key, true)?;
+            w.write_all(&compressed).map_err(into_format_error)?;
+            let (out, _) = w.finish()?;
+            Ok(out)
+        }
+        Compression::None => {
+            let mut w = ObjectWriter::new(Vec::with_capacity(data.len() + 1024), codec, key)?;
+            w.write_all(data).map_err(into_format_error)?;
+            let (out, _) = w.finish()?;
+            Ok(out)
+        }
+    }
 }
 
 /// Reads and verifies a whole object from memory.

@@ -40,6 +40,10 @@ pub struct RepoMeta {
     pub cluster: ClusterIdentity,
     /// Absent for an unencrypted repository.
     pub encryption: Option<Keyring>,
+    /// Whether `init` found that the store honours conditional create (`If-None-Match: *`);
+    /// absent in repositories made before the probe existed (local ones always do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditional_create: Option<bool>,
 }
 
 pub(crate) mod u64_string {

@@ -16,7 +16,7 @@ use chrono::Utc;
 
 use crate::config::{Config, ConfigError};
 use crate::format::{self, Codec, Compression, FormatError, KdfParams, Keyring, MasterKey};
-use crate::storage::{ObjectInfo, PutOutcome, Storage, StorageError};
+use crate::storage::{CreateMode, ObjectInfo, PutOutcome, Storage, StorageError};
 use crate::wal::WalFileName;
 
 pub use catalog::BackupCatalog;
@@ -98,7 +98,7 @@ impl Repository {
     /// Creates the repository for `cluster`, or, when it exists, checks that it is this
     /// cluster's and that the passphrase opens it. Returns whether it was created.
     pub async fn init(config: &Config, cluster: ClusterIdentity, kdf: Option<KdfParams>) -> Result<(Repository, bool), RepositoryError> {
-        let storage = Storage::open(&config.repository, true)?;
+        let mut storage = Storage::open(&config.repository, true)?;
         if read_meta(&storage).await?.is_none() {
             let passphrase = config.passphrase()?;
             let encryption = match &passphrase {
@@ -113,6 +113,16 @@ impl Repository {
                 None if storage.is_local() || config.encryption_disabled() => None,
                 None => return Err(RepositoryError::RemoteUnencrypted { location: storage.to_string() }),
             };
+            // Probe once whether the store honours conditional create; WAL push relies on it.
+            let create_mode = if config.repository.conditional_create {
+                storage.probe_create_mode().await?
+            } else {
+                CreateMode::CheckThenWrite
+            };
+            if create_mode == CreateMode::CheckThenWrite {
+                tracing::warn!(store = %storage, "the store does not honour conditional create: WAL push will check, then write");
+            }
+            storage.set_create_mode(create_mode);
             let meta = RepoMeta {
                 format: meta::FORMAT_NAME.into(),
                 format_version: meta::FORMAT_VERSION,
@@ -121,6 +131,7 @@ impl Repository {
                 created_by: format!("pgvault {}", env!("CARGO_PKG_VERSION")),
                 cluster: cluster.clone(),
                 encryption,
+                conditional_create: Some(create_mode == CreateMode::Conditional),
             };
             let body = serde_json::to_vec_pretty(&meta).map_err(|e| RepositoryError::BadMeta {
                 location: storage.to_string(),
@@ -143,10 +154,19 @@ impl Repository {
         Self::open_with(config, storage).await
     }
 
-    async fn open_with(config: &Config, storage: Storage) -> Result<Repository, RepositoryError> {
+    async fn open_with(config: &Config, mut storage: Storage) -> Result<Repository, RepositoryError> {
         let meta = read_meta(&storage)
             .await?
             .ok_or_else(|| RepositoryError::NotInitialized { location: storage.to_string() })?;
+        // Conditional create when init found the store honours it (local stores always do) and
+        // the configuration does not turn it off; otherwise check-then-write.
+        let honoured = meta.conditional_create.unwrap_or(storage.is_local());
+        let mode = if honoured && config.repository.conditional_create {
+            CreateMode::Conditional
+        } else {
+            CreateMode::CheckThenWrite
+        };
+        storage.set_create_mode(mode);
         let passphrase = config.passphrase()?;
         let key = match (&meta.encryption, passphrase) {
             (Some(keyring), Some(p)) => Some(Arc::new(keyring.unlock(&p).map_err(|source| {
@@ -168,6 +188,11 @@ impl Repository {
 
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// How WAL push keeps from overwriting archived WAL on this repository's store.
+    pub fn wal_push_mode(&self) -> CreateMode {
+        self.storage.create_mode()
     }
 
     pub fn meta(&self) -> &RepoMeta {
@@ -197,19 +222,23 @@ impl Repository {
         }
     }
 
-    /// Codec for small objects (WAL, catalogs): single-threaded compression.
+    fn workers(&self) -> u32 {
+        if self.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
+        } else {
+            self.threads
+        }
+    }
+
+    /// Codec for whole in-memory objects (WAL segments, catalogs). zstd splits a 16 MiB segment
+    /// into jobs compressed on every core, which is most of `archive_command`'s latency.
     pub fn codec(&self) -> Codec {
-        Codec { compression: self.compression, zstd_level: self.level, zstd_workers: 0, ..Codec::default() }
+        Codec { compression: self.compression, zstd_level: self.level, zstd_workers: self.workers(), ..Codec::default() }
     }
 
     /// Codec for base-backup bundles: multi-threaded compression to keep every core busy.
     pub fn bulk_codec(&self) -> Codec {
-        let workers = if self.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
-        } else {
-            self.threads
-        };
-        Codec { compression: self.compression, zstd_level: self.level, zstd_workers: workers, ..Codec::default() }
+        Codec { compression: self.compression, zstd_level: self.level, zstd_workers: self.workers(), ..Codec::default() }
     }
 
     /// Refuses a server that is not this repository's cluster.
@@ -312,7 +341,7 @@ impl Repository {
             .into_iter()
             .filter_map(|o| layout::wal_name_of_key(&o.key).map(|n| (n, o)))
             .collect();
-        out.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+        out.sort_by_key(|a| a.0.to_string());
         Ok(out)
     }
 }

@@ -39,7 +39,7 @@ impl DurableLocal {
         }
         let root = std::fs::canonicalize(root)?;
         let inner = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| std::io::Error::new(ErrorKind::Other, e.to_string()))?
+            .map_err(|e| std::io::Error::other(e.to_string()))?
             .with_automatic_cleanup(true);
         Ok(DurableLocal { root, inner: Arc::new(inner) })
     }

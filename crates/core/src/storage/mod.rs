@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
 
@@ -26,8 +26,10 @@ use crate::config::RepositoryConfig;
 pub enum StorageError {
     #[error("repository URL '{url}': {message}")]
     BadUrl { url: String, message: String },
-    #[error("{store}: cannot {op} '{key}'{location}: {message}{hint}")]
-    Operation { store: String, op: &'static str, key: String, location: String, message: String, hint: String },
+    /// For cloud stores `message` starts with the bucket, the full object name, the endpoint and
+    /// the HTTP status; `hint` says what to check.
+    #[error("{store}: cannot {op} '{key}': {message}{hint}")]
+    Operation { store: String, op: &'static str, key: String, message: String, hint: String },
     #[error("{store}: object '{key}' does not exist")]
     NotFound { store: String, key: String },
 }
@@ -114,10 +116,65 @@ impl fmt::Display for Storage {
     }
 }
 
+/// How often a read whose body was cut off is retried.
+const BODY_RETRIES: u32 = 5;
+
+fn body_backoff(attempt: u32) -> std::time::Duration {
+    let base = 100u64 << attempt.min(5);
+    std::time::Duration::from_millis(base + rand::random::<u64>() % base)
+}
+
+/// State of a [`Storage::get_stream`] that resumes after a cut-off body.
+struct ResumableRead {
+    storage: Storage,
+    key: String,
+    path: Path,
+    e_tag: Option<String>,
+    size: u64,
+    offset: u64,
+    attempts: u32,
+    body: Option<BoxStream<'static, object_store::Result<Bytes>>>,
+}
+
+impl ResumableRead {
+    async fn retry(&mut self, why: &str) -> Result<(), StorageError> {
+        if self.attempts >= BODY_RETRIES {
+            return Err(StorageError::Operation {
+                store: self.storage.display.clone(),
+                op: "read",
+                key: self.key.clone(),
+                message: format!("the download was cut off {} times (last: {why})", self.attempts + 1),
+                hint: " (check the network and the store's health)".into(),
+            });
+        }
+        self.attempts += 1;
+        tracing::warn!(key = %self.key, offset = self.offset, attempt = self.attempts, "download cut off ({why}); resuming");
+        tokio::time::sleep(body_backoff(self.attempts)).await;
+        let opts = object_store::GetOptions {
+            range: Some(object_store::GetRange::Offset(self.offset)),
+            if_match: self.e_tag.clone(),
+            ..Default::default()
+        };
+        match self.storage.inner.get_opts(&self.path, opts).await {
+            Ok(r) => {
+                self.body = Some(r.into_stream());
+                Ok(())
+            }
+            Err(e) => Err(self.storage.err("read", &self.key, e)),
+        }
+    }
+
+    fn done(mut self) -> Self {
+        self.body = None;
+        self.offset = self.size;
+        self
+    }
+}
+
 /// How many parts of one streamed upload may be in flight at once.
 const UPLOAD_CONCURRENCY: usize = 4;
 /// Size of one part of a streamed upload.
-pub const UPLOAD_PART_SIZE: usize = 16 * 1024 * 1024;
+pub const UPLOAD_PART_SIZE: usize = 8 * 1024 * 1024;
 
 impl Storage {
     /// Opens the repository store named by `[repository] url`. `create` makes a missing local
@@ -158,7 +215,7 @@ impl Storage {
             });
         }
         let parsed = cloud::CloudUrl::parse(url).map_err(bad)?;
-        let store = cloud::build(cfg, &parsed).map_err(|m| bad(format!("{m}")))?;
+        let store = cloud::build(cfg, &parsed).map_err(bad)?;
         let mut storage = Storage::from_store(store, parsed.display(), parsed.prefix.clone());
         storage.endpoint = cfg.endpoint.clone();
         storage.conditional_create = cfg.conditional_create;
@@ -254,7 +311,15 @@ impl Storage {
         if let object_store::Error::NotFound { .. } = e {
             return StorageError::NotFound { store: self.display.clone(), key: key.to_string() };
         }
-        let message = error_text(&e);
+        let mut message = error_text(&e).split_whitespace().collect::<Vec<_>>().join(" ");
+        if message.len() > 600 {
+            let mut cut = 600;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
         let Some(cloud) = &self.cloud else {
             let hint = if self.is_local() {
                 " (check free space, permissions and that the repository is owned by the user running pgvault)"
@@ -265,49 +330,46 @@ impl Storage {
                 store: self.display.clone(),
                 op,
                 key: key.to_string(),
-                location: String::new(),
                 message,
                 hint: hint.to_string(),
             };
         };
         let status = http_status(&message);
         let word = cloud.kind.bucket_word();
-        let mut location = format!(" ({word} '{}', object '{}'", cloud.bucket, self.path(key));
+        let mut location = format!("{word} '{}', object '{}'", cloud.bucket, self.path(key));
         if let Some(ep) = &self.endpoint {
             location.push_str(&format!(", endpoint {ep}"));
         }
         if let Some(s) = status {
             location.push_str(&format!(", HTTP status {s}"));
         }
-        location.push(')');
         let lower = message.to_lowercase();
         let hint = match status {
             Some(401) | Some(403) => format!(
-                ": check the credentials ([repository] keys or the environment) and that they grant list/read/write/delete on {word} '{}' (see docs/storage-*.md for the permissions pgvault needs)",
+                "check the credentials ([repository] keys or the environment) and that they grant list, read, write and delete on {word} '{}' (see docs/storage-*.md for the permissions pgvault needs)",
                 cloud.bucket
             ),
-            Some(404) => format!(": check that {word} '{}' exists and the repository url", cloud.bucket),
-            Some(429) | Some(503) => " : the store kept throttling until the retries ran out; raise [repository] retry_max / retry_timeout or lower the load".trim_start().to_string(),
-            Some(s) if s >= 500 => ": the store failed repeatedly; check its health and retry (retries: [repository] retry_max, retry_timeout)".to_string(),
-            Some(412) | Some(409) => ": the object changed concurrently; retry".to_string(),
+            Some(404) => format!("check that {word} '{}' exists and the repository url", cloud.bucket),
+            Some(429) | Some(503) => "the store kept throttling until the retries ran out; raise [repository] retry_max / retry_timeout or lower the load".to_string(),
+            Some(s) if s >= 500 => "the store failed repeatedly; check its health, then retry ([repository] retry_max, retry_timeout)".to_string(),
+            Some(409) | Some(412) => "the object changed concurrently; retry".to_string(),
             _ if lower.contains("certificate") || lower.contains("tls") || lower.contains("invalid peer") => {
-                ": check [repository] ca_file (the CA or the self-signed certificate of the endpoint) and that the endpoint's certificate names its host".to_string()
+                "check [repository] ca_file (the CA, or the self-signed certificate, of the endpoint) and that the certificate names the endpoint's host".to_string()
             }
             _ if lower.contains("timed out") || lower.contains("timeout") => {
-                ": the request timed out; check the endpoint and network ([repository] request_timeout, connect_timeout)".to_string()
+                "the request timed out; check the endpoint and the network ([repository] request_timeout, connect_timeout)".to_string()
             }
             _ if lower.contains("connect") || lower.contains("reset") || lower.contains("dns") => {
-                ": cannot reach the store; check [repository] endpoint, DNS and the network".to_string()
+                "cannot reach the store; check [repository] endpoint, DNS and the network".to_string()
             }
-            _ => ": check the endpoint, credentials and network".to_string(),
+            _ => "check the endpoint, credentials and network".to_string(),
         };
         StorageError::Operation {
             store: self.display.clone(),
             op,
             key: key.to_string(),
-            location,
-            message,
-            hint: if hint.starts_with(':') { format!(" ({})", hint[1..].trim()) } else { format!(" ({hint})") },
+            message: format!("{location}: {message}"),
+            hint: format!(" ({hint})"),
         }
     }
 
@@ -337,10 +399,22 @@ impl Storage {
         }
     }
 
-    /// Reads a whole (small) object.
+    /// Reads a whole (small) object. A response cut off mid-body (which object_store does not
+    /// retry: its retries end when the headers arrive) is read again, a bounded number of times.
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        let r = self.inner.get(&self.path(key)).await.map_err(|e| self.err("read", key, e))?;
-        r.bytes().await.map_err(|e| self.err("read", key, e))
+        let mut attempt = 0;
+        loop {
+            let r = self.inner.get(&self.path(key)).await.map_err(|e| self.err("read", key, e))?;
+            match r.bytes().await {
+                Ok(b) => return Ok(b),
+                Err(e) if attempt < BODY_RETRIES && !matches!(e, object_store::Error::NotFound { .. }) => {
+                    attempt += 1;
+                    tracing::warn!(key, attempt, "reading {key} was cut off ({e}); retrying");
+                    tokio::time::sleep(body_backoff(attempt)).await;
+                }
+                Err(e) => return Err(self.err("read", key, e)),
+            }
+        }
     }
 
     /// Reads a whole (small) object, `None` when it does not exist.
@@ -352,12 +426,50 @@ impl Storage {
         }
     }
 
-    /// Streams an object.
+    /// Streams an object. When the body is cut off, the rest is requested again from the
+    /// offset reached (pinned to the same object version by its ETag where the store gives one),
+    /// a bounded number of times, so a dropped connection does not fail a restore.
     pub async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
-        let r = self.inner.get(&self.path(key)).await.map_err(|e| self.err("read", key, e))?;
-        let this = self.clone();
-        let key = key.to_string();
-        Ok(r.into_stream().map_err(move |e| this.err("read", &key, e)).boxed())
+        let path = self.path(key);
+        let r = self.inner.get(&path).await.map_err(|e| self.err("read", key, e))?;
+        let state = ResumableRead {
+            storage: self.clone(),
+            key: key.to_string(),
+            path,
+            e_tag: r.meta.e_tag.clone(),
+            size: r.meta.size,
+            offset: 0,
+            attempts: 0,
+            body: Some(r.into_stream()),
+        };
+        Ok(futures::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(body) = st.body.as_mut() {
+                    match body.next().await {
+                        Some(Ok(b)) => {
+                            st.offset += b.len() as u64;
+                            return Some((Ok(b), st));
+                        }
+                        None if st.offset >= st.size => return None,
+                        None => {
+                            st.body = None;
+                            if let Err(e) = st.retry("ended early").await {
+                                return Some((Err(e), st.done()));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            st.body = None;
+                            if let Err(e) = st.retry(&e.to_string()).await {
+                                return Some((Err(e), st.done()));
+                            }
+                        }
+                    }
+                } else {
+                    return None;
+                }
+            }
+        })
+        .boxed())
     }
 
     /// Size and time of an object, `None` when it does not exist.
@@ -372,16 +484,26 @@ impl Storage {
     /// Every object under `prefix` (recursively), in no particular order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         let p = self.path(prefix.trim_end_matches('/'));
-        let mut out = Vec::new();
-        let mut s = self.inner.list(Some(&p));
-        while let Some(m) = s.next().await {
-            match m {
-                Ok(m) => out.push(ObjectInfo { key: self.key_of(&m.location), size: m.size, last_modified: m.last_modified }),
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(e) => return Err(self.err("list", prefix, e)),
+        let mut attempt = 0;
+        'again: loop {
+            let mut out = Vec::new();
+            let mut s = self.inner.list(Some(&p));
+            while let Some(m) = s.next().await {
+                match m {
+                    Ok(m) => out.push(ObjectInfo { key: self.key_of(&m.location), size: m.size, last_modified: m.last_modified }),
+                    Err(object_store::Error::NotFound { .. }) => break,
+                    // A listing page cut off mid-body is not retried by object_store: list again.
+                    Err(e) if attempt < BODY_RETRIES => {
+                        attempt += 1;
+                        tracing::warn!(prefix, attempt, "listing {prefix} was cut off ({e}); listing again");
+                        tokio::time::sleep(body_backoff(attempt)).await;
+                        continue 'again;
+                    }
+                    Err(e) => return Err(self.err("list", prefix, e)),
+                }
             }
+            return Ok(out);
         }
-        Ok(out)
     }
 
     /// The immediate "sub-directories" under `prefix`.

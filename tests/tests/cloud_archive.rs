@@ -1,0 +1,127 @@
+//! The `archive_command` / `restore_command` contract on each object store, checked through the
+//! store's own API (pgvault-core's storage seam, no pgvault format involved): an identical
+//! re-push succeeds and rewrites nothing, different content under an archived name fails and
+//! leaves the object unchanged, a missing file on fetch is a quiet exit 1 and a corrupted object
+//! a loud exit 126. Each store runs with the conditional-create mode its `init` probe found
+//! (shown by `pgvault info`), and once with the check-then-write fallback forced
+//! (`[repository] conditional_create = false`).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use pgvault_tests::{
+    archiving_cluster, install_under_test, write_postgres_file, ClusterOptions, ObjStore, PgCluster, StoreKind, Vault,
+};
+
+async fn switched_segment(c: &PgCluster) -> Result<String> {
+    c.execute("CREATE TABLE IF NOT EXISTS filler (x text)").await?;
+    c.execute("INSERT INTO filler SELECT md5(g::text) FROM generate_series(1, 2000) g").await?;
+    let seg = c.switch_wal().await?;
+    c.wait_for_archived(&seg, Duration::from_secs(60)).await?;
+    Ok(seg)
+}
+
+async fn contract(kind: StoreKind, force_fallback: bool) {
+    let Some(install) = install_under_test(15) else { return };
+    let Some(store) = ObjStore::for_test(kind).await else { return };
+    inner(&install, &store, force_fallback)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e:#}\nstore log tail:\n{}", kind.name(), store.log_tail()));
+}
+
+async fn inner(install: &pgvault_tests::PgInstall, store: &ObjStore, force_fallback: bool) -> Result<()> {
+    let mut vault = Vault::with_store(store)?;
+    if force_fallback {
+        vault.repository_extra = "conditional_create = false\n".into();
+    }
+    let cluster = archiving_cluster(install, &vault, ClusterOptions::default()).await?;
+
+    // `init` probed the store once; `info` says which mode WAL push uses.
+    let info = vault.pgvault(["info", "--json"])?.check()?;
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).context("info --json")?;
+    let expected = if force_fallback || store.kind == StoreKind::Gcs { "check-then-write" } else { "conditional-create" };
+    assert_eq!(info["wal_push_mode"], expected, "{}: info: {info}", store.kind.name());
+    let text = vault.pgvault(["info"])?.check()?;
+    assert!(text.stdout.contains(expected), "info shows the mode: {text}");
+
+    let raw = store.storage(vault.store_prefix().context("cloud vault")?)?;
+    let seg = switched_segment(&cluster).await?;
+    let key = format!("wal/{}/{seg}", &seg[..16]);
+    let stored = raw.get(&key).await.with_context(|| format!("{seg} is archived under {key}"))?;
+
+    let work = vault.dir.subdir("work")?;
+    let fetched = work.join("fetched");
+    vault.archive(["fetch", &seg, &fetched.display().to_string()])?.check()?;
+    let original = std::fs::read(&fetched)?;
+    assert_eq!(original.len(), 16 * 1024 * 1024);
+
+    // Same content again: success, nothing rewritten.
+    let again = work.join(&seg);
+    write_postgres_file(&again, &original, 0o600)?;
+    let before = raw.head(&key).await?.context("head")?;
+    let out = vault.archive(["push", &again.display().to_string()])?;
+    assert_eq!(out.code(), Some(0), "identical re-push must succeed: {out}");
+    assert_eq!(raw.get(&key).await?, stored, "identical re-push rewrote nothing");
+    assert_eq!(raw.head(&key).await?.context("head")?.last_modified, before.last_modified, "not even the time changed");
+
+    // Different content under the same name: failure, object unchanged.
+    let mut changed = original.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 0xff;
+    write_postgres_file(&again, &changed, 0o600)?;
+    let out = vault.archive(["push", &again.display().to_string()])?;
+    assert_ne!(out.code(), Some(0), "different content must fail: {out}");
+    assert!(out.stderr.contains("different content"), "the message says why: {out}");
+    assert_eq!(raw.get(&key).await?, stored, "the archived object is unchanged");
+
+    // Missing on fetch: quiet exit 1.
+    for missing in ["0000000100000000000000FE", "00000009.history"] {
+        let out = vault.archive(["fetch", missing, &work.join("missing").display().to_string()])?;
+        assert_eq!(out.code(), Some(1), "missing {missing}: {out}");
+        assert!(out.stderr.trim().is_empty(), "missing files are quiet: {out}");
+        assert!(!work.join("missing").exists());
+    }
+
+    // A flipped byte in the stored object: loud, recovery-stopping exit 126.
+    let mut flipped = stored.to_vec();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    raw.put(&key, Bytes::from(flipped)).await?;
+    let out = vault.archive(["fetch", &seg, &work.join("flipped").display().to_string()])?;
+    assert_eq!(out.code(), Some(126), "corrupted object: {out}");
+    assert!(out.stderr.contains("corrupt"), "the message says corrupted: {out}");
+    assert!(!work.join("flipped").exists(), "nothing half-written on failure");
+
+    // The next push of the real file repairs it.
+    write_postgres_file(&again, &original, 0o600)?;
+    let out = vault.archive(["push", &again.display().to_string()])?;
+    assert_eq!(out.code(), Some(0), "push over an unreadable object repairs it: {out}");
+    assert_eq!(raw.get(&key).await?.len(), stored.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_self_signed_cert() {
+    contract(StoreKind::S3SelfSigned, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_check_then_write_fallback() {
+    contract(StoreKind::S3PrivateCa, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs() {
+    contract(StoreKind::Gcs, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure() {
+    contract(StoreKind::Azure, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_check_then_write_fallback() {
+    contract(StoreKind::Azure, true).await;
+}
