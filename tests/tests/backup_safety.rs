@@ -17,8 +17,10 @@ async fn wal_that_never_arrives_fails_the_backup_and_leaves_nothing() {
     let Some(install) = pg15() else { return };
     async {
         let vault = Vault::new()?;
-        // Archiving is on but fails: the backup cannot become consistent from the repository.
-        let mut cluster = PgCluster::init(&install, ClusterOptions::default().archive_command("/bin/false"))?;
+        // Archiving is on but pgvault-archive fails (its configuration file is missing): the
+        // backup cannot become consistent from the repository.
+        let broken = vault.archive_command().replace(&vault.config.display().to_string(), "/nonexistent/pgvault.toml");
+        let mut cluster = PgCluster::init(&install, ClusterOptions::default().archive_command(broken))?;
         vault.write_config(&cluster, "")?;
         cluster.start()?;
         vault.pgvault(["init"])?.check()?;
@@ -40,6 +42,18 @@ async fn wal_that_never_arrives_fails_the_backup_and_leaves_nothing() {
         r.wait_for_recovery_end(Duration::from_secs(120)).await?;
         let n: i64 = r.query_scalar("SELECT count(*) FROM pg_class WHERE relname = 'after_backup'").await?;
         assert_eq!(n, 0);
+
+        // WAL archived by something else (another tool): waiting for it here could only time
+        // out, so the backup carries its own WAL and says so.
+        cluster.execute("ALTER SYSTEM SET archive_command = '/bin/true'").await?;
+        cluster.execute("SELECT pg_reload_conf()").await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let out = vault.pgvault(["backup", "--archive-wait-timeout", "3"])?;
+        assert!(out.success(), "backup with a foreign archive_command succeeds: {out}");
+        assert!(out.stderr.contains("does not call pgvault-archive"), "explains why the WAL is included: {out}");
+        let list = vault.list()?;
+        let last = list["backups"].as_array().and_then(|a| a.last()).cloned().unwrap_or_default();
+        assert_eq!(last["wal_included"], serde_json::json!(true), "self-contained: {list}");
         Ok::<_, anyhow::Error>(())
     }
     .await

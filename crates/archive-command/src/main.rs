@@ -67,15 +67,29 @@ fn usage(why: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn open(config_path: Option<&Path>) -> anyhow::Result<Repository> {
+fn load_config(config_path: Option<&Path>) -> anyhow::Result<Config> {
     let config = Config::load(config_path)?;
+    for w in &config.warnings {
+        eprintln!("pgvault-archive: warning: {w}");
+    }
+    Ok(config)
+}
+
+async fn open(config_path: Option<&Path>) -> anyhow::Result<Repository> {
+    let config = load_config(config_path)?;
     Ok(Repository::open(&config).await?)
 }
 
 async fn push(config_path: Option<&Path>, path: &Path) -> ExitCode {
     let result = async {
-        let repo = open(config_path).await?;
-        Ok::<_, anyhow::Error>(archive::push(&repo, path).await?)
+        let config = load_config(config_path)?;
+        // Read and compress the segment on another thread while this one opens the repository
+        // (a storage round trip and the memory-hard key derivation): the two overlap.
+        let (codec, wal_path) = (Repository::codec_for(&config), path.to_path_buf());
+        let prepare = std::thread::spawn(move || archive::prepare_push(&wal_path, &codec));
+        let repo = Repository::open(&config).await;
+        let wal = prepare.join().map_err(|_| anyhow::anyhow!("the compression thread panicked"))??;
+        Ok::<_, anyhow::Error>(archive::push_prepared(&repo?, wal).await?)
     }
     .await;
     match result {

@@ -25,7 +25,11 @@ pub struct Context {
 
 impl Context {
     fn config(&self) -> Result<Config> {
-        Ok(Config::load(self.config_path.as_deref())?)
+        let config = Config::load(self.config_path.as_deref())?;
+        for w in &config.warnings {
+            eprintln!("pgvault: warning: {w}");
+        }
+        Ok(config)
     }
 }
 
@@ -278,6 +282,9 @@ pub async fn info(ctx: &Context, args: ListArgs) -> Result<()> {
 pub async fn copy(ctx: &Context, args: CopyArgs) -> Result<()> {
     let config = ctx.config()?;
     let target_config = Config::load(Some(&args.to)).with_context(|| format!("target configuration (--to {})", args.to.display()))?;
+    for w in &target_config.warnings {
+        eprintln!("pgvault: warning: {w}");
+    }
     let repo = Repository::open(&config).await?;
     let opts = CopyOptions { dry_run: args.dry_run, parallel: args.parallel.clamp(1, 64) };
     let started = Instant::now();

@@ -1,19 +1,7 @@
 //! Human-readable sizes and durations for command output.
 
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// Sizes are written as the library writes them in its own messages.
+pub use pgvault_core::progress::format_bytes as bytes;
 
 pub fn seconds(d: std::time::Duration) -> String {
     let s = d.as_secs_f64();
@@ -30,14 +18,4 @@ pub fn peak_memory_mib() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib.div_ceil(1024))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        assert_eq!(super::bytes(512), "512 B");
-        assert_eq!(super::bytes(1536), "1.5 KiB");
-        assert_eq!(super::bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
-    }
 }

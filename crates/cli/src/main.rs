@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("PGVAULT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -55,6 +55,10 @@ pub struct Config {
     /// restore writes.
     #[serde(skip)]
     pub source: PathBuf,
+    /// Problems worth telling the user about that do not stop the command (for example a
+    /// world-readable file holding storage credentials). Binaries print them to stderr.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[postgres]`: how to reach the cluster being backed up.
@@ -411,17 +415,20 @@ impl Config {
         Ok(())
     }
 
-    /// Secrets in the file itself require it to be private.
-    fn check_file_permissions(&self) -> Result<(), ConfigError> {
+    /// Storage credentials in the file itself should make it private. A loose mode is a warning,
+    /// not a refusal: those credentials reach only ciphertext (the passphrase, which unlocks the
+    /// data, has its own file and that one is refused when loose), and libpq treats a loose
+    /// `.pgpass` the same way. The warning repeats on every run until the mode is fixed.
+    fn check_file_permissions(&mut self) -> Result<(), ConfigError> {
         let holds_secrets = self.repository.secret_access_key.is_some()
             || self.repository.session_token.is_some()
             || self.repository.access_key.is_some();
         if holds_secrets {
-            check_private(
-                &self.source,
-                "configuration file",
-                " (or move the secrets to environment variables)",
-            )?;
+            match check_private(&self.source, "configuration file", " (or move the secrets to environment variables)") {
+                Ok(()) => {}
+                Err(e @ ConfigError::LoosePermissions { .. }) => self.warnings.push(e.to_string()),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -571,5 +578,22 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
             std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
             assert_eq!(&c.passphrase().unwrap().unwrap()[..], b"correct horse battery staple");
         }
+    }
+
+    #[test]
+    fn world_readable_credentials_warn_but_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("pgvault.toml");
+        std::fs::write(
+            &cfg,
+            "[postgres]\n[repository]\nurl = \"s3://b/p\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n[encryption]\ncipher = \"none\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = Config::load(Some(&cfg)).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("chmod 600"), "{:?}", c.warnings);
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Config::load(Some(&cfg)).unwrap().warnings.is_empty());
     }
 }

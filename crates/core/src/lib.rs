@@ -11,6 +11,7 @@
 //! - [`backup`], [`archive`], [`restore`]: the three jobs.
 //! - [`copy`]: replicating a repository into a second one, for disaster recovery.
 //! - [`config`], [`lsn`], [`wal`], [`progress`]: shared vocabulary.
+//! - `tls_verify`: the TLS certificate policies of the replication client and of object stores.
 
 pub mod archive;
 pub mod backup;
@@ -24,6 +25,7 @@ pub mod repository;
 pub mod restore;
 pub mod server;
 pub mod storage;
+mod tls_verify;
 pub mod wal;
 
 /// This build's version, for catalogs and `--version`.

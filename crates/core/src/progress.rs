@@ -1,7 +1,8 @@
 //! Progress reporting for long operations, independent of how it is shown.
 //!
 //! The library reports bytes done; the CLI decides whether that becomes an indicatif bar (on a
-//! terminal) or nothing at all (under cron, where output means mail).
+//! terminal) or nothing at all (under cron, where output means mail). [`format_bytes`] is how
+//! every size is written for people, by the library's messages and the CLI alike.
 
 /// Receives progress of a long operation. Implementations must be cheap: this is called per
 /// network message.
@@ -21,3 +22,29 @@ pub trait Progress: Send + Sync {
 pub struct Quiet;
 
 impl Progress for Quiet {}
+
+/// A size for people, in binary units with one decimal: `512 B`, `1.5 KiB`, `3.0 GiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::format_bytes(512), "512 B");
+        assert_eq!(super::format_bytes(1536), "1.5 KiB");
+        assert_eq!(super::format_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}

@@ -6,10 +6,15 @@
 //! `pg_amcheck` on the result; and a second restore along the new timeline of a
 //! restored-and-promoted cluster that keeps archiving into the same repository. Run by `pitr.rs`
 //! (local repository, every PostgreSQL version) and `cloud_pitr.rs` (each object store).
+//!
+//! A tablespace restored *without* `--tablespace-map` (`tablespace_original_location`): restore
+//! refuses while the original tablespace directory still holds data, and once it is moved away
+//! the tablespace goes back to its original absolute path. Run by `pitr.rs` on PostgreSQL 15.
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use pgvault_tests::{archiving_cluster, ClusterOptions, PgCluster, PgInstall, Vault};
@@ -140,5 +145,80 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     let c = start_restored(vault.restore(&install, "on-timeline2", &["--target-time", &on_tl2, "--tablespace-map", &ts_map("on-timeline2")], false)?).await?;
     assert_eq!(phases(&c, "t").await?, "base:1 t1:100 t2:100 t4:100", "restore along timeline 2");
     drop(c);
+    Ok(())
+}
+
+/// Every file and directory below `dir` with its size and modification time, sorted, to show
+/// that nothing in it changed.
+fn tree_listing(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            let meta = e.path().symlink_metadata()?;
+            if meta.is_dir() {
+                todo.push(e.path());
+            }
+            out.push((e.path(), meta.len(), meta.modified().ok()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A tablespace restored without `--tablespace-map` goes back to its original absolute path.
+///
+/// While the source cluster's tablespace directory is still there (and not empty), restore must
+/// refuse, name it, and write nothing, neither into it nor into the new data directory. With the
+/// source stopped and its tablespace directory renamed aside (kept, to compare), restore puts the
+/// tablespace back at the original path: the restored cluster holds exactly the rows committed
+/// before the end of the archive, `pg_tablespace` and the `pg_tblspc` link name the original
+/// path, and the table's file stands at the same place as in the original directory.
+pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> Result<()> {
+    let mut primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
+    let ts_dir = vault.dir.subdir("tablespace")?;
+    primary.execute(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts_dir.display())).await?;
+    primary.execute("CREATE TABLE ts_t (id serial PRIMARY KEY, phase text NOT NULL) TABLESPACE ts").await?;
+    primary.execute("INSERT INTO ts_t (phase) SELECT 'base' FROM generate_series(1, 10)").await?;
+    vault.backup(&[])?;
+    // After the backup: only WAL replay from the archive brings these back.
+    primary.execute("INSERT INTO ts_t (phase) SELECT 't1' FROM generate_series(1, 10)").await?;
+    let last = primary.switch_wal().await?;
+    primary.wait_for_archived(&last, Duration::from_secs(60)).await?;
+    let ts_oid: String = primary.query_scalar("SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts'").await?;
+    let relpath: String = primary.query_scalar("SELECT pg_relation_filepath('ts_t')").await?;
+    // pg_tblspc/<oid>/PG_<major>_<catversion>/<db>/<relfilenode>: its place inside the tablespace.
+    let inner = relpath
+        .strip_prefix(&format!("pg_tblspc/{ts_oid}/"))
+        .with_context(|| format!("ts_t is not in tablespace {ts_oid}: {relpath}"))?
+        .to_string();
+    primary.stop()?;
+
+    // The original directory still holds the source's tablespace: restore must not touch it.
+    let before = tree_listing(&ts_dir)?;
+    assert!(!before.is_empty(), "the source tablespace directory holds files");
+    let refused = vault.restore_path("ts-in-use");
+    let out = vault.pgvault(["restore", "--pgdata", &refused.display().to_string()])?;
+    assert!(!out.success(), "restore without --tablespace-map into a non-empty original tablespace directory must be refused: {out}");
+    assert!(
+        out.stderr.contains(&ts_dir.display().to_string()) && out.stderr.contains("not empty"),
+        "the error names the non-empty tablespace directory: {out}"
+    );
+    assert!(!refused.exists(), "nothing is written for a refused restore (data directory {} exists)", refused.display());
+    assert_eq!(tree_listing(&ts_dir)?, before, "the original tablespace directory is untouched");
+
+    // Moved aside, the original path is free: restore puts the tablespace back there.
+    let aside = vault.restore_path("tablespace-aside");
+    std::fs::rename(&ts_dir, &aside).with_context(|| format!("moving {} aside", ts_dir.display()))?;
+    let c = start_restored(vault.restore(&install, "no-map", &[], false)?).await?;
+    assert_eq!(phases(&c, "ts_t").await?, "base:10 t1:10", "tablespace contents restored without a map");
+    let location: String = c.query_scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts'").await?;
+    assert_eq!(PathBuf::from(location), ts_dir, "pg_tablespace names the original location");
+    let link = std::fs::read_link(c.data_dir().join("pg_tblspc").join(&ts_oid))?;
+    assert_eq!(link, ts_dir, "the pg_tblspc link points at the original location");
+    assert!(aside.join(&inner).is_file(), "the source's table file {inner} is in the directory moved aside");
+    assert!(ts_dir.join(&inner).is_file(), "the table file {inner} is back at its original place");
+    c.pg_amcheck()?;
     Ok(())
 }

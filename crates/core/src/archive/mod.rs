@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::format::FormatError;
+use crate::format::{self, Codec, FormatError};
 use crate::repository::{layout, Repository, RepositoryError};
 use crate::storage::PutOutcome;
 use crate::wal::{self, WalError, WalFileName};
@@ -46,20 +46,48 @@ pub enum PushOutcome {
     Repaired,
 }
 
-/// Archives one WAL file. `path` is what PostgreSQL passed as `%p` (relative to the data
-/// directory, which is the working directory of `archive_command`).
-pub async fn push(repo: &Repository, path: &Path) -> Result<PushOutcome, ArchiveError> {
+/// A WAL file read from disk and compressed, waiting for the repository's key to be sealed.
+/// Preparing needs only the configuration, so `archive_command` compresses while the repository
+/// opens (network round trip and the memory-hard key derivation), on another core.
+pub struct PreparedWal {
+    name: WalFileName,
+    path: PathBuf,
+    data: Vec<u8>,
+    compressed: Option<Vec<u8>>,
+    codec: Codec,
+}
+
+/// Reads and compresses the WAL file at `path` (`%p`, relative to the data directory, which is
+/// the working directory of `archive_command`).
+pub fn prepare_push(path: &Path, codec: &Codec) -> Result<PreparedWal, ArchiveError> {
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| WalError::BadName(path.display().to_string()))?;
     let name = WalFileName::parse(file_name)?;
     let data = std::fs::read(path).map_err(|source| ArchiveError::Read { path: path.to_path_buf(), source })?;
+    let compressed = format::compress_for_seal(&data, codec)
+        .map_err(|source| RepositoryError::Object { location: "(new object)".into(), source })?;
+    Ok(PreparedWal { name, path: path.to_path_buf(), data, compressed, codec: codec.clone() })
+}
+
+/// Archives one WAL file. `path` is what PostgreSQL passed as `%p`.
+pub async fn push(repo: &Repository, path: &Path) -> Result<PushOutcome, ArchiveError> {
+    let wal = prepare_push(path, &repo.codec())?;
+    push_prepared(repo, wal).await
+}
+
+/// Stores a prepared WAL file: checks it belongs to the repository's cluster, seals it and
+/// writes it create-if-absent.
+pub async fn push_prepared(repo: &Repository, wal: PreparedWal) -> Result<PushOutcome, ArchiveError> {
+    let PreparedWal { name, path, data, compressed, codec } = wal;
     let cluster = repo.cluster();
     if name.has_page_header() {
         wal::check_segment(&name, &data, cluster.system_identifier, cluster.wal_segment_size, cluster.major())?;
     }
-    let sealed = Bytes::from(repo.seal(&data)?);
+    let sealed = format::seal_precompressed(&data, compressed.as_deref(), &codec, repo.key())
+        .map_err(|source| RepositoryError::Object { location: path.display().to_string(), source })?;
+    let sealed = Bytes::from(sealed);
     let stored_bytes = sealed.len() as u64;
     let key = layout::wal_key(&name);
     let storage = repo.storage();

@@ -76,7 +76,18 @@ impl BackupOptions {
     }
 }
 
+/// Whether `archive_command` visibly hands WAL to pgvault (directly or through `env`, `nice`…).
+/// A wrapper script that calls pgvault-archive is not recognised; such backups then carry their
+/// own WAL, which costs a little space and never safety.
+fn archives_to_pgvault(archive_command: &str) -> bool {
+    archive_command.contains("pgvault-archive")
+}
+
 /// Takes a full backup of the cluster in `config` into `repo`.
+///
+/// Unless `opts.include_wal`, the backup is complete only once the archiver has stored the WAL
+/// that makes it consistent. When `archive_command` does not call pgvault-archive, that WAL would
+/// never reach this repository, so the backup includes it instead (and says so in the log).
 pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupCatalog, BackupError> {
     let target = server::describe(config);
     let mut repl = server::connect(config, true).await?;
@@ -84,7 +95,8 @@ pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progr
     repo.check_cluster(&identity)?;
     let mut sql = server::connect(config, false).await?;
 
-    if !opts.include_wal {
+    let mut include_wal = opts.include_wal;
+    if !include_wal {
         let status = server::archiver_status(&mut sql, config).await?;
         if status.archive_mode == "off" || status.archive_command.trim().is_empty() {
             return Err(BackupError::NotArchiving(format!(
@@ -94,7 +106,19 @@ pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progr
                 config.source.display()
             )));
         }
+        if !archives_to_pgvault(&status.archive_command) {
+            // The WAL goes somewhere else (another tool, a wrapper script): waiting for it to show
+            // up in this repository could only time out, and a backup without its WAL cannot be
+            // restored. Carry the WAL inside the backup instead.
+            tracing::warn!(
+                archive_command = %status.archive_command,
+                "archive_command does not call pgvault-archive; this backup includes its own WAL (self-contained) \
+                 instead of waiting for the archive"
+            );
+            include_wal = true;
+        }
     }
+    let opts = &BackupOptions { include_wal, ..opts.clone() };
 
     let start_time = Utc::now();
     let id = catalog::backup_id(start_time);

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError};
 use crate::format::{into_format_error, FormatError, MasterKey, ObjectReader};
-use crate::progress::Progress;
+use crate::progress::{format_bytes, Progress};
 use crate::repository::catalog::Piece;
 use crate::repository::{layout, BackupCatalog, ClusterIdentity, RepoMeta, Repository, RepositoryError};
 use crate::storage::{CreateMode, PutOutcome, Storage, StorageError, Upload};
@@ -144,27 +144,12 @@ impl CopySummary {
             "{verb} {} backup(s), {} WAL file(s), {} to {}; already there: {} backup(s), {} WAL file(s){}",
             self.backups_copied,
             self.wal_copied,
-            human_bytes(self.bytes_copied),
+            format_bytes(self.bytes_copied),
             self.target,
             self.backups_present,
             self.wal_present,
             if self.objects_reused > 0 { format!(", {} object(s) of unfinished backups", self.objects_reused) } else { String::new() }
         )
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

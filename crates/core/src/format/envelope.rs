@@ -308,12 +308,20 @@ impl<R: Read> Read for ObjectReader<R> {
     }
 }
 
-/// Writes a whole object into memory.
+/// Seals a small in-memory object (WAL segment, catalog, keyring-protected metadata) in one go.
 pub fn seal_bytes(
     data: &[u8],
     codec: &Codec,
     key: Option<&MasterKey>,
 ) -> Result<Vec<u8>, FormatError> {
+    let compressed = compress_for_seal(data, codec)?;
+    seal_precompressed(data, compressed.as_deref(), codec, key)
+}
+
+/// The compression half of [`seal_bytes`], which needs no key: a caller can compress while the
+/// repository key is still being derived (what `archive_command` does). `None` when the codec
+/// does not compress.
+pub fn compress_for_seal(data: &[u8], codec: &Codec) -> Result<Option<Vec<u8>>, FormatError> {
     match codec.compression {
         Compression::Zstd => {
             // One shot: zstd reads the input in place instead of copying it through a window
@@ -323,13 +331,29 @@ pub fn seal_bytes(
             if codec.zstd_workers > 0 {
                 c.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(codec.zstd_workers)).map_err(zstd_err)?;
             }
-            let compressed = c.compress(data).map_err(zstd_err)?;
+            Ok(Some(c.compress(data).map_err(zstd_err)?))
+        }
+        Compression::None => Ok(None),
+    }
+}
+
+/// The sealing half of [`seal_bytes`]: `compressed` is what [`compress_for_seal`] returned for
+/// `data` with the same `codec`.
+pub fn seal_precompressed(
+    data: &[u8],
+    compressed: Option<&[u8]>,
+    codec: &Codec,
+    key: Option<&MasterKey>,
+) -> Result<Vec<u8>, FormatError> {
+    match (codec.compression, compressed) {
+        (Compression::Zstd, Some(compressed)) => {
             let mut w = ObjectWriter::with_body(Vec::with_capacity(compressed.len() + 1024), codec, key, true)?;
-            w.write_all(&compressed).map_err(into_format_error)?;
+            w.write_all(compressed).map_err(into_format_error)?;
             let (out, _) = w.finish()?;
             Ok(out)
         }
-        Compression::None => {
+        (Compression::Zstd, None) => seal_bytes(data, codec, key),
+        (Compression::None, _) => {
             let mut w = ObjectWriter::new(Vec::with_capacity(data.len() + 1024), codec, key)?;
             w.write_all(data).map_err(into_format_error)?;
             let (out, _) = w.finish()?;

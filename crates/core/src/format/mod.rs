@@ -26,7 +26,7 @@ mod tests;
 
 pub use chunk::TAG_LEN;
 pub use codec::{Codec, Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-pub use envelope::{open_bytes, seal_bytes, ObjectReader, ObjectStats, ObjectWriter};
+pub use envelope::{compress_for_seal, open_bytes, seal_bytes, seal_precompressed, ObjectReader, ObjectStats, ObjectWriter};
 pub use error::{into_format_error, FormatError};
 pub use header::{FIXED_LEN, FORMAT_VERSION, MAGIC, SEALED_EXTRA_LEN};
 pub use keyring::{KdfParams, Keyring, MasterKey, KEYRING_VERSION, MIN_PASSPHRASE_CHARS};

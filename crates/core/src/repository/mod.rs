@@ -68,6 +68,15 @@ impl std::fmt::Debug for Repository {
     }
 }
 
+fn codec_with(compression: Compression, level: i32, threads: u32) -> Codec {
+    let zstd_workers = if threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
+    } else {
+        threads
+    };
+    Codec { compression, zstd_level: level, zstd_workers, ..Codec::default() }
+}
+
 fn compression_of(config: &Config) -> Compression {
     if config.compression.algorithm == "none" {
         Compression::None
@@ -222,23 +231,21 @@ impl Repository {
         }
     }
 
-    fn workers(&self) -> u32 {
-        if self.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
-        } else {
-            self.threads
-        }
-    }
-
     /// Codec for whole in-memory objects (WAL segments, catalogs). zstd splits a 16 MiB segment
     /// into jobs compressed on every core, which is most of `archive_command`'s latency.
     pub fn codec(&self) -> Codec {
-        Codec { compression: self.compression, zstd_level: self.level, zstd_workers: self.workers(), ..Codec::default() }
+        codec_with(self.compression, self.level, self.threads)
     }
 
     /// Codec for base-backup bundles: multi-threaded compression to keep every core busy.
     pub fn bulk_codec(&self) -> Codec {
-        Codec { compression: self.compression, zstd_level: self.level, zstd_workers: self.workers(), ..Codec::default() }
+        self.codec()
+    }
+
+    /// The codec [`Repository::codec`] will use, known from the configuration alone, so that
+    /// work can start before the repository is open.
+    pub fn codec_for(config: &Config) -> Codec {
+        codec_with(compression_of(config), config.compression.level, config.compression.threads)
     }
 
     /// Refuses a server that is not this repository's cluster.
