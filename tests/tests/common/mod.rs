@@ -202,8 +202,10 @@ pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> R
     let out = vault.pgvault(["restore", "--pgdata", &refused.display().to_string()])?;
     assert!(!out.success(), "restore without --tablespace-map into a non-empty original tablespace directory must be refused: {out}");
     assert!(
-        out.stderr.contains(&ts_dir.display().to_string()) && out.stderr.contains("not empty"),
-        "the error names the non-empty tablespace directory: {out}"
+        out.stderr.contains(&ts_dir.display().to_string())
+            && out.stderr.contains("not empty")
+            && out.stderr.contains("--tablespace-map"),
+        "the error names the non-empty tablespace directory and the way out: {out}"
     );
     assert!(!refused.exists(), "nothing is written for a refused restore (data directory {} exists)", refused.display());
     assert_eq!(tree_listing(&ts_dir)?, before, "the original tablespace directory is untouched");

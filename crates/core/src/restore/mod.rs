@@ -37,6 +37,8 @@ pub enum RestoreError {
     Target(#[from] TargetError),
     #[error("{path} is not empty: restore only writes into a new or empty directory, so nothing can be overwritten; pick another directory or move this one away")]
     NotEmpty { path: PathBuf },
+    #[error("tablespace {oid} would be restored into {path}, which is not empty (the original cluster may still be using it); nothing was written. Restore it elsewhere with --tablespace-map {original}=NEW_DIR, or move {path} away")]
+    TablespaceNotEmpty { oid: String, original: String, path: PathBuf },
     #[error("cannot create {path}: {source}")]
     Create { path: PathBuf, source: std::io::Error },
     #[error("tablespace mapping '{0}': expected OLD=NEW, with OLD a tablespace OID or its original location and NEW an absolute path")]
@@ -155,8 +157,15 @@ pub async fn run(config: &Config, repo: &Repository, req: &RestoreRequest, progr
     let spaces = tablespace_targets(&cat, &req.tablespace_map)?;
 
     ensure_empty_dir(&req.pgdata)?;
-    for loc in spaces.values() {
-        ensure_empty_dir(loc)?;
+    for (oid, loc) in &spaces {
+        ensure_empty_dir(loc).map_err(|e| match e {
+            RestoreError::NotEmpty { path } => RestoreError::TablespaceNotEmpty {
+                oid: oid.to_string(),
+                original: cat.tablespaces.iter().find(|t| t.oid == *oid).map(|t| t.location.clone()).unwrap_or_else(|| path.display().to_string()),
+                path,
+            },
+            other => other,
+        })?;
     }
     tracing::info!(backup = %cat.id, "restoring");
 
