@@ -13,6 +13,8 @@
 //! - [`process`]: running programs as `postgres` with timeouts ([`CmdOutput`]).
 //! - [`fsutil`]: `postgres`-owned temporary directories ([`TempRepoDir`]) and files.
 //! - [`faultproxy`]: [`faultproxy::FaultProxy`], an HTTP proxy that injects object-store faults.
+//! - [`gcs_adapter`]: [`gcs_adapter::GcsAdapter`], which gives fake-gcs-server the XML API uploads
+//!   object_store's GCS client writes with (translated to its JSON API).
 //! - [`bins`]: locating and running the workspace's own binaries.
 //! - [`objstore`]: S3 (SeaweedFS), GCS (fake-gcs-server) and Azure (Azurite) servers on loopback
 //!   ([`ObjStore`]); [`Vault::with_store`] points a vault at one.
@@ -33,6 +35,7 @@ pub mod bins;
 pub mod cluster;
 pub mod faultproxy;
 pub mod fsutil;
+pub mod gcs_adapter;
 pub mod install;
 pub mod objstore;
 pub mod process;

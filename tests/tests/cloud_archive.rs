@@ -40,7 +40,7 @@ async fn inner(install: &pgvault_tests::PgInstall, store: &ObjStore, force_fallb
     // `init` probed the store once; `info` says which mode WAL push uses.
     let info = vault.pgvault(["info", "--json"])?.check()?;
     let info: serde_json::Value = serde_json::from_str(&info.stdout).context("info --json")?;
-    let expected = if force_fallback || store.kind == StoreKind::Gcs { "check-then-write" } else { "conditional-create" };
+    let expected = if force_fallback { "check-then-write" } else { "conditional-create" };
     assert_eq!(info["wal_push_mode"], expected, "{}: info: {info}", store.kind.name());
     let text = vault.pgvault(["info"])?.check()?;
     assert!(text.stdout.contains(expected), "info shows the mode: {text}");

@@ -308,7 +308,12 @@ impl Storage {
     }
 
     fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> StorageError {
-        if let object_store::Error::NotFound { .. } = e {
+        // A 404 on a write, or one whose body names the bucket, means the bucket (container) is
+        // missing, not the object: say so instead of "object does not exist".
+        let missing_bucket = matches!(e, object_store::Error::NotFound { .. })
+            && self.cloud.is_some()
+            && (!matches!(op, "read" | "look up" | "delete") || names_missing_bucket(&error_text(&e)));
+        if matches!(e, object_store::Error::NotFound { .. }) && !missing_bucket {
             return StorageError::NotFound { store: self.display.clone(), key: key.to_string() };
         }
         let mut message = error_text(&e).split_whitespace().collect::<Vec<_>>().join(" ");
@@ -334,7 +339,7 @@ impl Storage {
                 hint: hint.to_string(),
             };
         };
-        let status = http_status(&message);
+        let status = http_status(&message).or(missing_bucket.then_some(404));
         let word = cloud.kind.bucket_word();
         let mut location = format!("{word} '{}', object '{}'", cloud.bucket, self.path(key));
         if let Some(ep) = &self.endpoint {
@@ -349,7 +354,10 @@ impl Storage {
                 "check the credentials ([repository] keys or the environment) and that they grant list, read, write and delete on {word} '{}' (see docs/storage-*.md for the permissions pgvault needs)",
                 cloud.bucket
             ),
-            Some(404) => format!("check that {word} '{}' exists and the repository url", cloud.bucket),
+            Some(404) => format!(
+                "{word} '{}' does not exist or these credentials cannot see it: check the [repository] url and create the {word}",
+                cloud.bucket
+            ),
             Some(429) | Some(503) => "the store kept throttling until the retries ran out; raise [repository] retry_max / retry_timeout or lower the load".to_string(),
             Some(s) if s >= 500 => "the store failed repeatedly; check its health, then retry ([repository] retry_max, retry_timeout)".to_string(),
             Some(409) | Some(412) => "the object changed concurrently; retry".to_string(),
@@ -491,7 +499,7 @@ impl Storage {
             while let Some(m) = s.next().await {
                 match m {
                     Ok(m) => out.push(ObjectInfo { key: self.key_of(&m.location), size: m.size, last_modified: m.last_modified }),
-                    Err(object_store::Error::NotFound { .. }) => break,
+                    Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&error_text(&e)) => break,
                     // A listing page cut off mid-body is not retried by object_store: list again.
                     Err(e) if attempt < BODY_RETRIES => {
                         attempt += 1;
@@ -515,7 +523,7 @@ impl Storage {
                 .iter()
                 .filter_map(|c| c.filename().map(|s| s.to_string()))
                 .collect()),
-            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&error_text(&e)) => Ok(Vec::new()),
             Err(e) => Err(self.err("list", prefix, e)),
         }
     }
@@ -595,6 +603,18 @@ fn error_text(e: &object_store::Error) -> String {
 }
 
 /// The HTTP status an object_store error message reports, if any.
+/// Whether a store's 404 text says the bucket (S3 `NoSuchBucket`, GCS "bucket does not exist",
+/// Azure `ContainerNotFound`) rather than the object is missing.
+fn names_missing_bucket(text: &str) -> bool {
+    let t = text.to_lowercase();
+    !t.contains("nosuchkey")
+        && !t.contains("blobnotfound")
+        && (t.contains("nosuchbucket")
+            || t.contains("containernotfound")
+            || t.contains("the specified bucket does not exist")
+            || t.contains("bucket not found"))
+}
+
 fn http_status(message: &str) -> Option<u16> {
     for marker in ["status code: ", "status: ", "HTTP status "] {
         if let Some(i) = message.find(marker) {
@@ -612,6 +632,16 @@ fn http_status(message: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tells_a_missing_bucket_from_a_missing_object() {
+        assert!(names_missing_bucket("<Error><Code>NoSuchBucket</Code><BucketName>b</BucketName></Error>"));
+        assert!(names_missing_bucket("<Code>ContainerNotFound</Code>"));
+        assert!(!names_missing_bucket(
+            "<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><BucketName>b</BucketName></Error>"
+        ));
+        assert!(!names_missing_bucket("<Code>BlobNotFound</Code> container"));
+    }
 
     #[test]
     fn finds_http_status() {
