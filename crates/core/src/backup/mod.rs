@@ -14,6 +14,7 @@ pub mod packer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -21,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::lsn::{Lsn, TimelineId};
 use crate::progress::Progress;
-use crate::protocol::{BaseBackupOptions, ProtocolError};
+use crate::protocol::{BackupEvent, BaseBackupOptions, ProtocolError};
 use crate::repository::catalog::{self, BackupCatalog, BackupKind, TablespaceEntry};
 use crate::repository::{layout, Repository, RepositoryError};
 use crate::server::{self, ServerError};
@@ -53,6 +54,9 @@ pub enum BackupError {
     #[error("internal: {0}")]
     Internal(String),
 }
+
+/// Size of the pieces of tar stream handed from the network task to the packing thread.
+const FORWARD_CHUNK: usize = 512 * 1024;
 
 /// Choices for one backup run.
 #[derive(Clone, Debug)]
@@ -247,7 +251,8 @@ async fn stream_backup(
         .filter_map(|t| Some(TablespaceEntry { oid: t.oid?, location: t.location.clone()? }))
         .collect();
 
-    let (tx, rx) = mpsc::channel(64);
+    // At most 16 coalesced pieces (8 MiB) in flight between the network and the packer.
+    let (tx, rx) = mpsc::channel(16);
     let writer = bundle::BundleWriter::new(
         tokio::runtime::Handle::current(),
         repo.storage().clone(),
@@ -260,15 +265,35 @@ async fn stream_backup(
     let packer = tokio::task::spawn_blocking(move || packer::pack(rx, writer, p.as_ref()));
 
     // Forward the stream to the packer; if the packer stops early its error is the one to report.
+    // The server sends tar data in 32 KiB messages; they are coalesced into larger pieces so the
+    // two threads hand over a few thousand buffers instead of one per message.
     let mut forward_err = None;
+    let mut pending = BytesMut::with_capacity(FORWARD_CHUNK + 64 * 1024);
     loop {
         match stream.next().await {
+            Ok(Some(BackupEvent::ArchiveData(data))) => {
+                pending.extend_from_slice(&data);
+                if pending.len() >= FORWARD_CHUNK {
+                    if tx.send(BackupEvent::ArchiveData(pending.split().freeze())).await.is_err() {
+                        break;
+                    }
+                    pending.reserve(FORWARD_CHUNK + 64 * 1024);
+                }
+            }
             Ok(Some(ev)) => {
+                if !pending.is_empty() && tx.send(BackupEvent::ArchiveData(pending.split().freeze())).await.is_err() {
+                    break;
+                }
                 if tx.send(ev).await.is_err() {
                     break;
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                if !pending.is_empty() {
+                    let _ = tx.send(BackupEvent::ArchiveData(pending.split().freeze())).await;
+                }
+                break;
+            }
             Err(e) => {
                 forward_err = Some(e);
                 break;
