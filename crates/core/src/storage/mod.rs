@@ -602,7 +602,6 @@ fn error_text(e: &object_store::Error) -> String {
     text
 }
 
-/// The HTTP status an object_store error message reports, if any.
 /// Whether a store's 404 text says the bucket (S3 `NoSuchBucket`, GCS "bucket does not exist",
 /// Azure `ContainerNotFound`) rather than the object is missing.
 fn names_missing_bucket(text: &str) -> bool {
@@ -615,6 +614,7 @@ fn names_missing_bucket(text: &str) -> bool {
             || t.contains("bucket not found"))
 }
 
+/// The HTTP status an object_store error message reports, if any.
 fn http_status(message: &str) -> Option<u16> {
     for marker in ["status code: ", "status: ", "HTTP status "] {
         if let Some(i) = message.find(marker) {
