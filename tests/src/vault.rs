@@ -66,6 +66,41 @@ impl Vault {
         }
     }
 
+    /// The repository's store opened directly (pgvault-core's storage seam, no pgvault format):
+    /// what tests use to look at, or damage, stored objects on any backend.
+    pub fn raw_storage(&self) -> Result<pgvault_core::storage::Storage> {
+        let config = pgvault_core::config::Config::load(Some(&self.config))?;
+        Ok(pgvault_core::storage::Storage::open(&config.repository, false)?)
+    }
+
+    /// PostgreSQL's rules for a repeated `archive_command`, checked on the stored object of
+    /// archived segment `seg` whose original bytes are `original`: the same content pushed
+    /// again exits 0 and rewrites nothing; different content under that name exits 1, says why
+    /// and leaves the object as it was. `work` holds the pushed copies.
+    pub async fn check_duplicate_pushes(&self, seg: &str, original: &[u8], work: &Path) -> Result<()> {
+        let raw = self.raw_storage()?;
+        let key = format!("wal/{}/{seg}", &seg[..16]);
+        let stored = raw.get(&key).await.with_context(|| format!("{seg} is archived under {key}"))?;
+        let before = raw.head(&key).await?.context("head")?;
+
+        let again = work.join(seg);
+        write_postgres_file(&again, original, 0o600)?;
+        let out = self.archive(["push", &again.display().to_string()])?;
+        assert_eq!(out.code(), Some(0), "identical re-push must succeed: {out}");
+        assert_eq!(raw.get(&key).await?, stored, "identical re-push rewrote nothing");
+        assert_eq!(raw.head(&key).await?.context("head")?.last_modified, before.last_modified, "not even the time changed");
+
+        let mut changed = original.to_vec();
+        let last = changed.len() - 1;
+        changed[last] ^= 0xff;
+        write_postgres_file(&again, &changed, 0o600)?;
+        let out = self.archive(["push", &again.display().to_string()])?;
+        assert_eq!(out.code(), Some(1), "different content must fail: {out}");
+        assert!(out.stderr.contains("different content"), "the message says why: {out}");
+        assert_eq!(raw.get(&key).await?, stored, "the archived object is unchanged");
+        Ok(())
+    }
+
     /// The key prefix of the repository in the object store's bucket (`None` when local).
     pub fn store_prefix(&self) -> Option<&str> {
         self.cloud_prefix.as_deref()

@@ -4,10 +4,9 @@
 //! and a wrong passphrase, a flipped byte and a truncated object are loud, clear failures.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pgvault_tests::{archiving_cluster, per_pg_version, write_postgres_file, ClusterOptions, PgCluster, PgInstall, Vault};
+use pgvault_tests::{archiving_cluster, per_pg_version, write_postgres_file, ClusterOptions, PgInstall, Vault};
 
 /// The stored object of WAL file `name` in the vault's repository.
 fn object_path(vault: &Vault, name: &str) -> PathBuf {
@@ -23,14 +22,6 @@ fn fetch_to(vault: &Vault, name: &str, dest: &Path) -> Result<pgvault_tests::Cmd
     vault.archive(["fetch", name, &dest.display().to_string()])
 }
 
-async fn switched_segment(c: &PgCluster) -> Result<String> {
-    c.execute("CREATE TABLE IF NOT EXISTS filler (x text)").await?;
-    c.execute("INSERT INTO filler SELECT md5(g::text) FROM generate_series(1, 2000) g").await?;
-    let seg = c.switch_wal().await?;
-    c.wait_for_archived(&seg, Duration::from_secs(60)).await?;
-    Ok(seg)
-}
-
 per_pg_version!(archive_contract, archive_contract_test);
 
 async fn archive_contract_test(install: PgInstall) {
@@ -40,7 +31,7 @@ async fn archive_contract_test(install: PgInstall) {
 async fn inner(install: PgInstall) -> Result<()> {
     let vault = Vault::new()?;
     let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
-    let seg = switched_segment(&cluster).await?;
+    let seg = cluster.archive_fresh_segment().await?;
     let stored = object_path(&vault, &seg);
     assert!(stored.is_file(), "{seg} is archived at {}", stored.display());
     let stored_bytes = std::fs::read(&stored)?;
@@ -52,27 +43,14 @@ async fn inner(install: PgInstall) -> Result<()> {
     let original = std::fs::read(&fetched)?;
     assert_eq!(original.len(), 16 * 1024 * 1024);
 
-    // Same content again: success, nothing changes.
+    // Same content again: success, nothing changes; different content: exit 1, nothing overwritten.
+    vault.check_duplicate_pushes(&seg, &original, &work).await?;
     let again = work.join(&seg);
-    write_postgres_file(&again, &original, 0o600)?;
-    let out = vault.archive(["push", &again.display().to_string()])?;
-    assert_eq!(out.code(), Some(0), "identical re-push must succeed: {out}");
-    assert_eq!(std::fs::read(&stored)?, stored_bytes, "identical re-push rewrote nothing");
-
-    // Different content under the same name: failure, nothing overwritten.
-    let mut changed = original.clone();
-    let last = changed.len() - 1;
-    changed[last] ^= 0xff;
-    write_postgres_file(&again, &changed, 0o600)?;
-    let out = vault.archive(["push", &again.display().to_string()])?;
-    assert_eq!(out.code(), Some(1), "different content must fail: {out}");
-    assert!(out.stderr.contains("different content"), "the message says why: {out}");
-    assert_eq!(std::fs::read(&stored)?, stored_bytes, "the archived object is unchanged");
 
     // A segment of another cluster is refused.
     let other_vault = Vault::new()?;
     let other = archiving_cluster(&install, &other_vault, ClusterOptions::default()).await?;
-    let foreign_seg = switched_segment(&other).await?;
+    let foreign_seg = other.archive_fresh_segment().await?;
     let foreign = work.join("foreign");
     fetch_to(&other_vault, &foreign_seg, &foreign)?.check()?;
     let renamed = work.join("000000010000000000000077");

@@ -6,21 +6,12 @@
 //! (shown by `pgvault info`), and once with the check-then-write fallback forced
 //! (`[repository] conditional_create = false`).
 
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use pgvault_tests::{
-    archiving_cluster, install_under_test, write_postgres_file, ClusterOptions, ObjStore, PgCluster, StoreKind, Vault,
+    archiving_cluster, install_under_test, write_postgres_file, ClusterOptions, ObjStore, StoreKind, Vault,
 };
-
-async fn switched_segment(c: &PgCluster) -> Result<String> {
-    c.execute("CREATE TABLE IF NOT EXISTS filler (x text)").await?;
-    c.execute("INSERT INTO filler SELECT md5(g::text) FROM generate_series(1, 2000) g").await?;
-    let seg = c.switch_wal().await?;
-    c.wait_for_archived(&seg, Duration::from_secs(60)).await?;
-    Ok(seg)
-}
 
 async fn contract(kind: StoreKind, force_fallback: bool) {
     let Some(install) = install_under_test(15) else { return };
@@ -46,7 +37,7 @@ async fn inner(install: &pgvault_tests::PgInstall, store: &ObjStore, force_fallb
     assert!(text.stdout.contains(expected), "info shows the mode: {text}");
 
     let raw = store.storage(vault.store_prefix().context("cloud vault")?)?;
-    let seg = switched_segment(&cluster).await?;
+    let seg = cluster.archive_fresh_segment().await?;
     let key = format!("wal/{}/{seg}", &seg[..16]);
     let stored = raw.get(&key).await.with_context(|| format!("{seg} is archived under {key}"))?;
 
@@ -57,23 +48,8 @@ async fn inner(install: &pgvault_tests::PgInstall, store: &ObjStore, force_fallb
     assert_eq!(original.len(), 16 * 1024 * 1024);
 
     // Same content again: success, nothing rewritten.
+    vault.check_duplicate_pushes(&seg, &original, &work).await?;
     let again = work.join(&seg);
-    write_postgres_file(&again, &original, 0o600)?;
-    let before = raw.head(&key).await?.context("head")?;
-    let out = vault.archive(["push", &again.display().to_string()])?;
-    assert_eq!(out.code(), Some(0), "identical re-push must succeed: {out}");
-    assert_eq!(raw.get(&key).await?, stored, "identical re-push rewrote nothing");
-    assert_eq!(raw.head(&key).await?.context("head")?.last_modified, before.last_modified, "not even the time changed");
-
-    // Different content under the same name: failure, object unchanged.
-    let mut changed = original.clone();
-    let last = changed.len() - 1;
-    changed[last] ^= 0xff;
-    write_postgres_file(&again, &changed, 0o600)?;
-    let out = vault.archive(["push", &again.display().to_string()])?;
-    assert_ne!(out.code(), Some(0), "different content must fail: {out}");
-    assert!(out.stderr.contains("different content"), "the message says why: {out}");
-    assert_eq!(raw.get(&key).await?, stored, "the archived object is unchanged");
 
     // Missing on fetch: quiet exit 1.
     for missing in ["0000000100000000000000FE", "00000009.history"] {
