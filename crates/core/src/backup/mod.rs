@@ -257,7 +257,7 @@ async fn stream_backup(
         tokio::runtime::Handle::current(),
         repo.storage().clone(),
         id,
-        repo.bulk_codec(),
+        repo.codec(),
         repo.shared_key(),
         opts.bundle_size,
     );

@@ -57,31 +57,12 @@ pub struct Repository {
     storage: Storage,
     meta: RepoMeta,
     key: Option<Arc<MasterKey>>,
-    compression: Compression,
-    level: i32,
-    threads: u32,
+    codec: Codec,
 }
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Repository").field("storage", &self.storage).field("encrypted", &self.key.is_some()).finish()
-    }
-}
-
-fn codec_with(compression: Compression, level: i32, threads: u32) -> Codec {
-    let zstd_workers = if threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
-    } else {
-        threads
-    };
-    Codec { compression, zstd_level: level, zstd_workers, ..Codec::default() }
-}
-
-fn compression_of(config: &Config) -> Compression {
-    if config.compression.algorithm == "none" {
-        Compression::None
-    } else {
-        Compression::Zstd
     }
 }
 
@@ -189,9 +170,7 @@ impl Repository {
             storage,
             meta,
             key,
-            compression: compression_of(config),
-            level: config.compression.level,
-            threads: config.compression.threads,
+            codec: Self::codec_for(config),
         })
     }
 
@@ -225,27 +204,28 @@ impl Repository {
     }
 
     pub fn compression_name(&self) -> &'static str {
-        match self.compression {
+        match self.codec.compression {
             Compression::None => "none",
             Compression::Zstd => "zstd",
         }
     }
 
-    /// Codec for whole in-memory objects (WAL segments, catalogs). zstd splits a 16 MiB segment
-    /// into jobs compressed on every core, which is most of `archive_command`'s latency.
+    /// The codec for new objects: zstd at the configured level on every core (a 16 MiB WAL
+    /// segment or a stream of backup bundles alike is split into jobs compressed in parallel).
     pub fn codec(&self) -> Codec {
-        codec_with(self.compression, self.level, self.threads)
-    }
-
-    /// Codec for base-backup bundles: multi-threaded compression to keep every core busy.
-    pub fn bulk_codec(&self) -> Codec {
-        self.codec()
+        self.codec.clone()
     }
 
     /// The codec [`Repository::codec`] will use, known from the configuration alone, so that
     /// work can start before the repository is open.
     pub fn codec_for(config: &Config) -> Codec {
-        codec_with(compression_of(config), config.compression.level, config.compression.threads)
+        let c = &config.compression;
+        let compression = if c.algorithm == "none" { Compression::None } else { Compression::Zstd };
+        let zstd_workers = match c.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
+            n => n,
+        };
+        Codec { compression, zstd_level: c.level, zstd_workers, ..Codec::default() }
     }
 
     /// Refuses a server that is not this repository's cluster.
