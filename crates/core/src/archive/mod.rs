@@ -1,8 +1,9 @@
 //! The WAL archive: what `archive_command` and `restore_command` do.
 //!
-//! `push` runs once per WAL segment on PostgreSQL's hot path, so it does the least it can:
-//! read the file, check it belongs to the repository's cluster, seal it, and store it with a
-//! create-if-absent write. PostgreSQL's rules for archive commands are followed to the letter: an
+//! A push runs once per WAL segment on PostgreSQL's hot path, so it does the least it can, in
+//! two halves that can overlap: [`prepare_push`] reads and compresses the file (needs only the
+//! configuration), [`push_prepared`] checks it belongs to the repository's cluster, seals it with
+//! the repository key and stores it with a create-if-absent write. PostgreSQL's rules for archive commands are followed to the letter: an
 //! identical file already archived is success, a different one is an error that overwrites
 //! nothing. `fetch` is the other direction, and distinguishes "not in the archive" (a quiet,
 //! normal end of recovery) from real failures (corruption, wrong passphrase, storage errors),
@@ -36,7 +37,7 @@ pub enum ArchiveError {
     Invalid { name: String, location: String, source: WalError },
 }
 
-/// What `push` did.
+/// What [`push_prepared`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PushOutcome {
     Stored { stored_bytes: u64 },
@@ -69,12 +70,6 @@ pub fn prepare_push(path: &Path, codec: &Codec) -> Result<PreparedWal, ArchiveEr
     let compressed = format::compress_for_seal(&data, codec)
         .map_err(|source| RepositoryError::Object { location: "(new object)".into(), source })?;
     Ok(PreparedWal { name, path: path.to_path_buf(), data, compressed, codec: codec.clone() })
-}
-
-/// Archives one WAL file. `path` is what PostgreSQL passed as `%p`.
-pub async fn push(repo: &Repository, path: &Path) -> Result<PushOutcome, ArchiveError> {
-    let wal = prepare_push(path, &repo.codec())?;
-    push_prepared(repo, wal).await
 }
 
 /// Stores a prepared WAL file: checks it belongs to the repository's cluster, seals it and
