@@ -5,7 +5,7 @@
 //! The layout follows the data path:
 //! - [`protocol`]: the replication-protocol client (`IDENTIFY_SYSTEM`, `BASE_BACKUP`).
 //! - [`server`]: connection settings and queries against the live cluster.
-//! - [`format`]: how every stored object is compressed, encrypted and authenticated.
+//! - [`format`](mod@format): how every stored object is compressed, encrypted and authenticated.
 //! - [`storage`]: the seam to local disk and object stores.
 //! - [`repository`]: the repository layout, descriptor, keys and backup catalogs.
 //! - [`backup`], [`archive`], [`restore`]: the three jobs.
