@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::Config;
 use crate::protocol::{self, ConnParams, Connection, ProtocolError, SslMode};
 use crate::repository::ClusterIdentity;
@@ -112,6 +114,24 @@ pub async fn cluster_identity(conn: &mut Connection, config: &Config) -> Result<
         },
         sys,
     ))
+}
+
+/// The server's clock (`clock_timestamp()`), so that backup start and stop times are on the same
+/// clock as the commit timestamps that recovery targets are compared with, whatever this host's
+/// clock says.
+pub async fn server_clock(conn: &mut Connection, config: &Config) -> Result<DateTime<Utc>, ServerError> {
+    let row = query_row(
+        conn,
+        config,
+        "reading the server's clock",
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text",
+    )
+    .await?;
+    let raw = row.into_iter().next().flatten().unwrap_or_default();
+    raw.parse::<i64>()
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_micros)
+        .ok_or_else(|| ServerError::Unexpected(format!("the server's clock read as '{raw}'"), describe(config)))
 }
 
 /// A row of `pg_stat_archiver`, for messages when WAL does not arrive.

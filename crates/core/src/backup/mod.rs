@@ -124,7 +124,9 @@ pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progr
     }
     let opts = &BackupOptions { include_wal, ..opts.clone() };
 
-    let start_time = Utc::now();
+    // Times on the server's clock: recovery targets are compared with commit timestamps, which
+    // the server writes with its own clock.
+    let start_time = server::server_clock(&mut sql, config).await?;
     let id = catalog::backup_id(start_time);
     if repo.storage().head(&layout::catalog_key(&id)).await?.is_some() {
         return Err(BackupError::IdTaken(id));
@@ -144,7 +146,7 @@ pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progr
         // Tablespace links travel as tar symlinks; restore re-points them (and --tablespace-map).
         tablespace_map: false,
     };
-    let result = stream_backup(config, repo, &id, &bb, opts, &mut repl, progress.clone()).await;
+    let result = stream_backup(config, repo, &id, &bb, opts, (&mut repl, &mut sql), progress.clone()).await;
     let streamed = match result {
         Ok(s) => s,
         Err(e) => {
@@ -232,7 +234,7 @@ async fn stream_backup(
     id: &str,
     bb: &BaseBackupOptions,
     opts: &BackupOptions,
-    repl: &mut crate::protocol::Connection,
+    (repl, sql): (&mut crate::protocol::Connection, &mut crate::protocol::Connection),
     progress: Arc<dyn Progress>,
 ) -> Result<Streamed, BackupError> {
     let target = server::describe(config);
@@ -307,7 +309,9 @@ async fn stream_backup(
     }
     let packed = packed?;
     let end = stream.finish().await.map_err(stream_err)?;
-    let stop_time = Utc::now();
+    // Read right after the server ended the backup: never earlier than the moment the backup
+    // became consistent, so a target time at or after it can always start from this backup.
+    let stop_time = server::server_clock(sql, config).await?;
 
     let manifest = packed.manifest.clone().ok_or(BackupError::NoManifest)?;
     let checked = manifest::check(&manifest, &packed.received)?;
@@ -362,8 +366,11 @@ async fn wait_for_wal(
     Ok(())
 }
 
-/// Removes what an unfinished backup stored (best effort: without a catalog it is invisible anyway).
+/// Removes what an unfinished backup stored (best effort). The catalog goes first: a catalog
+/// whose write reported an error may still have landed, and while it exists the backup looks
+/// complete; once it is gone the rest is invisible leftovers.
 async fn cleanup(repo: &Repository, id: &str) {
+    let _ = repo.storage().delete(&layout::catalog_key(id)).await;
     let dir = layout::backup_dir(id);
     if let Ok(objects) = repo.storage().list(&dir).await {
         for o in objects {

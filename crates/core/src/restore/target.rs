@@ -95,6 +95,32 @@ fn xid_after_snapshot(xid: u64, snapshot: &str) -> Option<bool> {
     Some(xip.split(',').filter(|s| !s.is_empty()).any(|x| x.parse::<u64>().ok() == Some(xid)))
 }
 
+/// `xmax` of a `pg_current_snapshot()` text (`xmin:xmax:xip,…`): the next full transaction id.
+pub fn snapshot_xmax(snapshot: &str) -> Option<u64> {
+    snapshot.split(':').nth(1)?.parse().ok()
+}
+
+/// The full 64-bit transaction id (epoch included) meant by `xid`.
+///
+/// A value above 2^32 already is one (`pg_current_xact_id()`, `txid_current()`). A 32-bit value
+/// (`xmin`, `pg_stat_activity.backend_xid`, what PostgreSQL's logs print) is ambiguous after the
+/// first wraparound; like PostgreSQL's own circular comparison, it is taken as the transaction
+/// nearest to `reference` (the next full xid seen at the newest backup), within 2^31 either way.
+/// Choosing a backup compares full ids; PostgreSQL is given the low 32 bits it expects.
+pub fn widen_xid(xid: u64, reference: Option<u64>) -> u64 {
+    if xid > u64::from(u32::MAX) {
+        return xid;
+    }
+    let Some(reference) = reference else { return xid };
+    let epoch = reference >> 32;
+    [epoch.checked_sub(1), Some(epoch), epoch.checked_add(1)]
+        .into_iter()
+        .flatten()
+        .map(|e| (e << 32) | xid)
+        .min_by_key(|c| c.abs_diff(reference))
+        .unwrap_or(xid)
+}
+
 /// The archive's reach: the newest WAL archived, for the window's upper end.
 #[derive(Clone, Debug, Default)]
 pub struct ArchiveReach {
@@ -216,6 +242,29 @@ mod tests {
         let a = parse_time("2026-11-23 05:12:00+02").unwrap();
         let b = parse_time("2026-11-23T03:12:00Z").unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn xids_widen_to_the_nearest_epoch() {
+        let e3 = 3u64 << 32;
+        // Full ids pass through; without a reference a 32-bit id stays as it is.
+        assert_eq!(widen_xid(e3 | 5, Some(7)), e3 | 5);
+        assert_eq!(widen_xid(500, None), 500);
+        // Near the reference, in the same epoch.
+        assert_eq!(widen_xid(1000, Some(e3 | 2000)), e3 | 1000);
+        assert_eq!(widen_xid(3000, Some(e3 | 2000)), e3 | 3000);
+        // Just after a wraparound: a large 32-bit id belongs to the previous epoch...
+        assert_eq!(widen_xid(0xFFFF_FF00, Some(e3 | 0x10)), (2u64 << 32) | 0xFFFF_FF00);
+        // ...and just before one, a small id to the next.
+        assert_eq!(widen_xid(0x10, Some(e3 | 0xFFFF_FF00)), (4u64 << 32) | 0x10);
+        // Epoch 0 has no previous epoch.
+        assert_eq!(widen_xid(0xFFFF_FF00, Some(0x10)), 0xFFFF_FF00);
+        assert_eq!(snapshot_xmax("700:790:750"), Some(790));
+        // After the first wraparound the snapshot's full ids order correctly against a widened id,
+        // where a 32-bit comparison would not.
+        let snap = format!("{}:{}:", e3 | 10, e3 | 20);
+        assert_eq!(xid_after_snapshot(widen_xid(25, snapshot_xmax(&snap)), &snap), Some(true));
+        assert_eq!(xid_after_snapshot(widen_xid(15, snapshot_xmax(&snap)), &snap), Some(false));
     }
 
     #[test]
