@@ -79,10 +79,10 @@ pub struct PostgresConfig {
     pub pgdata: Option<PathBuf>,
     /// A file holding the password (mode 0600). Otherwise `PGPASSWORD` or `~/.pgpass`.
     pub password_file: Option<PathBuf>,
-    /// `disable`, `prefer` (default), `require` or `verify-full`.
+    /// `disable`, `prefer` (default), `require`, `verify-ca` or `verify-full`.
     #[serde(default = "default_sslmode")]
     pub sslmode: String,
-    /// CA bundle (PEM) for `verify-full`.
+    /// CA bundle (PEM) for `verify-ca` and `verify-full`.
     pub sslrootcert: Option<PathBuf>,
     /// Seconds to wait for a connection. Default 30.
     #[serde(default = "default_connect_timeout")]
@@ -349,14 +349,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        match self.postgres.sslmode.as_str() {
-            "disable" | "prefer" | "require" | "verify-full" => {}
-            other => {
-                return Err(self.invalid(
-                    "postgres.sslmode",
-                    format!("'{other}' is not one of disable, prefer, require, verify-full"),
-                ))
-            }
+        // The connection code's own parser decides, so the two never disagree on what is supported.
+        if let Err(e) = self.postgres.sslmode.parse::<crate::protocol::SslMode>() {
+            return Err(self.invalid("postgres.sslmode", e.to_string()));
         }
         if self.repository.url.trim().is_empty() {
             return Err(self.invalid("repository.url", "is empty; e.g. file:///var/lib/pgvault"));
@@ -559,6 +554,18 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
             .unwrap_err()
             .to_string();
         assert!(err.contains("postgres.sslmode"), "{err}");
+    }
+
+    #[test]
+    fn every_sslmode_the_client_supports_is_accepted() {
+        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            let text = format!("[postgres]\nsslmode = \"{mode}\"\n[repository]\nurl = \"file:///r\"\n");
+            assert!(parse(&text).is_ok(), "sslmode {mode} refused");
+        }
+        let err = parse("[postgres]\nsslmode = \"allow\"\n[repository]\nurl = \"file:///r\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgres.sslmode") && err.contains("prefer"), "{err}");
     }
 
     #[test]

@@ -109,6 +109,17 @@ pub fn resolve_password_from(
     ))
 }
 
+/// The database name a session is looked up under in `.pgpass`: `replication` for a physical
+/// replication session (libpq matches its `.pgpass` entries with the database name
+/// `replication` there, whatever `dbname` says), else `dbname`.
+pub fn pgpass_dbname(dbname: &str, replication: bool) -> &str {
+    if replication {
+        "replication"
+    } else {
+        dbname
+    }
+}
+
 fn read_password_file(path: &Path) -> Result<String, ProtocolError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ProtocolError::PgPass(format!(
@@ -265,6 +276,22 @@ db\\:weird:*:*:carol:carolpw
             lookup_pgpass("h:1:d:u:p\r\n", "h", "1", "d", "u").as_deref(),
             Some("p")
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn replication_sessions_use_the_replication_entry() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pgpass = dir.path().join("pgpass");
+        std::fs::write(&pgpass, "*:*:replication:u:replpw\n*:*:postgres:u:sqlpw\n").unwrap();
+        std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let r = |replication| {
+            let db = pgpass_dbname("postgres", replication);
+            resolve_password_from("h", 5432, db, "u", None, None, Some(&pgpass)).unwrap()
+        };
+        assert_eq!(r(true).as_deref(), Some("replpw"));
+        assert_eq!(r(false).as_deref(), Some("sqlpw"));
     }
 
     #[cfg(unix)]

@@ -6,10 +6,16 @@
 //! reads, and replaces the write paths with temp file → fsync → rename (or hard link for
 //! create-if-absent) → fsync of the directories, so an object is either absent or complete and on
 //! disk under its final name.
+//!
+//! A repository holds a cluster's data (plaintext when unencrypted), so it is private to the
+//! user running pgvault: every file is created 0600 and every directory 0700, whatever the umask,
+//! including the repository root when `init` creates it (a root the operator made is left as is).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -34,8 +40,11 @@ pub struct DurableLocal {
 impl DurableLocal {
     /// Opens (and with `create`, makes) the repository directory.
     pub fn new(root: &FsPath, create: bool) -> std::io::Result<DurableLocal> {
-        if create {
-            std::fs::create_dir_all(root)?;
+        if create && !root.exists() {
+            if let Some(parent) = root.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            make_private_dir(root)?;
         }
         let root = std::fs::canonicalize(root)?;
         let inner = LocalFileSystem::new_with_prefix(&root)
@@ -63,11 +72,49 @@ impl fmt::Display for DurableLocal {
     }
 }
 
+/// Mode of every file in a local repository.
+const FILE_MODE: u32 = 0o600;
+/// Mode of every directory a local repository creates.
+const DIR_MODE: u32 = 0o700;
+
+/// An I/O error with the path it concerns; the `io::Error` stays the source, so its kind
+/// (timed out, permission denied, …) decides the storage error's kind.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+struct LocalIoError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
 fn generic(e: std::io::Error, path: &FsPath) -> object_store::Error {
     if e.kind() == ErrorKind::NotFound {
         return object_store::Error::NotFound { path: path.display().to_string(), source: e.into() };
     }
-    object_store::Error::Generic { store: "local", source: format!("{}: {e}", path.display()).into() }
+    if e.kind() == ErrorKind::PermissionDenied {
+        let source = Box::new(LocalIoError { path: path.to_path_buf(), source: e });
+        return object_store::Error::PermissionDenied { path: path.display().to_string(), source };
+    }
+    object_store::Error::Generic { store: "local", source: Box::new(LocalIoError { path: path.to_path_buf(), source: e }) }
+}
+
+/// Creates one directory 0700 (umask-independent); an existing directory is fine.
+fn make_private_dir(dir: &FsPath) -> std::io::Result<()> {
+    match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `dir` and its missing ancestors below `root` (which exists), each 0700.
+fn create_private_dirs(dir: &FsPath, root: &FsPath) -> std::io::Result<()> {
+    if dir.is_dir() || !dir.starts_with(root) || dir == root {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_private_dirs(parent, root)?;
+    }
+    make_private_dir(dir)
 }
 
 /// fsyncs a directory and its ancestors up to and including `root`, so new entries survive a crash.
@@ -90,10 +137,11 @@ fn staging_path(dest: &FsPath) -> PathBuf {
 
 fn durable_put(root: &FsPath, dest: &FsPath, payload: &PutPayload, mode: &PutMode) -> std::io::Result<bool> {
     let parent = dest.parent().unwrap_or(root).to_path_buf();
-    std::fs::create_dir_all(&parent)?;
+    create_private_dirs(&parent, root)?;
     let tmp = staging_path(dest);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
         for chunk in payload.iter() {
             f.write_all(chunk)?;
         }
@@ -141,8 +189,16 @@ impl ObjectStore for DurableLocal {
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+        // The staging file object_store writes has the umask's mode; a private parent directory
+        // keeps it unreadable to others until `complete` makes it 0600.
+        let dest = self.fs_path(location);
+        let (parent, root) = (dest.parent().unwrap_or(&self.root).to_path_buf(), self.root.clone());
+        tokio::task::spawn_blocking(move || create_private_dirs(&parent, &root))
+            .await
+            .map_err(|e| object_store::Error::Generic { store: "local", source: e.into() })?
+            .map_err(|e| generic(e, &dest))?;
         let inner = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(DurableUpload { inner, dest: self.fs_path(location), root: self.root.clone() }))
+        Ok(Box::new(DurableUpload { inner, dest, root: self.root.clone() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
@@ -197,7 +253,9 @@ impl MultipartUpload for DurableUpload {
         let dest = self.dest.clone();
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            File::open(&dest)?.sync_all()?;
+            let f = File::open(&dest)?;
+            f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+            f.sync_all()?;
             sync_dirs(dest.parent().unwrap_or(&root), &root)
         })
         .await
@@ -208,5 +266,40 @@ impl MultipartUpload for DurableUpload {
 
     async fn abort(&mut self) -> object_store::Result<()> {
         self.inner.abort().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &FsPath) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Files 0600 and directories 0700 even under a permissive umask; the root `init` creates
+    /// included.
+    #[tokio::test]
+    async fn repository_is_private_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("new-repo");
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o002));
+        let result = async {
+            let store = DurableLocal::new(&root, true).map_err(|e| generic(e, &root))?;
+            store.put(&Path::from("wal/0000000100000000/seg"), PutPayload::from_static(b"x")).await?;
+            let mut up = store.put_multipart(&Path::from("backups/b1/bundles/000001")).await?;
+            up.put_part(PutPayload::from_static(b"data")).await?;
+            up.complete().await?;
+            Ok::<_, object_store::Error>(())
+        }
+        .await;
+        nix::sys::stat::umask(old);
+        result.unwrap();
+        assert_eq!(mode(&root), 0o700, "repository root");
+        for d in ["wal", "wal/0000000100000000", "backups", "backups/b1", "backups/b1/bundles"] {
+            assert_eq!(mode(&root.join(d)), 0o700, "{d}");
+        }
+        assert_eq!(mode(&root.join("wal/0000000100000000/seg")), 0o600);
+        assert_eq!(mode(&root.join("backups/b1/bundles/000001")), 0o600);
     }
 }

@@ -3,12 +3,16 @@
 //! Behind it sits an `object_store::ObjectStore`: the durable local filesystem, or S3, GCS and
 //! Azure Blob storage ([`cloud`]). The rest of pgvault speaks only in repository-relative keys (`wal/…`,
 //! `backups/…`) and in four operations that every backend can honour: atomic put, put-if-absent,
-//! streamed get, list. Errors are turned here into messages that name the store, the key, the
-//! operation and what to check.
+//! streamed get, list. Errors are turned here into a [`StorageErrorKind`] callers decide by and a
+//! message that names the store, the key, the operation and what to check.
 
 pub mod cloud;
+mod error;
 pub mod local;
 mod tls;
+
+pub use error::{Backend, OperationError, StorageError, StorageErrorKind};
+use error::{bounded, classify, error_text, http_status, names_missing_bucket};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -21,24 +25,6 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use crate::config::RepositoryConfig;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("repository URL '{url}': {message}")]
-    BadUrl { url: String, message: String },
-    /// For cloud stores `message` starts with the bucket, the full object name, the endpoint and
-    /// the HTTP status; `hint` says what to check.
-    #[error("{store}: cannot {op} '{key}': {message}{hint}")]
-    Operation { store: String, op: &'static str, key: String, message: String, hint: String },
-    #[error("{store}: object '{key}' does not exist")]
-    NotFound { store: String, key: String },
-}
-
-impl StorageError {
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, StorageError::NotFound { .. })
-    }
-}
 
 /// What `put_if_absent` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,13 +125,8 @@ struct ResumableRead {
 impl ResumableRead {
     async fn retry(&mut self, why: &str) -> Result<(), StorageError> {
         if self.attempts >= BODY_RETRIES {
-            return Err(StorageError::Operation {
-                store: self.storage.display.clone(),
-                op: "read",
-                key: self.key.clone(),
-                message: format!("the download was cut off {} times (last: {why})", self.attempts + 1),
-                hint: " (check the network and the store's health)".into(),
-            });
+            let detail = format!("the download was cut off {} times (last: {why})", self.attempts + 1);
+            return Err(OperationError::new(StorageErrorKind::Transient, &self.storage.display, "read", &self.key, detail).into());
         }
         self.attempts += 1;
         tracing::warn!(key = %self.key, offset = self.offset, attempt = self.attempts, "download cut off ({why}); resuming");
@@ -236,6 +217,13 @@ impl Storage {
         }
     }
 
+    /// A store in this process's memory (object_store's `InMemory`, conditional create honoured),
+    /// empty on creation and gone when the last clone is dropped. For unit tests of logic only:
+    /// it says nothing about how a real store behaves under faults, latency or concurrency.
+    pub fn memory() -> Storage {
+        Storage::from_store(Arc::new(object_store::memory::InMemory::new()), "memory://".into(), String::new())
+    }
+
     /// How `put_if_absent` protects existing objects.
     pub fn create_mode(&self) -> CreateMode {
         if self.conditional_create {
@@ -310,75 +298,29 @@ impl Storage {
     fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> StorageError {
         // A 404 on a write, or one whose body names the bucket, means the bucket (container) is
         // missing, not the object: say so instead of "object does not exist".
-        let missing_bucket = matches!(e, object_store::Error::NotFound { .. })
+        let text = error_text(&e);
+        let is_not_found = matches!(e, object_store::Error::NotFound { .. });
+        let missing_bucket = is_not_found
             && self.cloud.is_some()
-            && (!matches!(op, "read" | "look up" | "delete") || names_missing_bucket(&error_text(&e)));
-        if matches!(e, object_store::Error::NotFound { .. }) && !missing_bucket {
+            && (!matches!(op, "read" | "look up" | "delete") || names_missing_bucket(&text));
+        if is_not_found && !missing_bucket {
             return StorageError::NotFound { store: self.display.clone(), key: key.to_string() };
         }
-        let mut message = error_text(&e).split_whitespace().collect::<Vec<_>>().join(" ");
-        if message.len() > 600 {
-            let mut cut = 600;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        let Some(cloud) = &self.cloud else {
-            let hint = if self.is_local() {
-                " (check free space, permissions and that the repository is owned by the user running pgvault)"
-            } else {
-                " (check the endpoint, credentials and network)"
-            };
-            return StorageError::Operation {
-                store: self.display.clone(),
-                op,
-                key: key.to_string(),
-                message,
-                hint: hint.to_string(),
-            };
+        let detail = bounded(&text);
+        let status = http_status(&detail).or(missing_bucket.then_some(404));
+        let kind = classify(&e, op, status, missing_bucket);
+        let backend = match &self.cloud {
+            Some(cloud) => Backend::Cloud {
+                bucket_word: cloud.kind.bucket_word(),
+                bucket: cloud.bucket.clone(),
+                object: self.path(key).to_string(),
+                endpoint: self.endpoint.clone(),
+            },
+            None if self.is_local() => Backend::Local,
+            None => Backend::Other,
         };
-        let status = http_status(&message).or(missing_bucket.then_some(404));
-        let word = cloud.kind.bucket_word();
-        let mut location = format!("{word} '{}', object '{}'", cloud.bucket, self.path(key));
-        if let Some(ep) = &self.endpoint {
-            location.push_str(&format!(", endpoint {ep}"));
-        }
-        if let Some(s) = status {
-            location.push_str(&format!(", HTTP status {s}"));
-        }
-        let lower = message.to_lowercase();
-        let hint = match status {
-            Some(401) | Some(403) => format!(
-                "check the credentials ([repository] keys or the environment) and that they grant list, read, write and delete on {word} '{}' (see docs/storage-*.md for the permissions pgvault needs)",
-                cloud.bucket
-            ),
-            Some(404) => format!(
-                "{word} '{}' does not exist or these credentials cannot see it: check the [repository] url and create the {word}",
-                cloud.bucket
-            ),
-            Some(429) | Some(503) => "the store kept throttling until the retries ran out; raise [repository] retry_max / retry_timeout or lower the load".to_string(),
-            Some(s) if s >= 500 => "the store failed repeatedly; check its health, then retry ([repository] retry_max, retry_timeout)".to_string(),
-            Some(409) | Some(412) => "the object changed concurrently; retry".to_string(),
-            _ if lower.contains("certificate") || lower.contains("tls") || lower.contains("invalid peer") => {
-                "check [repository] ca_file (the CA, or the self-signed certificate, of the endpoint) and that the certificate names the endpoint's host".to_string()
-            }
-            _ if lower.contains("timed out") || lower.contains("timeout") => {
-                "the request timed out; check the endpoint and the network ([repository] request_timeout, connect_timeout)".to_string()
-            }
-            _ if lower.contains("connect") || lower.contains("reset") || lower.contains("dns") => {
-                "cannot reach the store; check [repository] endpoint, DNS and the network".to_string()
-            }
-            _ => "check the endpoint, credentials and network".to_string(),
-        };
-        StorageError::Operation {
-            store: self.display.clone(),
-            op,
-            key: key.to_string(),
-            message: format!("{location}: {message}"),
-            hint: format!(" ({hint})"),
-        }
+        let status = if self.cloud.is_some() { status } else { None };
+        OperationError { kind, store: self.display.clone(), op, key: key.to_string(), status, detail, backend }.into()
     }
 
     /// Stores `data` under `key`, atomically replacing any previous object.
@@ -402,8 +344,15 @@ impl Storage {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.inner.put_opts(&self.path(key), PutPayload::from(data), opts).await {
             Ok(_) => Ok(PutOutcome::Created),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(self.err("write", key, e)),
+            // Some stores answer a conditional create on an existing object with 412
+            // "precondition failed" instead of 409: the object is there all the same.
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Ok(PutOutcome::AlreadyExists)
+            }
+            Err(e) => match self.err("write", key, e) {
+                e if e.kind() == StorageErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+                e => Err(e),
+            },
         }
     }
 
@@ -587,68 +536,12 @@ impl Upload {
     }
 }
 
-/// An object_store error with its sources, without repeating what the outer text already says.
-fn error_text(e: &object_store::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// Whether a store's 404 text says the bucket (S3 `NoSuchBucket`, GCS "bucket does not exist",
-/// Azure `ContainerNotFound`) rather than the object is missing.
-fn names_missing_bucket(text: &str) -> bool {
-    let t = text.to_lowercase();
-    !t.contains("nosuchkey")
-        && !t.contains("blobnotfound")
-        && (t.contains("nosuchbucket")
-            || t.contains("containernotfound")
-            || t.contains("the specified bucket does not exist")
-            || t.contains("bucket not found"))
-}
-
-/// The HTTP status an object_store error message reports, if any.
-fn http_status(message: &str) -> Option<u16> {
-    for marker in ["status code: ", "status: ", "HTTP status "] {
-        if let Some(i) = message.find(marker) {
-            let digits: String = message[i + marker.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
-            if let Ok(n) = digits.parse::<u16>() {
-                if (100..600).contains(&n) {
-                    return Some(n);
-                }
-            }
-        }
-    }
-    None
-}
+#[cfg(test)]
+mod memory_tests;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tells_a_missing_bucket_from_a_missing_object() {
-        assert!(names_missing_bucket("<Error><Code>NoSuchBucket</Code><BucketName>b</BucketName></Error>"));
-        assert!(names_missing_bucket("<Code>ContainerNotFound</Code>"));
-        assert!(!names_missing_bucket(
-            "<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><BucketName>b</BucketName></Error>"
-        ));
-        assert!(!names_missing_bucket("<Code>BlobNotFound</Code> container"));
-    }
-
-    #[test]
-    fn finds_http_status() {
-        assert_eq!(http_status("Server returned non-2xx status code: 503 Service Unavailable: x"), Some(503));
-        assert_eq!(http_status("Client error with status 403 Forbidden"), None);
-        assert_eq!(http_status("nothing"), None);
-    }
 
     #[test]
     fn unknown_scheme_is_explained() {
