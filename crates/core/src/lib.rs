@@ -10,6 +10,7 @@
 //! - [`repository`]: the repository layout, descriptor, keys and backup catalogs.
 //! - [`backup`], [`archive`], [`restore`]: the three jobs.
 //! - [`copy`]: replicating a repository into a second one, for disaster recovery.
+//! - [`timeline`]: the archive model (timelines, gaps, windows) every job asks before acting.
 //! - [`config`], [`lsn`], [`wal`], [`progress`]: shared vocabulary.
 //! - `tls_verify`: the TLS certificate policies of the replication client and of object stores.
 
@@ -25,6 +26,7 @@ pub mod repository;
 pub mod restore;
 pub mod server;
 pub mod storage;
+pub mod timeline;
 mod tls_verify;
 pub mod wal;
 
