@@ -5,6 +5,7 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 
 use crate::lsn::Lsn;
 use crate::repository::BackupCatalog;
+use crate::timeline::{ArchiveModel, BackupPoint, Choice, ChoiceError, ModelTarget, TimelineSpec};
 
 /// Where recovery should stop.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,14 +53,10 @@ impl TargetAction {
 pub enum TargetError {
     #[error("'{0}' is not a time with a zone; write it like 2026-11-23 03:12:00+00 or 2026-11-23T03:12:00Z (a time without a zone is ambiguous)")]
     BadTime(String),
-    #[error("the repository has no complete backup yet: run `pgvault backup` first")]
-    NoBackups,
-    #[error("{target} is outside the recoverable window {window}: {why}")]
-    OutsideWindow { target: String, window: String, why: String },
-    #[error("backup {id} cannot reach {target}: {why}; pick an older backup (see `pgvault list`) or omit --backup")]
-    BackupTooNew { id: String, target: String, why: String },
-    #[error("no backup in the repository is older than transaction {xid}: the oldest backup already contains it")]
-    XidTooOld { xid: u64 },
+    #[error("'{0}' is not a timeline: use latest, current or a timeline id")]
+    BadTimeline(String),
+    #[error(transparent)]
+    Choice(#[from] ChoiceError),
 }
 
 /// Parses a target time; a zone is required.
@@ -121,99 +118,58 @@ pub fn widen_xid(xid: u64, reference: Option<u64>) -> u64 {
         .unwrap_or(xid)
 }
 
-/// The archive's reach: the newest WAL archived, for the window's upper end.
-#[derive(Clone, Debug, Default)]
-pub struct ArchiveReach {
-    pub newest_wal_time: Option<DateTime<Utc>>,
-    pub newest_wal_end: Option<Lsn>,
+/// `--target-timeline`: `latest` (default), `current` or a timeline id (decimal, or hex as
+/// PostgreSQL prints it in file names with a `0x` prefix).
+pub fn parse_timeline(spec: Option<&str>) -> Result<TimelineSpec, TargetError> {
+    let Some(s) = spec.map(str::trim) else { return Ok(TimelineSpec::Latest) };
+    match s {
+        "" | "latest" => Ok(TimelineSpec::Latest),
+        "current" => Ok(TimelineSpec::Current),
+        _ => {
+            let n = match s.strip_prefix("0x") {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => s.parse::<u32>().ok(),
+            };
+            match n {
+                Some(n) if n > 0 => Ok(TimelineSpec::Id(n)),
+                _ => Err(TargetError::BadTimeline(s.to_string())),
+            }
+        }
+    }
 }
 
-fn window_text(backups: &[BackupCatalog], reach: &ArchiveReach) -> String {
-    let from = backups.first().map(|b| b.stop_time.to_rfc3339()).unwrap_or_default();
-    let to = reach
-        .newest_wal_time
-        .or_else(|| backups.last().map(|b| b.stop_time))
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default();
-    format!("[{from} .. {to}]")
+/// The model's form of `target`: times in UTC, transaction ids widened to 64 bits against the
+/// newest backup's snapshot.
+pub fn model_target(target: &Target, backups: &[BackupCatalog]) -> ModelTarget {
+    match target {
+        Target::End => ModelTarget::End,
+        Target::Immediate => ModelTarget::Immediate,
+        Target::Lsn(l) => ModelTarget::Lsn(*l),
+        Target::Time(t) => ModelTarget::Time(t.with_timezone(&Utc)),
+        Target::Name(n) => ModelTarget::Name(n.clone()),
+        Target::Xid(x) => {
+            let reference = backups.iter().filter_map(|b| b.snapshot_after_stop.as_deref().and_then(snapshot_xmax)).max();
+            ModelTarget::Xid { full: widen_xid(*x, reference) }
+        }
+    }
 }
 
-/// Picks the backup to restore for `target`, or explains why none fits. `backups` are sorted
-/// oldest first; `explicit` is a backup id the user named.
-pub fn choose<'a>(
-    backups: &'a [BackupCatalog],
+/// Chooses the backup for `target` along `timeline` with the archive model, or refuses with
+/// why: a gap before the target, a target past the archive's end, a backup on another branch.
+pub fn choose(
+    model: &ArchiveModel,
+    catalogs: &[BackupCatalog],
     explicit: Option<&str>,
     target: &Target,
-    reach: &ArchiveReach,
-) -> Result<&'a BackupCatalog, TargetError> {
-    let newest = backups.last().ok_or(TargetError::NoBackups)?;
-    let window = window_text(backups, reach);
-    let outside = |why: String| TargetError::OutsideWindow { target: describe(target), window: window.clone(), why };
-
-    // The upper end: nothing beyond the newest archived WAL can be replayed.
-    match target {
-        Target::Time(t) => {
-            let t = t.with_timezone(&Utc);
-            let upper = reach.newest_wal_time.unwrap_or(newest.stop_time).max(newest.stop_time);
-            if t > upper {
-                return Err(outside(format!(
-                    "it is after the newest archived WAL ({}); WAL written later has not been archived",
-                    upper.to_rfc3339()
-                )));
-            }
-            if t < backups[0].stop_time {
-                return Err(outside(format!(
-                    "it is before the end of the oldest backup ({}, finished {})",
-                    backups[0].id,
-                    backups[0].stop_time.to_rfc3339()
-                )));
-            }
-        }
-        Target::Lsn(l) => {
-            let upper = reach.newest_wal_end.unwrap_or(newest.stop_lsn).max(newest.stop_lsn);
-            if *l > upper {
-                return Err(outside(format!("it is beyond the end of the newest archived WAL ({upper})")));
-            }
-            if *l < backups[0].stop_lsn {
-                return Err(outside(format!(
-                    "it is before the end of the oldest backup ({}, consistent at {})",
-                    backups[0].id, backups[0].stop_lsn
-                )));
-            }
-        }
-        _ => {}
-    }
-
-    let fits = |b: &BackupCatalog| -> Result<(), String> {
-        match target {
-            Target::Time(t) if t.with_timezone(&Utc) < b.stop_time => {
-                Err(format!("it finished at {}, after the target", b.stop_time.to_rfc3339()))
-            }
-            Target::Lsn(l) if *l < b.stop_lsn => Err(format!("it is consistent only from {}", b.stop_lsn)),
-            Target::Xid(x) => match b.snapshot_after_stop.as_deref().and_then(|s| xid_after_snapshot(*x, s)) {
-                Some(false) => Err(format!("transaction {x} had already ended when it finished")),
-                _ => Ok(()),
-            },
-            _ => Ok(()),
-        }
+    timeline: TimelineSpec,
+) -> Result<Choice, TargetError> {
+    let mt = model_target(target, catalogs);
+    let xid_after = |b: &BackupPoint| -> Option<bool> {
+        let ModelTarget::Xid { full } = mt else { return None };
+        let cat = catalogs.iter().find(|c| c.id == b.id)?;
+        xid_after_snapshot(full, cat.snapshot_after_stop.as_deref()?)
     };
-
-    if let Some(id) = explicit.filter(|i| *i != "latest") {
-        let b = backups.iter().find(|b| b.id == id).ok_or_else(|| TargetError::BackupTooNew {
-            id: id.to_string(),
-            target: describe(target),
-            why: "no such backup".into(),
-        })?;
-        fits(b).map_err(|why| TargetError::BackupTooNew { id: b.id.clone(), target: describe(target), why })?;
-        return Ok(b);
-    }
-    match backups.iter().rev().find(|b| fits(b).is_ok()) {
-        Some(b) => Ok(b),
-        None => match target {
-            Target::Xid(x) => Err(TargetError::XidTooOld { xid: *x }),
-            _ => Err(outside("no backup finished before it".into())),
-        },
-    }
+    Ok(model.choose_backup_for(&mt, timeline, explicit, &xid_after)?)
 }
 
 pub fn describe(target: &Target) -> String {

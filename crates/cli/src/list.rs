@@ -1,0 +1,155 @@
+//! `pgvault list`: backups, the WAL archive and the windows that can really be recovered to.
+//!
+//! Everything shown comes from the archive model ([`pgvault_core::survey`]): windows are split at
+//! gaps and given per timeline, with times recorded from the server at push, so what `list`
+//! promises is exactly what `restore` will accept.
+
+use anyhow::Result;
+use pgvault_core::repository::{BackupCatalog, Repository};
+use pgvault_core::survey::{self, Survey, Times};
+use pgvault_core::timeline::{Gap, TimelineWindows, Window};
+use serde_json::{json, Value};
+
+use crate::commands::{Context, ListArgs};
+use crate::display;
+
+fn backup_json(b: &BackupCatalog) -> Value {
+    json!({
+        "id": b.id,
+        "label": b.label,
+        "kind": "full",
+        "timeline": b.timeline,
+        "stop_timeline": b.stop_timeline,
+        "start_lsn": b.start_lsn.to_string(),
+        "stop_lsn": b.stop_lsn.to_string(),
+        "start_time": b.start_time.to_rfc3339(),
+        "stop_time": b.stop_time.to_rfc3339(),
+        "start_wal": b.start_wal,
+        "stop_wal": b.stop_wal,
+        "wal_included": b.wal_included,
+        "size": b.size,
+        "stored_size": b.stored_size,
+        "files": b.files.len(),
+        "pg_version_num": b.pg_version_num,
+        "encrypted": b.encrypted,
+        "compression": b.compression,
+    })
+}
+
+fn window_json(tli: u32, w: &Window) -> Value {
+    json!({
+        "timeline": tli,
+        "from_backup": w.from_backup,
+        "backups": w.backups,
+        "start_lsn": w.start_lsn.to_string(),
+        "end_lsn": w.end_lsn.to_string(),
+        "start_time": w.start_time.to_rfc3339(),
+        "end_time": w.end_time.map(|t| t.to_rfc3339()),
+        "ends_at_gap": w.ends_at_gap.map(|g| g.to_string()),
+    })
+}
+
+fn gap_json(g: &Gap) -> Value {
+    json!({ "timeline": g.tli, "first_missing": g.first_missing.to_string(), "last_missing": g.last_missing.to_string() })
+}
+
+pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
+    let config = ctx.config()?;
+    let repo = Repository::open(&config).await?;
+    let s = survey::survey(&repo, Times::AfterOldestBackup).await?;
+    let by_tli = s.model.windows_by_timeline();
+    let gaps = s.model.gaps();
+    let segments: Vec<_> = s.wal.iter().filter(|(n, _)| n.has_page_header()).collect();
+    let latest = s.model.tree().latest();
+    let latest_w: Vec<&Window> = by_tli.iter().filter(|t| t.tli == latest).flat_map(|t| t.windows.iter()).collect();
+    if args.json {
+        let out = json!({
+            "repository": repo.storage().to_string(),
+            "system_identifier": repo.cluster().system_identifier.to_string(),
+            "pg_version_num": repo.cluster().pg_version_num,
+            "format_version": repo.meta().format_version,
+            "encrypted": repo.is_encrypted(),
+            "backups": s.catalogs.iter().map(backup_json).collect::<Vec<_>>(),
+            "unreadable_backups": s.unreadable.iter().map(|(id, why)| json!({"id": id, "error": why})).collect::<Vec<_>>(),
+            "wal": {
+                "segments": segments.len(),
+                "first": segments.first().map(|s| s.0.to_string()),
+                "last": segments.last().map(|s| s.0.to_string()),
+                "partial": s.model.partials().map(|p| p.to_string()).collect::<Vec<_>>(),
+            },
+            "timelines": s.model.tree().timelines(),
+            "latest_timeline": latest,
+            "gaps": gaps.iter().map(gap_json).collect::<Vec<_>>(),
+            "windows": by_tli.iter().flat_map(|t| t.windows.iter().map(move |w| window_json(t.tli, w))).collect::<Vec<_>>(),
+            "recoverable_window": {
+                "timeline": latest,
+                "from": latest_w.first().map(|w| w.start_time.to_rfc3339()),
+                "to": latest_w.last().and_then(|w| w.end_time).map(|t| t.to_rfc3339()),
+                "to_lsn": latest_w.last().map(|w| w.end_lsn.to_string()),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    print_human(&repo, &s, &by_tli, &gaps, &segments);
+    Ok(())
+}
+
+fn print_human(
+    repo: &Repository,
+    s: &Survey,
+    by_tli: &[TimelineWindows],
+    gaps: &[Gap],
+    segments: &[&(pgvault_core::wal::WalFileName, pgvault_core::storage::ObjectInfo)],
+) {
+    println!("repository {} (cluster {}, PostgreSQL {})", repo.storage(), repo.cluster().system_identifier, repo.cluster().major());
+    if s.catalogs.is_empty() {
+        println!("no backups yet: run `pgvault backup`");
+    } else {
+        println!("{:<17} {:<5} {:<25} {:<25} {:<23} {:>10} {:>10}", "BACKUP", "TLI", "STARTED", "FINISHED", "LSN RANGE", "SIZE", "STORED");
+        for b in &s.catalogs {
+            let tli = if b.timeline == b.stop_timeline { b.timeline.to_string() } else { format!("{}>{}", b.timeline, b.stop_timeline) };
+            println!(
+                "{:<17} {:<5} {:<25} {:<25} {:<23} {:>10} {:>10}{}",
+                b.id,
+                tli,
+                b.start_time.format("%Y-%m-%d %H:%M:%S%:z").to_string(),
+                b.stop_time.format("%Y-%m-%d %H:%M:%S%:z").to_string(),
+                format!("{}-{}", b.start_lsn, b.stop_lsn),
+                display::bytes(b.size),
+                display::bytes(b.stored_size),
+                if b.wal_included { "  (WAL included)" } else { "" }
+            );
+        }
+    }
+    for (id, why) in &s.unreadable {
+        println!("{id:<17} UNREADABLE: {why}");
+    }
+    match (segments.first(), segments.last()) {
+        (Some(f), Some(l)) => println!("WAL archive: {} segments, {} .. {}", segments.len(), f.0, l.0),
+        _ => println!("WAL archive: empty"),
+    }
+    for g in gaps {
+        if g.first_missing == g.last_missing {
+            println!("GAP on timeline {}: {} is missing", g.tli, g.first_missing);
+        } else {
+            println!("GAP on timeline {}: {} .. {} are missing", g.tli, g.first_missing, g.last_missing);
+        }
+    }
+    let latest = s.model.tree().latest();
+    for t in by_tli {
+        for w in &t.windows {
+            let end_time = w.end_time.map(|t| t.to_rfc3339()).unwrap_or_else(|| "(time not recorded)".into());
+            println!(
+                "recoverable{}: timeline {} from {} ({}) to {} ({}){}",
+                if t.tli == latest { " (latest)" } else { "" },
+                t.tli,
+                w.start_time.to_rfc3339(),
+                w.start_lsn,
+                end_time,
+                w.end_lsn,
+                w.ends_at_gap.map(|g| format!(", then a gap at {g}")).unwrap_or_default()
+            );
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Reads a repository into the archive model ([`crate::timeline`]).
+//!
+//! The model is pure logic; this is the one place that gathers its inputs from a repository:
+//! the listing of archived WAL, the `.history` files (parsed into the timeline tree), the
+//! backup catalogs, and, where a question needs them, the commit times and restore points that
+//! push recorded with each segment. `restore`, `list`, `copy` and `backup` all start here, so
+//! they all see the same archive.
+//!
+//! Segment times are read only when asked for ([`Times`]): `list` and restore to a time need
+//! them for the segments after each backup; a restore to an LSN needs none. Reading them costs
+//! one small ranged read per segment, done a few dozen at a time.
+
+use std::collections::HashMap;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::lsn::TimelineId;
+use crate::repository::{BackupCatalog, Repository, RepositoryError};
+use crate::storage::ObjectInfo;
+use crate::timeline::{parse_history, ArchiveModel, BackupPoint, HistoryEntry, ModelError, SegmentTimes, TimelineError, TimelineTree};
+use crate::wal::{WalFileName, WalKind};
+
+/// Metadata reads in flight at once.
+const TIMES_PARALLEL: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SurveyError {
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    #[error("archived history file {name}: {source}")]
+    History { name: String, source: TimelineError },
+    #[error("the archive's history files disagree: {0}")]
+    Tree(TimelineError),
+    #[error("{0}")]
+    Model(#[from] ModelError),
+}
+
+/// Which segments' recorded times to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Times {
+    /// None: LSN-only questions.
+    None,
+    /// Every segment from the oldest backup's start on (windows, time and name targets).
+    AfterOldestBackup,
+}
+
+/// What a repository holds, as the archive model sees it.
+pub struct Survey {
+    pub model: ArchiveModel,
+    /// Readable catalogs, oldest first.
+    pub catalogs: Vec<BackupCatalog>,
+    /// Backups whose catalog could not be read: `(id, why)`. Each blocks only itself.
+    pub unreadable: Vec<(String, String)>,
+    /// Every archived WAL object, sorted by name.
+    pub wal: Vec<(WalFileName, ObjectInfo)>,
+}
+
+impl Survey {
+    pub fn catalog(&self, id: &str) -> Option<&BackupCatalog> {
+        self.catalogs.iter().find(|c| c.id == id)
+    }
+}
+
+/// Reads the repository's WAL listing, history files and catalogs, and builds the model.
+pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyError> {
+    let listing = repo.list_backups_lenient().await?;
+    let wal = repo.list_wal().await?;
+    let tree = read_tree(repo, &wal).await?;
+    let seg = repo.cluster().wal_segment_size;
+    let backups: Vec<BackupPoint> = listing.backups.iter().map(BackupPoint::from_catalog).collect();
+    let times = match times {
+        Times::None => HashMap::new(),
+        Times::AfterOldestBackup => {
+            let from = backups.iter().map(|b| b.start_lsn.segment(seg)).min().unwrap_or(u64::MAX);
+            let wanted: Vec<WalFileName> = wal
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| n.kind == WalKind::Segment && n.segment_number(seg) >= from)
+                .collect();
+            read_times(repo, wanted).await?
+        }
+    };
+    let model = ArchiveModel::new(seg, tree, wal.iter().map(|(n, _)| *n), backups, times)?;
+    Ok(Survey { model, catalogs: listing.backups, unreadable: listing.unreadable, wal })
+}
+
+/// Parses every archived `.history` file into the timeline tree.
+async fn read_tree(repo: &Repository, wal: &[(WalFileName, ObjectInfo)]) -> Result<TimelineTree, SurveyError> {
+    let mut histories: Vec<(TimelineId, Vec<HistoryEntry>)> = Vec::new();
+    for (name, _) in wal.iter().filter(|(n, _)| n.kind == WalKind::History) {
+        let content = repo.get_wal(name).await?;
+        let entries = parse_history(name.timeline, &content)
+            .map_err(|source| SurveyError::History { name: name.to_string(), source })?;
+        histories.push((name.timeline, entries));
+    }
+    TimelineTree::from_histories(histories).map_err(SurveyError::Tree)
+}
+
+/// The times push recorded with each segment (segments pushed before it recorded them have none).
+async fn read_times(repo: &Repository, names: Vec<WalFileName>) -> Result<HashMap<WalFileName, SegmentTimes>, SurveyError> {
+    let found: Vec<Option<(WalFileName, SegmentTimes)>> = stream::iter(names)
+        .map(|name| async move { Ok::<_, RepositoryError>(repo.wal_times(&name).await?.map(|t| (name, t))) })
+        .buffer_unordered(TIMES_PARALLEL)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
