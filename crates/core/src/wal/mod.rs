@@ -1,15 +1,29 @@
-//! WAL file names and WAL page headers.
+//! WAL file names, WAL page headers, and what archived WAL files hold.
 //!
 //! `archive_command` hands us a path and nothing else; everything pgvault knows about the file
 //! comes from its name (timeline, log and segment number, or a `.history`, `.backup` or
-//! `.partial` suffix) and from the long page header at the start of every segment, which carries
-//! the cluster's system identifier and the segment size. Checking both before storing anything is
-//! what keeps a foreign cluster's WAL (a copy-pasted `archive_command`, a restored clone still
-//! archiving) out of a repository.
+//! `.partial` suffix) and from its content: the long page header at the start of every segment
+//! carries the cluster's system identifier, the segment size and the timeline. Checking both
+//! before storing anything is what keeps a foreign cluster's WAL (a copy-pasted
+//! `archive_command`, a restored clone still archiving, a renamed file) out of a repository.
+//!
+//! - [`records`]: the records of a segment (commit times, restore points, timeline switches), so
+//!   recovery targets can be checked with the server's clock.
+//! - [`backup_file`]: backup history files (`.backup`).
 
 use std::fmt;
 
 use crate::lsn::{Lsn, TimelineId};
+
+pub mod backup_file;
+pub mod records;
+#[cfg(test)]
+mod tests_proptest;
+#[cfg(test)]
+mod tests_real;
+
+pub use backup_file::{check_backup_file, parse_backup_file, BackupFileInfo, ServerTime};
+pub use records::{summarize_segment, RestorePointRecord, TimelineSwitch, WalSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -19,6 +33,10 @@ pub enum WalError {
     Foreign { name: String, detail: String },
     #[error("{name}: file is {len} bytes, shorter than a WAL page header; the file is truncated or not WAL")]
     TooShort { name: String, len: usize },
+    #[error("backup history file: {detail}")]
+    BadBackupFile { detail: String },
+    #[error("{name}: {detail}: the backup history file does not match its name")]
+    BackupFileMismatch { name: String, detail: String },
 }
 
 /// The kinds of file PostgreSQL's archiver hands to `archive_command`.
@@ -125,6 +143,20 @@ impl fmt::Display for WalFileName {
     }
 }
 
+/// Stored as its file name (`000000010000000000000002`, `00000002.history`).
+impl serde::Serialize for WalFileName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WalFileName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        WalFileName::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 fn segments_per_log(segment_size: u64) -> u64 {
     0x1_0000_0000 / segment_size
 }
@@ -181,7 +213,8 @@ pub fn read_segment_header(name: &WalFileName, data: &[u8]) -> Result<SegmentHea
 }
 
 /// Checks that a segment (or `.partial`) file belongs to the cluster with this identity and holds
-/// the segment its name says.
+/// the segment its name says. The one segment check: push, fetch and copy all use it (copy,
+/// which streams, through [`check_segment_header`] when it only has the first bytes).
 pub fn check_segment(
     name: &WalFileName,
     data: &[u8],
@@ -189,7 +222,33 @@ pub fn check_segment(
     segment_size: u64,
     major: u32,
 ) -> Result<(), WalError> {
-    let h = read_segment_header(name, data)?;
+    let h = check_segment_header(name, data, data.len() as u64, system_identifier, segment_size, major)?;
+    if h.timeline != name.timeline && !starts_timeline(name, data, segment_size, major) {
+        return Err(WalError::Foreign {
+            name: name.to_string(),
+            detail: format!(
+                "its pages are from timeline {} and it holds no switch to timeline {} (a segment \
+                 of another timeline under this name?)",
+                h.timeline, name.timeline
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The checks that need only the long page header (`head`, at least its 40 bytes) and the file
+/// length. A header timeline older than the name's is returned, not refused: the first segment
+/// of a new timeline starts with its parent's pages, and only its content
+/// ([`check_segment`]) can tell that segment from a renamed one.
+pub fn check_segment_header(
+    name: &WalFileName,
+    head: &[u8],
+    len: u64,
+    system_identifier: u64,
+    segment_size: u64,
+    major: u32,
+) -> Result<SegmentHeader, WalError> {
+    let h = read_segment_header(name, head)?;
     let foreign = |detail: String| Err(WalError::Foreign { name: name.to_string(), detail });
     if h.system_identifier != system_identifier {
         return foreign(format!(
@@ -218,14 +277,37 @@ pub fn check_segment(
             name.start_lsn(segment_size)
         ));
     }
-    if data.len() as u64 != segment_size {
+    if h.timeline == 0 || h.timeline > name.timeline {
         return foreign(format!(
-            "it is {} bytes long, a segment is {} bytes",
-            data.len(),
-            segment_size
+            "its pages are from timeline {}, its name says timeline {} (a renamed file?)",
+            h.timeline, name.timeline
         ));
     }
-    Ok(())
+    if len != segment_size {
+        return foreign(format!("it is {len} bytes long, a segment is {segment_size} bytes"));
+    }
+    Ok(h)
+}
+
+/// Whether a segment whose first page is from an older timeline really is the first segment of
+/// `name`'s timeline: a later page written on that timeline, or the end-of-recovery record that
+/// started it.
+fn starts_timeline(name: &WalFileName, data: &[u8], segment_size: u64, major: u32) -> bool {
+    let block = data.get(36..40).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    if block.is_power_of_two() && block >= 1024 {
+        let start = name.start_lsn(segment_size).0;
+        let page_on_timeline = (block..data.len()).step_by(block).any(|p| {
+            let h = &data[p..data.len().min(p + 16)];
+            h.len() == 16
+                && h[0..2] == data[0..2]
+                && h[4..8] == name.timeline.to_le_bytes()
+                && h[8..16] == (start + p as u64).to_le_bytes()
+        });
+        if page_on_timeline {
+            return true;
+        }
+    }
+    summarize_segment(name, data, segment_size, major).timeline_switch.is_some_and(|s| s.to == name.timeline)
 }
 
 #[cfg(test)]
