@@ -1,0 +1,255 @@
+//! Helpers for `recovery_paths.rs` (`mod recovery_common;`): rows tagged by phase, server-clock
+//! target times, restores that are expected to fail, and readers for the parts of pgvault's
+//! output the tests assert on (`list --json` windows, `restore --dry-run`).
+//!
+//! The readers are deliberately in one place: the exact spelling of the `"windows"` array and of
+//! the dry-run report is the lead's to settle, and only these functions need to follow it.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use pgvault_tests::{CmdOutput, PgCluster, PgInstall, Vault};
+
+/// How long a restored cluster may take to reach its target and promote.
+pub const RECOVERY: Duration = Duration::from_secs(180);
+/// How long a switched segment may take to reach the repository.
+pub const ARCHIVED: Duration = Duration::from_secs(60);
+
+/// `CREATE TABLE t` of the tests: one row per insert, tagged with the phase that wrote it.
+pub async fn create_table(c: &PgCluster) -> Result<()> {
+    c.execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)").await?;
+    c.execute("INSERT INTO t (phase) VALUES ('base')").await
+}
+
+/// Ten rows of `phase`, committed in one transaction.
+pub async fn insert_phase(c: &PgCluster, phase: &str) -> Result<()> {
+    c.execute(&format!("INSERT INTO t (phase) SELECT '{phase}' FROM generate_series(1, 10)")).await
+}
+
+/// Rows per phase, as "base:1 r1:10 …" (phases sorted by name).
+pub async fn phases(c: &PgCluster) -> Result<String> {
+    let client = c.client().await?;
+    let rows = client
+        .query("SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase", &[])
+        .await
+        .context("counting rows per phase")?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("{}:{}", r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// A point in time strictly between the commits before and after it, read from the *server's*
+/// clock (recovery compares commit timestamps, which come from it): sleeps around the reading
+/// so that neighbouring commits are well apart.
+pub async fn server_time_between(c: &PgCluster) -> Result<String> {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t: String = c
+        .query_scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    Ok(t)
+}
+
+/// Switches WAL and waits until the finished segment is in the repository; returns its name.
+pub async fn switch_and_archive(c: &PgCluster) -> Result<String> {
+    let seg = c.switch_wal().await?;
+    c.wait_for_archived(&seg, ARCHIVED).await?;
+    Ok(seg)
+}
+
+/// `pgvault restore --pgdata <vault dir>/<name> args…`, whatever its outcome.
+pub fn restore_raw(vault: &Vault, name: &str, args: &[&str]) -> Result<CmdOutput> {
+    let dir = vault.restore_path(name);
+    let mut all = vec!["restore".to_string(), "--pgdata".to_string(), dir.display().to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    vault.pgvault(&all)
+}
+
+/// Restores with `args`, turns archiving off in the restored configuration unless
+/// `keep_archiving` (as [`Vault::restore`] does), starts the server and waits until it has
+/// reached its target and promoted. Returns the cluster and the restore's output (which names
+/// the backup it used).
+pub async fn restore_and_promote(
+    install: &PgInstall,
+    vault: &Vault,
+    name: &str,
+    args: &[&str],
+    keep_archiving: bool,
+) -> Result<(PgCluster, CmdOutput)> {
+    let (mut c, out) = restore_as_is(install, vault, name, args)?;
+    if !keep_archiving {
+        let auto = c.data_dir().join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&auto).with_context(|| auto.display().to_string())?;
+        text.push_str("archive_mode = off\n");
+        pgvault_tests::write_postgres_file(&auto, text, 0o600)?;
+    }
+    c.start()?;
+    c.wait_for_recovery_end(RECOVERY).await?;
+    Ok((c, out))
+}
+
+/// `pgvault restore` that must succeed, opened as a cluster (not started) with nothing added to
+/// the configuration pgvault wrote; returns the restore's output too.
+pub fn restore_as_is(install: &PgInstall, vault: &Vault, name: &str, args: &[&str]) -> Result<(PgCluster, CmdOutput)> {
+    let out = restore_raw(vault, name, args)?.check()?;
+    let c = PgCluster::from_data_dir(install, vault.restore_path(name), None)?;
+    Ok((c, out))
+}
+
+/// True when `dir` does not exist or is an empty directory: a refused restore wrote nothing.
+pub fn absent_or_empty(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut it) => it.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Asserts that a refused restore wrote nothing into `dir`.
+pub fn assert_nothing_written(dir: &Path, out: &CmdOutput) {
+    assert!(absent_or_empty(dir), "a refused restore must write nothing, but {} holds files: {out}", dir.display());
+}
+
+/// The 24-hex-digit WAL segment names in `text` (upper case, as PostgreSQL spells them), in
+/// order of appearance, without repeats.
+pub fn segment_names(text: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+        if word.len() == 24 && word.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) && seen.insert(word.to_string()) {
+            out.push(word.to_string());
+        }
+    }
+    out
+}
+
+/// Removes archived segment `seg` from a local repository by hand, as a lifecycle rule or an
+/// operator would. The key is spelled by pgvault's own layout, so the test cannot miss it.
+pub fn remove_archived_segment(vault: &Vault, seg: &str) -> Result<()> {
+    let name = pgvault_core::wal::WalFileName::parse(seg).with_context(|| format!("{seg} is not a WAL file name"))?;
+    let path = vault.repo.join(pgvault_core::repository::layout::wal_key(&name));
+    if !path.is_file() {
+        bail!("{seg} is not archived at {}", path.display());
+    }
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// Whether `name` (a WAL segment, `.history`, …) is in the local repository.
+pub fn archived(vault: &Vault, name: &str) -> Result<bool> {
+    let name = pgvault_core::wal::WalFileName::parse(name).with_context(|| format!("{name} is not a WAL file name"))?;
+    Ok(vault.repo.join(pgvault_core::repository::layout::wal_key(&name)).is_file())
+}
+
+/// One recoverable window of `list --json` (`"windows"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub end_lsn: String,
+    pub start_time: String,
+    pub end_time: String,
+    /// The first missing segment when the window ends at a gap.
+    pub ends_at_gap: Option<String>,
+}
+
+/// The `"windows"` array of `pgvault list --json`; an error (with the JSON) when it is missing or
+/// malformed. The one place to adapt if the field names change.
+pub fn windows(list: &serde_json::Value) -> Result<Vec<Window>> {
+    let arr = list.get("windows").and_then(|w| w.as_array()).with_context(|| format!("list --json has no \"windows\" array: {list}"))?;
+    let text = |w: &serde_json::Value, k: &str| -> Result<String> {
+        match w.get(k) {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(v) if v.is_number() => Ok(v.to_string()),
+            _ => bail!("window without {k}: {w}"),
+        }
+    };
+    arr.iter()
+        .map(|w| {
+            let timeline = match w.get("timeline") {
+                Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+                Some(serde_json::Value::String(s)) => s.parse().ok(),
+                _ => None,
+            }
+            .with_context(|| format!("window without a timeline: {w}"))?;
+            let ends_at_gap = match w.get("ends_at_gap") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(v) => bail!("ends_at_gap is neither a segment name nor null: {v}"),
+            };
+            Ok(Window {
+                timeline,
+                start_lsn: text(w, "start_lsn")?,
+                end_lsn: text(w, "end_lsn")?,
+                start_time: text(w, "start_time")?,
+                end_time: text(w, "end_time")?,
+                ends_at_gap,
+            })
+        })
+        .collect()
+}
+
+/// What `pgvault restore --dry-run` reported, read from its stdout line by line (a line is
+/// recognised by its keyword, case-insensitively). The one place to adapt to its wording.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    pub text: String,
+    /// The line naming the timeline path, e.g. "timeline path: 1 -> 2".
+    pub timeline_line: String,
+    /// The timeline ids on that line, in order.
+    pub timelines: Vec<u32>,
+    /// The first number on the line that counts segments.
+    pub segments: u64,
+    /// The line that names the furthest reachable point.
+    pub reach_line: String,
+}
+
+impl DryRun {
+    /// Reads the report; fails, quoting it, when a part is missing.
+    pub fn parse(out: &CmdOutput) -> Result<DryRun> {
+        let text = out.stdout.clone();
+        let find = |key: &str| -> Result<String> {
+            text.lines()
+                .find(|l| l.to_lowercase().contains(key))
+                .map(str::to_string)
+                .with_context(|| format!("the dry run does not mention \"{key}\": {out}"))
+        };
+        let timeline_line = find("timeline")?;
+        let after = timeline_line.to_lowercase();
+        let after = after.split_once("timeline").map(|(_, r)| r.to_string()).unwrap_or_default();
+        let timelines: Vec<u32> = after
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|w| !w.is_empty())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let seg_line = find("segment")?;
+        let segments = seg_line
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| !w.is_empty() && w.len() < 24)
+            .and_then(|w| w.parse().ok())
+            .with_context(|| format!("no segment count on \"{seg_line}\""))?;
+        let reach_line = find("reach")?;
+        Ok(DryRun { text, timeline_line, timelines, segments, reach_line })
+    }
+}
+
+/// Replaces the `restore_command` pgvault wrote (the last one in `postgresql.auto.conf`) with
+/// one that first appends `%f` to `log`, so that a test can see every file PostgreSQL asked for.
+pub fn log_fetches(pgdata: &Path, log: &Path) -> Result<()> {
+    let auto = pgdata.join("postgresql.auto.conf");
+    let text = std::fs::read_to_string(&auto).with_context(|| auto.display().to_string())?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("restore_command"))
+        .with_context(|| format!("no restore_command in {}", auto.display()))?;
+    let value = line.split_once('=').map(|(_, v)| v.trim()).context("restore_command line without =")?;
+    let inner = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).context("restore_command is not quoted")?;
+    pgvault_tests::write_postgres_file(log, "", 0o600)?;
+    let wrapped = format!("restore_command = 'echo %f >> {} && {inner}'\n", log.display());
+    pgvault_tests::write_postgres_file(&auto, format!("{text}{wrapped}"), 0o600)
+}
