@@ -27,7 +27,9 @@ mod recovery_common;
 
 use anyhow::{Context, Result};
 use pgvault_core::lsn::Lsn;
-use pgvault_tests::{archiving_cluster, per_pg_version, ClusterOptions, CmdOutput, PgInstall, Vault};
+use pgvault_tests::{
+    archiving_cluster, per_pg_version, ClusterOptions, CmdOutput, PgInstall, Vault,
+};
 use recovery_common::*;
 
 per_pg_version!(restore_of_restore, restore_of_restore_test);
@@ -36,33 +38,27 @@ per_pg_version!(branches, branches_test);
 per_pg_version!(archive_off_and_standby, archive_off_and_standby_test);
 
 async fn restore_of_restore_test(install: PgInstall) {
-    restore_of_restore_scenario(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+    restore_of_restore_scenario(install)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn archive_gap_test(install: PgInstall) {
-    archive_gap_scenario(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+    archive_gap_scenario(install)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn branches_test(install: PgInstall) {
-    branches_scenario(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+    branches_scenario(install)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn archive_off_and_standby_test(install: PgInstall) {
-    archive_off_and_standby_scenario(install).await.unwrap_or_else(|e| panic!("{e:#}"));
-}
-
-/// The LSNs ("X/Y") written in `text`.
-fn lsns_in(text: &str) -> Vec<Lsn> {
-    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '/'))
-        .filter(|w| w.contains('/'))
-        .filter_map(|w| w.parse().ok())
-        .collect()
-}
-
-/// The WAL position where segment `seg` starts (16 MiB segments, the harness's default).
-fn segment_start(seg: &str) -> Result<Lsn> {
-    let name = pgvault_core::wal::WalFileName::parse(seg).with_context(|| seg.to_string())?;
-    Ok(name.start_lsn(16 * 1024 * 1024))
+    archive_off_and_standby_scenario(install)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn restore_of_restore_scenario(install: PgInstall) -> Result<()> {
@@ -77,8 +73,13 @@ async fn restore_of_restore_scenario(install: PgInstall) -> Result<()> {
     a.stop()?;
 
     // B: restored to T, promoted onto timeline 2, archiving into the same repository.
-    let (mut b, _) = restore_and_promote(&install, &vault, "b", &["--target-time", &t], true).await?;
-    assert_eq!(phases(&b).await?, "base:1 r1:10", "the first restore stops at {t}");
+    let (mut b, _) =
+        restore_and_promote(&install, &vault, "b", &["--target-time", &t], true).await?;
+    assert_eq!(
+        phases(&b).await?,
+        "base:1 r1:10",
+        "the first restore stops at {t}"
+    );
     vault.write_config(&b, "")?;
     let b_backup = vault.backup(&[])?;
     insert_phase(&b, "r3a").await?;
@@ -86,14 +87,23 @@ async fn restore_of_restore_scenario(install: PgInstall) -> Result<()> {
     let t_mid = server_time_between(&b).await?;
     insert_phase(&b, "r3b").await?;
     let last = switch_and_archive(&b).await?;
-    assert!(last.starts_with("00000002"), "B archives on timeline 2 (got {last})");
+    assert!(
+        last.starts_with("00000002"),
+        "B archives on timeline 2 (got {last})"
+    );
     let all_of_b = phases(&b).await?;
-    assert_eq!(all_of_b, "base:1 r1:10 r3a:10 r3b:10", "B holds its own rows");
+    assert_eq!(
+        all_of_b, "base:1 r1:10 r3a:10 r3b:10",
+        "B holds its own rows"
+    );
     b.stop()?;
 
     // C: no target. Every row of B, not a stop at B's own (stale) target time.
     let (c, out) = restore_and_promote(&install, &vault, "c", &[], false).await?;
-    assert!(out.stdout.contains(&b_backup), "without a target the newest backup ({b_backup}, taken on B) is used: {out}");
+    assert!(
+        out.stdout.contains(&b_backup),
+        "without a target the newest backup ({b_backup}, taken on B) is used: {out}"
+    );
     assert_eq!(
         phases(&c).await?,
         all_of_b,
@@ -104,27 +114,55 @@ async fn restore_of_restore_scenario(install: PgInstall) -> Result<()> {
     // New targets on top of a backup whose configuration came from a restore: the server starts
     // (a stale recovery_target_time beside a new recovery_target_lsn is "multiple recovery
     // targets") and holds exactly the rows before the target.
-    for (name, args) in [("d-time", ["--target-time", t_mid.as_str()]), ("e-lsn", ["--target-lsn", lsn_mid.as_str()])] {
+    for (name, args) in [
+        ("d-time", ["--target-time", t_mid.as_str()]),
+        ("e-lsn", ["--target-lsn", lsn_mid.as_str()]),
+    ] {
         let (c, out) = restore_and_promote(&install, &vault, name, &args, false)
             .await
             .with_context(|| format!("restore of B's lineage with {args:?}"))?;
-        assert!(out.stdout.contains(&b_backup), "{args:?} is after B's backup {b_backup}, which is used: {out}");
-        assert_eq!(phases(&c).await?, "base:1 r1:10 r3a:10", "restore of B's lineage with {args:?}");
+        assert!(
+            out.stdout.contains(&b_backup),
+            "{args:?} is after B's backup {b_backup}, which is used: {out}"
+        );
+        assert_eq!(
+            phases(&c).await?,
+            "base:1 r1:10 r3a:10",
+            "restore of B's lineage with {args:?}"
+        );
     }
     Ok(())
 }
 
 /// Restores that must be refused because of the gap at `missing`: exit 1, the segment and a
 /// reachable point before it named, nothing written.
-fn assert_refused_at_gap(vault: &Vault, name: &str, args: &[&str], missing: &str, reachable_from: Lsn) -> Result<()> {
+fn assert_refused_at_gap(
+    vault: &Vault,
+    name: &str,
+    args: &[&str],
+    missing: &str,
+    reachable_from: Lsn,
+) -> Result<()> {
     let out = restore_raw(vault, name, args)?;
     check_refusal(vault, name, &out, missing, reachable_from)
 }
 
-fn check_refusal(vault: &Vault, name: &str, out: &CmdOutput, missing: &str, reachable_from: Lsn) -> Result<()> {
-    assert!(!out.success(), "restore into {name} must be refused: segment {missing} is missing from the archive: {out}");
+fn check_refusal(
+    vault: &Vault,
+    name: &str,
+    out: &CmdOutput,
+    missing: &str,
+    reachable_from: Lsn,
+) -> Result<()> {
+    assert!(
+        !out.success(),
+        "restore into {name} must be refused: segment {missing} is missing from the archive: {out}"
+    );
     assert_eq!(out.code(), Some(1), "a refusal exits 1: {out}");
-    assert!(out.stderr.contains(missing), "the refusal names the first missing segment {missing}: {out}");
+    assert!(
+        out.stderr.contains(missing),
+        "the refusal names the first missing segment {missing}: {out}"
+    );
     let gap_start = segment_start(missing)?;
     assert!(
         lsns_in(&out.stderr).iter().any(|l| *l >= reachable_from && *l <= gap_start),
@@ -151,7 +189,10 @@ async fn archive_gap_scenario(install: PgInstall) -> Result<()> {
     switch_and_archive(&a).await?;
     insert_phase(&a, "g5").await?;
     let last = switch_and_archive(&a).await?;
-    assert!(before_gap < missing && missing < last, "the missing segment is in the middle: {before_gap} < {missing} < {last}");
+    assert!(
+        before_gap < missing && missing < last,
+        "the missing segment is in the middle: {before_gap} < {missing} < {last}"
+    );
     remove_archived_segment(&vault, &missing)?;
     let reachable_from: Lsn = lsn_g2.parse().context("lsn")?;
 
@@ -163,7 +204,13 @@ async fn archive_gap_scenario(install: PgInstall) -> Result<()> {
     }
     check_refusal(&vault, "no-target", &out, &missing, reachable_from)?;
     // A target beyond the gap: the same.
-    assert_refused_at_gap(&vault, "beyond-gap", &["--target-lsn", &lsn_g4], &missing, reachable_from)?;
+    assert_refused_at_gap(
+        &vault,
+        "beyond-gap",
+        &["--target-lsn", &lsn_g4],
+        &missing,
+        reachable_from,
+    )?;
 
     // Targets before the gap restore exactly their rows; PostgreSQL fetches what the dry run said.
     let args = ["--target-lsn", lsn_g2.as_str()];
@@ -172,24 +219,54 @@ async fn archive_gap_scenario(install: PgInstall) -> Result<()> {
     let (mut c, _) = restore_as_is(&install, &vault, "by-lsn", &args)?;
     let fetch_log = vault.dir.join("fetched-by-lsn.log");
     log_fetches(c.data_dir(), &fetch_log)?;
+    disable_archiving(c.data_dir())?;
     c.start()?;
     c.wait_for_recovery_end(RECOVERY).await?;
-    assert_eq!(phases(&c).await?, "base:1 g1:10 g2:10", "--target-lsn {lsn_g2} before the gap");
+    assert_eq!(
+        phases(&c).await?,
+        "base:1 g1:10 g2:10",
+        "--target-lsn {lsn_g2} before the gap"
+    );
     drop(c);
     check_fetches(&dry, &std::fs::read_to_string(&fetch_log)?)?;
-    let (c, _) = restore_and_promote(&install, &vault, "by-time", &["--target-time", &t_g1], false).await?;
-    assert_eq!(phases(&c).await?, "base:1 g1:10", "--target-time {t_g1} before the gap");
+    let (c, _) = restore_and_promote(
+        &install,
+        &vault,
+        "by-time",
+        &["--target-time", &t_g1],
+        false,
+    )
+    .await?;
+    assert_eq!(
+        phases(&c).await?,
+        "base:1 g1:10",
+        "--target-time {t_g1} before the gap"
+    );
     drop(c);
 
     // list: the window ends at the gap.
     let w = windows(&vault.list()?)?;
     let before: Vec<_> = w.iter().filter(|w| w.timeline == 1).collect();
-    assert_eq!(before.len(), 1, "one window on timeline 1, ending at the gap: {w:?}");
-    assert_eq!(before[0].ends_at_gap.as_deref(), Some(missing.as_str()), "the window ends at {missing}: {w:?}");
+    assert_eq!(
+        before.len(),
+        1,
+        "one window on timeline 1, ending at the gap: {w:?}"
+    );
+    assert_eq!(
+        before[0].ends_at_gap.as_deref(),
+        Some(missing.as_str()),
+        "the window ends at {missing}: {w:?}"
+    );
     let end: Lsn = before[0].end_lsn.parse().context("end_lsn")?;
-    assert!(end >= reachable_from && end <= segment_start(&missing)?, "the window ends before {missing}: {w:?}");
+    assert!(
+        end >= reachable_from && end <= segment_start(&missing)?,
+        "the window ends before {missing}: {w:?}"
+    );
     let text = vault.pgvault(["list"])?.check()?;
-    assert!(text.stdout.contains(&missing), "`pgvault list` names the gap: {text}");
+    assert!(
+        text.stdout.contains(&missing),
+        "`pgvault list` names the gap: {text}"
+    );
 
     // A backup after the gap: a second window, and a restore without a target reaches the end.
     insert_phase(&a, "g6").await?;
@@ -197,50 +274,36 @@ async fn archive_gap_scenario(install: PgInstall) -> Result<()> {
     switch_and_archive(&a).await?;
     let w = windows(&vault.list()?)?;
     assert_eq!(w.len(), 2, "the window is split at the gap: {w:?}");
-    assert_eq!(w[0].ends_at_gap.as_deref(), Some(missing.as_str()), "the first window ends at the gap: {w:?}");
-    assert_eq!(w[1].ends_at_gap, None, "the second window reaches the end of the archive: {w:?}");
-    assert!(w[1].start_lsn.parse::<Lsn>().context("start_lsn")? > segment_start(&missing)?, "the second window starts after the gap: {w:?}");
-    assert_refused_at_gap(&vault, "first-backup", &["--backup", &first_backup], &missing, reachable_from)?;
+    assert_eq!(
+        w[0].ends_at_gap.as_deref(),
+        Some(missing.as_str()),
+        "the first window ends at the gap: {w:?}"
+    );
+    assert_eq!(
+        w[1].ends_at_gap, None,
+        "the second window reaches the end of the archive: {w:?}"
+    );
+    assert!(
+        w[1].start_lsn.parse::<Lsn>().context("start_lsn")? > segment_start(&missing)?,
+        "the second window starts after the gap: {w:?}"
+    );
+    assert_refused_at_gap(
+        &vault,
+        "first-backup",
+        &["--backup", &first_backup],
+        &missing,
+        reachable_from,
+    )?;
     let (c, out) = restore_and_promote(&install, &vault, "after-gap", &[], false).await?;
-    assert!(out.stdout.contains(&second_backup), "the backup after the gap is used: {out}");
-    assert_eq!(phases(&c).await?, "base:1 g1:10 g2:10 g3:10 g4:10 g5:10 g6:10", "restore from the backup after the gap");
-    Ok(())
-}
-
-/// What a restore that should have been refused recovers to (for the failure message).
-async fn silently_recovered_rows(install: &PgInstall, vault: &Vault, name: &str) -> String {
-    let run = async {
-        let mut c = pgvault_tests::PgCluster::from_data_dir(install, vault.restore_path(name), None)?;
-        c.start()?;
-        c.wait_for_recovery_end(RECOVERY).await?;
-        phases(&c).await
-    };
-    run.await.unwrap_or_else(|e: anyhow::Error| format!("(could not start it: {e:#})"))
-}
-
-/// PostgreSQL fetched every segment the dry run listed, and besides them only history files and
-/// read-ahead (the segment after the last one listed on the same timeline).
-fn check_fetches(dry: &CmdOutput, log: &str) -> Result<()> {
-    let needed = segment_names(&dry.stdout);
-    let fetched = segment_names(log);
-    let report = DryRun::parse(dry)?;
-    assert!(!fetched.is_empty(), "PostgreSQL fetched segments through restore_command: {log}");
-    if needed.is_empty() {
-        // The dry run gives only a count: recovery read that many, plus at most one ahead.
-        let n = fetched.len() as u64;
-        assert!(n >= report.segments && n <= report.segments + 1, "the dry run counted {} segments, PostgreSQL fetched {fetched:?}", report.segments);
-        return Ok(());
-    }
-    assert_eq!(report.segments, needed.len() as u64, "the dry run's count matches its list: {dry}");
-    for s in &needed {
-        assert!(fetched.contains(s), "{s} was announced by the dry run but never fetched (fetched {fetched:?})");
-    }
-    let last = needed.last().context("needed")?;
-    let seg = pgvault_core::wal::WalFileName::parse(last)?;
-    let ahead = pgvault_core::wal::WalFileName::from_segment_number(seg.timeline, seg.segment_number(16 << 20) + 1, 16 << 20).to_string();
-    for f in &fetched {
-        assert!(needed.contains(f) || *f == ahead, "PostgreSQL fetched {f}, which the dry run did not list ({needed:?}) and is not read-ahead");
-    }
+    assert!(
+        out.stdout.contains(&second_backup),
+        "the backup after the gap is used: {out}"
+    );
+    assert_eq!(
+        phases(&c).await?,
+        "base:1 g1:10 g2:10 g3:10 g4:10 g5:10 g6:10",
+        "restore from the backup after the gap"
+    );
     Ok(())
 }
 
@@ -261,15 +324,28 @@ async fn branches_scenario(install: PgInstall) -> Result<()> {
     let (x, _) = restore_and_promote(&install, &vault, "x", &["--target-time", &t1], true).await?;
     insert_phase(&x, "x1").await?;
     let seg = switch_and_archive(&x).await?;
-    assert!(seg.starts_with("00000002"), "the first branch is timeline 2 ({seg})");
+    assert!(
+        seg.starts_with("00000002"),
+        "the first branch is timeline 2 ({seg})"
+    );
     // Branch 3: to T2 along timeline 1, promoted (timeline 3: 2 is taken), written to, backed up.
-    let (y, _) = restore_and_promote(&install, &vault, "y", &["--target-time", &t2, "--target-timeline", "1"], true).await?;
+    let (y, _) = restore_and_promote(
+        &install,
+        &vault,
+        "y",
+        &["--target-time", &t2, "--target-timeline", "1"],
+        true,
+    )
+    .await?;
     insert_phase(&y, "y1").await?;
     vault.write_config(&y, "")?;
     let tl3_backup = vault.backup(&[])?;
     insert_phase(&y, "y2").await?;
     let seg = switch_and_archive(&y).await?;
-    assert!(seg.starts_with("00000003"), "the second branch is timeline 3 ({seg})");
+    assert!(
+        seg.starts_with("00000003"),
+        "the second branch is timeline 3 ({seg})"
+    );
     // More on branch 2, after the timeline-3 backup finished: a target there is later than that
     // backup, which is nevertheless not on the way to timeline 2.
     insert_phase(&x, "x2").await?;
@@ -282,25 +358,65 @@ async fn branches_scenario(install: PgInstall) -> Result<()> {
     dry_run_check(&vault, &along2, &tl1_backup, &tl3_backup)?;
     let (c, out) = restore_and_promote(&install, &vault, "along2", &along2, false).await?;
     assert!(out.stdout.contains(&tl1_backup) && !out.stdout.contains(&tl3_backup), "timeline 2 is restored from the timeline-1 backup {tl1_backup}, never {tl3_backup} of timeline 3: {out}");
-    assert_eq!(phases(&c).await?, "base:1 r1:10 x1:10 x2:10", "--target-timeline 2 gives branch 2's rows");
+    assert_eq!(
+        phases(&c).await?,
+        "base:1 r1:10 x1:10 x2:10",
+        "--target-timeline 2 gives branch 2's rows"
+    );
     drop(c);
-    let (c, _) = restore_and_promote(&install, &vault, "along3", &["--target-timeline", "3"], false).await?;
-    assert_eq!(phases(&c).await?, "base:1 r1:10 r2:10 y1:10 y2:10", "--target-timeline 3 gives branch 3's rows");
+    let (c, _) = restore_and_promote(
+        &install,
+        &vault,
+        "along3",
+        &["--target-timeline", "3"],
+        false,
+    )
+    .await?;
+    assert_eq!(
+        phases(&c).await?,
+        "base:1 r1:10 r2:10 y1:10 y2:10",
+        "--target-timeline 3 gives branch 3's rows"
+    );
     Ok(())
 }
 
 /// `restore --dry-run` for timeline 2: the backup, the timeline path 1 → 2, segments, bytes and
 /// the furthest reachable point; exit 0 and nothing written.
-fn dry_run_check(vault: &Vault, args: &[&str], expected_backup: &str, wrong_backup: &str) -> Result<()> {
+fn dry_run_check(
+    vault: &Vault,
+    args: &[&str],
+    expected_backup: &str,
+    wrong_backup: &str,
+) -> Result<()> {
     let out = restore_raw(vault, "dry", &[args, &["--dry-run"]].concat())?;
     assert_eq!(out.code(), Some(0), "the dry run succeeds: {out}");
     assert_nothing_written(&vault.restore_path("dry"), &out);
-    assert!(out.stdout.contains(expected_backup) && !out.stdout.contains(wrong_backup), "the dry run names backup {expected_backup}: {out}");
+    assert!(
+        out.stdout.contains(expected_backup) && !out.stdout.contains(wrong_backup),
+        "the dry run names backup {expected_backup}: {out}"
+    );
     let report = DryRun::parse(&out)?;
-    assert_eq!(report.timelines, [1, 2], "the timeline path is 1 -> 2 (\"{}\")", report.timeline_line);
-    assert!(report.segments > 0, "the dry run counts the segments it needs: {out}");
-    assert!(["bytes", "KiB", "MiB", "GiB"].iter().any(|u| out.stdout.contains(u)), "the dry run gives the bytes to fetch: {out}");
-    assert!(!lsns_in(&report.reach_line).is_empty(), "the furthest reachable point is an LSN: \"{}\"", report.reach_line);
+    assert_eq!(
+        report.timelines,
+        [1, 2],
+        "the timeline path is 1 -> 2 (\"{}\")",
+        report.timeline_line
+    );
+    assert!(
+        report.segments > 0,
+        "the dry run counts the segments it needs: {out}"
+    );
+    assert!(
+        ["bytes", "KiB", "MiB", "GiB"]
+            .iter()
+            .any(|u| out.stdout.contains(u)),
+        "the dry run gives the bytes to fetch: {out}"
+    );
+    assert!(
+        !lsns_in(&report.reach_line).is_empty(),
+        "the furthest reachable point is an LSN: \"{}\"",
+        report.reach_line
+    );
     Ok(())
 }
 
@@ -319,19 +435,33 @@ async fn archive_off_and_standby_scenario(install: PgInstall) -> Result<()> {
     let mode: String = c.query_scalar("SHOW archive_mode").await?;
     assert_eq!(mode, "off", "--archive-mode off: {out}");
     assert_eq!(phases(&c).await?, "base:1 s1:10");
-    let tli: i32 = c.query_scalar("SELECT timeline_id FROM pg_control_checkpoint()").await?;
+    let tli: i32 = c
+        .query_scalar("SELECT timeline_id FROM pg_control_checkpoint()")
+        .await?;
     let history = format!("{tli:08X}.history");
     insert_phase(&c, "off").await?;
     let seg = c.switch_wal().await?;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert!(!archived(&vault, &history)?, "a copy restored with --archive-mode off pushed {history} into the repository");
-    assert!(!archived(&vault, &seg)?, "a copy restored with --archive-mode off pushed {seg} into the repository");
+    assert!(
+        !archived(&vault, &history)?,
+        "a copy restored with --archive-mode off pushed {history} into the repository"
+    );
+    assert!(
+        !archived(&vault, &seg)?,
+        "a copy restored with --archive-mode off pushed {seg} into the repository"
+    );
     drop(c);
 
     // --type standby: stays in recovery and follows the archive.
     let (mut s, out) = restore_as_is(&install, &vault, "standby", &["--type", "standby"])?;
-    assert!(s.data_dir().join("standby.signal").is_file(), "--type standby writes standby.signal: {out}");
-    assert!(!s.data_dir().join("recovery.signal").exists(), "and no recovery.signal: {out}");
+    assert!(
+        s.data_dir().join("standby.signal").is_file(),
+        "--type standby writes standby.signal: {out}"
+    );
+    assert!(
+        !s.data_dir().join("recovery.signal").exists(),
+        "and no recovery.signal: {out}"
+    );
     s.start()?;
     assert!(s.is_in_recovery().await?, "the standby is in recovery");
     insert_phase(&a, "s2").await?;
@@ -342,9 +472,16 @@ async fn archive_off_and_standby_scenario(install: PgInstall) -> Result<()> {
         if rows == "base:1 s1:10 s2:10" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the standby did not replay the newly archived rows (has {rows})\n{}", s.log_tail());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby did not replay the newly archived rows (has {rows})\n{}",
+            s.log_tail()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    assert!(s.is_in_recovery().await?, "the standby stays in recovery after replaying");
+    assert!(
+        s.is_in_recovery().await?,
+        "the standby stays in recovery after replaying"
+    );
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use pgvault_core::lsn::Lsn;
 use pgvault_tests::{CmdOutput, PgCluster, PgInstall, Vault};
 
 /// How long a restored cluster may take to reach its target and promote.
@@ -21,20 +22,27 @@ pub const ARCHIVED: Duration = Duration::from_secs(60);
 
 /// `CREATE TABLE t` of the tests: one row per insert, tagged with the phase that wrote it.
 pub async fn create_table(c: &PgCluster) -> Result<()> {
-    c.execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)").await?;
+    c.execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)")
+        .await?;
     c.execute("INSERT INTO t (phase) VALUES ('base')").await
 }
 
 /// Ten rows of `phase`, committed in one transaction.
 pub async fn insert_phase(c: &PgCluster, phase: &str) -> Result<()> {
-    c.execute(&format!("INSERT INTO t (phase) SELECT '{phase}' FROM generate_series(1, 10)")).await
+    c.execute(&format!(
+        "INSERT INTO t (phase) SELECT '{phase}' FROM generate_series(1, 10)"
+    ))
+    .await
 }
 
 /// Rows per phase, as "base:1 r1:10 …" (phases sorted by name).
 pub async fn phases(c: &PgCluster) -> Result<String> {
     let client = c.client().await?;
     let rows = client
-        .query("SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase", &[])
+        .query(
+            "SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase",
+            &[],
+        )
         .await
         .context("counting rows per phase")?;
     Ok(rows
@@ -66,7 +74,11 @@ pub async fn switch_and_archive(c: &PgCluster) -> Result<String> {
 /// `pgvault restore --pgdata <vault dir>/<name> args…`, whatever its outcome.
 pub fn restore_raw(vault: &Vault, name: &str, args: &[&str]) -> Result<CmdOutput> {
     let dir = vault.restore_path(name);
-    let mut all = vec!["restore".to_string(), "--pgdata".to_string(), dir.display().to_string()];
+    let mut all = vec![
+        "restore".to_string(),
+        "--pgdata".to_string(),
+        dir.display().to_string(),
+    ];
     all.extend(args.iter().map(|s| s.to_string()));
     vault.pgvault(&all)
 }
@@ -84,19 +96,31 @@ pub async fn restore_and_promote(
 ) -> Result<(PgCluster, CmdOutput)> {
     let (mut c, out) = restore_as_is(install, vault, name, args)?;
     if !keep_archiving {
-        let auto = c.data_dir().join("postgresql.auto.conf");
-        let mut text = std::fs::read_to_string(&auto).with_context(|| auto.display().to_string())?;
-        text.push_str("archive_mode = off\n");
-        pgvault_tests::write_postgres_file(&auto, text, 0o600)?;
+        disable_archiving(c.data_dir())?;
     }
     c.start()?;
     c.wait_for_recovery_end(RECOVERY).await?;
     Ok((c, out))
 }
 
+/// Appends `archive_mode = off` to a restored `postgresql.auto.conf`: a copy restored only to
+/// look at its rows must not push a new timeline into the repository, where it would change what
+/// later restores in the same test follow.
+pub fn disable_archiving(pgdata: &Path) -> Result<()> {
+    let auto = pgdata.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).with_context(|| auto.display().to_string())?;
+    text.push_str("archive_mode = off\n");
+    pgvault_tests::write_postgres_file(&auto, text, 0o600)
+}
+
 /// `pgvault restore` that must succeed, opened as a cluster (not started) with nothing added to
 /// the configuration pgvault wrote; returns the restore's output too.
-pub fn restore_as_is(install: &PgInstall, vault: &Vault, name: &str, args: &[&str]) -> Result<(PgCluster, CmdOutput)> {
+pub fn restore_as_is(
+    install: &PgInstall,
+    vault: &Vault,
+    name: &str,
+    args: &[&str],
+) -> Result<(PgCluster, CmdOutput)> {
     let out = restore_raw(vault, name, args)?.check()?;
     let c = PgCluster::from_data_dir(install, vault.restore_path(name), None)?;
     Ok((c, out))
@@ -112,7 +136,11 @@ pub fn absent_or_empty(dir: &Path) -> bool {
 
 /// Asserts that a refused restore wrote nothing into `dir`.
 pub fn assert_nothing_written(dir: &Path, out: &CmdOutput) {
-    assert!(absent_or_empty(dir), "a refused restore must write nothing, but {} holds files: {out}", dir.display());
+    assert!(
+        absent_or_empty(dir),
+        "a refused restore must write nothing, but {} holds files: {out}",
+        dir.display()
+    );
 }
 
 /// The 24-hex-digit WAL segment names in `text` (upper case, as PostgreSQL spells them), in
@@ -121,7 +149,12 @@ pub fn segment_names(text: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
-        if word.len() == 24 && word.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) && seen.insert(word.to_string()) {
+        if word.len() == 24
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+            && seen.insert(word.to_string())
+        {
             out.push(word.to_string());
         }
     }
@@ -131,8 +164,11 @@ pub fn segment_names(text: &str) -> Vec<String> {
 /// Removes archived segment `seg` from a local repository by hand, as a lifecycle rule or an
 /// operator would. The key is spelled by pgvault's own layout, so the test cannot miss it.
 pub fn remove_archived_segment(vault: &Vault, seg: &str) -> Result<()> {
-    let name = pgvault_core::wal::WalFileName::parse(seg).with_context(|| format!("{seg} is not a WAL file name"))?;
-    let path = vault.repo.join(pgvault_core::repository::layout::wal_key(&name));
+    let name = pgvault_core::wal::WalFileName::parse(seg)
+        .with_context(|| format!("{seg} is not a WAL file name"))?;
+    let path = vault
+        .repo
+        .join(pgvault_core::repository::layout::wal_key(&name));
     if !path.is_file() {
         bail!("{seg} is not archived at {}", path.display());
     }
@@ -141,8 +177,12 @@ pub fn remove_archived_segment(vault: &Vault, seg: &str) -> Result<()> {
 
 /// Whether `name` (a WAL segment, `.history`, …) is in the local repository.
 pub fn archived(vault: &Vault, name: &str) -> Result<bool> {
-    let name = pgvault_core::wal::WalFileName::parse(name).with_context(|| format!("{name} is not a WAL file name"))?;
-    Ok(vault.repo.join(pgvault_core::repository::layout::wal_key(&name)).is_file())
+    let name = pgvault_core::wal::WalFileName::parse(name)
+        .with_context(|| format!("{name} is not a WAL file name"))?;
+    Ok(vault
+        .repo
+        .join(pgvault_core::repository::layout::wal_key(&name))
+        .is_file())
 }
 
 /// One recoverable window of `list --json` (`"windows"`).
@@ -160,7 +200,10 @@ pub struct Window {
 /// The `"windows"` array of `pgvault list --json`; an error (with the JSON) when it is missing or
 /// malformed. The one place to adapt if the field names change.
 pub fn windows(list: &serde_json::Value) -> Result<Vec<Window>> {
-    let arr = list.get("windows").and_then(|w| w.as_array()).with_context(|| format!("list --json has no \"windows\" array: {list}"))?;
+    let arr = list
+        .get("windows")
+        .and_then(|w| w.as_array())
+        .with_context(|| format!("list --json has no \"windows\" array: {list}"))?;
     let text = |w: &serde_json::Value, k: &str| -> Result<String> {
         match w.get(k) {
             Some(serde_json::Value::String(s)) => Ok(s.clone()),
@@ -171,7 +214,9 @@ pub fn windows(list: &serde_json::Value) -> Result<Vec<Window>> {
     arr.iter()
         .map(|w| {
             let timeline = match w.get("timeline") {
-                Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+                Some(serde_json::Value::Number(n)) => {
+                    n.as_u64().and_then(|n| u32::try_from(n).ok())
+                }
                 Some(serde_json::Value::String(s)) => s.parse().ok(),
                 _ => None,
             }
@@ -212,28 +257,38 @@ impl DryRun {
     /// Reads the report; fails, quoting it, when a part is missing.
     pub fn parse(out: &CmdOutput) -> Result<DryRun> {
         let text = out.stdout.clone();
-        let find = |key: &str| -> Result<String> {
-            text.lines()
-                .find(|l| l.to_lowercase().contains(key))
+        // The most specific line first ("timeline path" before any line naming a timeline).
+        let find = |keys: &[&str]| -> Result<String> {
+            keys.iter()
+                .find_map(|key| text.lines().find(|l| l.to_lowercase().contains(key)))
                 .map(str::to_string)
-                .with_context(|| format!("the dry run does not mention \"{key}\": {out}"))
+                .with_context(|| format!("the dry run does not mention {keys:?}: {out}"))
         };
-        let timeline_line = find("timeline")?;
+        let timeline_line = find(&["timeline path", "timelines", "timeline"])?;
         let after = timeline_line.to_lowercase();
-        let after = after.split_once("timeline").map(|(_, r)| r.to_string()).unwrap_or_default();
+        let after = after
+            .rsplit_once("timeline")
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default();
         let timelines: Vec<u32> = after
             .split(|c: char| !c.is_ascii_digit())
             .filter(|w| !w.is_empty())
             .filter_map(|w| w.parse().ok())
             .collect();
-        let seg_line = find("segment")?;
+        let seg_line = find(&["segments", "segment"])?;
         let segments = seg_line
             .split(|c: char| !c.is_ascii_digit())
             .find(|w| !w.is_empty() && w.len() < 24)
             .and_then(|w| w.parse().ok())
             .with_context(|| format!("no segment count on \"{seg_line}\""))?;
-        let reach_line = find("reach")?;
-        Ok(DryRun { text, timeline_line, timelines, segments, reach_line })
+        let reach_line = find(&["furthest", "reach"])?;
+        Ok(DryRun {
+            text,
+            timeline_line,
+            timelines,
+            segments,
+            reach_line,
+        })
     }
 }
 
@@ -247,9 +302,89 @@ pub fn log_fetches(pgdata: &Path, log: &Path) -> Result<()> {
         .rev()
         .find(|l| l.trim_start().starts_with("restore_command"))
         .with_context(|| format!("no restore_command in {}", auto.display()))?;
-    let value = line.split_once('=').map(|(_, v)| v.trim()).context("restore_command line without =")?;
-    let inner = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).context("restore_command is not quoted")?;
+    let value = line
+        .split_once('=')
+        .map(|(_, v)| v.trim())
+        .context("restore_command line without =")?;
+    let inner = value
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .context("restore_command is not quoted")?;
     pgvault_tests::write_postgres_file(log, "", 0o600)?;
-    let wrapped = format!("restore_command = 'echo %f >> {} && {inner}'\n", log.display());
+    let wrapped = format!(
+        "restore_command = 'echo %f >> {} && {inner}'\n",
+        log.display()
+    );
     pgvault_tests::write_postgres_file(&auto, format!("{text}{wrapped}"), 0o600)
+}
+
+/// The LSNs ("X/Y") written in `text`.
+pub fn lsns_in(text: &str) -> Vec<Lsn> {
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '/'))
+        .filter(|w| w.contains('/'))
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// The WAL position where segment `seg` starts (16 MiB segments, the harness's default).
+pub fn segment_start(seg: &str) -> Result<Lsn> {
+    let name = pgvault_core::wal::WalFileName::parse(seg).with_context(|| seg.to_string())?;
+    Ok(name.start_lsn(16 * 1024 * 1024))
+}
+
+/// What a restore that should have been refused recovers to (for the failure message).
+pub async fn silently_recovered_rows(install: &PgInstall, vault: &Vault, name: &str) -> String {
+    let run = async {
+        let mut c = PgCluster::from_data_dir(install, vault.restore_path(name), None)?;
+        c.start()?;
+        c.wait_for_recovery_end(RECOVERY).await?;
+        phases(&c).await
+    };
+    run.await
+        .unwrap_or_else(|e: anyhow::Error| format!("(could not start it: {e:#})"))
+}
+
+/// PostgreSQL fetched every segment the dry run listed, and besides them only history files and
+/// read-ahead (the segment after the last one listed on the same timeline).
+pub fn check_fetches(dry: &CmdOutput, log: &str) -> Result<()> {
+    let needed = segment_names(&dry.stdout);
+    let fetched = segment_names(log);
+    let report = DryRun::parse(dry)?;
+    assert!(
+        !fetched.is_empty(),
+        "PostgreSQL fetched segments through restore_command: {log}"
+    );
+    if needed.is_empty() {
+        // The dry run gives only a count: recovery read that many, plus at most one ahead.
+        let n = fetched.len() as u64;
+        assert!(
+            n >= report.segments && n <= report.segments + 1,
+            "the dry run counted {} segments, PostgreSQL fetched {fetched:?}",
+            report.segments
+        );
+        return Ok(());
+    }
+    assert_eq!(
+        report.segments,
+        needed.len() as u64,
+        "the dry run's count matches its list: {dry}"
+    );
+    for s in &needed {
+        assert!(
+            fetched.contains(s),
+            "{s} was announced by the dry run but never fetched (fetched {fetched:?})"
+        );
+    }
+    let last = needed.last().context("needed")?;
+    let seg = pgvault_core::wal::WalFileName::parse(last)?;
+    let ahead = pgvault_core::wal::WalFileName::from_segment_number(
+        seg.timeline,
+        seg.segment_number(16 << 20) + 1,
+        16 << 20,
+    )
+    .to_string();
+    for f in &fetched {
+        assert!(needed.contains(f) || *f == ahead, "PostgreSQL fetched {f}, which the dry run did not list ({needed:?}) and is not read-ahead");
+    }
+    Ok(())
 }
