@@ -168,7 +168,7 @@ fn check_refusal(
         lsns_in(&out.stderr).iter().any(|l| *l >= reachable_from && *l <= gap_start),
         "the refusal names the furthest reachable point (between {reachable_from} and {gap_start}): {out}"
     );
-    assert_nothing_written(&vault.restore_path(name), &out);
+    assert_nothing_written(&vault.restore_path(name), out);
     Ok(())
 }
 
