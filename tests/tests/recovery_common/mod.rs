@@ -265,16 +265,7 @@ impl DryRun {
                 .with_context(|| format!("the dry run does not mention {keys:?}: {out}"))
         };
         let timeline_line = find(&["timeline path", "timelines", "timeline"])?;
-        let after = timeline_line.to_lowercase();
-        let after = after
-            .rsplit_once("timeline")
-            .map(|(_, r)| r.to_string())
-            .unwrap_or_default();
-        let timelines: Vec<u32> = after
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|w| !w.is_empty())
-            .filter_map(|w| w.parse().ok())
-            .collect();
+        let timelines = timeline_path(&timeline_line);
         let seg_line = find(&["segments", "segment"])?;
         let segments = seg_line
             .split(|c: char| !c.is_ascii_digit())
@@ -290,6 +281,38 @@ impl DryRun {
             reach_line,
         })
     }
+}
+
+/// The timeline ids of a path such as "timeline path: 1 -> 2 (switch at 0/3000148)": the numbers
+/// after the last "timeline", joined by arrows, up to the first other word.
+fn timeline_path(line: &str) -> Vec<u32> {
+    let lower = line
+        .to_lowercase()
+        .replace("->", " -> ")
+        .replace('→', " -> ");
+    let after = lower.rsplit_once("timeline").map_or("", |(_, r)| r);
+    let mut out = Vec::new();
+    for word in after.split_whitespace() {
+        let word = word.trim_matches(|c: char| matches!(c, ',' | ':' | ';' | '.'));
+        match word.parse::<u32>() {
+            Ok(n) => out.push(n),
+            Err(_) if word == "->" || word.is_empty() => {}
+            Err(_) if out.is_empty() => {} // "path:", "s:" before the first id
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn timeline_paths_are_read() {
+    assert_eq!(
+        timeline_path("timeline path: 1 -> 2 (switch at 0/3000148)"),
+        [1, 2]
+    );
+    assert_eq!(timeline_path("Timelines: 1→2→3"), [1, 2, 3]);
+    assert_eq!(timeline_path("recovery follows timeline 2"), [2]);
+    assert!(timeline_path("no such thing").is_empty());
 }
 
 /// Replaces the `restore_command` pgvault wrote (the last one in `postgresql.auto.conf`) with
@@ -387,4 +410,67 @@ pub fn check_fetches(dry: &CmdOutput, log: &str) -> Result<()> {
         assert!(needed.contains(f) || *f == ahead, "PostgreSQL fetched {f}, which the dry run did not list ({needed:?}) and is not read-ahead");
     }
     Ok(())
+}
+
+#[test]
+fn output_readers() {
+    let text = "needs 000000010000000000000002, 000000010000000000000003 and 00000002.history; \
+                reach 0/3000148 at /tmp/x; 000000010000000000000002 again";
+    assert_eq!(
+        segment_names(text),
+        ["000000010000000000000002", "000000010000000000000003"]
+    );
+    assert_eq!(lsns_in(text), [Lsn(0x3000148)]);
+    let list = serde_json::json!({"windows": [
+        {"timeline": 1, "start_lsn": "0/2000100", "end_lsn": "0/4000000", "start_time": "a", "end_time": "b",
+         "ends_at_gap": "000000010000000000000004"},
+        {"timeline": "2", "start_lsn": "0/5000100", "end_lsn": "0/6000000", "start_time": "c", "end_time": "d",
+         "ends_at_gap": null},
+    ]});
+    let w = windows(&list).expect("two windows");
+    assert_eq!(
+        (w[0].timeline, w[0].ends_at_gap.as_deref()),
+        (1, Some("000000010000000000000004"))
+    );
+    assert_eq!((w[1].timeline, w[1].ends_at_gap.as_deref()), (2, None));
+    assert!(
+        windows(&serde_json::json!({"backups": []})).is_err(),
+        "no windows array is an error"
+    );
+}
+
+#[cfg(test)]
+fn fake_dry_run(stdout: &str) -> CmdOutput {
+    use std::os::unix::process::ExitStatusExt;
+    CmdOutput {
+        command: "pgvault restore --dry-run".into(),
+        status: std::process::ExitStatus::from_raw(0),
+        stdout: stdout.into(),
+        stderr: String::new(),
+        elapsed: Duration::ZERO,
+    }
+}
+
+#[cfg(test)]
+const DRY: &str = "backup 20261201-214649F\ntimeline path: 1\nsegments: 2 (32.0 MiB): \
+                   000000010000000000000002 000000010000000000000003\nfurthest reachable: 0/4000000\n";
+
+#[test]
+fn fetches_within_plan_and_read_ahead() {
+    let log = "00000002.history\n000000010000000000000002\n000000010000000000000003\n\
+               000000010000000000000004\n000000010000000000000003\n00000001.history\n";
+    check_fetches(&fake_dry_run(DRY), log).expect("history probes and one read-ahead are fine");
+}
+
+#[test]
+#[should_panic(expected = "not read-ahead")]
+fn fetches_outside_plan_fail() {
+    let log = "000000010000000000000002\n000000010000000000000003\n000000010000000000000005\n";
+    let _ = check_fetches(&fake_dry_run(DRY), log);
+}
+
+#[test]
+#[should_panic(expected = "never fetched")]
+fn planned_segment_not_fetched_fails() {
+    let _ = check_fetches(&fake_dry_run(DRY), "000000010000000000000003\n");
 }
