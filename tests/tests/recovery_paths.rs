@@ -216,19 +216,14 @@ async fn archive_gap_scenario(install: PgInstall) -> Result<()> {
     let args = ["--target-lsn", lsn_g2.as_str()];
     let dry = restore_raw(&vault, "by-lsn", &[&args[..], &["--dry-run"]].concat())?.check()?;
     assert_nothing_written(&vault.restore_path("by-lsn"), &dry);
-    let (mut c, _) = restore_as_is(&install, &vault, "by-lsn", &args)?;
-    let fetch_log = vault.dir.join("fetched-by-lsn.log");
-    log_fetches(c.data_dir(), &fetch_log)?;
-    disable_archiving(c.data_dir())?;
-    c.start()?;
-    c.wait_for_recovery_end(RECOVERY).await?;
+    let (c, _, fetched) = restore_logging_fetches(&install, &vault, "by-lsn", &args).await?;
     assert_eq!(
         phases(&c).await?,
         "base:1 g1:10 g2:10",
         "--target-lsn {lsn_g2} before the gap"
     );
     drop(c);
-    check_fetches(&dry, &std::fs::read_to_string(&fetch_log)?)?;
+    check_fetches(&dry, &fetched)?;
     let (c, _) = restore_and_promote(
         &install,
         &vault,
@@ -357,8 +352,8 @@ async fn branches_scenario(install: PgInstall) -> Result<()> {
     drop((x, y));
 
     let along2 = ["--target-timeline", "2", "--target-time", t_x.as_str()];
-    dry_run_check(&vault, &along2, &tl1_backup, &tl3_backup)?;
-    let (c, out) = restore_and_promote(&install, &vault, "along2", &along2, false).await?;
+    let dry = dry_run_check(&vault, &along2, &tl1_backup, &tl3_backup)?;
+    let (c, out, fetched) = restore_logging_fetches(&install, &vault, "along2", &along2).await?;
     assert!(out.stdout.contains(&tl1_backup) && !out.stdout.contains(&tl3_backup), "timeline 2 is restored from the timeline-1 backup {tl1_backup}, never {tl3_backup} of timeline 3: {out}");
     assert_eq!(
         phases(&c).await?,
@@ -366,6 +361,8 @@ async fn branches_scenario(install: PgInstall) -> Result<()> {
         "--target-timeline 2 gives branch 2's rows"
     );
     drop(c);
+    // Across the switch point: what the dry run planned is what PostgreSQL read.
+    check_fetches(&dry, &fetched)?;
     let (c, _) = restore_and_promote(
         &install,
         &vault,
@@ -389,7 +386,7 @@ fn dry_run_check(
     args: &[&str],
     expected_backup: &str,
     wrong_backup: &str,
-) -> Result<()> {
+) -> Result<CmdOutput> {
     let out = restore_raw(vault, "dry", &[args, &["--dry-run"]].concat())?;
     assert_eq!(out.code(), Some(0), "the dry run succeeds: {out}");
     assert_nothing_written(&vault.restore_path("dry"), &out);
@@ -419,7 +416,7 @@ fn dry_run_check(
         "the furthest reachable point is an LSN: \"{}\"",
         report.reach_line
     );
-    Ok(())
+    Ok(out)
 }
 
 async fn archive_off_and_standby_scenario(install: PgInstall) -> Result<()> {

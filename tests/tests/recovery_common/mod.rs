@@ -126,6 +126,25 @@ pub fn restore_as_is(
     Ok((c, out))
 }
 
+/// Restores with `args`, makes the copy log every file PostgreSQL asks `restore_command` for
+/// ([`log_fetches`]), turns its archiving off, starts it and waits for promotion. Returns the
+/// cluster, the restore's output and the fetch log.
+pub async fn restore_logging_fetches(
+    install: &PgInstall,
+    vault: &Vault,
+    name: &str,
+    args: &[&str],
+) -> Result<(PgCluster, CmdOutput, String)> {
+    let (mut c, out) = restore_as_is(install, vault, name, args)?;
+    let log = vault.dir.join(format!("fetched-{name}.log"));
+    log_fetches(c.data_dir(), &log)?;
+    disable_archiving(c.data_dir())?;
+    c.start()?;
+    c.wait_for_recovery_end(RECOVERY).await?;
+    let fetched = std::fs::read_to_string(&log).with_context(|| log.display().to_string())?;
+    Ok((c, out, fetched))
+}
+
 /// True when `dir` does not exist or is an empty directory: a refused restore wrote nothing.
 pub fn absent_or_empty(dir: &Path) -> bool {
     match std::fs::read_dir(dir) {
