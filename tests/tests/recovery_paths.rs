@@ -15,7 +15,8 @@
 //!   written to, a backup on timeline 3: `--target-timeline 2` restores branch 2's rows from the
 //!   timeline-1 backup (never the timeline-3 one, which finished earlier than the target),
 //!   `--target-timeline 3` branch 3's; `--dry-run` reports backup, timeline path, segments, bytes
-//!   and reach, and writes nothing.
+//!   and reach, and writes nothing; across the switch point PostgreSQL fetches exactly the
+//!   segments it planned (plus history probes and read-ahead).
 //! - `archive_off_and_standby`: `--archive-mode off` gives a promoted cluster that archives
 //!   nothing into the repository; `--type standby` a server that stays in recovery and follows
 //!   the archive.
