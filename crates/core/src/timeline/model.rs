@@ -274,6 +274,18 @@ impl ArchiveModel {
             .max()
     }
 
+    /// The segments that make `b` consistent (its redo point to its stop point), along the
+    /// history of its stop timeline: what a backup waits for in the archive, including a
+    /// timeline switch during the backup, and what one without its WAL needs kept.
+    pub fn consistency_segments(&self, b: &BackupPoint) -> Vec<WalFileName> {
+        let ss = self.segment_size;
+        let (spans, _) = self.tree.path_or_root(b.stop_tli);
+        let last = Lsn(b.stop_lsn.0.saturating_sub(1)).segment(ss);
+        (b.start_lsn.segment(ss)..=last)
+            .map(|n| self.name(expected_tli(&spans, n, ss), n))
+            .collect()
+    }
+
     /// Whether both ends of `b` lie on the history of `target_tli`.
     pub fn backup_on_path(&self, b: &BackupPoint, target_tli: TimelineId) -> bool {
         self.tree.contains(target_tli, b.start_tli, b.start_lsn)
