@@ -158,7 +158,7 @@ pub struct ArchiveModel {
     ignored: Vec<WalFileName>,
     /// Oldest consistent point first.
     pub(crate) backups: Vec<BackupPoint>,
-    times: HashMap<WalFileName, SegmentTimes>,
+    pub(super) times: HashMap<WalFileName, SegmentTimes>,
 }
 
 impl ArchiveModel {
@@ -284,6 +284,24 @@ impl ArchiveModel {
         (b.start_lsn.segment(ss)..=last)
             .map(|n| self.name(expected_tli(&spans, n, ss), n))
             .collect()
+    }
+
+    /// The earliest commit recorded in a segment recovery along `target_tli` would read after
+    /// segment number `after` (used to tell that a time target lies beyond a gap).
+    pub fn earliest_commit_after(
+        &self,
+        target_tli: TimelineId,
+        after: u64,
+    ) -> Option<DateTime<Utc>> {
+        let ss = self.segment_size;
+        self.times
+            .iter()
+            .filter(|(seg, _)| {
+                let n = seg.segment_number(ss);
+                n > after && self.is_archived(seg) && self.expected_segment(target_tli, n) == **seg
+            })
+            .filter_map(|(_, t)| t.first_commit)
+            .min()
     }
 
     /// Whether both ends of `b` lie on the history of `target_tli`.
