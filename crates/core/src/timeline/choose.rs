@@ -211,6 +211,7 @@ impl ArchiveModel {
         };
         let mut plan = self.plan_recovery(backup, target_tli, until);
         check_reach(target, backup, &plan)?;
+        self.check_time_beyond_gap(target, &plan)?;
         if let ModelTarget::Time(t) = target {
             self.stop_at_time(&mut plan, *t);
         }
@@ -336,6 +337,34 @@ impl ArchiveModel {
                 oldest_time: oldest.stop_time,
             },
         })
+    }
+}
+
+impl ArchiveModel {
+    /// With no recorded end time for the run, a time target is still known to lie beyond a gap
+    /// when a commit after the gap is not later than it: recovery must replay that commit.
+    fn check_time_beyond_gap(
+        &self,
+        target: &ModelTarget,
+        plan: &RecoveryPlan,
+    ) -> Result<(), ChoiceError> {
+        let (ModelTarget::Time(t), Some(missing), true) =
+            (target, plan.first_missing, plan.gap_ahead)
+        else {
+            return Ok(());
+        };
+        let after = missing.segment_number(self.segment_size);
+        match self.earliest_commit_after(plan.target_tli, after) {
+            Some(first) if first <= *t && plan.reachable_end_time.is_none() => {
+                Err(ChoiceError::GapBeforeTarget {
+                    target: target.clone(),
+                    first_missing: missing,
+                    reachable_lsn: plan.reachable_end,
+                    reachable_time: None,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -11,22 +11,25 @@
 //!
 //! - [`history`]: `.history` parsing (`readTimeLineHistory`) and the [`TimelineTree`].
 //! - [`model`]: [`ArchiveModel`]: the file read for each segment (`XLogFileReadAnyTLI`), the
-//!   [`RecoveryPlan`] of a backup, [`Gap`]s, [`Window`]s and restore points.
+//!   [`RecoveryPlan`] of a backup, and restore points.
+//! - [`windows`]: [`Gap`]s per timeline and the recoverable [`Window`]s.
 //! - [`choose`]: the backup for a [`ModelTarget`], and the refusals when a gap or the archive's
 //!   end makes it unreachable.
 
 pub mod choose;
 pub mod history;
 pub mod model;
+pub mod windows;
 
 pub use choose::{Choice, ChoiceError, ModelTarget, TimelineSpec, XidAfterBackup};
 pub use history::{
     parse_history, HistoryEntry, TimelineError, TimelineSpan, TimelineTree, MAX_HISTORY_BYTES,
 };
 pub use model::{
-    ArchiveModel, BackupPoint, FoundRestorePoint, Gap, ModelError, RecoveryPlan, RestorePoint,
-    SegmentTimes, TimelineWindows, Window,
+    ArchiveModel, BackupPoint, FoundRestorePoint, ModelError, RecoveryPlan, RestorePoint,
+    SegmentTimes,
 };
+pub use windows::{Gap, TimelineWindows, Window};
 
 #[cfg(test)]
 mod tests;

@@ -406,3 +406,30 @@ fn wal_included_backup_restores_without_archive() {
         Err(ChoiceError::BeyondEnd { .. })
     ));
 }
+
+#[test]
+fn time_beyond_a_gap_is_refused_even_without_times_before_it() {
+    // Old segments 2..=4 have no recorded times; 6..=9 (after the gap at 5) do.
+    let b1 = backup("b1", 1, "0/2000028", "0/3000100", 30, false);
+    let mut archive = segs(1, 2..=4);
+    archive.extend(segs(1, 6..=9));
+    let times = ten_minutes_per_segment(&segs(1, 6..=9));
+    let m = model(TimelineTree::default(), archive, vec![b1], times);
+    // The first commit after the gap is at minute 60: a target at or after it needs segment 5.
+    match choose(&m, ModelTarget::Time(at(60)), 1) {
+        Err(ChoiceError::GapBeforeTarget {
+            first_missing,
+            reachable_lsn,
+            reachable_time,
+            ..
+        }) => {
+            assert_eq!(
+                (first_missing, reachable_lsn, reachable_time),
+                (seg(1, 5), lsn("0/5000000"), None)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Before it, the target may lie in the run: allowed (PostgreSQL fails if it does not).
+    assert!(choose(&m, ModelTarget::Time(at(59)), 1).is_ok());
+}

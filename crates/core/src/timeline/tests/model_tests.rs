@@ -396,3 +396,33 @@ fn timeline_only_named_by_segments() {
         vec![(1, true), (5, false)]
     );
 }
+
+#[test]
+fn consistency_segments_cross_a_switch_during_the_backup() {
+    // Started on timeline 1 in segment 4, promoted to 2 at 0/5800000, stopped in segment 6.
+    let b = BackupPoint {
+        stop_tli: 2,
+        stop_lsn: lsn("0/6000100"),
+        ..backup("b", 1, "0/4000028", "0/0", 60, false)
+    };
+    let m = model(
+        branched_tree(),
+        branched_archive(),
+        vec![b.clone()],
+        HashMap::new(),
+    );
+    assert_eq!(
+        m.consistency_segments(&b),
+        vec![seg(1, 4), seg(2, 5), seg(2, 6)]
+    );
+    // A stop point on a segment boundary does not need the next segment.
+    let b = BackupPoint {
+        stop_lsn: lsn("0/6000000"),
+        ..b
+    };
+    assert_eq!(m.consistency_segments(&b), vec![seg(1, 4), seg(2, 5)]);
+    assert_eq!(
+        m.plan_recovery(&b, 2, None).segments.first(),
+        Some(&seg(1, 4))
+    );
+}
