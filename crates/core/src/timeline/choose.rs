@@ -224,8 +224,9 @@ impl ArchiveModel {
     }
 
     /// [`choose_backup`](Self::choose_backup) with the timeline given as PostgreSQL's setting:
-    /// `latest` is resolved from the chosen backup (as PostgreSQL will), `current` is the
-    /// timeline of the named backup or else of the newest backup before the target.
+    /// `latest` is resolved from each backup's own timeline (as PostgreSQL will) and the newest
+    /// resolution that has a usable backup wins; `current` is the timeline of the named backup
+    /// or else of the newest backup before the target.
     pub fn choose_backup_for(
         &self,
         target: &ModelTarget,
@@ -237,13 +238,32 @@ impl ArchiveModel {
         match spec {
             TimelineSpec::Id(tli) => self.choose_backup(target, tli, explicit, xid_after_backup),
             TimelineSpec::Latest => {
-                let tli = self.tree.latest();
-                let choice = self.choose_backup(target, tli, explicit, xid_after_backup)?;
-                let resolved = self.resolve_timeline(spec, &choice.backup);
-                if resolved == tli {
-                    return Ok(choice);
+                // PostgreSQL resolves `latest` from the backup's own timeline; try each timeline
+                // some backup resolves to, newest first, and keep a choice that agrees with it.
+                let mut resolved: Vec<TimelineId> = self
+                    .backups
+                    .iter()
+                    .filter(|b| explicit.is_none_or(|id| b.id == id))
+                    .map(|b| self.resolve_timeline(spec, b))
+                    .collect();
+                resolved.sort_unstable();
+                resolved.dedup();
+                let mut first_error = None;
+                for tli in resolved.into_iter().rev() {
+                    match self.choose_backup(target, tli, explicit, xid_after_backup) {
+                        Ok(c) if self.resolve_timeline(spec, &c.backup) == tli => return Ok(c),
+                        Ok(_) => {}
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
                 }
-                self.choose_backup(target, resolved, Some(&choice.backup.id), xid_after_backup)
+                match first_error {
+                    Some(e) => Err(e),
+                    None => {
+                        self.choose_backup(target, self.tree.latest(), explicit, xid_after_backup)
+                    }
+                }
             }
             TimelineSpec::Current => {
                 let anchor = match explicit {

@@ -433,3 +433,34 @@ fn time_beyond_a_gap_is_refused_even_without_times_before_it() {
     // Before it, the target may lie in the run: allowed (PostgreSQL fails if it does not).
     assert!(choose(&m, ModelTarget::Time(at(59)), 1).is_ok());
 }
+
+#[test]
+fn latest_is_resolved_from_each_backups_timeline() {
+    // 00000002.history is missing: from timeline 1, PostgreSQL's probe stops at 1; from a backup
+    // on timeline 3 it finds 4.
+    let tree = TimelineTree::from_files([
+        (3, &b"1\t0/5800000\ta\n2\t0/7000000\tb\n"[..]),
+        (
+            4,
+            &b"1\t0/5800000\ta\n2\t0/7000000\tb\n3\t0/9000000\tc\n"[..],
+        ),
+    ])
+    .unwrap();
+    let b1 = backup("b1", 1, "0/2000028", "0/3000100", 30, false);
+    let b3 = backup("b3", 3, "0/8000028", "0/8000200", 80, false);
+    let mut archive = segs(1, 2..=5);
+    archive.extend(segs(2, 5..=7));
+    archive.extend(segs(3, 7..=9));
+    archive.extend(segs(4, 9..=10));
+    let m = model(tree, archive, vec![b1.clone(), b3], HashMap::new());
+    assert_eq!(m.tree().latest(), 1);
+    let c = m
+        .choose_backup_for(&ModelTarget::End, TimelineSpec::Latest, None, &no_xid)
+        .unwrap();
+    assert_eq!((c.target_tli, c.backup.id.as_str()), (4, "b3"));
+    // Named b1 resolves `latest` to 1, as PostgreSQL would from it.
+    let c = m
+        .choose_backup_for(&ModelTarget::End, TimelineSpec::Latest, Some("b1"), &no_xid)
+        .unwrap();
+    assert_eq!((c.target_tli, c.backup.id.as_str()), (1, "b1"));
+}
