@@ -54,11 +54,25 @@ const ACQUIRE_ROUNDS: u32 = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("{location}: the '{name}' lock is held by {holder}; its lease runs until {expires_at} (renewed while that run lives). Wait for it to finish. If that run is gone (crashed, host lost), the lock is taken over automatically once the lease has expired, or, once you are sure no pgvault run is active, delete the object '{key}' from the repository")]
-    Held { location: String, name: String, key: String, holder: LockHolder, expires_at: DateTime<Utc> },
+    Held {
+        location: String,
+        name: String,
+        key: String,
+        holder: Box<LockHolder>,
+        expires_at: DateTime<Utc>,
+    },
     #[error("{location}: the '{name}' lock was lost: {why}. Another run may be working on the repository; the work of this run cannot be trusted to be exclusive")]
-    Lost { location: String, name: String, why: String },
+    Lost {
+        location: String,
+        name: String,
+        why: String,
+    },
     #[error("{location}: the lock object '{key}' is unreadable ({message}); if no pgvault run is active, delete it")]
-    Unreadable { location: String, key: String, message: String },
+    Unreadable {
+        location: String,
+        key: String,
+        message: String,
+    },
     #[error("'{0}' is not a lock name (lowercase letters, digits and '-')")]
     BadName(String),
     #[error(transparent)]
@@ -76,7 +90,14 @@ pub struct LockHolder {
 
 impl std::fmt::Display for LockHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "'{}' (pid {} on host {}, started {})", self.command, self.pid, self.host, self.started.to_rfc3339())
+        write!(
+            f,
+            "'{}' (pid {} on host {}, started {})",
+            self.command,
+            self.pid,
+            self.host,
+            self.started.to_rfc3339()
+        )
     }
 }
 
@@ -102,7 +123,12 @@ pub struct RepoLock;
 impl RepoLock {
     /// Takes the lock `name` for `command` with a lease of `ttl`, renewed in the background until
     /// the returned guard is released or dropped. Must run inside a tokio runtime.
-    pub async fn acquire(storage: &Storage, name: &str, ttl: Duration, command: &str) -> Result<LockGuard, LockError> {
+    pub async fn acquire(
+        storage: &Storage,
+        name: &str,
+        ttl: Duration,
+        command: &str,
+    ) -> Result<LockGuard, LockError> {
         acquire_with_margin(storage, name, ttl, command, CLOCK_SKEW_MARGIN).await
     }
 }
@@ -114,34 +140,69 @@ async fn acquire_with_margin(
     command: &str,
     margin: Duration,
 ) -> Result<LockGuard, LockError> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err(LockError::BadName(name.to_string()));
     }
     let key = layout::lock_key(name);
-    let holder = LockHolder { host: host_name(), pid: std::process::id(), command: command.to_string(), started: Utc::now() };
-    let lease = Lease { format: LEASE_FORMAT.into(), token: uuid::Uuid::new_v4().simple().to_string(), holder, expires_at: expiry(ttl) };
-    let ctx = Ctx { storage: storage.clone(), name: name.to_string(), key, token: lease.token.clone(), ttl };
+    let holder = LockHolder {
+        host: host_name(),
+        pid: std::process::id(),
+        command: command.to_string(),
+        started: Utc::now(),
+    };
+    let lease = Lease {
+        format: LEASE_FORMAT.into(),
+        token: uuid::Uuid::new_v4().simple().to_string(),
+        holder,
+        expires_at: expiry(ttl),
+    };
+    let ctx = Ctx {
+        storage: storage.clone(),
+        name: name.to_string(),
+        key,
+        token: lease.token.clone(),
+        ttl,
+    };
     let mut last_seen = None;
     for _ in 0..ACQUIRE_ROUNDS {
-        let lease = Lease { expires_at: expiry(ttl), ..lease.clone() };
+        let lease = Lease {
+            expires_at: expiry(ttl),
+            ..lease.clone()
+        };
         if storage.put_if_absent(&ctx.key, lease.encode()).await? == PutOutcome::Created {
             return Ok(LockGuard::start(ctx, lease.expires_at));
         }
-        let Some(current) = ctx.read().await? else { continue };
-        let takeover_from = current.expires_at.checked_add_signed(chrono_duration(margin));
+        let Some(current) = ctx.read().await? else {
+            continue;
+        };
+        let takeover_from = current
+            .expires_at
+            .checked_add_signed(chrono_duration(margin));
         if takeover_from.is_none_or(|t| Utc::now() < t) {
             return Err(ctx.held(current));
         }
         tracing::warn!(lock = %ctx.key, holder = %current.holder, expired = %current.expires_at, "taking over an expired repository lock");
         // Delete only what was seen expired: a lease renewed or taken over meanwhile stays.
-        if ctx.read().await?.is_some_and(|again| again.token == current.token) {
+        if ctx
+            .read()
+            .await?
+            .is_some_and(|again| again.token == current.token)
+        {
             storage.delete(&ctx.key).await?;
         }
         last_seen = Some(current);
     }
     match last_seen {
         Some(current) => Err(ctx.held(current)),
-        None => Err(LockError::Lost { location: storage.to_string(), name: ctx.name, why: "the lock object kept changing while it was acquired".into() }),
+        None => Err(LockError::Lost {
+            location: storage.to_string(),
+            name: ctx.name,
+            why: "the lock object kept changing while it was acquired".into(),
+        }),
     }
 }
 
@@ -157,16 +218,26 @@ struct Ctx {
 
 impl Ctx {
     async fn read(&self) -> Result<Option<Lease>, LockError> {
-        let Some(raw) = self.storage.get_opt(&self.key).await? else { return Ok(None) };
-        let lease: Lease = serde_json::from_slice(&raw).map_err(|e| self.unreadable(e.to_string()))?;
+        let Some(raw) = self.storage.get_opt(&self.key).await? else {
+            return Ok(None);
+        };
+        let lease: Lease =
+            serde_json::from_slice(&raw).map_err(|e| self.unreadable(e.to_string()))?;
         if lease.format != LEASE_FORMAT {
-            return Err(self.unreadable(format!("format '{}', expected '{LEASE_FORMAT}'", lease.format)));
+            return Err(self.unreadable(format!(
+                "format '{}', expected '{LEASE_FORMAT}'",
+                lease.format
+            )));
         }
         Ok(Some(lease))
     }
 
     fn unreadable(&self, message: String) -> LockError {
-        LockError::Unreadable { location: self.storage.to_string(), key: self.key.clone(), message }
+        LockError::Unreadable {
+            location: self.storage.to_string(),
+            key: self.key.clone(),
+            message,
+        }
     }
 
     fn held(&self, current: Lease) -> LockError {
@@ -174,13 +245,17 @@ impl Ctx {
             location: self.storage.to_string(),
             name: self.name.clone(),
             key: self.key.clone(),
-            holder: current.holder,
+            holder: Box::new(current.holder),
             expires_at: current.expires_at,
         }
     }
 
     fn lost(&self, why: impl Into<String>) -> LockError {
-        LockError::Lost { location: self.storage.to_string(), name: self.name.clone(), why: why.into() }
+        LockError::Lost {
+            location: self.storage.to_string(),
+            name: self.name.clone(),
+            why: why.into(),
+        }
     }
 
     /// Extends the lease if it is still ours; returns the new expiry.
@@ -224,9 +299,16 @@ pub struct LockGuard {
 
 impl LockGuard {
     fn start(ctx: Ctx, expires_at: DateTime<Utc>) -> LockGuard {
-        let state = Arc::new(Mutex::new(State { expires_at, lost: None }));
+        let state = Arc::new(Mutex::new(State {
+            expires_at,
+            lost: None,
+        }));
         let renewer = tokio::spawn(renew_loop(ctx.clone(), state.clone()));
-        LockGuard { ctx, state, renewer: Some(renewer) }
+        LockGuard {
+            ctx,
+            state,
+            renewer: Some(renewer),
+        }
     }
 
     /// The lease's token (what identifies this holder in the lock object).
@@ -242,7 +324,10 @@ impl LockGuard {
             return Err(self.ctx.lost(why.clone()));
         }
         if Utc::now() >= state.expires_at {
-            return Err(self.ctx.lost(format!("its lease expired at {} before it could be renewed", state.expires_at)));
+            return Err(self.ctx.lost(format!(
+                "its lease expired at {} before it could be renewed",
+                state.expires_at
+            )));
         }
         Ok(())
     }
@@ -296,7 +381,9 @@ async fn renew_loop(ctx: Ctx, state: Arc<Mutex<State>>) {
 }
 
 fn expiry(ttl: Duration) -> DateTime<Utc> {
-    Utc::now().checked_add_signed(chrono_duration(ttl)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    Utc::now()
+        .checked_add_signed(chrono_duration(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
@@ -320,9 +407,22 @@ mod tests {
     const TTL: Duration = Duration::from_secs(600);
 
     async fn plant(storage: &Storage, name: &str, token: &str, expires_at: DateTime<Utc>) {
-        let holder = LockHolder { host: "elsewhere".into(), pid: 4242, command: "pgvault backup".into(), started: Utc::now() };
-        let lease = Lease { format: LEASE_FORMAT.into(), token: token.into(), holder, expires_at };
-        storage.put(&layout::lock_key(name), lease.encode()).await.unwrap();
+        let holder = LockHolder {
+            host: "elsewhere".into(),
+            pid: 4242,
+            command: "pgvault backup".into(),
+            started: Utc::now(),
+        };
+        let lease = Lease {
+            format: LEASE_FORMAT.into(),
+            token: token.into(),
+            holder,
+            expires_at,
+        };
+        storage
+            .put(&layout::lock_key(name), lease.encode())
+            .await
+            .unwrap();
     }
 
     async fn token_in_store(storage: &Storage, name: &str) -> Option<String> {
@@ -333,8 +433,13 @@ mod tests {
     #[tokio::test]
     async fn second_acquire_fails_and_names_the_holder() {
         let s = Storage::memory();
-        let first = RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.unwrap();
-        let err = RepoLock::acquire(&s, "backup", TTL, "pgvault backup --full").await.err().unwrap();
+        let first = RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
+            .await
+            .unwrap();
+        let err = RepoLock::acquire(&s, "backup", TTL, "pgvault backup --full")
+            .await
+            .err()
+            .unwrap();
         match &err {
             LockError::Held { holder, .. } => {
                 assert_eq!(holder.command, "pgvault backup");
@@ -343,63 +448,135 @@ mod tests {
             other => panic!("expected Held, got {other}"),
         }
         let text = err.to_string();
-        assert!(text.contains("pgvault backup") && text.contains("locks/backup") && text.contains("Wait"), "{text}");
+        assert!(
+            text.contains("pgvault backup")
+                && text.contains("locks/backup")
+                && text.contains("Wait"),
+            "{text}"
+        );
         // Another lock name is independent.
-        let other = RepoLock::acquire(&s, "expire", TTL, "pgvault expire").await.unwrap();
+        let other = RepoLock::acquire(&s, "expire", TTL, "pgvault expire")
+            .await
+            .unwrap();
         first.check().unwrap();
         first.release().await.unwrap();
         other.release().await.unwrap();
-        assert_eq!(token_in_store(&s, "backup").await, None, "release deletes the lease");
-        RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.unwrap().release().await.unwrap();
+        assert_eq!(
+            token_in_store(&s, "backup").await,
+            None,
+            "release deletes the lease"
+        );
+        RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn an_expired_lease_is_taken_over_a_live_one_is_not() {
         let s = Storage::memory();
-        plant(&s, "backup", "crashed", Utc::now() - chrono::Duration::hours(2)).await;
-        let g = RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.unwrap();
-        assert_eq!(token_in_store(&s, "backup").await.as_deref(), Some(g.token()));
+        plant(
+            &s,
+            "backup",
+            "crashed",
+            Utc::now() - chrono::Duration::hours(2),
+        )
+        .await;
+        let g = RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
+            .await
+            .unwrap();
+        assert_eq!(
+            token_in_store(&s, "backup").await.as_deref(),
+            Some(g.token())
+        );
         g.release().await.unwrap();
 
         // Expired, but within the clock-skew margin: still held.
-        plant(&s, "backup", "recent", Utc::now() - chrono::Duration::seconds(5)).await;
-        let err = RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.err().unwrap();
+        plant(
+            &s,
+            "backup",
+            "recent",
+            Utc::now() - chrono::Duration::seconds(5),
+        )
+        .await;
+        let err = RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, LockError::Held { .. }), "{err}");
-        assert_eq!(token_in_store(&s, "backup").await.as_deref(), Some("recent"));
+        assert_eq!(
+            token_in_store(&s, "backup").await.as_deref(),
+            Some("recent")
+        );
     }
 
     #[tokio::test]
     async fn release_by_the_wrong_token_does_not_delete() {
         let s = Storage::memory();
-        let g = RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.unwrap();
+        let g = RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
+            .await
+            .unwrap();
         // The lease was taken over by another run (e.g. this one was paused past its expiry).
-        plant(&s, "backup", "someone-else", Utc::now() + chrono::Duration::hours(1)).await;
+        plant(
+            &s,
+            "backup",
+            "someone-else",
+            Utc::now() + chrono::Duration::hours(1),
+        )
+        .await;
         g.release().await.unwrap();
-        assert_eq!(token_in_store(&s, "backup").await.as_deref(), Some("someone-else"));
+        assert_eq!(
+            token_in_store(&s, "backup").await.as_deref(),
+            Some("someone-else")
+        );
     }
 
     #[tokio::test]
     async fn renewal_keeps_the_lease_and_notices_a_takeover() {
         let s = Storage::memory();
         let ttl = Duration::from_millis(300);
-        let g = acquire_with_margin(&s, "backup", ttl, "pgvault backup", Duration::ZERO).await.unwrap();
+        let g = acquire_with_margin(&s, "backup", ttl, "pgvault backup", Duration::ZERO)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(1000)).await;
         g.check().unwrap();
-        let err = acquire_with_margin(&s, "backup", ttl, "other", Duration::ZERO).await.err().unwrap();
-        assert!(matches!(err, LockError::Held { .. }), "a renewed lease must not be taken over: {err}");
+        let err = acquire_with_margin(&s, "backup", ttl, "other", Duration::ZERO)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, LockError::Held { .. }),
+            "a renewed lease must not be taken over: {err}"
+        );
 
-        plant(&s, "backup", "thief", Utc::now() + chrono::Duration::hours(1)).await;
+        plant(
+            &s,
+            "backup",
+            "thief",
+            Utc::now() + chrono::Duration::hours(1),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(matches!(g.check(), Err(LockError::Lost { .. })));
         drop(g);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(token_in_store(&s, "backup").await.as_deref(), Some("thief"), "a lost lease is never deleted");
+        assert_eq!(
+            token_in_store(&s, "backup").await.as_deref(),
+            Some("thief"),
+            "a lost lease is never deleted"
+        );
     }
 
     #[tokio::test]
     async fn dropping_the_guard_releases_in_the_background() {
         let s = Storage::memory();
-        drop(RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.unwrap());
+        drop(
+            RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
+                .await
+                .unwrap(),
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(token_in_store(&s, "backup").await, None);
     }
@@ -407,9 +584,17 @@ mod tests {
     #[tokio::test]
     async fn bad_names_and_unreadable_leases_are_errors() {
         let s = Storage::memory();
-        assert!(matches!(RepoLock::acquire(&s, "../x", TTL, "c").await, Err(LockError::BadName(_))));
-        s.put(&layout::lock_key("backup"), Bytes::from_static(b"garbage")).await.unwrap();
-        let err = RepoLock::acquire(&s, "backup", TTL, "c").await.err().unwrap();
+        assert!(matches!(
+            RepoLock::acquire(&s, "../x", TTL, "c").await,
+            Err(LockError::BadName(_))
+        ));
+        s.put(&layout::lock_key("backup"), Bytes::from_static(b"garbage"))
+            .await
+            .unwrap();
+        let err = RepoLock::acquire(&s, "backup", TTL, "c")
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, LockError::Unreadable { .. }), "{err}");
     }
 }
