@@ -23,6 +23,12 @@
 //! retried the same way but then stops recovery (126): at promotion PostgreSQL asks for history
 //! files to choose a new timeline id, and a false "missing" would make it reuse an id that exists.
 //! Nothing of this runs on the happy path: `standby.signal` is only looked at after a failure.
+//!
+//! Caveat: with `recovery_target_timeline = 'latest'` (PostgreSQL's default) a standby that has
+//! run out of WAL also asks for the next timeline's `.history` file on every retry cycle
+//! (PostgreSQL's `rescanLatestTimeLine`), and nothing tells that probe apart from the one at
+//! promotion. An outage longer than the retries therefore still stops such a standby (126);
+//! one following `recovery_target_timeline = 'current'` keeps running.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
