@@ -131,7 +131,8 @@ impl OperationError {
             } => Some((*bucket_word, bucket.as_str())),
             _ => None,
         };
-        let lower = self.detail.to_lowercase();
+        // object_store's retry text always names its `retry_timeout` setting: not a timeout.
+        let lower = self.detail.to_lowercase().replace("retry_timeout", "");
         match (self.status, bucket) {
             (Some(401 | 403), Some((word, b))) => return format!(
                 "check the credentials ([repository] keys or the environment) and that they grant list, read, write and delete on {word} '{b}' (see docs/storage-*.md for the permissions pgvault needs)"
@@ -251,7 +252,8 @@ pub(super) fn classify(
     if chain_is_transient(e) {
         return K::Transient;
     }
-    let lower = error_text(e).to_lowercase();
+    // object_store's retry text always names its `retry_timeout` setting: not a timeout.
+    let lower = error_text(e).to_lowercase().replace("retry_timeout", "");
     if lower.contains("slowdown")
         || lower.contains("slow down")
         || lower.contains("too many requests")
@@ -503,5 +505,17 @@ mod tests {
             ..OperationError::new(K::Permanent, "file:///r", "write", "k", "disk full")
         };
         assert!(local.to_string().contains("check free space"), "{local}");
+        let reset = OperationError::new(
+            K::Transient,
+            "s3://b",
+            "read",
+            "k",
+            "Error performing GET http://x in 1ms, after 1 retries, max_retries: 1, retry_timeout: 5s - HTTP error: connection error: Connection reset by peer",
+        );
+        let text = reset.to_string();
+        assert!(
+            text.contains("cannot reach the store") && !text.contains("timed out"),
+            "{text}"
+        );
     }
 }
