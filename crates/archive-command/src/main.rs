@@ -23,6 +23,12 @@
 //! retried the same way but then stops recovery (126): at promotion PostgreSQL asks for history
 //! files to choose a new timeline id, and a false "missing" would make it reuse an id that exists.
 //! Nothing of this runs on the happy path: `standby.signal` is only looked at after a failure.
+//!
+//! Caveat: with `recovery_target_timeline = 'latest'` (PostgreSQL's default) a standby that has
+//! run out of WAL also asks for the next timeline's `.history` file on every retry cycle
+//! (PostgreSQL's `rescanLatestTimeLine`), and nothing tells that probe apart from the one at
+//! promotion. An outage longer than the retries therefore still stops such a standby (126);
+//! one following `recovery_target_timeline = 'current'` keeps running.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,11 +70,16 @@ fn main() -> ExitCode {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            _ if a.starts_with("--config=") => config_path = Some(PathBuf::from(&a["--config=".len()..])),
+            _ if a.starts_with("--config=") => {
+                config_path = Some(PathBuf::from(&a["--config=".len()..]))
+            }
             _ => rest.push(a),
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgvault-archive: cannot start: {e}");
@@ -77,7 +88,9 @@ fn main() -> ExitCode {
     };
     match rest.as_slice() {
         [cmd, path] if cmd == "push" => rt.block_on(push(config_path.as_deref(), Path::new(path))),
-        [cmd, name, dest] if cmd == "fetch" => rt.block_on(fetch(config_path.as_deref(), name, Path::new(dest))),
+        [cmd, name, dest] if cmd == "fetch" => {
+            rt.block_on(fetch(config_path.as_deref(), name, Path::new(dest)))
+        }
         [] => usage("no command given"),
         _ => usage("unexpected arguments"),
     }
@@ -104,18 +117,26 @@ async fn push(config_path: Option<&Path>, path: &Path) -> ExitCode {
         let (codec, wal_path) = (Repository::codec_for(&config), path.to_path_buf());
         let prepare = std::thread::spawn(move || archive::prepare_push(&wal_path, &codec));
         let repo = Repository::open(&config).await;
-        let wal = prepare.join().map_err(|_| anyhow::anyhow!("the compression thread panicked"))??;
+        let wal = prepare
+            .join()
+            .map_err(|_| anyhow::anyhow!("the compression thread panicked"))??;
         Ok::<_, anyhow::Error>(archive::push_prepared(&repo?, wal).await?)
     }
     .await;
     match result {
         Ok(PushOutcome::Stored { .. }) => ExitCode::SUCCESS,
         Ok(PushOutcome::AlreadyArchived) => {
-            eprintln!("pgvault-archive: {} was already archived with identical content", path.display());
+            eprintln!(
+                "pgvault-archive: {} was already archived with identical content",
+                path.display()
+            );
             ExitCode::SUCCESS
         }
         Ok(PushOutcome::Repaired) => {
-            eprintln!("pgvault-archive: {}: replaced an unreadable archived copy", path.display());
+            eprintln!(
+                "pgvault-archive: {}: replaced an unreadable archived copy",
+                path.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -142,7 +163,8 @@ async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitCode 
             Err(e) => e,
         };
         let kind = storage_kind(&e);
-        let standby = kind.is_some_and(StorageErrorKind::is_unavailable) && Path::new(STANDBY_SIGNAL).exists();
+        let standby = kind.is_some_and(StorageErrorKind::is_unavailable)
+            && Path::new(STANDBY_SIGNAL).exists();
         match verdict(kind, standby, is_history(name), attempt < STANDBY_ATTEMPTS) {
             Verdict::Retry => {
                 eprintln!(
@@ -152,7 +174,9 @@ async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitCode 
                 tokio::time::sleep(STANDBY_RETRY_DELAY).await;
                 attempt += 1;
             }
-            Verdict::Missing if kind == Some(StorageErrorKind::NotFound) => return ExitCode::from(FETCH_MISSING),
+            Verdict::Missing if kind == Some(StorageErrorKind::NotFound) => {
+                return ExitCode::from(FETCH_MISSING)
+            }
             Verdict::Missing => {
                 eprintln!("pgvault-archive: fetch {name}: the repository is still unavailable after {STANDBY_ATTEMPTS} attempts ({e}); reporting {name} as not yet available so that this standby keeps running and asks again");
                 return ExitCode::from(FETCH_MISSING);
@@ -163,7 +187,12 @@ async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitCode 
 }
 
 /// One attempt: opens the repository unless an earlier attempt did, then fetches.
-async fn fetch_once(config: &Config, repo: &mut Option<Repository>, name: &str, dest: &Path) -> Result<FetchOutcome, ArchiveError> {
+async fn fetch_once(
+    config: &Config,
+    repo: &mut Option<Repository>,
+    name: &str,
+    dest: &Path,
+) -> Result<FetchOutcome, ArchiveError> {
     let opened = match repo.take() {
         Some(r) => r,
         None => Repository::open(config).await?,
@@ -181,13 +210,16 @@ fn fetch_failed(name: &str, e: &anyhow::Error) -> ExitCode {
 /// The storage error kind behind a failed fetch, if the store is what failed.
 fn storage_kind(e: &ArchiveError) -> Option<StorageErrorKind> {
     match e {
-        ArchiveError::Storage(s) | ArchiveError::Repository(RepositoryError::Storage(s)) => Some(s.kind()),
+        ArchiveError::Storage(s) | ArchiveError::Repository(RepositoryError::Storage(s)) => {
+            Some(s.kind())
+        }
         _ => None,
     }
 }
 
 fn is_history(name: &str) -> bool {
-    pgvault_core::wal::WalFileName::parse(name).is_ok_and(|n| n.kind == pgvault_core::wal::WalKind::History)
+    pgvault_core::wal::WalFileName::parse(name)
+        .is_ok_and(|n| n.kind == pgvault_core::wal::WalKind::History)
 }
 
 /// What to do about a failed fetch attempt.
@@ -229,10 +261,22 @@ mod tests {
     fn standby_waits_out_a_store_that_is_down() {
         for k in [K::Transient, K::Throttled] {
             assert_eq!(verdict(Some(k), true, false, true), Verdict::Retry);
-            assert_eq!(verdict(Some(k), true, false, false), Verdict::Missing, "segment: not yet available");
+            assert_eq!(
+                verdict(Some(k), true, false, false),
+                Verdict::Missing,
+                "segment: not yet available"
+            );
             assert_eq!(verdict(Some(k), true, true, true), Verdict::Retry);
-            assert_eq!(verdict(Some(k), true, true, false), Verdict::Fatal, "history: never a false 'missing'");
-            assert_eq!(verdict(Some(k), false, false, true), Verdict::Fatal, "outside standby mode a failure stops recovery");
+            assert_eq!(
+                verdict(Some(k), true, true, false),
+                Verdict::Fatal,
+                "history: never a false 'missing'"
+            );
+            assert_eq!(
+                verdict(Some(k), false, false, true),
+                Verdict::Fatal,
+                "outside standby mode a failure stops recovery"
+            );
         }
     }
 
@@ -244,16 +288,35 @@ mod tests {
             }
             // Corruption, wrong passphrase, foreign WAL: not storage errors.
             assert_eq!(verdict(None, standby, false, true), Verdict::Fatal);
-            assert_eq!(verdict(Some(K::NotFound), standby, true, false), Verdict::Missing);
+            assert_eq!(
+                verdict(Some(K::NotFound), standby, true, false),
+                Verdict::Missing
+            );
         }
     }
 
     #[test]
     fn finds_the_storage_kind_through_the_typed_chain() {
-        let down = || StorageError::from(OperationError::new(K::Transient, "s3://b", "read", "wal/x", "connection refused"));
-        assert_eq!(storage_kind(&ArchiveError::Storage(down())), Some(K::Transient));
-        assert_eq!(storage_kind(&ArchiveError::Repository(RepositoryError::Storage(down()))), Some(K::Transient));
-        let corrupt = ArchiveError::Repository(RepositoryError::PassphraseRequired { location: "s3://b".into() });
+        let down = || {
+            StorageError::from(OperationError::new(
+                K::Transient,
+                "s3://b",
+                "read",
+                "wal/x",
+                "connection refused",
+            ))
+        };
+        assert_eq!(
+            storage_kind(&ArchiveError::Storage(down())),
+            Some(K::Transient)
+        );
+        assert_eq!(
+            storage_kind(&ArchiveError::Repository(RepositoryError::Storage(down()))),
+            Some(K::Transient)
+        );
+        let corrupt = ArchiveError::Repository(RepositoryError::PassphraseRequired {
+            location: "s3://b".into(),
+        });
         assert_eq!(storage_kind(&corrupt), None);
     }
 

@@ -24,15 +24,31 @@ pub const PASSPHRASE_ENV: &str = "PGVAULT_PASSPHRASE";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source} (give the file with --config or {CONFIG_ENV})")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("configuration file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("configuration file {path}: key {key}: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     #[error("{what} {path} is readable by group or others (mode {mode:o}); it holds secrets: run `chmod 600 {path}`{hint}")]
-    LoosePermissions { what: &'static str, path: PathBuf, mode: u32, hint: &'static str },
+    LoosePermissions {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+        hint: &'static str,
+    },
     #[error("cannot read {what} {path}: {source}")]
-    ReadSecret { what: &'static str, path: PathBuf, source: std::io::Error },
+    ReadSecret {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{what} {path} is empty")]
     EmptySecret { what: &'static str, path: PathBuf },
 }
@@ -209,7 +225,11 @@ pub struct CompressionConfig {
 
 impl Default for CompressionConfig {
     fn default() -> Self {
-        CompressionConfig { algorithm: default_algorithm(), level: default_level(), threads: 0 }
+        CompressionConfig {
+            algorithm: default_algorithm(),
+            level: default_level(),
+            threads: 0,
+        }
     }
 }
 
@@ -267,7 +287,10 @@ pub struct RestoreConfig {
 
 impl Default for RestoreConfig {
     fn default() -> Self {
-        RestoreConfig { parallel: default_parallel(), archive_command_path: None }
+        RestoreConfig {
+            parallel: default_parallel(),
+            archive_command_path: None,
+        }
     }
 }
 
@@ -324,8 +347,10 @@ impl Config {
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         let path = Self::locate(explicit);
         let path = std::path::absolute(&path).unwrap_or(path);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let mut config = Self::parse(&text, &path)?;
         config.source = path;
         config.check_file_permissions()?;
@@ -345,7 +370,11 @@ impl Config {
     }
 
     fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { path: self.source.clone(), key: key.into(), message: message.into() }
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -358,16 +387,25 @@ impl Config {
         }
         let r = &self.repository;
         if r.request_timeout == 0 || r.request_timeout > 3600 {
-            return Err(self.invalid("repository.request_timeout", "must be between 1 and 3600 seconds"));
+            return Err(self.invalid(
+                "repository.request_timeout",
+                "must be between 1 and 3600 seconds",
+            ));
         }
         if r.connect_timeout == 0 || r.connect_timeout > 600 {
-            return Err(self.invalid("repository.connect_timeout", "must be between 1 and 600 seconds"));
+            return Err(self.invalid(
+                "repository.connect_timeout",
+                "must be between 1 and 600 seconds",
+            ));
         }
         if r.retry_max > 100 {
             return Err(self.invalid("repository.retry_max", "must be at most 100"));
         }
         if r.retry_timeout == 0 || r.retry_timeout > 86400 {
-            return Err(self.invalid("repository.retry_timeout", "must be between 1 and 86400 seconds"));
+            return Err(self.invalid(
+                "repository.retry_timeout",
+                "must be between 1 and 86400 seconds",
+            ));
         }
         match self.compression.algorithm.as_str() {
             "zstd" => {
@@ -395,7 +433,9 @@ impl Config {
                 ))
             }
         }
-        if self.encryption.cipher.as_deref() == Some("none") && self.encryption.passphrase_file.is_some() {
+        if self.encryption.cipher.as_deref() == Some("none")
+            && self.encryption.passphrase_file.is_some()
+        {
             return Err(self.invalid(
                 "encryption.passphrase_file",
                 "is set while cipher = \"none\": remove one of them",
@@ -419,7 +459,11 @@ impl Config {
             || self.repository.session_token.is_some()
             || self.repository.access_key.is_some();
         if holds_secrets {
-            match check_private(&self.source, "configuration file", " (or move the secrets to environment variables)") {
+            match check_private(
+                &self.source,
+                "configuration file",
+                " (or move the secrets to environment variables)",
+            ) {
                 Ok(()) => {}
                 Err(e @ ConfigError::LoosePermissions { .. }) => self.warnings.push(e.to_string()),
                 Err(e) => return Err(e),
@@ -445,7 +489,9 @@ impl Config {
                 return Ok(Some(Zeroizing::new(v.as_bytes().to_vec())));
             }
         }
-        let Some(path) = &self.encryption.passphrase_file else { return Ok(None) };
+        let Some(path) = &self.encryption.passphrase_file else {
+            return Ok(None);
+        };
         let path = self.relative_to_config(path);
         check_private(&path, "passphrase file", "")?;
         let raw = std::fs::read(&path).map_err(|source| ConfigError::ReadSecret {
@@ -460,7 +506,10 @@ impl Config {
             end -= 1;
         }
         if end == 0 {
-            return Err(ConfigError::EmptySecret { what: "passphrase file", path });
+            return Err(ConfigError::EmptySecret {
+                what: "passphrase file",
+                path,
+            });
         }
         Ok(Some(Zeroizing::new(raw[..end].to_vec())))
     }
@@ -470,13 +519,20 @@ impl Config {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.source.parent().map(|d| d.join(p)).unwrap_or_else(|| p.to_path_buf())
+            self.source
+                .parent()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|| p.to_path_buf())
         }
     }
 }
 
 /// Refuses a secret-bearing file that group or others may read.
-pub fn check_private(path: &Path, what: &'static str, hint: &'static str) -> Result<(), ConfigError> {
+pub fn check_private(
+    path: &Path,
+    what: &'static str,
+    hint: &'static str,
+) -> Result<(), ConfigError> {
     let meta = std::fs::metadata(path).map_err(|source| ConfigError::ReadSecret {
         what,
         path: path.to_path_buf(),
@@ -484,7 +540,12 @@ pub fn check_private(path: &Path, what: &'static str, hint: &'static str) -> Res
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(ConfigError::LoosePermissions { what, path: path.to_path_buf(), mode, hint });
+        return Err(ConfigError::LoosePermissions {
+            what,
+            path: path.to_path_buf(),
+            mode,
+            hint,
+        });
     }
     Ok(())
 }
@@ -526,12 +587,16 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
         assert_eq!(c.postgres.port, 55432);
         assert_eq!(c.repository.url, "s3://pgvault/bench");
         assert_eq!(c.compression.level, 3);
-        assert!(!format!("{c:?}").contains("benchsecret"), "secrets must not reach Debug output");
+        assert!(
+            !format!("{c:?}").contains("benchsecret"),
+            "secrets must not reach Debug output"
+        );
     }
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let err = parse("[postgres]\nhots = \"x\"\n[repository]\nurl = \"file:///r\"\n").unwrap_err();
+        let err =
+            parse("[postgres]\nhots = \"x\"\n[repository]\nurl = \"file:///r\"\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("/etc/pgvault/test.toml"), "{msg}");
         assert!(msg.contains("hots"), "{msg}");
@@ -546,9 +611,13 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
     #[test]
     fn bad_values_are_rejected_with_the_key() {
         let base = "[postgres]\n[repository]\nurl = \"file:///r\"\n";
-        let err = parse(&format!("{base}[compression]\nlevel = 40\n")).unwrap_err().to_string();
+        let err = parse(&format!("{base}[compression]\nlevel = 40\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("compression.level"), "{err}");
-        let err = parse(&format!("{base}[compression]\nalgorithm = \"lz5\"\n")).unwrap_err().to_string();
+        let err = parse(&format!("{base}[compression]\nalgorithm = \"lz5\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("compression.algorithm"), "{err}");
         let err = parse("[postgres]\nsslmode = \"maybe\"\n[repository]\nurl = \"file:///r\"\n")
             .unwrap_err()
@@ -559,13 +628,17 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
     #[test]
     fn every_sslmode_the_client_supports_is_accepted() {
         for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
-            let text = format!("[postgres]\nsslmode = \"{mode}\"\n[repository]\nurl = \"file:///r\"\n");
+            let text =
+                format!("[postgres]\nsslmode = \"{mode}\"\n[repository]\nurl = \"file:///r\"\n");
             assert!(parse(&text).is_ok(), "sslmode {mode} refused");
         }
         let err = parse("[postgres]\nsslmode = \"allow\"\n[repository]\nurl = \"file:///r\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("postgres.sslmode") && err.contains("prefer"), "{err}");
+        assert!(
+            err.contains("postgres.sslmode") && err.contains("prefer"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -581,9 +654,15 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
         let c = parse(&text).unwrap();
         // The environment variable would take precedence; this test relies on it being unset.
         if std::env::var_os(PASSPHRASE_ENV).is_none() {
-            assert!(matches!(c.passphrase(), Err(ConfigError::LoosePermissions { .. })));
+            assert!(matches!(
+                c.passphrase(),
+                Err(ConfigError::LoosePermissions { .. })
+            ));
             std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
-            assert_eq!(&c.passphrase().unwrap().unwrap()[..], b"correct horse battery staple");
+            assert_eq!(
+                &c.passphrase().unwrap().unwrap()[..],
+                b"correct horse battery staple"
+            );
         }
     }
 

@@ -54,7 +54,10 @@ pub(crate) fn client_config(
                 // checked.
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Verifier::new(Policy::ChainOnly(webpki), provider))
+                    .with_custom_certificate_verifier(Verifier::new(
+                        Policy::ChainOnly(webpki),
+                        provider,
+                    ))
                     .with_no_client_auth()
             }
         }

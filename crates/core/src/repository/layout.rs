@@ -45,6 +45,11 @@ pub fn bundle_key(id: &str, bundle: u32) -> String {
     format!("{BACKUPS_PREFIX}/{id}/bundles/{bundle:06}")
 }
 
+/// A repository lock's lease object (see [`super::lock`]): `locks/<name>`.
+pub fn lock_key(name: &str) -> String {
+    format!("locks/{name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

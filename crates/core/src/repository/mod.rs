@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod layout;
+pub mod lock;
 pub mod meta;
 
 use std::sync::Arc;

@@ -63,7 +63,11 @@ impl CloudUrl {
             "s3" => CloudKind::S3,
             "gs" => CloudKind::Gcs,
             "az" => CloudKind::Azure,
-            other => return Err(format!("unknown scheme '{other}://': use file:///path, s3://, gs:// or az://")),
+            other => {
+                return Err(format!(
+                    "unknown scheme '{other}://': use file:///path, s3://, gs:// or az://"
+                ))
+            }
         };
         let word = kind.bucket_word();
         if rest.contains(['?', '#']) {
@@ -78,7 +82,8 @@ impl CloudUrl {
                 "'{bucket}' is not a {word} name (no user, host or port here: set [repository] endpoint for a non-default server)"
             ));
         }
-        let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_');
+        let valid =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_');
         if !bucket.chars().all(valid) || bucket.len() < 3 || bucket.len() > 222 {
             return Err(format!(
                 "'{bucket}' is not a valid {word} name (3 to 63 lower-case letters, digits, '-', '.' or '_')"
@@ -86,9 +91,15 @@ impl CloudUrl {
         }
         let prefix = prefix.trim_matches('/');
         if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
-            return Err(format!("prefix '{prefix}' must not contain empty, '.' or '..' segments"));
+            return Err(format!(
+                "prefix '{prefix}' must not contain empty, '.' or '..' segments"
+            ));
         }
-        Ok(CloudUrl { kind, bucket: bucket.to_string(), prefix: prefix.to_string() })
+        Ok(CloudUrl {
+            kind,
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        })
     }
 
     /// `s3://bucket/prefix`, for messages.
@@ -121,7 +132,9 @@ fn client_options(cfg: &RepositoryConfig) -> ClientOptions {
 }
 
 fn connector(cfg: &RepositoryConfig) -> Result<Option<CaFileConnector>, String> {
-    let Some(path) = &cfg.ca_file else { return Ok(None) };
+    let Some(path) = &cfg.ca_file else {
+        return Ok(None);
+    };
     let certs = read_ca_file(path)?;
     let tls = client_config(certs, path)?;
     Ok(Some(CaFileConnector {
@@ -167,13 +180,20 @@ pub fn build(cfg: &RepositoryConfig, url: &CloudUrl) -> Result<Arc<dyn ObjectSto
                 // Over HTTPS the body is protected by TLS and every object by its own AEAD, so
                 // signing a SHA-256 of each payload (a full extra pass over the data) buys
                 // nothing; over plain HTTP the payload stays signed.
-                .with_unsigned_payload(!cfg.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
+                .with_unsigned_payload(
+                    !cfg.endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
+                );
             if let Some(ep) = &cfg.endpoint {
                 b = b.with_endpoint(ep.trim_end_matches('/'));
             }
             if let Some(r) = &cfg.region {
                 b = b.with_region(r);
-            } else if cfg.endpoint.is_some() && std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+            } else if cfg.endpoint.is_some()
+                && std::env::var_os("AWS_REGION").is_none()
+                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+            {
                 // S3-compatible servers mostly ignore the region, but requests must be signed for one.
                 b = b.with_region("us-east-1");
             }
@@ -198,7 +218,10 @@ pub fn build(cfg: &RepositoryConfig, url: &CloudUrl) -> Result<Arc<dyn ObjectSto
                 .with_retry(retry);
             if let Some(p) = &cfg.service_account_file {
                 if !p.is_file() {
-                    return Err(format!("service_account_file {} does not exist", p.display()));
+                    return Err(format!(
+                        "service_account_file {} does not exist",
+                        p.display()
+                    ));
                 }
                 b = b.with_service_account_path(p.display().to_string());
             }
@@ -242,12 +265,21 @@ mod tests {
     #[test]
     fn parses_bucket_and_prefix() {
         let u = CloudUrl::parse("s3://pgvault/bench").unwrap();
-        assert_eq!((u.kind, u.bucket.as_str(), u.prefix.as_str()), (CloudKind::S3, "pgvault", "bench"));
+        assert_eq!(
+            (u.kind, u.bucket.as_str(), u.prefix.as_str()),
+            (CloudKind::S3, "pgvault", "bench")
+        );
         let u = CloudUrl::parse("gs://my-bucket/a/b/c/").unwrap();
-        assert_eq!((u.kind, u.bucket.as_str(), u.prefix.as_str()), (CloudKind::Gcs, "my-bucket", "a/b/c"));
+        assert_eq!(
+            (u.kind, u.bucket.as_str(), u.prefix.as_str()),
+            (CloudKind::Gcs, "my-bucket", "a/b/c")
+        );
         assert_eq!(u.display(), "gs://my-bucket/a/b/c");
         let u = CloudUrl::parse("az://backups").unwrap();
-        assert_eq!((u.kind, u.bucket.as_str(), u.prefix.as_str()), (CloudKind::Azure, "backups", ""));
+        assert_eq!(
+            (u.kind, u.bucket.as_str(), u.prefix.as_str()),
+            (CloudKind::Azure, "backups", "")
+        );
         assert_eq!(u.display(), "az://backups");
         let u = CloudUrl::parse("s3://b.example-1/").unwrap();
         assert_eq!(u.prefix, "");

@@ -29,7 +29,10 @@ pub enum StorageErrorKind {
 impl StorageErrorKind {
     /// Whether the store is down or busy rather than the request wrong: waiting may help.
     pub fn is_unavailable(self) -> bool {
-        matches!(self, StorageErrorKind::Throttled | StorageErrorKind::Transient)
+        matches!(
+            self,
+            StorageErrorKind::Throttled | StorageErrorKind::Transient
+        )
     }
 }
 
@@ -71,7 +74,12 @@ pub enum Backend {
     /// The local-disk repository.
     Local,
     /// A cloud bucket: where exactly the object lives.
-    Cloud { bucket_word: &'static str, bucket: String, object: String, endpoint: Option<String> },
+    Cloud {
+        bucket_word: &'static str,
+        bucket: String,
+        object: String,
+        endpoint: Option<String>,
+    },
     /// A store wrapped by a caller (tests, in-memory).
     Other,
 }
@@ -96,7 +104,13 @@ pub struct OperationError {
 impl OperationError {
     /// An error of `kind` with no HTTP status and a generic backend (tests, and errors pgvault
     /// itself decides on, such as a download cut off too often).
-    pub fn new(kind: StorageErrorKind, store: &str, op: &'static str, key: &str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        kind: StorageErrorKind,
+        store: &str,
+        op: &'static str,
+        key: &str,
+        detail: impl Into<String>,
+    ) -> Self {
         OperationError {
             kind,
             store: store.to_string(),
@@ -110,10 +124,15 @@ impl OperationError {
 
     fn hint(&self) -> String {
         let bucket = match &self.backend {
-            Backend::Cloud { bucket_word, bucket, .. } => Some((*bucket_word, bucket.as_str())),
+            Backend::Cloud {
+                bucket_word,
+                bucket,
+                ..
+            } => Some((*bucket_word, bucket.as_str())),
             _ => None,
         };
-        let lower = self.detail.to_lowercase();
+        // object_store's retry text always names its `retry_timeout` setting: not a timeout.
+        let lower = self.detail.to_lowercase().replace("retry_timeout", "");
         match (self.status, bucket) {
             (Some(401 | 403), Some((word, b))) => return format!(
                 "check the credentials ([repository] keys or the environment) and that they grant list, read, write and delete on {word} '{b}' (see docs/storage-*.md for the permissions pgvault needs)"
@@ -129,14 +148,16 @@ impl OperationError {
         if self.backend == Backend::Local {
             return "check free space, permissions and that the repository is owned by the user running pgvault".into();
         }
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("invalid peer") {
+        if lower.contains("certificate") || lower.contains("tls") || lower.contains("invalid peer")
+        {
             return "check [repository] ca_file (the CA, or the self-signed certificate, of the endpoint) and that the certificate names the endpoint's host".into();
         }
         if lower.contains("timed out") || lower.contains("timeout") {
             return "the request timed out; check the endpoint and the network ([repository] request_timeout, connect_timeout)".into();
         }
         if lower.contains("connect") || lower.contains("reset") || lower.contains("dns") {
-            return "cannot reach the store; check [repository] endpoint, DNS and the network".into();
+            return "cannot reach the store; check [repository] endpoint, DNS and the network"
+                .into();
         }
         match self.kind {
             StorageErrorKind::Transient => "check the network and the store's health".into(),
@@ -148,7 +169,13 @@ impl OperationError {
 impl fmt::Display for OperationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: cannot {} '{}': ", self.store, self.op, self.key)?;
-        if let Backend::Cloud { bucket_word, bucket, object, endpoint } = &self.backend {
+        if let Backend::Cloud {
+            bucket_word,
+            bucket,
+            object,
+            endpoint,
+        } = &self.backend
+        {
             write!(f, "{bucket_word} '{bucket}', object '{object}'")?;
             if let Some(ep) = endpoint {
                 write!(f, ", endpoint {ep}")?;
@@ -178,11 +205,23 @@ pub(super) fn bounded(text: &str) -> String {
 
 /// Whether `op` writes (a failed precondition there means the object is already there).
 fn is_write(op: &str) -> bool {
-    matches!(op, "write" | "start upload of" | "upload" | "complete upload of" | "probe conditional create with")
+    matches!(
+        op,
+        "write"
+            | "start upload of"
+            | "upload"
+            | "complete upload of"
+            | "probe conditional create with"
+    )
 }
 
 /// The kind of an object_store error. `status` is the HTTP status found in its text, if any.
-pub(super) fn classify(e: &object_store::Error, op: &str, status: Option<u16>, missing_bucket: bool) -> StorageErrorKind {
+pub(super) fn classify(
+    e: &object_store::Error,
+    op: &str,
+    status: Option<u16>,
+    missing_bucket: bool,
+) -> StorageErrorKind {
     use object_store::Error as E;
     use StorageErrorKind as K;
     if missing_bucket {
@@ -193,9 +232,18 @@ pub(super) fn classify(e: &object_store::Error, op: &str, status: Option<u16>, m
         E::AlreadyExists { .. } => return K::AlreadyExists,
         // A failed If-None-Match on a write: the object is there. On a read pinned by If-Match,
         // the object was replaced meanwhile: reading again gets the new one.
-        E::Precondition { .. } => return if is_write(op) { K::AlreadyExists } else { K::Transient },
+        E::Precondition { .. } => {
+            return if is_write(op) {
+                K::AlreadyExists
+            } else {
+                K::Transient
+            }
+        }
         E::Unauthenticated { .. } | E::PermissionDenied { .. } => return K::Auth,
-        E::NotModified { .. } | E::NotImplemented | E::NotSupported { .. } | E::InvalidPath { .. } => return K::Permanent,
+        E::NotModified { .. }
+        | E::NotImplemented
+        | E::NotSupported { .. }
+        | E::InvalidPath { .. } => return K::Permanent,
         _ => {}
     }
     if let Some(kind) = status.and_then(|s| kind_of_status(s, op)) {
@@ -204,13 +252,24 @@ pub(super) fn classify(e: &object_store::Error, op: &str, status: Option<u16>, m
     if chain_is_transient(e) {
         return K::Transient;
     }
-    let lower = error_text(e).to_lowercase();
-    if lower.contains("slowdown") || lower.contains("slow down") || lower.contains("too many requests") {
+    // object_store's retry text always names its `retry_timeout` setting: not a timeout.
+    let lower = error_text(e).to_lowercase().replace("retry_timeout", "");
+    if lower.contains("slowdown")
+        || lower.contains("slow down")
+        || lower.contains("too many requests")
+    {
         return K::Throttled;
     }
-    if ["timed out", "timeout", "connection reset", "connection refused", "broken pipe", "error sending request"]
-        .iter()
-        .any(|w| lower.contains(w))
+    if [
+        "timed out",
+        "timeout",
+        "connection reset",
+        "connection refused",
+        "broken pipe",
+        "error sending request",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
     {
         return K::Transient;
     }
@@ -238,7 +297,10 @@ fn chain_is_transient(e: &object_store::Error) -> bool {
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
             use object_store::client::HttpErrorKind as H;
-            if matches!(h.kind(), H::Connect | H::Request | H::Timeout | H::Interrupted) {
+            if matches!(
+                h.kind(),
+                H::Connect | H::Request | H::Timeout | H::Interrupted
+            ) {
                 return true;
             }
         }
@@ -298,7 +360,10 @@ pub(super) fn names_missing_bucket(text: &str) -> bool {
 pub(super) fn http_status(message: &str) -> Option<u16> {
     for marker in ["status code: ", "status: ", "HTTP status "] {
         if let Some(i) = message.find(marker) {
-            let digits: String = message[i + marker.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            let digits: String = message[i + marker.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
             if let Ok(n) = digits.parse::<u16>() {
                 if (100..600).contains(&n) {
                     return Some(n);
@@ -315,12 +380,17 @@ mod tests {
     use StorageErrorKind as K;
 
     fn generic(text: &str) -> object_store::Error {
-        object_store::Error::Generic { store: "S3", source: text.to_string().into() }
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.to_string().into(),
+        }
     }
 
     #[test]
     fn tells_a_missing_bucket_from_a_missing_object() {
-        assert!(names_missing_bucket("<Error><Code>NoSuchBucket</Code><BucketName>b</BucketName></Error>"));
+        assert!(names_missing_bucket(
+            "<Error><Code>NoSuchBucket</Code><BucketName>b</BucketName></Error>"
+        ));
         assert!(names_missing_bucket("<Code>ContainerNotFound</Code>"));
         assert!(!names_missing_bucket(
             "<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><BucketName>b</BucketName></Error>"
@@ -330,7 +400,10 @@ mod tests {
 
     #[test]
     fn finds_http_status() {
-        assert_eq!(http_status("Server returned non-2xx status code: 503 Service Unavailable: x"), Some(503));
+        assert_eq!(
+            http_status("Server returned non-2xx status code: 503 Service Unavailable: x"),
+            Some(503)
+        );
         assert_eq!(http_status("Client error with status 403 Forbidden"), None);
         assert_eq!(http_status("nothing"), None);
     }
@@ -338,7 +411,9 @@ mod tests {
     #[test]
     fn kinds_follow_the_status() {
         let c = |status: u16, op: &str| {
-            let e = generic(&format!("Server returned non-2xx status code: {status}: body"));
+            let e = generic(&format!(
+                "Server returned non-2xx status code: {status}: body"
+            ));
             classify(&e, op, http_status(&error_text(&e)), false)
         };
         assert_eq!(c(429, "read"), K::Throttled);
@@ -356,26 +431,51 @@ mod tests {
     fn kinds_of_typed_errors() {
         let path = || "p".to_string();
         let src = || Box::<dyn std::error::Error + Send + Sync>::from("x");
-        let pre = object_store::Error::Precondition { path: path(), source: src() };
+        let pre = object_store::Error::Precondition {
+            path: path(),
+            source: src(),
+        };
         assert_eq!(classify(&pre, "write", None, false), K::AlreadyExists);
         assert_eq!(classify(&pre, "read", None, false), K::Transient);
-        let nf = object_store::Error::NotFound { path: path(), source: src() };
+        let nf = object_store::Error::NotFound {
+            path: path(),
+            source: src(),
+        };
         assert_eq!(classify(&nf, "read", None, false), K::NotFound);
-        assert_eq!(classify(&nf, "read", Some(404), true), K::Permanent, "a missing bucket is not a missing object");
-        let denied = object_store::Error::PermissionDenied { path: path(), source: src() };
+        assert_eq!(
+            classify(&nf, "read", Some(404), true),
+            K::Permanent,
+            "a missing bucket is not a missing object"
+        );
+        let denied = object_store::Error::PermissionDenied {
+            path: path(),
+            source: src(),
+        };
         assert_eq!(classify(&denied, "read", None, false), K::Auth);
-        assert_eq!(classify(&object_store::Error::NotImplemented, "write", None, false), K::Permanent);
+        assert_eq!(
+            classify(&object_store::Error::NotImplemented, "write", None, false),
+            K::Permanent
+        );
     }
 
     #[test]
     fn connection_failures_are_transient_by_type_not_text() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "nope");
-        let e = object_store::Error::Generic { store: "local", source: Box::new(io) };
+        let e = object_store::Error::Generic {
+            store: "local",
+            source: Box::new(io),
+        };
         assert_eq!(classify(&e, "read", None, false), K::Transient);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "nope");
-        let e = object_store::Error::Generic { store: "local", source: Box::new(io) };
+        let e = object_store::Error::Generic {
+            store: "local",
+            source: Box::new(io),
+        };
         assert_eq!(classify(&e, "read", None, false), K::Permanent);
-        assert_eq!(classify(&generic("<Code>SlowDown</Code>"), "write", None, false), K::Throttled);
+        assert_eq!(
+            classify(&generic("<Code>SlowDown</Code>"), "write", None, false),
+            K::Throttled
+        );
     }
 
     #[test]
@@ -399,7 +499,23 @@ mod tests {
             text,
             "s3://b/p: cannot read 'wal/x': bucket 'b', object 'p/wal/x', endpoint https://s3.local, HTTP status 403: Access Denied (check the credentials ([repository] keys or the environment) and that they grant list, read, write and delete on bucket 'b' (see docs/storage-*.md for the permissions pgvault needs))"
         );
-        let local = OperationError { backend: Backend::Local, status: None, ..OperationError::new(K::Permanent, "file:///r", "write", "k", "disk full") };
+        let local = OperationError {
+            backend: Backend::Local,
+            status: None,
+            ..OperationError::new(K::Permanent, "file:///r", "write", "k", "disk full")
+        };
         assert!(local.to_string().contains("check free space"), "{local}");
+        let reset = OperationError::new(
+            K::Transient,
+            "s3://b",
+            "read",
+            "k",
+            "Error performing GET http://x in 1ms, after 1 retries, max_retries: 1, retry_timeout: 5s - HTTP error: connection error: Connection reset by peer",
+        );
+        let text = reset.to_string();
+        assert!(
+            text.contains("cannot reach the store") && !text.contains("timed out"),
+            "{text}"
+        );
     }
 }

@@ -13,10 +13,10 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
@@ -50,7 +50,10 @@ impl DurableLocal {
         let inner = LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| std::io::Error::other(e.to_string()))?
             .with_automatic_cleanup(true);
-        Ok(DurableLocal { root, inner: Arc::new(inner) })
+        Ok(DurableLocal {
+            root,
+            inner: Arc::new(inner),
+        })
     }
 
     pub fn root(&self) -> &FsPath {
@@ -88,13 +91,28 @@ struct LocalIoError {
 
 fn generic(e: std::io::Error, path: &FsPath) -> object_store::Error {
     if e.kind() == ErrorKind::NotFound {
-        return object_store::Error::NotFound { path: path.display().to_string(), source: e.into() };
+        return object_store::Error::NotFound {
+            path: path.display().to_string(),
+            source: e.into(),
+        };
     }
     if e.kind() == ErrorKind::PermissionDenied {
-        let source = Box::new(LocalIoError { path: path.to_path_buf(), source: e });
-        return object_store::Error::PermissionDenied { path: path.display().to_string(), source };
+        let source = Box::new(LocalIoError {
+            path: path.to_path_buf(),
+            source: e,
+        });
+        return object_store::Error::PermissionDenied {
+            path: path.display().to_string(),
+            source,
+        };
     }
-    object_store::Error::Generic { store: "local", source: Box::new(LocalIoError { path: path.to_path_buf(), source: e }) }
+    object_store::Error::Generic {
+        store: "local",
+        source: Box::new(LocalIoError {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
 }
 
 /// Creates one directory 0700 (umask-independent); an existing directory is fine.
@@ -135,12 +153,21 @@ fn staging_path(dest: &FsPath) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn durable_put(root: &FsPath, dest: &FsPath, payload: &PutPayload, mode: &PutMode) -> std::io::Result<bool> {
+fn durable_put(
+    root: &FsPath,
+    dest: &FsPath,
+    payload: &PutPayload,
+    mode: &PutMode,
+) -> std::io::Result<bool> {
     let parent = dest.parent().unwrap_or(root).to_path_buf();
     create_private_dirs(&parent, root)?;
     let tmp = staging_path(dest);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
         for chunk in payload.iter() {
             f.write_all(chunk)?;
@@ -167,7 +194,12 @@ fn durable_put(root: &FsPath, dest: &FsPath, payload: &PutPayload, mode: &PutMod
 
 #[async_trait]
 impl ObjectStore for DurableLocal {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         if matches!(opts.mode, PutMode::Update(_)) {
             return Err(object_store::Error::NotImplemented);
         }
@@ -177,7 +209,10 @@ impl ObjectStore for DurableLocal {
         let d = dest.clone();
         let created = tokio::task::spawn_blocking(move || durable_put(&root, &d, &payload, &mode))
             .await
-            .map_err(|e| object_store::Error::Generic { store: "local", source: e.into() })?
+            .map_err(|e| object_store::Error::Generic {
+                store: "local",
+                source: e.into(),
+            })?
             .map_err(|e| generic(e, &dest))?;
         if !created {
             return Err(object_store::Error::AlreadyExists {
@@ -185,23 +220,44 @@ impl ObjectStore for DurableLocal {
                 source: "object exists".into(),
             });
         }
-        Ok(PutResult { e_tag: None, version: None })
+        Ok(PutResult {
+            e_tag: None,
+            version: None,
+        })
     }
 
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
         // The staging file object_store writes has the umask's mode; a private parent directory
         // keeps it unreadable to others until `complete` makes it 0600.
         let dest = self.fs_path(location);
-        let (parent, root) = (dest.parent().unwrap_or(&self.root).to_path_buf(), self.root.clone());
+        let (parent, root) = (
+            dest.parent().unwrap_or(&self.root).to_path_buf(),
+            self.root.clone(),
+        );
         tokio::task::spawn_blocking(move || create_private_dirs(&parent, &root))
             .await
-            .map_err(|e| object_store::Error::Generic { store: "local", source: e.into() })?
+            .map_err(|e| object_store::Error::Generic {
+                store: "local",
+                source: e.into(),
+            })?
             .map_err(|e| generic(e, &dest))?;
         let inner = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(DurableUpload { inner, dest, root: self.root.clone() }))
+        Ok(Box::new(DurableUpload {
+            inner,
+            dest,
+            root: self.root.clone(),
+        }))
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         self.inner.get_opts(location, options).await
     }
 
@@ -259,7 +315,10 @@ impl MultipartUpload for DurableUpload {
             sync_dirs(dest.parent().unwrap_or(&root), &root)
         })
         .await
-        .map_err(|e| object_store::Error::Generic { store: "local", source: e.into() })?
+        .map_err(|e| object_store::Error::Generic {
+            store: "local",
+            source: e.into(),
+        })?
         .map_err(|e| generic(e, &self.dest))?;
         Ok(r)
     }
@@ -286,8 +345,15 @@ mod tests {
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o002));
         let result = async {
             let store = DurableLocal::new(&root, true).map_err(|e| generic(e, &root))?;
-            store.put(&Path::from("wal/0000000100000000/seg"), PutPayload::from_static(b"x")).await?;
-            let mut up = store.put_multipart(&Path::from("backups/b1/bundles/000001")).await?;
+            store
+                .put(
+                    &Path::from("wal/0000000100000000/seg"),
+                    PutPayload::from_static(b"x"),
+                )
+                .await?;
+            let mut up = store
+                .put_multipart(&Path::from("backups/b1/bundles/000001"))
+                .await?;
             up.put_part(PutPayload::from_static(b"data")).await?;
             up.complete().await?;
             Ok::<_, object_store::Error>(())
@@ -296,7 +362,13 @@ mod tests {
         nix::sys::stat::umask(old);
         result.unwrap();
         assert_eq!(mode(&root), 0o700, "repository root");
-        for d in ["wal", "wal/0000000100000000", "backups", "backups/b1", "backups/b1/bundles"] {
+        for d in [
+            "wal",
+            "wal/0000000100000000",
+            "backups",
+            "backups/b1",
+            "backups/b1/bundles",
+        ] {
             assert_eq!(mode(&root.join(d)), 0o700, "{d}");
         }
         assert_eq!(mode(&root.join("wal/0000000100000000/seg")), 0o600);

@@ -11,8 +11,8 @@ mod error;
 pub mod local;
 mod tls;
 
-pub use error::{Backend, OperationError, StorageError, StorageErrorKind};
 use error::{bounded, classify, error_text, http_status, names_missing_bucket};
+pub use error::{Backend, OperationError, StorageError, StorageErrorKind};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -92,7 +92,9 @@ impl CreateMode {
 
 impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Storage").field("location", &self.display).finish()
+        f.debug_struct("Storage")
+            .field("location", &self.display)
+            .finish()
     }
 }
 
@@ -125,8 +127,18 @@ struct ResumableRead {
 impl ResumableRead {
     async fn retry(&mut self, why: &str) -> Result<(), StorageError> {
         if self.attempts >= BODY_RETRIES {
-            let detail = format!("the download was cut off {} times (last: {why})", self.attempts + 1);
-            return Err(OperationError::new(StorageErrorKind::Transient, &self.storage.display, "read", &self.key, detail).into());
+            let detail = format!(
+                "the download was cut off {} times (last: {why})",
+                self.attempts + 1
+            );
+            return Err(OperationError::new(
+                StorageErrorKind::Transient,
+                &self.storage.display,
+                "read",
+                &self.key,
+                detail,
+            )
+            .into());
         }
         self.attempts += 1;
         tracing::warn!(key = %self.key, offset = self.offset, attempt = self.attempts, "download cut off ({why}); resuming");
@@ -162,7 +174,10 @@ impl Storage {
     /// directory (for `init`); otherwise a missing repository is an error.
     pub fn open(cfg: &RepositoryConfig, create: bool) -> Result<Storage, StorageError> {
         let url = cfg.url.trim();
-        let bad = |message: String| StorageError::BadUrl { url: url.to_string(), message };
+        let bad = |message: String| StorageError::BadUrl {
+            url: url.to_string(),
+            message,
+        };
         let local_path = if let Some(rest) = url.strip_prefix("file://") {
             Some(PathBuf::from(rest))
         } else if url.starts_with('/') {
@@ -172,7 +187,10 @@ impl Storage {
         };
         if let Some(path) = local_path {
             if !path.is_absolute() {
-                return Err(bad("a local repository needs an absolute path, e.g. file:///var/lib/pgvault".into()));
+                return Err(bad(
+                    "a local repository needs an absolute path, e.g. file:///var/lib/pgvault"
+                        .into(),
+                ));
             }
             if !create && !path.is_dir() {
                 return Err(bad(format!(
@@ -221,7 +239,11 @@ impl Storage {
     /// empty on creation and gone when the last clone is dropped. For unit tests of logic only:
     /// it says nothing about how a real store behaves under faults, latency or concurrency.
     pub fn memory() -> Storage {
-        Storage::from_store(Arc::new(object_store::memory::InMemory::new()), "memory://".into(), String::new())
+        Storage::from_store(
+            Arc::new(object_store::memory::InMemory::new()),
+            "memory://".into(),
+            String::new(),
+        )
     }
 
     /// How `put_if_absent` protects existing objects.
@@ -247,24 +269,37 @@ impl Storage {
         }
         let key = format!("pgvault.probe-{}", uuid::Uuid::new_v4());
         let path = self.path(&key);
-        let opts = || PutOptions { mode: PutMode::Create, ..Default::default() };
-        let first = self.inner.put_opts(&path, PutPayload::from_static(b"1"), opts()).await;
+        let opts = || PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let first = self
+            .inner
+            .put_opts(&path, PutPayload::from_static(b"1"), opts())
+            .await;
         let mode = match first {
-            Ok(_) => match self.inner.put_opts(&path, PutPayload::from_static(b"2"), opts()).await {
-                Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
-                    CreateMode::Conditional
-                }
+            Ok(_) => match self
+                .inner
+                .put_opts(&path, PutPayload::from_static(b"2"), opts())
+                .await
+            {
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => CreateMode::Conditional,
                 Ok(_) => CreateMode::CheckThenWrite,
-                Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
-                    CreateMode::CheckThenWrite
-                }
+                Err(
+                    object_store::Error::NotImplemented | object_store::Error::NotSupported { .. },
+                ) => CreateMode::CheckThenWrite,
                 Err(e) => {
                     let _ = self.inner.delete(&path).await;
                     return Err(self.err("probe conditional create with", &key, e));
                 }
             },
-            Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => CreateMode::CheckThenWrite,
-            Err(e) if http_status(&e.to_string()).is_some_and(|s| s == 400 || s == 501) => CreateMode::CheckThenWrite,
+            Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
+                CreateMode::CheckThenWrite
+            }
+            Err(e) if http_status(&e.to_string()).is_some_and(|s| s == 400 || s == 501) => {
+                CreateMode::CheckThenWrite
+            }
             Err(e) => return Err(self.err("probe conditional create with", &key, e)),
         };
         if let Err(e) = self.inner.delete(&path).await {
@@ -291,7 +326,10 @@ impl Storage {
         if self.prefix.is_empty() {
             s.to_string()
         } else {
-            s.strip_prefix(&self.prefix).unwrap_or(s).trim_start_matches('/').to_string()
+            s.strip_prefix(&self.prefix)
+                .unwrap_or(s)
+                .trim_start_matches('/')
+                .to_string()
         }
     }
 
@@ -304,7 +342,10 @@ impl Storage {
             && self.cloud.is_some()
             && (!matches!(op, "read" | "look up" | "delete") || names_missing_bucket(&text));
         if is_not_found && !missing_bucket {
-            return StorageError::NotFound { store: self.display.clone(), key: key.to_string() };
+            return StorageError::NotFound {
+                store: self.display.clone(),
+                key: key.to_string(),
+            };
         }
         let detail = bounded(&text);
         let status = http_status(&detail).or(missing_bucket.then_some(404));
@@ -320,7 +361,16 @@ impl Storage {
             None => Backend::Other,
         };
         let status = if self.cloud.is_some() { status } else { None };
-        OperationError { kind, store: self.display.clone(), op, key: key.to_string(), status, detail, backend }.into()
+        OperationError {
+            kind,
+            store: self.display.clone(),
+            op,
+            key: key.to_string(),
+            status,
+            detail,
+            backend,
+        }
+        .into()
     }
 
     /// Stores `data` under `key`, atomically replacing any previous object.
@@ -341,14 +391,22 @@ impl Storage {
             self.put(key, data).await?;
             return Ok(PutOutcome::Created);
         }
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.inner.put_opts(&self.path(key), PutPayload::from(data), opts).await {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&self.path(key), PutPayload::from(data), opts)
+            .await
+        {
             Ok(_) => Ok(PutOutcome::Created),
             // Some stores answer a conditional create on an existing object with 412
             // "precondition failed" instead of 409: the object is there all the same.
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                Ok(PutOutcome::AlreadyExists)
-            }
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(PutOutcome::AlreadyExists),
             Err(e) => match self.err("write", key, e) {
                 e if e.kind() == StorageErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
                 e => Err(e),
@@ -361,10 +419,17 @@ impl Storage {
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         let mut attempt = 0;
         loop {
-            let r = self.inner.get(&self.path(key)).await.map_err(|e| self.err("read", key, e))?;
+            let r = self
+                .inner
+                .get(&self.path(key))
+                .await
+                .map_err(|e| self.err("read", key, e))?;
             match r.bytes().await {
                 Ok(b) => return Ok(b),
-                Err(e) if attempt < BODY_RETRIES && !matches!(e, object_store::Error::NotFound { .. }) => {
+                Err(e)
+                    if attempt < BODY_RETRIES
+                        && !matches!(e, object_store::Error::NotFound { .. }) =>
+                {
                     attempt += 1;
                     tracing::warn!(key, attempt, "reading {key} was cut off ({e}); retrying");
                     tokio::time::sleep(body_backoff(attempt)).await;
@@ -386,9 +451,16 @@ impl Storage {
     /// Streams an object. When the body is cut off, the rest is requested again from the
     /// offset reached (pinned to the same object version by its ETag where the store gives one),
     /// a bounded number of times, so a dropped connection does not fail a restore.
-    pub async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         let path = self.path(key);
-        let r = self.inner.get(&path).await.map_err(|e| self.err("read", key, e))?;
+        let r = self
+            .inner
+            .get(&path)
+            .await
+            .map_err(|e| self.err("read", key, e))?;
         let state = ResumableRead {
             storage: self.clone(),
             key: key.to_string(),
@@ -432,7 +504,11 @@ impl Storage {
     /// Size and time of an object, `None` when it does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
         match self.inner.head(&self.path(key)).await {
-            Ok(m) => Ok(Some(ObjectInfo { key: key.to_string(), size: m.size, last_modified: m.last_modified })),
+            Ok(m) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: m.size,
+                last_modified: m.last_modified,
+            })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err("look up", key, e)),
         }
@@ -447,12 +523,24 @@ impl Storage {
             let mut s = self.inner.list(Some(&p));
             while let Some(m) = s.next().await {
                 match m {
-                    Ok(m) => out.push(ObjectInfo { key: self.key_of(&m.location), size: m.size, last_modified: m.last_modified }),
-                    Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&error_text(&e)) => break,
+                    Ok(m) => out.push(ObjectInfo {
+                        key: self.key_of(&m.location),
+                        size: m.size,
+                        last_modified: m.last_modified,
+                    }),
+                    Err(e @ object_store::Error::NotFound { .. })
+                        if !names_missing_bucket(&error_text(&e)) =>
+                    {
+                        break
+                    }
                     // A listing page cut off mid-body is not retried by object_store: list again.
                     Err(e) if attempt < BODY_RETRIES => {
                         attempt += 1;
-                        tracing::warn!(prefix, attempt, "listing {prefix} was cut off ({e}); listing again");
+                        tracing::warn!(
+                            prefix,
+                            attempt,
+                            "listing {prefix} was cut off ({e}); listing again"
+                        );
                         tokio::time::sleep(body_backoff(attempt)).await;
                         continue 'again;
                     }
@@ -472,7 +560,11 @@ impl Storage {
                 .iter()
                 .filter_map(|c| c.filename().map(|s| s.to_string()))
                 .collect()),
-            Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&error_text(&e)) => Ok(Vec::new()),
+            Err(e @ object_store::Error::NotFound { .. })
+                if !names_missing_bucket(&error_text(&e)) =>
+            {
+                Ok(Vec::new())
+            }
             Err(e) => Err(self.err("list", prefix, e)),
         }
     }
@@ -486,7 +578,11 @@ impl Storage {
 
     /// Starts a streamed upload; nothing appears under `key` until [`Upload::finish`] succeeds.
     pub async fn upload(&self, key: &str) -> Result<Upload, StorageError> {
-        let up = self.inner.put_multipart(&self.path(key)).await.map_err(|e| self.err("start upload of", key, e))?;
+        let up = self
+            .inner
+            .put_multipart(&self.path(key))
+            .await
+            .map_err(|e| self.err("start upload of", key, e))?;
         Ok(Upload {
             writer: WriteMultipart::new_with_chunk_size(up, UPLOAD_PART_SIZE),
             key: key.to_string(),
@@ -526,8 +622,17 @@ impl Upload {
 
     /// Completes the upload: only now does the object exist under its key.
     pub async fn finish(self) -> Result<(), StorageError> {
-        let Upload { writer, key, storage, .. } = self;
-        writer.finish().await.map(|_| ()).map_err(|e| storage.err("complete upload of", &key, e))
+        let Upload {
+            writer,
+            key,
+            storage,
+            ..
+        } = self;
+        writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| storage.err("complete upload of", &key, e))
     }
 
     /// Gives up; nothing is left under the key.
@@ -550,6 +655,9 @@ mod tests {
         assert!(err.contains("unknown scheme"), "{err}");
         let cfg = crate::config::RepositoryConfig::for_url("s3://");
         let err = Storage::open(&cfg, false).unwrap_err().to_string();
-        assert!(err.contains("repository URL 's3://'") && err.contains("no bucket"), "{err}");
+        assert!(
+            err.contains("repository URL 's3://'") && err.contains("no bucket"),
+            "{err}"
+        );
     }
 }

@@ -28,8 +28,12 @@ use crate::tls_verify::{Policy, Verifier};
 
 /// Reads the PEM certificates of `ca_file`; the error says what is wrong with the file.
 pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let data = std::fs::read(path)
-        .map_err(|e| format!("cannot read ca_file {}: {e} (check the path and its permissions)", path.display()))?;
+    let data = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read ca_file {}: {e} (check the path and its permissions)",
+            path.display()
+        )
+    })?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut data.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("ca_file {} is not valid PEM: {e}", path.display()))?;
@@ -43,7 +47,10 @@ pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, 
 }
 
 /// The rustls configuration trusting `certs` (pinned end entities and roots).
-pub(crate) fn client_config(certs: Vec<CertificateDer<'static>>, path: &Path) -> Result<ClientConfig, String> {
+pub(crate) fn client_config(
+    certs: Vec<CertificateDer<'static>>,
+    path: &Path,
+) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(certs.iter().cloned());
@@ -51,12 +58,23 @@ pub(crate) fn client_config(certs: Vec<CertificateDer<'static>>, path: &Path) ->
         Some(
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| format!("ca_file {}: cannot build a certificate verifier: {e}", path.display()))?,
+                .map_err(|e| {
+                    format!(
+                        "ca_file {}: cannot build a certificate verifier: {e}",
+                        path.display()
+                    )
+                })?,
         )
     } else {
         None
     };
-    let verifier = Verifier::new(Policy::PinnedOrWebPki { pinned: certs, webpki }, provider.clone());
+    let verifier = Verifier::new(
+        Policy::PinnedOrWebPki {
+            pinned: certs,
+            webpki,
+        },
+        provider.clone(),
+    );
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up TLS protocol versions: {e}"))?
@@ -91,7 +109,10 @@ impl HttpConnector for CaFileConnector {
             .no_deflate()
             .https_only(!self.allow_http)
             .build()
-            .map_err(|e| object_store::Error::Generic { store: "http", source: Box::new(e) })?;
+            .map_err(|e| object_store::Error::Generic {
+                store: "http",
+                source: Box::new(e),
+            })?;
         Ok(HttpClient::new(client))
     }
 }
