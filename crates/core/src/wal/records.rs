@@ -247,6 +247,22 @@ impl Walker<'_> {
         Ok(PageHeader { info, rem_len, len })
     }
 
+    /// The header of a page that must continue a record: the end of the file ends the walk
+    /// normally (the record continues in the next segment), an empty or stale page there does
+    /// not (the record was cut short).
+    fn continuation_page(&mut self, page: usize) -> Result<PageHeader, Stop> {
+        if page >= self.data.len() {
+            return Err(Stop::End);
+        }
+        match self.page(page) {
+            Err(Stop::End) => Err(Stop::Broken(format!(
+                "a record is cut short by an empty page at {}",
+                self.lsn(page)
+            ))),
+            other => other,
+        }
+    }
+
     /// Skips the tail of a record that began in the previous segment; returns the position of
     /// the first record that starts here.
     fn skip_continuation(&mut self, first: &PageHeader) -> Result<usize, Stop> {
@@ -259,7 +275,7 @@ impl Walker<'_> {
             }
             rem -= avail;
             let page = pos + avail;
-            let h = self.page(page)?;
+            let h = self.continuation_page(page)?;
             if h.info & XLP_FIRST_IS_CONTRECORD == 0 || h.rem_len as usize != rem {
                 return Err(Stop::Broken(format!(
                     "continuation record broken at {}",
@@ -372,7 +388,7 @@ impl Walker<'_> {
         let mut rem = tot_len - on_page;
         let mut page = pos + avail;
         loop {
-            let h = self.page(page)?;
+            let h = self.continuation_page(page)?;
             if h.info & XLP_FIRST_IS_CONTRECORD == 0 {
                 if h.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
                     self.buf.clear();

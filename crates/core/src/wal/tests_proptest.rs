@@ -334,3 +334,37 @@ fn a_broken_prev_link_ends_the_walk() {
     assert!(!s.complete && s.records == 2, "{s:?}");
     assert_eq!(s.last_commit, Some(time(2)));
 }
+
+#[test]
+fn a_record_cut_by_an_empty_page_is_not_the_end_of_wal() {
+    let (mut seg, written) = write_segment(
+        5,
+        0,
+        &[
+            Rec::Commit(1),
+            Rec::Filler {
+                blocks: 1,
+                payload: 9000,
+            },
+        ],
+    );
+    assert_eq!(written.len(), 2);
+    seg[BLOCK..2 * BLOCK].fill(0);
+    let name = WalFileName::from_segment_number(1, 5, SEG as u64);
+    let s = summarize_segment(&name, &seg, SEG as u64, 15);
+    assert!(!s.complete && s.records == 1, "{s:?}");
+    // The same record running off the end of a short file is the end of what there is.
+    let (seg, _) = write_segment(
+        5,
+        0,
+        &[
+            Rec::Commit(1),
+            Rec::Filler {
+                blocks: 1,
+                payload: 9000,
+            },
+        ],
+    );
+    let s = summarize_segment(&name, &seg[..BLOCK], SEG as u64, 15);
+    assert!(s.complete && s.records == 1, "{s:?}");
+}
