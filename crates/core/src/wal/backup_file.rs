@@ -266,6 +266,20 @@ mod tests {
     }
 
     #[test]
+    fn parses_a_pg18_file() {
+        let text =
+            include_str!("../../tests/data/wal/pg18/00000001000000000000000C.00000028.backup");
+        let info = parse_backup_file(text.as_bytes()).unwrap();
+        assert_eq!(
+            (info.start_lsn, info.stop_lsn),
+            ("0/C00028".parse().unwrap(), "0/C00120".parse().unwrap())
+        );
+        assert!(info.stop_time.utc.is_some() && info.start_time.utc <= info.stop_time.utc);
+        let name = WalFileName::parse("00000001000000000000000C.00000028.backup").unwrap();
+        check_backup_file(&name, &info, SEG).unwrap();
+    }
+
+    #[test]
     fn refuses_missing_repeated_and_malformed_lines() {
         let without = REAL
             .lines()
