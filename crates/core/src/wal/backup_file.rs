@@ -45,14 +45,19 @@ pub struct BackupFileInfo {
 }
 
 fn bad(detail: impl Into<String>) -> WalError {
-    WalError::BadBackupFile { detail: detail.into() }
+    WalError::BadBackupFile {
+        detail: detail.into(),
+    }
 }
 
 /// Parses a backup history file. Unknown lines (PostgreSQL 17's `INCREMENTAL FROM ...`) are
 /// ignored; a required line missing or given twice is an error.
 pub fn parse_backup_file(content: &[u8]) -> Result<BackupFileInfo, WalError> {
     if content.len() > MAX_BACKUP_FILE_LEN {
-        return Err(bad(format!("{} bytes, more than a backup history file can hold", content.len())));
+        return Err(bad(format!(
+            "{} bytes, more than a backup history file can hold",
+            content.len()
+        )));
     }
     let text = String::from_utf8_lossy(content);
     let mut fields: [Option<&str>; 11] = [None; 11];
@@ -129,15 +134,26 @@ fn server_time(raw: &str) -> ServerTime {
     let utc = raw.rsplit_once(' ').and_then(|(local, zone)| {
         let local = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S").ok()?;
         let offset = FixedOffset::east_opt(zone_offset(zone)?)?;
-        Some(offset.from_local_datetime(&local).single()?.with_timezone(&Utc))
+        Some(
+            offset
+                .from_local_datetime(&local)
+                .single()?
+                .with_timezone(&Utc),
+        )
     });
-    ServerTime { raw: raw.to_string(), utc }
+    ServerTime {
+        raw: raw.to_string(),
+        utc,
+    }
 }
 
 /// Seconds east of UTC for `UTC`/`GMT` and numeric abbreviations (`+03`, `-0330`, `+05:30`);
 /// `None` for names (`CET`, `EST`), which are ambiguous without the zone database.
 fn zone_offset(zone: &str) -> Option<i32> {
-    if matches!(zone, "UTC" | "GMT" | "UCT" | "Z" | "Etc/UTC" | "Universal" | "Zulu") {
+    if matches!(
+        zone,
+        "UTC" | "GMT" | "UCT" | "Z" | "Etc/UTC" | "Universal" | "Zulu"
+    ) {
         return Some(0);
     }
     let (sign, digits) = match zone.as_bytes().first()? {
@@ -149,7 +165,11 @@ fn zone_offset(zone: &str) -> Option<i32> {
     if !digits.bytes().all(|b| b.is_ascii_digit()) || ![2, 4, 6].contains(&digits.len()) {
         return None;
     }
-    let part = |i: usize| digits.get(i..i + 2).map_or(Some(0), |p| p.parse::<i32>().ok());
+    let part = |i: usize| {
+        digits
+            .get(i..i + 2)
+            .map_or(Some(0), |p| p.parse::<i32>().ok())
+    };
     let (h, m, s) = (part(0)?, part(2)?, part(4)?);
     if h > 15 || m > 59 || s > 59 {
         return None;
@@ -160,8 +180,17 @@ fn zone_offset(zone: &str) -> Option<i32> {
 /// Checks that a backup history file's content matches its name `<segment>.<offset>.backup`:
 /// the start location's segment and offset, and a start file consistent with the start LSN and
 /// timeline.
-pub fn check_backup_file(name: &WalFileName, info: &BackupFileInfo, segment_size: u64) -> Result<(), WalError> {
-    let mismatch = |detail: String| Err(WalError::BackupFileMismatch { name: name.to_string(), detail });
+pub fn check_backup_file(
+    name: &WalFileName,
+    info: &BackupFileInfo,
+    segment_size: u64,
+) -> Result<(), WalError> {
+    let mismatch = |detail: String| {
+        Err(WalError::BackupFileMismatch {
+            name: name.to_string(),
+            detail,
+        })
+    };
     let WalKind::Backup { offset } = name.kind else {
         return mismatch("not a backup history file name".into());
     };
@@ -174,11 +203,20 @@ pub fn check_backup_file(name: &WalFileName, info: &BackupFileInfo, segment_size
     }
     let stop_seg = WalFileName::segment_for(info.stop_timeline, info.stop_lsn, segment_size);
     if stop_seg != info.stop_file || info.stop_lsn < info.start_lsn {
-        return mismatch(format!("STOP WAL LOCATION {} (file {}) is inconsistent", info.stop_lsn, info.stop_file));
+        return mismatch(format!(
+            "STOP WAL LOCATION {} (file {}) is inconsistent",
+            info.stop_lsn, info.stop_file
+        ));
     }
-    let named = WalFileName { kind: WalKind::Segment, ..*name };
+    let named = WalFileName {
+        kind: WalKind::Segment,
+        ..*name
+    };
     if named != start_seg || u64::from(offset) != info.start_lsn.segment_offset(segment_size) {
-        return mismatch(format!("it describes a backup starting at {} ({start_seg})", info.start_lsn));
+        return mismatch(format!(
+            "it describes a backup starting at {} ({start_seg})",
+            info.start_lsn
+        ));
     }
     Ok(())
 }
@@ -189,7 +227,8 @@ mod tests {
 
     const SEG: u64 = 1024 * 1024;
     /// Written by PostgreSQL 15 (crates/core/tests/data/wal/pg15).
-    const REAL: &str = include_str!("../../tests/data/wal/pg15/00000001000000000000000B.00000028.backup");
+    const REAL: &str =
+        include_str!("../../tests/data/wal/pg15/00000001000000000000000B.00000028.backup");
 
     #[test]
     fn parses_a_real_file_and_checks_its_name() {
@@ -202,26 +241,63 @@ mod tests {
         assert_eq!(info.from.as_deref(), Some("primary"));
         assert_eq!(info.label, "pg_basebackup base backup");
         assert_eq!((info.start_timeline, info.stop_timeline), (1, 1));
-        assert_eq!(info.start_time.utc.unwrap().to_rfc3339(), "2026-12-01T21:31:29+00:00");
+        assert_eq!(
+            info.start_time.utc.unwrap().to_rfc3339(),
+            "2026-12-01T21:31:29+00:00"
+        );
         let name = WalFileName::parse("00000001000000000000000B.00000028.backup").unwrap();
         check_backup_file(&name, &info, SEG).unwrap();
-        for other in ["00000001000000000000000B.00000030.backup", "00000002000000000000000B.00000028.backup", "00000001000000000000000C.00000028.backup"] {
+        for other in [
+            "00000001000000000000000B.00000030.backup",
+            "00000002000000000000000B.00000028.backup",
+            "00000001000000000000000C.00000028.backup",
+        ] {
             let n = WalFileName::parse(other).unwrap();
-            assert!(matches!(check_backup_file(&n, &info, SEG), Err(WalError::BackupFileMismatch { .. })), "{other}");
+            assert!(
+                matches!(
+                    check_backup_file(&n, &info, SEG),
+                    Err(WalError::BackupFileMismatch { .. })
+                ),
+                "{other}"
+            );
         }
         let seg = WalFileName::parse("00000001000000000000000B").unwrap();
         assert!(check_backup_file(&seg, &info, SEG).is_err());
     }
 
     #[test]
+    fn parses_a_pg18_file() {
+        let text =
+            include_str!("../../tests/data/wal/pg18/00000001000000000000000C.00000028.backup");
+        let info = parse_backup_file(text.as_bytes()).unwrap();
+        assert_eq!(
+            (info.start_lsn, info.stop_lsn),
+            ("0/C00028".parse().unwrap(), "0/C00120".parse().unwrap())
+        );
+        assert!(info.stop_time.utc.is_some() && info.start_time.utc <= info.stop_time.utc);
+        let name = WalFileName::parse("00000001000000000000000C.00000028.backup").unwrap();
+        check_backup_file(&name, &info, SEG).unwrap();
+    }
+
+    #[test]
     fn refuses_missing_repeated_and_malformed_lines() {
-        let without = REAL.lines().filter(|l| !l.starts_with("STOP WAL")).collect::<Vec<_>>().join("\n");
-        assert!(matches!(parse_backup_file(without.as_bytes()), Err(WalError::BadBackupFile { .. })));
+        let without = REAL
+            .lines()
+            .filter(|l| !l.starts_with("STOP WAL"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(matches!(
+            parse_backup_file(without.as_bytes()),
+            Err(WalError::BadBackupFile { .. })
+        ));
         let twice = format!("{REAL}LABEL: again\n");
         assert!(parse_backup_file(twice.as_bytes()).is_err());
         let bad_lsn = REAL.replace("0/B00060", "0/XYZ");
         assert!(parse_backup_file(bad_lsn.as_bytes()).is_err());
-        let bad_file = REAL.replace("(file 00000001000000000000000B)\nSTOP", "(file ../etc/passwd)\nSTOP");
+        let bad_file = REAL.replace(
+            "(file 00000001000000000000000B)\nSTOP",
+            "(file ../etc/passwd)\nSTOP",
+        );
         assert!(parse_backup_file(bad_file.as_bytes()).is_err());
         assert!(parse_backup_file(&vec![b'A'; MAX_BACKUP_FILE_LEN + 1]).is_err());
         assert!(parse_backup_file(b"garbage without a colon").is_err());
@@ -237,13 +313,31 @@ mod tests {
     #[test]
     fn server_times_with_zone_abbreviations() {
         let t = |s: &str| server_time(s).utc.map(|t| t.to_rfc3339());
-        assert_eq!(t("2026-11-23 03:12:00 UTC").as_deref(), Some("2026-11-23T03:12:00+00:00"));
-        assert_eq!(t("2026-11-23 03:12:00 GMT").as_deref(), Some("2026-11-23T03:12:00+00:00"));
-        assert_eq!(t("2026-11-23 03:12:00 +03").as_deref(), Some("2026-11-23T00:12:00+00:00"));
-        assert_eq!(t("2026-11-23 03:12:00 -0330").as_deref(), Some("2026-11-23T06:42:00+00:00"));
-        assert_eq!(t("2026-11-23 03:12:00 +05:30").as_deref(), Some("2026-11-22T21:42:00+00:00"));
+        assert_eq!(
+            t("2026-11-23 03:12:00 UTC").as_deref(),
+            Some("2026-11-23T03:12:00+00:00")
+        );
+        assert_eq!(
+            t("2026-11-23 03:12:00 GMT").as_deref(),
+            Some("2026-11-23T03:12:00+00:00")
+        );
+        assert_eq!(
+            t("2026-11-23 03:12:00 +03").as_deref(),
+            Some("2026-11-23T00:12:00+00:00")
+        );
+        assert_eq!(
+            t("2026-11-23 03:12:00 -0330").as_deref(),
+            Some("2026-11-23T06:42:00+00:00")
+        );
+        assert_eq!(
+            t("2026-11-23 03:12:00 +05:30").as_deref(),
+            Some("2026-11-22T21:42:00+00:00")
+        );
         assert_eq!(t("2026-11-23 03:12:00 CET"), None);
-        assert_eq!(server_time("2026-11-23 03:12:00 CET").raw, "2026-11-23 03:12:00 CET");
+        assert_eq!(
+            server_time("2026-11-23 03:12:00 CET").raw,
+            "2026-11-23 03:12:00 CET"
+        );
         assert_eq!(t("yesterday UTC"), None);
         assert_eq!(t("2026-11-23 03:12:00 +99"), None);
     }

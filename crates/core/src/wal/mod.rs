@@ -16,6 +16,7 @@ use std::fmt;
 use crate::lsn::{Lsn, TimelineId};
 
 pub mod backup_file;
+mod record_body;
 pub mod records;
 #[cfg(test)]
 mod tests_proptest;
@@ -45,7 +46,9 @@ pub enum WalKind {
     Segment,
     Partial,
     /// Backup history file `<segment>.<offset>.backup`.
-    Backup { offset: u32 },
+    Backup {
+        offset: u32,
+    },
     History,
 }
 
@@ -60,7 +63,10 @@ pub struct WalFileName {
 }
 
 fn hex8(s: &str) -> Option<u32> {
-    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+    if s.len() == 8
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
         u32::from_str_radix(s, 16).ok()
     } else {
         None
@@ -73,13 +79,23 @@ impl WalFileName {
         let bad = || WalError::BadName(name.to_string());
         if let Some(tli) = name.strip_suffix(".history") {
             let timeline = hex8(tli).ok_or_else(bad)?;
-            return Ok(WalFileName { timeline, log: 0, seg: 0, kind: WalKind::History });
+            return Ok(WalFileName {
+                timeline,
+                log: 0,
+                seg: 0,
+                kind: WalKind::History,
+            });
         }
         let (base, kind) = if let Some(base) = name.strip_suffix(".partial") {
             (base, WalKind::Partial)
         } else if let Some(rest) = name.strip_suffix(".backup") {
             let (base, offset) = rest.split_once('.').ok_or_else(bad)?;
-            (base, WalKind::Backup { offset: hex8(offset).ok_or_else(bad)? })
+            (
+                base,
+                WalKind::Backup {
+                    offset: hex8(offset).ok_or_else(bad)?,
+                },
+            )
         } else {
             (name, WalKind::Segment)
         };
@@ -92,7 +108,12 @@ impl WalFileName {
         if timeline == 0 {
             return Err(bad());
         }
-        Ok(WalFileName { timeline, log, seg, kind })
+        Ok(WalFileName {
+            timeline,
+            log,
+            seg,
+            kind,
+        })
     }
 
     /// The segment holding `lsn` on `timeline`.
@@ -138,7 +159,9 @@ impl fmt::Display for WalFileName {
             WalKind::History => write!(f, "{:08X}.history", self.timeline),
             WalKind::Segment => f.write_str(&self.segment_name()),
             WalKind::Partial => write!(f, "{}.partial", self.segment_name()),
-            WalKind::Backup { offset } => write!(f, "{}.{:08X}.backup", self.segment_name(), offset),
+            WalKind::Backup { offset } => {
+                write!(f, "{}.{:08X}.backup", self.segment_name(), offset)
+            }
         }
     }
 }
@@ -190,7 +213,10 @@ pub struct SegmentHeader {
 /// Reads the long page header at the start of a segment (`XLogLongPageHeaderData`).
 pub fn read_segment_header(name: &WalFileName, data: &[u8]) -> Result<SegmentHeader, WalError> {
     if data.len() < LONG_HEADER_LEN {
-        return Err(WalError::TooShort { name: name.to_string(), len: data.len() });
+        return Err(WalError::TooShort {
+            name: name.to_string(),
+            len: data.len(),
+        });
     }
     let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]);
     let u32_at = |o: usize| u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
@@ -222,7 +248,14 @@ pub fn check_segment(
     segment_size: u64,
     major: u32,
 ) -> Result<(), WalError> {
-    let h = check_segment_header(name, data, data.len() as u64, system_identifier, segment_size, major)?;
+    let h = check_segment_header(
+        name,
+        data,
+        data.len() as u64,
+        system_identifier,
+        segment_size,
+        major,
+    )?;
     if h.timeline != name.timeline && !starts_timeline(name, data, segment_size, major) {
         return Err(WalError::Foreign {
             name: name.to_string(),
@@ -249,7 +282,12 @@ pub fn check_segment_header(
     major: u32,
 ) -> Result<SegmentHeader, WalError> {
     let h = read_segment_header(name, head)?;
-    let foreign = |detail: String| Err(WalError::Foreign { name: name.to_string(), detail });
+    let foreign = |detail: String| {
+        Err(WalError::Foreign {
+            name: name.to_string(),
+            detail,
+        })
+    };
     if h.system_identifier != system_identifier {
         return foreign(format!(
             "its system identifier is {}, the repository's cluster is {}",
@@ -284,7 +322,9 @@ pub fn check_segment_header(
         ));
     }
     if len != segment_size {
-        return foreign(format!("it is {len} bytes long, a segment is {segment_size} bytes"));
+        return foreign(format!(
+            "it is {len} bytes long, a segment is {segment_size} bytes"
+        ));
     }
     Ok(h)
 }
@@ -293,7 +333,9 @@ pub fn check_segment_header(
 /// `name`'s timeline: a later page written on that timeline, or the end-of-recovery record that
 /// started it.
 fn starts_timeline(name: &WalFileName, data: &[u8], segment_size: u64, major: u32) -> bool {
-    let block = data.get(36..40).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let block = data
+        .get(36..40)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     if block.is_power_of_two() && block >= 1024 {
         let start = name.start_lsn(segment_size).0;
         let page_on_timeline = (block..data.len()).step_by(block).any(|p| {
@@ -307,7 +349,9 @@ fn starts_timeline(name: &WalFileName, data: &[u8], segment_size: u64, major: u3
             return true;
         }
     }
-    summarize_segment(name, data, segment_size, major).timeline_switch.is_some_and(|s| s.to == name.timeline)
+    summarize_segment(name, data, segment_size, major)
+        .timeline_switch
+        .is_some_and(|s| s.to == name.timeline)
 }
 
 #[cfg(test)]
@@ -319,7 +363,10 @@ mod tests {
     #[test]
     fn parses_every_archived_kind() {
         let s = WalFileName::parse("000000010000000200000003").unwrap();
-        assert_eq!((s.timeline, s.log, s.seg, s.kind), (1, 2, 3, WalKind::Segment));
+        assert_eq!(
+            (s.timeline, s.log, s.seg, s.kind),
+            (1, 2, 3, WalKind::Segment)
+        );
         assert_eq!(s.to_string(), "000000010000000200000003");
         let h = WalFileName::parse("0000000A.history").unwrap();
         assert_eq!((h.timeline, h.kind), (10, WalKind::History));
@@ -358,7 +405,10 @@ mod tests {
         assert_eq!(s.start_lsn(SEG), "1/2000000".parse().unwrap());
         let s64 = WalFileName::segment_for(3, "0/FFFFFFF".parse().unwrap(), 64 * 1024 * 1024);
         assert_eq!(s64.to_string(), "000000030000000000000003");
-        assert_eq!(WalFileName::from_segment_number(1, 256, SEG).to_string(), "000000010000000100000000");
+        assert_eq!(
+            WalFileName::from_segment_number(1, 256, SEG).to_string(),
+            "000000010000000100000000"
+        );
     }
 
     fn header(sysid: u64, magic: u16, addr: u64, seg: u32) -> Vec<u8> {
@@ -378,11 +428,26 @@ mod tests {
         let name = WalFileName::parse("000000010000000000000003").unwrap();
         let good = header(42, 0xD110, 3 * SEG, SEG as u32);
         check_segment(&name, &good, 42, SEG, 15).unwrap();
-        assert!(matches!(check_segment(&name, &good, 43, SEG, 15), Err(WalError::Foreign { .. })));
-        assert!(matches!(check_segment(&name, &good, 42, SEG, 16), Err(WalError::Foreign { .. })));
+        assert!(matches!(
+            check_segment(&name, &good, 43, SEG, 15),
+            Err(WalError::Foreign { .. })
+        ));
+        assert!(matches!(
+            check_segment(&name, &good, 42, SEG, 16),
+            Err(WalError::Foreign { .. })
+        ));
         let renamed = WalFileName::parse("000000010000000000000004").unwrap();
-        assert!(matches!(check_segment(&renamed, &good, 42, SEG, 15), Err(WalError::Foreign { .. })));
-        assert!(matches!(check_segment(&name, &good[..10], 42, SEG, 15), Err(WalError::TooShort { .. })));
-        assert!(matches!(check_segment(&name, &good[..8192], 42, SEG, 15), Err(WalError::Foreign { .. })));
+        assert!(matches!(
+            check_segment(&renamed, &good, 42, SEG, 15),
+            Err(WalError::Foreign { .. })
+        ));
+        assert!(matches!(
+            check_segment(&name, &good[..10], 42, SEG, 15),
+            Err(WalError::TooShort { .. })
+        ));
+        assert!(matches!(
+            check_segment(&name, &good[..8192], 42, SEG, 15),
+            Err(WalError::Foreign { .. })
+        ));
     }
 }

@@ -17,6 +17,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::record_body::main_data;
 use super::{page_magic_for_major, WalFileName};
 use crate::lsn::{Lsn, TimelineId};
 
@@ -65,7 +66,7 @@ pub struct WalSummary {
 
 const SHORT_PAGE_HEADER: usize = 24;
 const LONG_PAGE_HEADER: usize = 40;
-const RECORD_HEADER: usize = 24;
+pub(super) const RECORD_HEADER: usize = 24;
 const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
 const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
@@ -128,7 +129,12 @@ struct Walker<'a> {
 
 /// Walks the records of one segment (or `.partial` file) and reports commit times, restore points
 /// and timeline switches. Never fails: see [`WalSummary::complete`].
-pub fn summarize_segment(name: &WalFileName, data: &[u8], segment_size: u64, major: u32) -> WalSummary {
+pub fn summarize_segment(
+    name: &WalFileName,
+    data: &[u8],
+    segment_size: u64,
+    major: u32,
+) -> WalSummary {
     let mut summary = WalSummary::default();
     let end = match start(name, data, segment_size, major) {
         Ok(mut w) => w.walk(name, &mut summary),
@@ -142,27 +148,45 @@ pub fn summarize_segment(name: &WalFileName, data: &[u8], segment_size: u64, maj
 }
 
 /// Checks the first page's long header and sets up the walk.
-fn start<'a>(name: &WalFileName, data: &'a [u8], segment_size: u64, major: u32) -> Result<Walker<'a>, Stop> {
+fn start<'a>(
+    name: &WalFileName,
+    data: &'a [u8],
+    segment_size: u64,
+    major: u32,
+) -> Result<Walker<'a>, Stop> {
     let broken = |s: String| Stop::Broken(s);
     if !name.has_page_header() {
         return Err(broken(format!("{name} is not a WAL segment")));
     }
-    let seg_len = usize::try_from(segment_size).map_err(|_| broken("segment size too large".into()))?;
+    let seg_len =
+        usize::try_from(segment_size).map_err(|_| broken("segment size too large".into()))?;
     let data = &data[..data.len().min(seg_len)];
     if data.len() < LONG_PAGE_HEADER {
-        return Err(broken(format!("{} bytes, shorter than a long page header", data.len())));
+        return Err(broken(format!(
+            "{} bytes, shorter than a long page header",
+            data.len()
+        )));
     }
     let magic = u16_at(data, 0).unwrap_or(0);
     if page_magic_for_major(major).is_some_and(|m| m != magic) {
-        return Err(broken(format!("page magic {magic:#06X} is not PostgreSQL {major}'s")));
+        return Err(broken(format!(
+            "page magic {magic:#06X} is not PostgreSQL {major}'s"
+        )));
     }
     let seg_size = u32_at(data, 32).unwrap_or(0);
     let block_size = u32_at(data, 36).unwrap_or(0) as usize;
     if u64::from(seg_size) != segment_size {
-        return Err(broken(format!("long header says segment size {seg_size}, expected {segment_size}")));
+        return Err(broken(format!(
+            "long header says segment size {seg_size}, expected {segment_size}"
+        )));
     }
-    if !block_size.is_power_of_two() || !(1024..=65536).contains(&block_size) || seg_len % block_size != 0 {
-        return Err(broken(format!("long header has an invalid block size {block_size}")));
+    if !block_size.is_power_of_two()
+        || !(1024..=65536).contains(&block_size)
+        || seg_len % block_size != 0
+    {
+        return Err(broken(format!(
+            "long header has an invalid block size {block_size}"
+        )));
     }
     Ok(Walker {
         data,
@@ -192,7 +216,11 @@ impl Walker<'_> {
         }
         let at = self.lsn(pos);
         let (magic, info) = (u16_at(h, 0).unwrap_or(0), u16_at(h, 2).unwrap_or(0));
-        let (tli, addr, rem_len) = (u32_at(h, 4).unwrap_or(0), u64_at(h, 8).unwrap_or(0), u32_at(h, 16).unwrap_or(0));
+        let (tli, addr, rem_len) = (
+            u32_at(h, 4).unwrap_or(0),
+            u64_at(h, 8).unwrap_or(0),
+            u32_at(h, 16).unwrap_or(0),
+        );
         if addr < at.0 && magic == self.magic && pos > 0 {
             // A recycled file's stale page after the end of written WAL.
             return Err(Stop::End);
@@ -201,14 +229,38 @@ impl Walker<'_> {
             return Err(Stop::Broken(format!("invalid page header at {at}")));
         }
         if (info & XLP_LONG_HEADER != 0) != (pos == 0) {
-            return Err(Stop::Broken(format!("misplaced long page header flag at {at}")));
+            return Err(Stop::Broken(format!(
+                "misplaced long page header flag at {at}"
+            )));
         }
         if tli < self.page_tli || tli > self.max_tli || tli == 0 {
-            return Err(Stop::Broken(format!("page at {at} has timeline {tli}, out of sequence")));
+            return Err(Stop::Broken(format!(
+                "page at {at} has timeline {tli}, out of sequence"
+            )));
         }
         self.page_tli = tli;
-        let len = if pos == 0 { LONG_PAGE_HEADER } else { SHORT_PAGE_HEADER };
+        let len = if pos == 0 {
+            LONG_PAGE_HEADER
+        } else {
+            SHORT_PAGE_HEADER
+        };
         Ok(PageHeader { info, rem_len, len })
+    }
+
+    /// The header of a page that must continue a record: the end of the file ends the walk
+    /// normally (the record continues in the next segment), an empty or stale page there does
+    /// not (the record was cut short).
+    fn continuation_page(&mut self, page: usize) -> Result<PageHeader, Stop> {
+        if page >= self.data.len() {
+            return Err(Stop::End);
+        }
+        match self.page(page) {
+            Err(Stop::End) => Err(Stop::Broken(format!(
+                "a record is cut short by an empty page at {}",
+                self.lsn(page)
+            ))),
+            other => other,
+        }
     }
 
     /// Skips the tail of a record that began in the previous segment; returns the position of
@@ -223,9 +275,12 @@ impl Walker<'_> {
             }
             rem -= avail;
             let page = pos + avail;
-            let h = self.page(page)?;
+            let h = self.continuation_page(page)?;
             if h.info & XLP_FIRST_IS_CONTRECORD == 0 || h.rem_len as usize != rem {
-                return Err(Stop::Broken(format!("continuation record broken at {}", self.lsn(page))));
+                return Err(Stop::Broken(format!(
+                    "continuation record broken at {}",
+                    self.lsn(page)
+                )));
             }
             pos = page + h.len;
         }
@@ -234,7 +289,9 @@ impl Walker<'_> {
     fn walk(&mut self, name: &WalFileName, summary: &mut WalSummary) -> Stop {
         let first = match self.page(0) {
             Ok(h) => h,
-            Err(Stop::End) => return Stop::Broken(format!("{name}: the first page header is empty")),
+            Err(Stop::End) => {
+                return Stop::Broken(format!("{name}: the first page header is empty"))
+            }
             Err(e) => return e,
         };
         let mut pos = if first.info & XLP_FIRST_IS_CONTRECORD != 0 {
@@ -255,11 +312,19 @@ impl Walker<'_> {
     }
 
     /// Reads, checks and records the record at `pos`; returns where the next one starts.
-    fn next_record(&mut self, mut pos: usize, prev: &mut Option<u64>, summary: &mut WalSummary) -> Result<usize, Stop> {
+    fn next_record(
+        &mut self,
+        mut pos: usize,
+        prev: &mut Option<u64>,
+        summary: &mut WalSummary,
+    ) -> Result<usize, Stop> {
         if pos % self.block_size == 0 {
             let h = self.page(pos)?;
             if h.info & XLP_FIRST_IS_CONTRECORD != 0 {
-                return Err(Stop::Broken(format!("unexpected continuation record at {}", self.lsn(pos))));
+                return Err(Stop::Broken(format!(
+                    "unexpected continuation record at {}",
+                    self.lsn(pos)
+                )));
             }
             pos += h.len;
         }
@@ -269,7 +334,9 @@ impl Walker<'_> {
         };
         let lsn = self.lsn(pos);
         if tot_len < RECORD_HEADER {
-            return Err(Stop::Broken(format!("invalid record length {tot_len} at {lsn}")));
+            return Err(Stop::Broken(format!(
+                "invalid record length {tot_len} at {lsn}"
+            )));
         }
         let (end, overwritten) = self.gather(pos, tot_len, *prev)?;
         if let Some(resume) = overwritten {
@@ -278,7 +345,11 @@ impl Walker<'_> {
             *prev = None;
             return Ok(resume);
         }
-        let rec: &[u8] = if self.buf.is_empty() { &self.data[pos..pos + tot_len] } else { &self.buf };
+        let rec: &[u8] = if self.buf.is_empty() {
+            &self.data[pos..pos + tot_len]
+        } else {
+            &self.buf
+        };
         check_record(rec, lsn, *prev)?;
         *prev = Some(lsn.0);
         summary.records += 1;
@@ -297,7 +368,12 @@ impl Walker<'_> {
     /// Makes the record at `pos` contiguous: `self.buf` is left empty when it lies on one page
     /// (read it from `data`), else holds a copy. Returns the end position, and a resume position
     /// if the record was abandoned and overwritten.
-    fn gather(&mut self, pos: usize, tot_len: usize, prev: Option<u64>) -> Result<(usize, Option<usize>), Stop> {
+    fn gather(
+        &mut self,
+        pos: usize,
+        tot_len: usize,
+        prev: Option<u64>,
+    ) -> Result<(usize, Option<usize>), Stop> {
         self.buf.clear();
         let avail = self.block_size - pos % self.block_size;
         if tot_len <= avail && pos + tot_len <= self.data.len() {
@@ -312,16 +388,22 @@ impl Walker<'_> {
         let mut rem = tot_len - on_page;
         let mut page = pos + avail;
         loop {
-            let h = self.page(page)?;
+            let h = self.continuation_page(page)?;
             if h.info & XLP_FIRST_IS_CONTRECORD == 0 {
                 if h.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
                     self.buf.clear();
                     return Ok((page, Some(page + h.len)));
                 }
-                return Err(Stop::Broken(format!("record at {} lacks its continuation", self.lsn(pos))));
+                return Err(Stop::Broken(format!(
+                    "record at {} lacks its continuation",
+                    self.lsn(pos)
+                )));
             }
             if h.rem_len as usize != rem {
-                return Err(Stop::Broken(format!("continuation length mismatch at {}", self.lsn(page))));
+                return Err(Stop::Broken(format!(
+                    "continuation length mismatch at {}",
+                    self.lsn(page)
+                )));
             }
             let start = page + h.len;
             let chunk = rem.min(self.block_size - h.len);
@@ -351,7 +433,10 @@ fn check_header(rec: &[u8], lsn: Lsn, prev: Option<u64>) -> Result<(), Stop> {
     if ok {
         Ok(())
     } else {
-        Err(Stop::Broken(format!("record at {lsn} has xl_prev {}, out of chain", Lsn(xl_prev))))
+        Err(Stop::Broken(format!(
+            "record at {lsn} has xl_prev {}, out of chain",
+            Lsn(xl_prev)
+        )))
     }
 }
 
@@ -369,7 +454,9 @@ fn check_record(rec: &[u8], lsn: Lsn, prev: Option<u64>) -> Result<(), Stop> {
 /// Folds a CRC-checked `RM_XLOG_ID` or `RM_XACT_ID` record into the summary.
 fn note_record(rec: &[u8], lsn: Lsn, major: u32, summary: &mut WalSummary) {
     let (rmid, info) = (rec[17], rec[16] & 0xF0);
-    let Some(main) = main_data(rec, major) else { return };
+    let Some(main) = main_data(rec, major) else {
+        return;
+    };
     if rmid == RM_XACT_ID && XACT_TIMED_OPS.contains(&(rec[16] & XLOG_XACT_OPMASK)) {
         if let Some(t) = u64_at(main, 0).and_then(|us| pg_timestamp(us as i64)) {
             summary.first_commit = Some(summary.first_commit.map_or(t, |f| f.min(t)));
@@ -382,11 +469,15 @@ fn note_record(rec: &[u8], lsn: Lsn, major: u32, summary: &mut WalSummary) {
     }
     match info {
         XLOG_RESTORE_POINT if main.len() >= 72 => {
-            let Some(time) = u64_at(main, 0).and_then(|us| pg_timestamp(us as i64)) else { return };
+            let Some(time) = u64_at(main, 0).and_then(|us| pg_timestamp(us as i64)) else {
+                return;
+            };
             let raw = &main[8..72];
             let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
             let name = String::from_utf8_lossy(raw).into_owned();
-            summary.restore_points.push(RestorePointRecord { name, lsn, time });
+            summary
+                .restore_points
+                .push(RestorePointRecord { name, lsn, time });
         }
         XLOG_END_OF_RECOVERY | XLOG_CHECKPOINT_SHUTDOWN if main.len() >= 16 => {
             let (to, from) = (u32_at(main, 8).unwrap_or(0), u32_at(main, 12).unwrap_or(0));
@@ -396,84 +487,4 @@ fn note_record(rec: &[u8], lsn: Lsn, major: u32, summary: &mut WalSummary) {
         }
         _ => {}
     }
-}
-
-const XLR_MAX_BLOCK_ID: u8 = 32;
-const XLR_BLOCK_ID_DATA_SHORT: u8 = 255;
-const XLR_BLOCK_ID_DATA_LONG: u8 = 254;
-const XLR_BLOCK_ID_ORIGIN: u8 = 253;
-const XLR_BLOCK_ID_TOPLEVEL_XID: u8 = 252;
-const BKPBLOCK_HAS_IMAGE: u8 = 0x10;
-const BKPBLOCK_SAME_REL: u8 = 0x80;
-const BKPIMAGE_HAS_HOLE: u8 = 0x01;
-
-/// Whether a block image carries a compression header (`BKPIMAGE_COMPRESSED`): the flag bits
-/// moved in PostgreSQL 15 (PGLZ/LZ4/ZSTD), before that one `BKPIMAGE_IS_COMPRESSED` bit.
-fn image_compressed(bimg_info: u8, major: u32) -> bool {
-    let mask = if major >= 15 || major == 0 { 0x04 | 0x08 | 0x10 } else { 0x02 };
-    bimg_info & mask != 0
-}
-
-/// The record's main data (last in the record), found by walking the block headers as
-/// `DecodeXLogRecord` does; `None` if the headers do not add up to the record length.
-fn main_data(rec: &[u8], major: u32) -> Option<&[u8]> {
-    let body = rec.get(RECORD_HEADER..)?;
-    let mut i = 0usize;
-    let mut data_total = 0usize;
-    let mut main_len = 0usize;
-    let mut last_block: Option<u8> = None;
-    let mut have_rel = false;
-    while body.len() - i > data_total {
-        let id = *body.get(i)?;
-        i += 1;
-        match id {
-            XLR_BLOCK_ID_DATA_SHORT => {
-                main_len = usize::from(*body.get(i)?);
-                i += 1;
-                data_total += main_len;
-                break;
-            }
-            XLR_BLOCK_ID_DATA_LONG => {
-                main_len = u32_at(body, i)? as usize;
-                i += 4;
-                data_total = data_total.checked_add(main_len)?;
-                break;
-            }
-            XLR_BLOCK_ID_ORIGIN => i += 2,
-            XLR_BLOCK_ID_TOPLEVEL_XID => i += 4,
-            0..=XLR_MAX_BLOCK_ID => {
-                if last_block.is_some_and(|b| id <= b) {
-                    return None;
-                }
-                last_block = Some(id);
-                let fork_flags = *body.get(i)?;
-                data_total += usize::from(u16_at(body, i + 1)?);
-                i += 3;
-                if fork_flags & BKPBLOCK_HAS_IMAGE != 0 {
-                    let bimg_len = usize::from(u16_at(body, i)?);
-                    let bimg_info = *body.get(i + 4)?;
-                    i += 5;
-                    if image_compressed(bimg_info, major) && bimg_info & BKPIMAGE_HAS_HOLE != 0 {
-                        i += 2;
-                    }
-                    data_total += bimg_len;
-                }
-                if fork_flags & BKPBLOCK_SAME_REL == 0 {
-                    i += 12;
-                    have_rel = true;
-                } else if !have_rel {
-                    return None;
-                }
-                i += 4;
-            }
-            _ => return None,
-        }
-        if i > body.len() {
-            return None;
-        }
-    }
-    if i > body.len() || body.len() - i != data_total {
-        return None;
-    }
-    body.get(body.len() - main_len..)
 }

@@ -16,7 +16,11 @@ const MAGIC: u16 = 0xD110;
 const SYSID: u64 = 7_000_000_000_000_000_001;
 
 fn runner(cases: u32) -> TestRunner {
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]))
 }
 
@@ -27,12 +31,21 @@ enum Rec {
     Abort(i64),
     RestorePoint(String, i64),
     /// A heap-like record: block references and this many bytes of payload.
-    Filler { blocks: u8, payload: usize },
+    Filler {
+        blocks: u8,
+        payload: usize,
+    },
 }
 
 fn record_bytes(rec: &Rec, prev: u64) -> Vec<u8> {
     let (rmid, info, main, blocks, payload) = match rec {
-        Rec::Commit(t) => (1u8, 0x00u8, t.to_le_bytes().iter().chain(&[0u8; 4]).copied().collect(), 0, 0),
+        Rec::Commit(t) => (
+            1u8,
+            0x00u8,
+            t.to_le_bytes().iter().chain(&[0u8; 4]).copied().collect(),
+            0,
+            0,
+        ),
         Rec::Abort(t) => (1, 0x20, t.to_le_bytes().to_vec(), 0, 0),
         Rec::RestorePoint(n, t) => {
             let mut m = t.to_le_bytes().to_vec();
@@ -44,7 +57,11 @@ fn record_bytes(rec: &Rec, prev: u64) -> Vec<u8> {
         Rec::Filler { blocks, payload } => (10, 0x00, vec![9u8; 3], *blocks, *payload),
     };
     let mut body = Vec::new();
-    let per_block = if blocks > 0 { payload / usize::from(blocks) } else { 0 };
+    let per_block = if blocks > 0 {
+        payload / usize::from(blocks)
+    } else {
+        0
+    };
     for b in 0..blocks {
         body.push(b);
         body.push(0x20 | if b > 0 { 0x80 } else { 0 });
@@ -53,6 +70,14 @@ fn record_bytes(rec: &Rec, prev: u64) -> Vec<u8> {
             body.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]);
         }
         body.extend_from_slice(&u32::from(b).to_le_bytes());
+    }
+    let mut image = Vec::new();
+    if let Rec::Abort(_) = rec {
+        // A block reference with a compressed page image that has a hole (15+ flags: the
+        // hole length follows), then 5 bytes of block data: exercises the block-header walk.
+        body.extend_from_slice(&[0, 0x10 | 0x20, 5, 0, 100, 0, 10, 0, 0x01 | 0x04, 0x20, 0]);
+        body.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 9, 0, 0, 0]);
+        image = vec![0xEE; 105];
     }
     if let Rec::Commit(_) = rec {
         // A replication origin, as a commit replayed by logical replication carries.
@@ -65,6 +90,7 @@ fn record_bytes(rec: &Rec, prev: u64) -> Vec<u8> {
         body.extend_from_slice(&(main.len() as u32).to_le_bytes());
     }
     body.extend(std::iter::repeat_n(0xAB, per_block * usize::from(blocks)));
+    body.extend_from_slice(&image);
     body.extend_from_slice(&main);
     let tot = 24 + body.len();
     let mut r = Vec::with_capacity(tot);
@@ -106,7 +132,15 @@ fn write_segment(seg_no: u64, cont: usize, recs: &[Rec]) -> (Vec<u8>, Vec<(Lsn, 
                 if pos >= SEG {
                     return None;
                 }
-                pos = header(d, pos, if contrecord || i > 0 { bytes.len() - i } else { 0 });
+                pos = header(
+                    d,
+                    pos,
+                    if contrecord || i > 0 {
+                        bytes.len() - i
+                    } else {
+                        0
+                    },
+                );
             }
             let n = (BLOCK - pos % BLOCK).min(bytes.len() - i);
             d[pos..pos + n].copy_from_slice(&bytes[i..i + n]);
@@ -115,7 +149,11 @@ fn write_segment(seg_no: u64, cont: usize, recs: &[Rec]) -> (Vec<u8>, Vec<(Lsn, 
         }
         Some(pos)
     };
-    let mut pos = if cont > 0 { put(&mut d, 0, &vec![0xCD; cont], true) } else { Some(header(&mut d, 0, 0)) };
+    let mut pos = if cont > 0 {
+        put(&mut d, 0, &vec![0xCD; cont], true)
+    } else {
+        Some(header(&mut d, 0, 0))
+    };
     let mut prev = start.saturating_sub(200);
     let mut written = Vec::new();
     for rec in recs {
@@ -171,7 +209,11 @@ fn synthetic_segments_are_read_exactly() {
             let rps: Vec<_> = written
                 .iter()
                 .filter_map(|(lsn, r)| match r {
-                    Rec::RestorePoint(n, t) => Some(RestorePointRecord { name: n.clone(), lsn: *lsn, time: time(*t) }),
+                    Rec::RestorePoint(n, t) => Some(RestorePointRecord {
+                        name: n.clone(),
+                        lsn: *lsn,
+                        time: time(*t),
+                    }),
                     _ => None,
                 })
                 .collect();
@@ -184,7 +226,10 @@ fn synthetic_segments_are_read_exactly() {
 
 #[test]
 fn random_bytes_never_panic() {
-    let strategy = (prop::collection::vec(any::<u8>(), 0..3 * BLOCK), any::<bool>());
+    let strategy = (
+        prop::collection::vec(any::<u8>(), 0..3 * BLOCK),
+        any::<bool>(),
+    );
     runner(300)
         .run(&strategy, |(mut bytes, plausible)| {
             let name = WalFileName::from_segment_number(1, 5, SEG as u64);
@@ -206,17 +251,29 @@ fn mutated_segments_never_report_a_mutated_restore_point() {
         .map(|i| match i % 4 {
             0 => Rec::Commit(800_000_000_000_000 + i),
             1 => Rec::RestorePoint(format!("point_{i}"), 800_000_000_000_000 + i),
-            2 => Rec::Filler { blocks: 2, payload: 3000 + i as usize * 37 },
+            2 => Rec::Filler {
+                blocks: 2,
+                payload: 3000 + i as usize * 37,
+            },
             _ => Rec::Abort(800_000_000_000_000 + i),
         })
         .collect();
     let (seg, written) = write_segment(5, 1000, &recs);
     let truth: Vec<(Lsn, String)> = written
         .iter()
-        .filter_map(|(l, r)| if let Rec::RestorePoint(n, _) = r { Some((*l, n.clone())) } else { None })
+        .filter_map(|(l, r)| {
+            if let Rec::RestorePoint(n, _) = r {
+                Some((*l, n.clone()))
+            } else {
+                None
+            }
+        })
         .collect();
     let name = WalFileName::from_segment_number(1, 5, SEG as u64);
-    let strategy = (prop::collection::vec((0usize..SEG, any::<u8>()), 1..8), 0usize..=SEG);
+    let strategy = (
+        prop::collection::vec((0usize..SEG, any::<u8>()), 1..8),
+        0usize..=SEG,
+    );
     runner(300)
         .run(&strategy, |(flips, len)| {
             let mut bad = seg.clone();
@@ -225,10 +282,89 @@ fn mutated_segments_never_report_a_mutated_restore_point() {
             }
             let s = summarize_segment(&name, &bad[..len], SEG as u64, 15);
             for rp in &s.restore_points {
-                prop_assert!(truth.iter().any(|(l, n)| *l == rp.lsn && *n == rp.name), "accepted {rp:?}");
+                prop_assert!(
+                    truth.iter().any(|(l, n)| *l == rp.lsn && *n == rp.name),
+                    "accepted {rp:?}"
+                );
             }
             prop_assert!(s.records <= written.len() as u64);
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn an_overwritten_contrecord_is_skipped() {
+    // A record torn at a crash, which PostgreSQL 15+ marks on the next page with
+    // XLP_FIRST_IS_OVERWRITE_CONTRECORD and writes over: the walk resumes after it.
+    let (mut seg, written) = write_segment(
+        5,
+        0,
+        &[Rec::Filler {
+            blocks: 1,
+            payload: 9000,
+        }],
+    );
+    assert_eq!(written.len(), 1);
+    let torn = written[0].0;
+    seg[BLOCK..].fill(0);
+    let (page, _) = write_segment(5, 0, &[]);
+    seg[BLOCK..BLOCK + 24].copy_from_slice(&page[..24]);
+    seg[BLOCK + 2..BLOCK + 4].copy_from_slice(&0x0008u16.to_le_bytes());
+    seg[BLOCK + 8..BLOCK + 16]
+        .copy_from_slice(&(torn.0 - torn.0 % SEG as u64 + BLOCK as u64).to_le_bytes());
+    let commit = record_bytes(&Rec::Commit(5_000_000), torn.0);
+    seg[BLOCK + 24..BLOCK + 24 + commit.len()].copy_from_slice(&commit);
+    let name = WalFileName::from_segment_number(1, 5, SEG as u64);
+    let s = summarize_segment(&name, &seg, SEG as u64, 15);
+    assert!(s.complete, "{s:?}");
+    assert_eq!((s.records, s.first_commit), (1, Some(time(5_000_000))));
+}
+
+#[test]
+fn a_broken_prev_link_ends_the_walk() {
+    let recs = [Rec::Commit(1), Rec::Commit(2), Rec::Commit(3)];
+    let (mut seg, written) = write_segment(5, 0, &recs);
+    // Re-link the third record to the first, with a valid CRC: xl_prev alone must stop it.
+    let at = (written[2].0 .0 % SEG as u64) as usize;
+    let bad = record_bytes(&recs[2], written[0].0 .0);
+    seg[at..at + bad.len()].copy_from_slice(&bad);
+    let name = WalFileName::from_segment_number(1, 5, SEG as u64);
+    let s = summarize_segment(&name, &seg, SEG as u64, 15);
+    assert!(!s.complete && s.records == 2, "{s:?}");
+    assert_eq!(s.last_commit, Some(time(2)));
+}
+
+#[test]
+fn a_record_cut_by_an_empty_page_is_not_the_end_of_wal() {
+    let (mut seg, written) = write_segment(
+        5,
+        0,
+        &[
+            Rec::Commit(1),
+            Rec::Filler {
+                blocks: 1,
+                payload: 9000,
+            },
+        ],
+    );
+    assert_eq!(written.len(), 2);
+    seg[BLOCK..2 * BLOCK].fill(0);
+    let name = WalFileName::from_segment_number(1, 5, SEG as u64);
+    let s = summarize_segment(&name, &seg, SEG as u64, 15);
+    assert!(!s.complete && s.records == 1, "{s:?}");
+    // The same record running off the end of a short file is the end of what there is.
+    let (seg, _) = write_segment(
+        5,
+        0,
+        &[
+            Rec::Commit(1),
+            Rec::Filler {
+                blocks: 1,
+                payload: 9000,
+            },
+        ],
+    );
+    let s = summarize_segment(&name, &seg[..BLOCK], SEG as u64, 15);
+    assert!(s.complete && s.records == 1, "{s:?}");
 }
