@@ -105,6 +105,7 @@ pub async fn execute(
         files: cat.files.len(),
         bytes: cat.size,
         tablespaces: plan.tablespaces.clone(),
+        resumed: plan.resume.as_ref().map(|m| m.started_at),
     })
 }
 

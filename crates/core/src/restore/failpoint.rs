@@ -33,7 +33,7 @@ fn die(why: &str) {
 /// SIGKILLs this process if `restore:<name>` is set.
 pub fn hit(name: &str) {
     let want = format!("restore:{name}");
-    if entries().iter().any(|e| *e == want) {
+    if entries().contains(&want) {
         die(&want);
     }
 }

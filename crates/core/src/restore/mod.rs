@@ -67,7 +67,7 @@ pub enum RestoreError {
     LinkNotEmpty { link: String, path: PathBuf },
     #[error("{a} and {b} overlap: the data directory, tablespace and link destinations must be separate directories")]
     Overlap { a: PathBuf, b: PathBuf },
-    #[error("'{0}' is not a usable data directory path (it must be absolute, UTF-8, without line breaks)")]
+    #[error("'{0}' is not a usable data directory path: it must be absolute")]
     BadDestination(String),
     #[error("backup {0} has no global/pg_control: it is not a PostgreSQL base backup (damaged or forged catalog)")]
     NoPgControl(String),
@@ -127,6 +127,8 @@ pub struct RestoreSummary {
     pub files: usize,
     pub bytes: u64,
     pub tablespaces: Vec<(u32, PathBuf)>,
+    /// An interrupted restore of the same backup was found and started over (when it began).
+    pub resumed: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The archive's reach (newest WAL time and end), for the recoverable window.

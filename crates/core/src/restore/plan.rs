@@ -75,15 +75,14 @@ pub async fn plan(
 /// The plan for restoring `cat` (already chosen) as `req` asks.
 pub fn plan_for(cat: BackupCatalog, req: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
     let pgdata = req.pgdata.clone();
-    let pg = pgdata
-        .to_str()
-        .ok_or_else(|| RestoreError::BadDestination(pgdata.display().to_string()))?;
-    validate_absolute(pg)?;
+    if !pgdata.is_absolute() {
+        return Err(RestoreError::BadDestination(pgdata.display().to_string()));
+    }
     let spaces = tablespace_targets(&cat, &req.tablespace_map)?;
     let links = link_targets(&cat, &req.link_map)?;
     check_overlaps(&pgdata, &spaces, &links)?;
 
-    let router = Router::new(&pgdata, &spaces, &links);
+    let router = Router::new(&pgdata, &spaces, &links, &cat);
     let mut directories = Vec::new();
     for d in &cat.directories {
         if let Some(dest) = router.route(&d.path, Kind::Dir)? {
@@ -147,11 +146,20 @@ struct Router {
     pgdata: Arc<PathBuf>,
     spaces: HashMap<u32, Arc<PathBuf>>,
     links: Vec<(String, Arc<PathBuf>)>,
+    /// The backup's other links: nothing may be under them (PostgreSQL never sends such entries).
+    plain: Vec<String>,
 }
 
 impl Router {
-    fn new(pgdata: &Path, spaces: &HashMap<u32, PathBuf>, links: &[(String, PathBuf)]) -> Router {
+    fn new(pgdata: &Path, spaces: &HashMap<u32, PathBuf>, links: &[(String, PathBuf)], cat: &BackupCatalog) -> Router {
+        let plain = cat
+            .symlinks
+            .iter()
+            .filter(|l| !l.path.starts_with("pg_tblspc/") && !links.iter().any(|(o, _)| *o == l.path))
+            .map(|l| format!("{}/", l.path))
+            .collect();
         Router {
+            plain,
             pgdata: Arc::new(pgdata.to_path_buf()),
             spaces: spaces
                 .iter()
@@ -205,6 +213,9 @@ impl Router {
             {
                 return Ok(Some(Dest::new(root.clone(), inner)?));
             }
+        }
+        if self.plain.iter().any(|l| path.starts_with(l.as_str())) {
+            return Err(unsafe_path("an entry under a link of the backup"));
         }
         Ok(Some(Dest::new(self.pgdata.clone(), path)?))
     }
