@@ -151,11 +151,18 @@ struct Router {
 }
 
 impl Router {
-    fn new(pgdata: &Path, spaces: &HashMap<u32, PathBuf>, links: &[(String, PathBuf)], cat: &BackupCatalog) -> Router {
+    fn new(
+        pgdata: &Path,
+        spaces: &HashMap<u32, PathBuf>,
+        links: &[(String, PathBuf)],
+        cat: &BackupCatalog,
+    ) -> Router {
         let plain = cat
             .symlinks
             .iter()
-            .filter(|l| !l.path.starts_with("pg_tblspc/") && !links.iter().any(|(o, _)| *o == l.path))
+            .filter(|l| {
+                !l.path.starts_with("pg_tblspc/") && !links.iter().any(|(o, _)| *o == l.path)
+            })
             .map(|l| format!("{}/", l.path))
             .collect();
         Router {
