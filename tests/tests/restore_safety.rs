@@ -259,6 +259,9 @@ async fn forge_catalog(
     Ok(())
 }
 
+/// One way to forge a catalog.
+type Forgery = Box<dyn FnOnce(&mut BackupCatalog)>;
+
 fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -306,7 +309,7 @@ async fn forged_catalog_is_refused_as_root() {
         let before = tree(&canary);
         let canary_s = canary.display().to_string();
         let rel_up = format!("../../../../../../../..{canary_s}/evil");
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut BackupCatalog)>)> = vec![
+        let cases: Vec<(&str, Forgery)> = vec![
             (
                 "absolute file",
                 Box::new({
