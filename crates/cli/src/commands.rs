@@ -347,6 +347,10 @@ pub async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         action: args.target_action,
         timeline: args.target_timeline,
         tablespace_map: args.tablespace_map,
+        // Defaults until the CLI grows --link-map, --archive-mode and --type (lead's part).
+        link_map: Vec::new(),
+        archive_mode: restore::ArchiveMode::Preserve,
+        kind: restore::RestoreType::Default,
         parallel: args.parallel.unwrap_or(config.restore.parallel),
         archive_command: archive_command_path(&config)?,
     };

@@ -6,7 +6,7 @@
 //! once, which keeps both cores and the network busy; memory per bundle is a few chunks.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 
+use super::paths::{Dest, PathError};
 use crate::format::{into_format_error, FormatError, MasterKey, ObjectReader};
 use crate::progress::Progress;
 use crate::repository::catalog::{FileEntry, Piece};
@@ -34,6 +35,8 @@ pub enum UnpackError {
     Short { location: String, at: u64 },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Path(#[from] PathError),
     #[error("unpacking bundle {0} failed: {1}")]
     Task(u32, String),
 }
@@ -66,7 +69,7 @@ pub async fn unpack_all(
     repo: &Repository,
     cat: &BackupCatalog,
     files: Arc<Vec<FileEntry>>,
-    dests: Arc<Vec<PathBuf>>,
+    dests: Arc<Vec<Dest>>,
     parallel: usize,
     progress: Arc<dyn Progress>,
 ) -> Result<(), UnpackError> {
@@ -75,12 +78,7 @@ pub async fn unpack_all(
         let dests = dests.clone();
         tokio::task::spawn_blocking(move || -> Result<(), UnpackError> {
             for d in dests.iter() {
-                OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(d)
-                    .map_err(|source| UnpackError::Write { path: d.clone(), source })?;
+                super::paths::create_file(d)?;
             }
             Ok(())
         })
@@ -131,7 +129,7 @@ async fn unpack_bundle(
     key: Option<Arc<MasterKey>>,
     pieces: Vec<(usize, Piece)>,
     files: Arc<Vec<FileEntry>>,
-    dests: Arc<Vec<PathBuf>>,
+    dests: Arc<Vec<Dest>>,
     progress: Arc<dyn Progress>,
 ) -> Result<(), UnpackError> {
     let object_key = layout::bundle_key(&backup, bundle);
@@ -172,14 +170,11 @@ async fn unpack_bundle(
             let file = match open.get_mut(fi) {
                 Some(f) => f,
                 None => {
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(path)
-                        .map_err(|source| UnpackError::Write { path: path.clone(), source })?;
+                    let f = super::paths::open_nofollow(path)?;
                     open.entry(*fi).or_insert(f)
                 }
             };
-            let werr = |source| UnpackError::Write { path: path.clone(), source };
+            let werr = |source| UnpackError::Write { path: path.full(), source };
             file.seek(SeekFrom::Start(piece.file_offset)).map_err(werr)?;
             let mut hash = Sha256::new();
             let mut left = piece.len;
@@ -210,7 +205,7 @@ async fn unpack_bundle(
         // last piece, and anything appended).
         std::io::copy(&mut obj, &mut std::io::sink()).map_err(|e| read_err(e, &location))?;
         for (fi, f) in open {
-            f.sync_all().map_err(|source| UnpackError::Write { path: dests[fi].clone(), source })?;
+            f.sync_all().map_err(|source| UnpackError::Write { path: dests[fi].full(), source })?;
         }
         Ok(())
     })

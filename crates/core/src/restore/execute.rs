@@ -1,0 +1,322 @@
+//! Carrying out a [`RestorePlan`] so that a kill at any instant leaves a directory PostgreSQL
+//! refuses to start and a re-run can finish.
+//!
+//! Order: the marker (fsynced, with the data directory and its parent); on a re-run, the
+//! interrupted restore's files removed (`global/pg_control` first); directories, links and files;
+//! the recovery settings; modes, times and ownership; every file and directory fsynced bottom-up,
+//! the parents of the data and tablespace directories included; then `global/pg_control` renamed
+//! into place and synced; then the marker removed. Until that rename the directory has no
+//! `pg_control`, so PostgreSQL will not start on a half-restored directory.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::conf::RecoveryConf;
+use super::marker::MARKER;
+use super::paths::{self, Dest};
+use super::plan::RestorePlan;
+use super::{failpoint, unpack, RestoreError, RestoreSummary};
+use crate::config::Config;
+use crate::progress::Progress;
+use crate::repository::{layout, Repository};
+
+/// Files restore itself writes into the data directory (besides the catalog's).
+const EXTRAS: [&str; 5] = [
+    "backup_manifest",
+    "recovery.signal",
+    "standby.signal",
+    "postgresql.auto.conf.pgvault-tmp",
+    "pgvault_restore.json.tmp",
+];
+
+fn pgdata_dest(plan: &RestorePlan, rel: &str) -> Result<Dest, RestoreError> {
+    Ok(Dest::new(Arc::new(plan.pgdata.clone()), rel)?)
+}
+
+fn create_err(path: &Path) -> impl Fn(std::io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Create {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Carries out `plan`.
+pub async fn execute(
+    config: &Config,
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreSummary, RestoreError> {
+    let cat = &plan.catalog;
+    std::fs::create_dir_all(&plan.pgdata).map_err(create_err(&plan.pgdata))?;
+    std::fs::set_permissions(&plan.pgdata, std::fs::Permissions::from_mode(0o700))
+        .map_err(create_err(&plan.pgdata))?;
+    if let Some(old) = &plan.resume {
+        tracing::warn!(backup = %cat.id, started = %old.started_at, pid = old.pid, host = %old.host, "resuming an interrupted restore of the same backup: removing what it wrote and starting over");
+        remove_previous(plan)?;
+    }
+    write_marker(plan)?;
+    failpoint::hit("after-marker");
+
+    make_skeleton(plan)?;
+    failpoint::hit("after-skeleton");
+
+    progress.total(cat.size);
+    progress.phase("restoring files");
+    let files = Arc::new(cat.files.clone());
+    let dests = Arc::new(plan.files.clone());
+    let counted = failpoint::counting(progress.clone());
+    unpack::unpack_all(
+        repo,
+        cat,
+        files,
+        dests,
+        plan.request.parallel.max(1),
+        counted,
+    )
+    .await?;
+    failpoint::hit("after-files");
+
+    // PostgreSQL's manifest beside the data, as pg_basebackup leaves it, for pg_verifybackup.
+    if let Ok(manifest) = repo.get_sealed(&layout::manifest_key(&cat.id)).await {
+        write_new(&pgdata_dest(plan, "backup_manifest")?, &manifest)?;
+    }
+    write_recovery_settings(config, plan)?;
+    failpoint::hit("after-settings");
+
+    let plan2 = plan.clone();
+    tokio::task::spawn_blocking(move || finish_tree(&plan2))
+        .await
+        .map_err(|e| RestoreError::Internal(e.to_string()))??;
+    failpoint::hit("after-modes");
+
+    failpoint::hit("before-pg-control");
+    paths::rename_synced(&plan.pg_control, "pg_control")?;
+    failpoint::hit("after-pg-control");
+    paths::remove(&pgdata_dest(plan, MARKER)?)?;
+    sync_dir(&plan.pgdata)?;
+    progress.finish();
+    Ok(RestoreSummary {
+        backup_id: cat.id.clone(),
+        files: cat.files.len(),
+        bytes: cat.size,
+        tablespaces: plan.tablespaces.clone(),
+        resumed: plan.resume.as_ref().map(|m| m.started_at),
+    })
+}
+
+/// Removes what an interrupted restore of the same backup wrote: `global/pg_control` first (and
+/// synced), so the directory never starts while it is being cleaned, then the catalog's files,
+/// restore's own files and the links it made. Directories stay (they are the catalog's).
+fn remove_previous(plan: &RestorePlan) -> Result<(), RestoreError> {
+    let control = plan.pg_control.with_name("pg_control")?;
+    paths::remove(&control)?;
+    if let Ok(dir) = paths::open_dir(&control.parent_dir()?) {
+        dir.sync_all().map_err(create_err(&control.full()))?;
+    }
+    failpoint::hit("during-cleanup");
+    for d in &plan.files {
+        paths::remove(d)?;
+    }
+    for name in EXTRAS.iter().chain(["postgresql.auto.conf"].iter()) {
+        paths::remove(&pgdata_dest(plan, name)?)?;
+    }
+    for (oid, _) in &plan.tablespaces {
+        paths::remove(&pgdata_dest(plan, &format!("pg_tblspc/{oid}"))?)?;
+    }
+    for (old, _) in &plan.links {
+        paths::remove(&pgdata_dest(plan, old)?)?;
+    }
+    Ok(())
+}
+
+/// Writes the marker under a temporary name, fsyncs it, renames it into place and fsyncs the data
+/// directory and its parent.
+fn write_marker(plan: &RestorePlan) -> Result<(), RestoreError> {
+    let json = serde_json::to_vec_pretty(&plan.marker())
+        .map_err(|e| RestoreError::Internal(e.to_string()))?;
+    let tmp = pgdata_dest(plan, "pgvault_restore.json.tmp")?;
+    paths::remove(&tmp)?;
+    write_new(&tmp, &json)?;
+    paths::rename_synced(&tmp, MARKER)?;
+    sync_parent(&plan.pgdata)
+}
+
+/// Data directory root, tablespace and link destinations and their links, catalog directories,
+/// and the backup's other links as plain directories.
+fn make_skeleton(plan: &RestorePlan) -> Result<(), RestoreError> {
+    let locs = plan
+        .tablespaces
+        .iter()
+        .map(|(_, p)| p)
+        .chain(plan.links.iter().map(|(_, p)| p));
+    for loc in locs {
+        std::fs::create_dir_all(loc).map_err(create_err(loc))?;
+        std::fs::set_permissions(loc, std::fs::Permissions::from_mode(0o700))
+            .map_err(create_err(loc))?;
+    }
+    for (oid, loc) in &plan.tablespaces {
+        paths::symlink(&pgdata_dest(plan, &format!("pg_tblspc/{oid}"))?, loc)?;
+    }
+    for (old, loc) in &plan.links {
+        paths::symlink(&pgdata_dest(plan, old)?, loc)?;
+    }
+    for (d, _) in &plan.directories {
+        paths::mkdir_all(d)?;
+    }
+    for d in &plan.plain_links {
+        paths::mkdir_all(d)?;
+    }
+    Ok(())
+}
+
+/// Creates `d` (which must not exist) with `data`, 0600, fsynced.
+fn write_new(d: &Dest, data: &[u8]) -> Result<(), RestoreError> {
+    let mut f = paths::create_file(d)?;
+    f.write_all(data).map_err(create_err(&d.full()))?;
+    f.sync_all().map_err(create_err(&d.full()))
+}
+
+/// The signal file, and `postgresql.auto.conf` with earlier recovery settings commented out and
+/// the new ones appended (replaced atomically). An unreadable file is an error, never "empty".
+fn write_recovery_settings(config: &Config, plan: &RestorePlan) -> Result<(), RestoreError> {
+    let req = &plan.request;
+    let auto = pgdata_dest(plan, "postgresql.auto.conf")?;
+    let existing = match paths::open_read(&auto)? {
+        None => String::new(),
+        Some(mut f) => {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)
+                .map_err(|source| RestoreError::AutoConf {
+                    path: auto.full(),
+                    source,
+                })?;
+            String::from_utf8(bytes).map_err(|_| super::conf::ConfError::NotUtf8)?
+        }
+    };
+    let conf = RecoveryConf {
+        backup_id: &plan.catalog.id,
+        now: Utc::now(),
+        archive_command: &req.archive_command,
+        config: &config.source,
+        target: &req.target,
+        action: req.action,
+        timeline: req.timeline.as_deref(),
+        kind: req.kind,
+        archive_mode: req.archive_mode,
+    };
+    let text = conf.apply(&existing)?;
+    let tmp = pgdata_dest(plan, "postgresql.auto.conf.pgvault-tmp")?;
+    paths::remove(&tmp)?;
+    write_new(&tmp, text.as_bytes())?;
+    paths::rename_synced(&tmp, "postgresql.auto.conf")?;
+    write_new(&pgdata_dest(plan, req.kind.signal_file())?, b"")
+}
+
+/// Modes, times and ownership of everything restored, then every directory fsynced bottom-up
+/// and the parents of the roots: all before `pg_control` is renamed into place.
+fn finish_tree(plan: &RestorePlan) -> Result<(), RestoreError> {
+    let owner = if nix::unistd::geteuid().is_root() {
+        plan.catalog.owner_uid.zip(plan.catalog.owner_gid)
+    } else {
+        None
+    };
+    let chown = |f: &std::fs::File, path: &Path| -> Result<(), RestoreError> {
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(create_err(path))?;
+        }
+        Ok(())
+    };
+    for (entry, d) in plan.catalog.files.iter().zip(plan.files.iter()) {
+        let f = paths::open_nofollow(d)?;
+        let mtime =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(entry.mtime.max(0) as u64);
+        let _ = f.set_times(
+            std::fs::FileTimes::new()
+                .set_modified(mtime)
+                .set_accessed(mtime),
+        );
+        f.set_permissions(std::fs::Permissions::from_mode(entry.mode & 0o777))
+            .map_err(create_err(&d.full()))?;
+        chown(&f, &d.full())?;
+        f.sync_all().map_err(create_err(&d.full()))?;
+    }
+    for name in [
+        "backup_manifest",
+        "postgresql.auto.conf",
+        plan.request.kind.signal_file(),
+        MARKER,
+    ] {
+        let d = pgdata_dest(plan, name)?;
+        if let Ok(f) = paths::open_nofollow(&d) {
+            chown(&f, &d.full())?;
+            f.sync_all().map_err(create_err(&d.full()))?;
+        }
+    }
+    let mut dirs: Vec<(&Dest, u32)> = plan
+        .directories
+        .iter()
+        .map(|(d, m)| (d, (m & 0o777) | 0o700))
+        .collect();
+    dirs.extend(plan.plain_links.iter().map(|d| (d, 0o700)));
+    for (d, mode) in dirs {
+        let f = paths::open_dir(d)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(create_err(&d.full()))?;
+        chown(&f, &d.full())?;
+    }
+    if let Some((uid, gid)) = owner {
+        let links = plan
+            .tablespaces
+            .iter()
+            .map(|(oid, _)| format!("pg_tblspc/{oid}"))
+            .chain(plan.links.iter().map(|(o, _)| o.clone()));
+        for l in links {
+            let p = plan.pgdata.join(l);
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(create_err(&p))?;
+        }
+    }
+    for root in plan.roots() {
+        let f = paths::open_root_dir(&root)?;
+        chown(&f, &root)?;
+        sync_tree(&root)?;
+        sync_parent(&root)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<(), RestoreError> {
+    paths::open_root_dir(path)?
+        .sync_all()
+        .map_err(create_err(path))
+}
+
+fn sync_parent(path: &Path) -> Result<(), RestoreError> {
+    match path.parent() {
+        Some(p) => sync_dir(p),
+        None => Ok(()),
+    }
+}
+
+/// fsyncs every directory below `path` (not following links), children before parents.
+fn sync_tree(path: &Path) -> Result<(), RestoreError> {
+    let mut stack: Vec<(PathBuf, bool)> = vec![(path.to_path_buf(), false)];
+    while let Some((dir, visited)) = stack.pop() {
+        if visited {
+            sync_dir(&dir)?;
+            continue;
+        }
+        stack.push((dir.clone(), true));
+        for e in std::fs::read_dir(&dir).map_err(create_err(&dir))? {
+            let e = e.map_err(create_err(&dir))?;
+            if e.file_type().map_err(create_err(&dir))?.is_dir() {
+                stack.push((e.path(), false));
+            }
+        }
+    }
+    Ok(())
+}
