@@ -12,12 +12,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-
-use crate::format::{self, Codec, FormatError};
-use crate::repository::{layout, Repository, RepositoryError};
-use crate::storage::PutOutcome;
-use crate::wal::{self, WalError, WalFileName};
+use crate::format::{self, Codec};
+use crate::repository::{Repository, RepositoryError};
+use crate::wal::{WalError, WalFileName};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -37,22 +34,13 @@ pub enum ArchiveError {
     Invalid { name: String, location: String, source: WalError },
 }
 
-/// What [`push_prepared`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PushOutcome {
-    Stored { stored_bytes: u64 },
-    /// The same content was already archived (a retry after a crash, or a second pusher).
-    AlreadyArchived,
-    /// An unreadable (torn or corrupted) object was under this name and was replaced.
-    Repaired,
-}
+pub use crate::repository::PushOutcome;
 
 /// A WAL file read from disk and compressed, waiting for the repository's key to be sealed.
 /// Preparing needs only the configuration, so `archive_command` compresses while the repository
 /// opens (network round trip and the memory-hard key derivation), on another core.
 pub struct PreparedWal {
     name: WalFileName,
-    path: PathBuf,
     data: Vec<u8>,
     compressed: Option<Vec<u8>>,
     codec: Codec,
@@ -69,43 +57,25 @@ pub fn prepare_push(path: &Path, codec: &Codec) -> Result<PreparedWal, ArchiveEr
     let data = std::fs::read(path).map_err(|source| ArchiveError::Read { path: path.to_path_buf(), source })?;
     let compressed = format::compress_for_seal(&data, codec)
         .map_err(|source| RepositoryError::Object { location: "(new object)".into(), source })?;
-    Ok(PreparedWal { name, path: path.to_path_buf(), data, compressed, codec: codec.clone() })
+    Ok(PreparedWal { name, data, compressed, codec: codec.clone() })
 }
 
 /// Stores a prepared WAL file: checks it belongs to the repository's cluster, seals it and
 /// writes it create-if-absent.
 pub async fn push_prepared(repo: &Repository, wal: PreparedWal) -> Result<PushOutcome, ArchiveError> {
-    let PreparedWal { name, path, data, compressed, codec } = wal;
-    let cluster = repo.cluster();
-    if name.has_page_header() {
-        wal::check_segment(&name, &data, cluster.system_identifier, cluster.wal_segment_size, cluster.major())?;
-    }
-    let sealed = format::seal_precompressed(&data, compressed.as_deref(), &codec, repo.key())
-        .map_err(|source| RepositoryError::Object { location: path.display().to_string(), source })?;
-    let sealed = Bytes::from(sealed);
-    let stored_bytes = sealed.len() as u64;
-    let key = layout::wal_key(&name);
-    let storage = repo.storage();
-    match storage.put_if_absent(&key, sealed.clone()).await? {
-        PutOutcome::Created => Ok(PushOutcome::Stored { stored_bytes }),
-        PutOutcome::AlreadyExists => {
-            let existing = storage.get(&key).await?;
-            match repo.unseal(&key, &existing) {
-                Ok(plain) if plain == data => Ok(PushOutcome::AlreadyArchived),
-                Ok(_) => Err(ArchiveError::DifferentContent { name: name.to_string(), location: storage.to_string() }),
-                Err(RepositoryError::Object { source, .. })
-                    if matches!(source, FormatError::Corrupt { .. } | FormatError::Truncated { .. }) =>
-                {
-                    // A torn write (crash between rename and fsync on a filesystem that lost the
-                    // data) leaves an object that cannot be opened; it never held WAL anyone could
-                    // use, so storing the real content over it loses nothing.
-                    tracing::warn!(wal = %name, "replacing an unreadable archived object");
-                    storage.put(&key, sealed).await?;
-                    Ok(PushOutcome::Repaired)
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
+    push_prepared_with(repo, wal, None).await
+}
+
+/// [`push_prepared`] with a metadata block (e.g. a JSON WAL summary) sealed in the object's
+/// header, in repositories that write format v2 (dropped in v1 repositories).
+pub async fn push_prepared_with(repo: &Repository, wal: PreparedWal, metadata: Option<&[u8]>) -> Result<PushOutcome, ArchiveError> {
+    let PreparedWal { name, data, compressed, codec } = wal;
+    repo.check_wal(&name, &data)?;
+    // Compressed ahead with the configuration's codec; used only if it is the repository's.
+    let compressed = compressed.filter(|_| codec.compression == repo.codec().compression);
+    match repo.put_wal(&name, &data, compressed.as_deref(), metadata).await {
+        Err(RepositoryError::WalDifferentContent { name, location }) => Err(ArchiveError::DifferentContent { name, location }),
+        other => Ok(other?),
     }
 }
 
@@ -120,18 +90,9 @@ pub enum FetchOutcome {
 /// Restores one WAL file `name` (`%f`) to `dest` (`%p`), atomically.
 pub async fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome, ArchiveError> {
     let name = WalFileName::parse(name)?;
-    let key = layout::wal_key(&name);
-    let raw = match repo.storage().get_opt(&key).await? {
-        Some(raw) => raw,
-        None => return Ok(FetchOutcome::NotFound),
-    };
-    let plain = repo.unseal(&key, &raw)?;
-    if name.has_page_header() {
-        let c = repo.cluster();
-        wal::check_segment(&name, &plain, c.system_identifier, c.wal_segment_size, c.major()).map_err(|source| {
-            ArchiveError::Invalid { name: name.to_string(), location: repo.storage().to_string(), source }
-        })?;
-    }
+    let Some(plain) = repo.get_wal(&name).await? else { return Ok(FetchOutcome::NotFound) };
+    repo.check_wal(&name, &plain)
+        .map_err(|source| ArchiveError::Invalid { name: name.to_string(), location: repo.storage().to_string(), source })?;
     write_atomically(dest, &plain, false)?;
     Ok(FetchOutcome::Restored { bytes: plain.len() as u64 })
 }

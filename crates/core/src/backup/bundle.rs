@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::format::{Codec, FormatError, MasterKey, ObjectWriter};
+use crate::repository::ObjectSealing;
 use crate::repository::catalog::{BundleEntry, Piece};
 use crate::repository::layout;
 use crate::storage::{Storage, StorageError};
@@ -91,8 +92,7 @@ pub struct BundleWriter {
     rt: Handle,
     storage: Storage,
     backup_id: String,
-    codec: Codec,
-    key: Option<Arc<MasterKey>>,
+    sealing: ObjectSealing,
     target: u64,
     current: Option<OpenBundle>,
     next_id: u32,
@@ -110,13 +110,20 @@ struct PieceState {
 }
 
 impl BundleWriter {
+    /// A writer of version-1 bundles (not identity-bound). Prefer
+    /// [`Repository::bundle_writer`](crate::repository::Repository::bundle_writer), which writes
+    /// the repository's object version.
     pub fn new(rt: Handle, storage: Storage, backup_id: &str, codec: Codec, key: Option<Arc<MasterKey>>, target: u64) -> Self {
+        Self::with_sealing(rt, storage, backup_id, ObjectSealing::v1(codec, key), target)
+    }
+
+    /// A writer sealing bundles with `sealing` (v2 bundles are bound to their keys).
+    pub fn with_sealing(rt: Handle, storage: Storage, backup_id: &str, sealing: ObjectSealing, target: u64) -> Self {
         BundleWriter {
             rt,
             storage,
             backup_id: backup_id.to_string(),
-            codec,
-            key,
+            sealing,
             target: target.max(1),
             current: None,
             next_id: 0,
@@ -155,7 +162,9 @@ impl BundleWriter {
         });
         self.pending.push((id, handle));
         let sink = UploadSink { tx, buf: Vec::with_capacity(SEND_CHUNK), bundle: id };
-        let writer = ObjectWriter::new(sink, &self.codec, self.key.as_deref())
+        let writer = self
+            .sealing
+            .writer(sink, &layout::bundle_key(&self.backup_id, id))
             .map_err(|source| BundleError::Format { bundle: id, source })?;
         self.current = Some(OpenBundle { id, writer, plain: 0 });
         Ok(())

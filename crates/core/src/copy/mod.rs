@@ -37,10 +37,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError};
-use crate::format::{into_format_error, FormatError, MasterKey, ObjectReader};
+use crate::format::{into_format_error, FormatError};
 use crate::progress::{format_bytes, Progress};
 use crate::repository::catalog::Piece;
-use crate::repository::{layout, BackupCatalog, ClusterIdentity, RepoMeta, Repository, RepositoryError};
+use crate::repository::{layout, BackupCatalog, ClusterIdentity, ObjectSealing, RepoMeta, Repository, RepositoryError};
 use crate::storage::{CreateMode, PutOutcome, Storage, StorageError, Upload};
 use crate::wal::{self, WalFileName, WalKind};
 
@@ -180,18 +180,18 @@ fn store_err(target: &Storage, message: String) -> CopyError {
     CopyError::BadTargetMeta { target: target.to_string(), key: layout::META_KEY, message }
 }
 
-/// Reads the target's descriptor, if any, without unlocking anything.
+/// Reads the target's descriptor, if any, without unlocking anything (the repository's one
+/// descriptor reader, with its bounds).
 async fn target_meta(target: &Storage) -> Result<Option<RepoMeta>, CopyError> {
     let Some(raw) = target.get_opt(layout::META_KEY).await? else { return Ok(None) };
-    let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| store_err(target, e.to_string()))?;
-    if value.get("format").and_then(|v| v.as_str()) != Some(crate::repository::meta::FORMAT_NAME) {
-        return Err(store_err(target, "not a pgvault repository descriptor".into()));
+    match crate::repository::parse_meta(&target.to_string(), &raw) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(crate::repository::RepositoryError::BadMeta { message, .. }) => Err(store_err(target, message)),
+        Err(crate::repository::RepositoryError::NewerFormat { found, .. }) => {
+            Err(store_err(target, format!("format version {found}, newer than this pgvault understands: upgrade pgvault")))
+        }
+        Err(e) => Err(store_err(target, e.to_string())),
     }
-    let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
-    if version > u64::from(crate::repository::meta::FORMAT_VERSION) {
-        return Err(store_err(target, format!("format version {version}, newer than this pgvault understands: upgrade pgvault")));
-    }
-    serde_json::from_value(value).map(Some).map_err(|e| store_err(target, e.to_string()))
 }
 
 /// Refuses a target that is not (a copy of) the source repository.
@@ -404,7 +404,9 @@ pub async fn run(
     let mut failures: Vec<String> = Vec::new();
     // The target repository's store carries the create mode its descriptor records.
     let target_store = target.storage().clone();
-    let ctx = Ctx { source: source.storage().clone(), target: target_store.clone(), key: source.shared_key(), progress: progress.clone() };
+    // Objects are verified under the source's identity; the target has the same repository id
+    // and keys, so identity-bound objects stay valid there byte for byte.
+    let ctx = Ctx { source: source.storage().clone(), target: target_store.clone(), sealing: source.sealing(), progress: progress.clone() };
 
     let results = run_jobs(&ctx, wal_jobs, parallel).await;
     for (job, r) in results {
@@ -498,7 +500,7 @@ async fn copy_catalog(source: &Repository, target: &Storage, cat: &BackupCatalog
 struct Ctx {
     source: Storage,
     target: Storage,
-    key: Option<Arc<MasterKey>>,
+    sealing: ObjectSealing,
     progress: Arc<dyn Progress>,
 }
 
@@ -530,9 +532,9 @@ async fn copy_object(ctx: &Ctx, job: &Job) -> Result<u64, CopyError> {
     let location = format!("{}/{}", ctx.source, job.key);
     let mut stream = ctx.source.get_stream(&job.key).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let (key, check, loc) = (ctx.key.clone(), job.check.clone(), location.clone());
+    let (sealing, check, loc, object_key) = (ctx.sealing.clone(), job.check.clone(), location.clone(), job.key.clone());
     let verifier = tokio::task::spawn_blocking(move || {
-        verify(ChannelReader { rx, cur: Bytes::new() }, key.as_deref(), &check, &loc)
+        verify(ChannelReader { rx, cur: Bytes::new() }, &sealing, &object_key, &check, &loc)
     });
     let mut sink = if job.create_only && job.size <= BUFFERED_OBJECT_LIMIT {
         Sink::Buffer(Vec::with_capacity(job.size as usize))
@@ -609,11 +611,11 @@ impl Read for ChannelReader {
 }
 
 /// Opens the object and checks it to the end.
-fn verify<R: Read>(reader: R, key: Option<&MasterKey>, check: &Check, location: &str) -> Result<(), CopyError> {
+fn verify<R: Read>(reader: R, sealing: &ObjectSealing, object_key: &str, check: &Check, location: &str) -> Result<(), CopyError> {
     let object_err = |source: FormatError| CopyError::Object { location: location.to_string(), source };
     let read_err = |e: io::Error| object_err(into_format_error(e));
     let invalid = |message: String| CopyError::Invalid { location: location.to_string(), message };
-    let mut obj = ObjectReader::new(reader, key).map_err(object_err)?;
+    let mut obj = sealing.reader(reader, object_key).map_err(object_err)?;
     match check {
         Check::Opens => {
             io::copy(&mut obj, &mut io::sink()).map_err(read_err)?;
@@ -733,7 +735,14 @@ mod tests {
     #[test]
     fn bundle_check_finds_a_bad_piece_and_a_wrong_size() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let sealed = seal_bytes(&data, &Codec::default(), None).unwrap();
+        let sealing = ObjectSealing { codec: Codec::default(), key: None, repository_id: "r".into(), write_version: 2 };
+        let sealed = sealing.seal("k", &data, None, None).unwrap();
+        let v1 = seal_bytes(&data, &Codec::default(), None).unwrap();
+        let verify = |bytes: &[u8], _: Option<()>, check: &Check, loc: &str| verify(bytes, &sealing, "k", check, loc);
+        verify(&v1[..], None, &Check::Opens, "x").unwrap();
+        // Identity-bound: the same bytes under another key are refused.
+        let moved = super::verify(&sealed[..], &sealing, "other", &Check::Opens, "x");
+        assert!(matches!(moved, Err(CopyError::Object { source: FormatError::NotThisObject { .. }, .. })), "{moved:?}");
         let good = Check::Bundle {
             pieces: vec![("a".into(), piece(0, &data[..1000])), ("b".into(), piece(5000, &data[5000..90_000]))],
             size: data.len() as u64,

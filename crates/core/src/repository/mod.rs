@@ -8,6 +8,9 @@
 pub mod catalog;
 pub mod layout;
 pub mod meta;
+pub mod objects;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -21,6 +24,7 @@ use crate::wal::WalFileName;
 
 pub use catalog::BackupCatalog;
 pub use meta::{ClusterIdentity, RepoMeta};
+pub use objects::{BackupListing, ObjectSealing, PushOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
@@ -50,6 +54,10 @@ pub enum RepositoryError {
     BadCatalog { location: String, key: String, message: String },
     #[error("{location}: no backup '{id}' (see `pgvault list`)")]
     BackupNotFound { location: String, id: String },
+    #[error("{location}: {key} holds the catalog of backup '{found}', not of the backup it is stored under: it was moved or swapped; the backup cannot be trusted")]
+    CatalogIdMismatch { location: String, key: String, found: String },
+    #[error("{name} is already archived in {location} with different content; nothing was overwritten. Two clusters may be archiving into one repository, or this cluster was restored without a new timeline: check archive_command on every server pointing at this repository")]
+    WalDifferentContent { name: String, location: String },
 }
 
 /// An open repository (descriptor read, key unlocked).
@@ -66,22 +74,37 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-async fn read_meta(storage: &Storage) -> Result<Option<RepoMeta>, RepositoryError> {
-    let Some(raw) = storage.get_opt(layout::META_KEY).await? else { return Ok(None) };
-    let bad = |message: String| RepositoryError::BadMeta { location: storage.to_string(), key: layout::META_KEY, message };
-    let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
-    let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+/// Parses and checks a repository descriptor read from `location` (the one descriptor reader:
+/// `open`, `init` and `copy` all use it). The descriptor is plaintext and unauthenticated, so
+/// every field that sizes work later is bounded here.
+pub fn parse_meta(location: &str, raw: &[u8]) -> Result<RepoMeta, RepositoryError> {
+    let bad = |message: String| RepositoryError::BadMeta { location: location.to_string(), key: layout::META_KEY, message };
+    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| bad(e.to_string()))?;
     if value.get("format").and_then(|v| v.as_str()) != Some(meta::FORMAT_NAME) {
         return Err(bad("not a pgvault repository descriptor".into()));
     }
-    if version > meta::FORMAT_VERSION {
+    let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+    if version > u64::from(meta::FORMAT_VERSION) {
         return Err(RepositoryError::NewerFormat {
-            location: storage.to_string(),
-            found: version,
+            location: location.to_string(),
+            found: u32::try_from(version).unwrap_or(u32::MAX),
             supported: meta::FORMAT_VERSION,
         });
     }
-    serde_json::from_value(value).map(Some).map_err(|e| bad(e.to_string()))
+    let meta: RepoMeta = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    if !meta::READABLE_VERSIONS.contains(&meta.format_version) {
+        return Err(bad(format!("format_version {} does not exist", meta.format_version)));
+    }
+    meta.cluster.check_bounds().map_err(bad)?;
+    if let Some(keyring) = &meta.encryption {
+        keyring.check_params().map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(meta)
+}
+
+async fn read_meta(storage: &Storage) -> Result<Option<RepoMeta>, RepositoryError> {
+    let Some(raw) = storage.get_opt(layout::META_KEY).await? else { return Ok(None) };
+    parse_meta(&storage.to_string(), &raw).map(Some)
 }
 
 impl Repository {
@@ -254,14 +277,60 @@ impl Repository {
         RepositoryError::Object { location: format!("{}/{}", self.storage, key), source }
     }
 
-    /// Seals (compresses, encrypts) a small object in memory.
-    pub fn seal(&self, data: &[u8]) -> Result<Vec<u8>, RepositoryError> {
-        format::seal_bytes(data, &self.codec(), self.key()).map_err(|e| self.object_err("(new object)", e))
+    /// The object format version new objects are written in: 1 for a repository still in
+    /// format 1 (until [`Repository::upgrade`]), 2 otherwise.
+    pub fn object_version(&self) -> u8 {
+        if self.meta.format_version >= 2 {
+            2
+        } else {
+            1
+        }
     }
 
-    /// Opens a small sealed object read from `key`.
+    /// The identity a v2 object stored under `key` in this repository is bound to.
+    pub fn identity<'a>(&'a self, key: &'a str) -> format::ObjectIdentity<'a> {
+        format::ObjectIdentity::new(&self.meta.repository_id, key)
+    }
+
+    /// Everything needed to seal or open objects of this repository, owned (for blocking
+    /// threads and tasks).
+    pub fn sealing(&self) -> ObjectSealing {
+        ObjectSealing {
+            codec: self.codec(),
+            key: self.key.clone(),
+            repository_id: self.meta.repository_id.clone(),
+            write_version: self.object_version(),
+        }
+    }
+
+    /// Seals (compresses, encrypts) a small object in memory, to be stored under `key`.
+    pub fn seal(&self, key: &str, data: &[u8]) -> Result<Vec<u8>, RepositoryError> {
+        self.sealing().seal(key, data, None, None).map_err(|e| self.object_err(key, e))
+    }
+
+    /// Opens a small sealed object read from `key` (either object version; a v2 object must
+    /// have been stored under `key` in this repository).
     pub fn unseal(&self, key: &str, data: &[u8]) -> Result<Vec<u8>, RepositoryError> {
-        format::open_bytes(data, self.key()).map_err(|e| self.object_err(key, e))
+        format::open_object(data, self.key(), Some(self.identity(key))).map(|o| o.data).map_err(|e| self.object_err(key, e))
+    }
+
+    /// Rewrites the descriptor to format version 2, so that new objects are identity-bound.
+    /// Objects written before stay version 1 and readable; nothing else changes. Returns
+    /// whether the descriptor changed (false: already version 2).
+    pub async fn upgrade(&mut self) -> Result<bool, RepositoryError> {
+        if self.meta.format_version >= meta::FORMAT_VERSION {
+            return Ok(false);
+        }
+        let mut next = self.meta.clone();
+        next.format_version = meta::FORMAT_VERSION;
+        let body = serde_json::to_vec_pretty(&next).map_err(|e| RepositoryError::BadMeta {
+            location: self.storage.to_string(),
+            key: layout::META_KEY,
+            message: e.to_string(),
+        })?;
+        self.storage.put(layout::META_KEY, Bytes::from(body)).await?;
+        self.meta = next;
+        Ok(true)
     }
 
     /// Reads and opens a small sealed object.
@@ -272,7 +341,7 @@ impl Repository {
 
     /// Seals and stores a small object, replacing any previous one.
     pub async fn put_sealed(&self, key: &str, data: &[u8]) -> Result<u64, RepositoryError> {
-        let sealed = self.seal(data)?;
+        let sealed = self.seal(key, data)?;
         let n = sealed.len() as u64;
         self.storage.put(key, Bytes::from(sealed)).await?;
         Ok(n)
@@ -290,15 +359,20 @@ impl Repository {
             }
             other => other?,
         };
-        serde_json::from_slice(&raw).map_err(|e| RepositoryError::BadCatalog {
+        let cat: BackupCatalog = serde_json::from_slice(&raw).map_err(|e| RepositoryError::BadCatalog {
             location: self.storage.to_string(),
-            key,
+            key: key.clone(),
             message: format!("not a valid catalog: {e}"),
-        })
+        })?;
+        if cat.id != id {
+            return Err(RepositoryError::CatalogIdMismatch { location: self.storage.to_string(), key, found: cat.id });
+        }
+        Ok(cat)
     }
 
-    /// Every complete backup (one whose catalog is stored), oldest first.
-    pub async fn list_backups(&self) -> Result<Vec<BackupCatalog>, RepositoryError> {
+    /// Every complete backup (one whose catalog is stored), oldest first, and the backups
+    /// whose catalog cannot be read (each blocks only itself).
+    pub async fn backup_listing(&self) -> Result<BackupListing, RepositoryError> {
         let mut ids: Vec<String> = self
             .storage
             .list_dirs(layout::BACKUPS_PREFIX)
@@ -307,16 +381,28 @@ impl Repository {
             .filter(|id| catalog::is_backup_id(id))
             .collect();
         ids.sort();
-        let mut out = Vec::new();
+        let mut out = BackupListing::default();
         for id in ids {
             match self.load_catalog(&id).await {
-                Ok(c) => out.push(c),
+                Ok(c) => out.backups.push(c),
                 // A backup directory without a catalog is an unfinished (or failed) backup.
                 Err(RepositoryError::BackupNotFound { .. }) => continue,
-                Err(e) => return Err(e),
+                // The store itself failing is not one catalog's problem.
+                Err(e @ RepositoryError::Storage(_)) => return Err(e),
+                Err(e) => out.unreadable.push((id, e)),
             }
         }
         Ok(out)
+    }
+
+    /// The readable complete backups, oldest first; unreadable catalogs are logged and
+    /// skipped (see [`Repository::backup_listing`] to report them).
+    pub async fn list_backups(&self) -> Result<Vec<BackupCatalog>, RepositoryError> {
+        let listing = self.backup_listing().await?;
+        for (id, e) in &listing.unreadable {
+            tracing::warn!(backup = %id, "skipping a backup whose catalog cannot be read: {e}");
+        }
+        Ok(listing.backups)
     }
 
     /// Every archived WAL file, sorted by name.

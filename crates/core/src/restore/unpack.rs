@@ -11,15 +11,14 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::format::{into_format_error, FormatError, MasterKey, ObjectReader};
+use crate::format::{into_format_error, FormatError};
 use crate::progress::Progress;
 use crate::repository::catalog::{FileEntry, Piece};
-use crate::repository::{layout, BackupCatalog, Repository};
+use crate::repository::objects::ChannelReader;
+use crate::repository::{layout, BackupCatalog, ObjectSealing, Repository};
 use crate::storage::{Storage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,29 +35,6 @@ pub enum UnpackError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("unpacking bundle {0} failed: {1}")]
     Task(u32, String),
-}
-
-/// Reads the chunks of a download stream on a blocking thread.
-struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, StorageError>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                // The message names the store, the key and the cause.
-                Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur[..n]);
-        self.cur.advance(n);
-        Ok(n)
-    }
 }
 
 /// Downloads and unpacks every bundle of `cat`.
@@ -104,11 +80,11 @@ pub async fn unpack_all(
         pieces.sort_by_key(|(_, p)| p.bundle_offset);
         let permit = sem.clone().acquire_owned().await.map_err(|e| UnpackError::Task(bundle, e.to_string()))?;
         let storage = repo.storage().clone();
-        let key = repo.shared_key();
+        let sealing = repo.sealing();
         let (files, dests, progress) = (files.clone(), dests.clone(), progress.clone());
         let backup = cat.id.clone();
         tasks.spawn(async move {
-            let r = unpack_bundle(storage, backup, bundle, key, pieces, files, dests, progress).await;
+            let r = unpack_bundle(storage, backup, bundle, sealing, pieces, files, dests, progress).await;
             drop(permit);
             r
         });
@@ -128,7 +104,7 @@ async fn unpack_bundle(
     storage: Storage,
     backup: String,
     bundle: u32,
-    key: Option<Arc<MasterKey>>,
+    sealing: ObjectSealing,
     pieces: Vec<(usize, Piece)>,
     files: Arc<Vec<FileEntry>>,
     dests: Arc<Vec<PathBuf>>,
@@ -136,19 +112,10 @@ async fn unpack_bundle(
 ) -> Result<(), UnpackError> {
     let object_key = layout::bundle_key(&backup, bundle);
     let location = format!("{storage}/{object_key}");
-    let mut stream = storage.get_stream(&object_key).await?;
-    let (tx, rx) = mpsc::channel(8);
-    let forward = tokio::spawn(async move {
-        while let Some(item) = stream.next().await {
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    });
+    let reader = ChannelReader::download(&storage, &object_key).await?;
     let result = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader { rx, cur: Bytes::new() };
-        let mut obj = ObjectReader::new(reader, key.as_deref())
+        let mut obj = sealing
+            .reader(reader, &object_key)
             .map_err(|source| UnpackError::Object { location: location.clone(), source })?;
         let mut pos = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
@@ -216,6 +183,5 @@ async fn unpack_bundle(
     })
     .await
     .map_err(|e| UnpackError::Task(bundle, e.to_string()));
-    forward.abort();
     result?
 }
