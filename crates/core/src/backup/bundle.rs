@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::format::{Codec, FormatError, MasterKey, ObjectWriter};
-use crate::repository::ObjectSealing;
 use crate::repository::catalog::{BundleEntry, Piece};
 use crate::repository::layout;
+use crate::repository::ObjectSealing;
 use crate::storage::{Storage, StorageError};
 
 /// Sealed bytes are sent to the uploader in chunks of this size.
@@ -58,9 +58,15 @@ impl UploadSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_CHUNK)));
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(SEND_CHUNK),
+        ));
         self.tx.blocking_send(Msg::Data(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, BundleError::UploadGone(self.bundle).to_string())
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                BundleError::UploadGone(self.bundle).to_string(),
+            )
         })
     }
 }
@@ -113,12 +119,31 @@ impl BundleWriter {
     /// A writer of version-1 bundles (not identity-bound). Prefer
     /// [`Repository::bundle_writer`](crate::repository::Repository::bundle_writer), which writes
     /// the repository's object version.
-    pub fn new(rt: Handle, storage: Storage, backup_id: &str, codec: Codec, key: Option<Arc<MasterKey>>, target: u64) -> Self {
-        Self::with_sealing(rt, storage, backup_id, ObjectSealing::v1(codec, key), target)
+    pub fn new(
+        rt: Handle,
+        storage: Storage,
+        backup_id: &str,
+        codec: Codec,
+        key: Option<Arc<MasterKey>>,
+        target: u64,
+    ) -> Self {
+        Self::with_sealing(
+            rt,
+            storage,
+            backup_id,
+            ObjectSealing::v1(codec, key),
+            target,
+        )
     }
 
     /// A writer sealing bundles with `sealing` (v2 bundles are bound to their keys).
-    pub fn with_sealing(rt: Handle, storage: Storage, backup_id: &str, sealing: ObjectSealing, target: u64) -> Self {
+    pub fn with_sealing(
+        rt: Handle,
+        storage: Storage,
+        backup_id: &str,
+        sealing: ObjectSealing,
+        target: u64,
+    ) -> Self {
         BundleWriter {
             rt,
             storage,
@@ -161,16 +186,28 @@ impl BundleWriter {
             Ok(())
         });
         self.pending.push((id, handle));
-        let sink = UploadSink { tx, buf: Vec::with_capacity(SEND_CHUNK), bundle: id };
+        let sink = UploadSink {
+            tx,
+            buf: Vec::with_capacity(SEND_CHUNK),
+            bundle: id,
+        };
         let writer = self
             .sealing
             .writer(sink, &layout::bundle_key(&self.backup_id, id))
             .map_err(|source| BundleError::Format { bundle: id, source })?;
-        self.current = Some(OpenBundle { id, writer, plain: 0 });
+        self.current = Some(OpenBundle {
+            id,
+            writer,
+            plain: 0,
+        });
         Ok(())
     }
 
-    fn await_upload(&self, id: u32, h: JoinHandle<Result<(), StorageError>>) -> Result<(), BundleError> {
+    fn await_upload(
+        &self,
+        id: u32,
+        h: JoinHandle<Result<(), StorageError>>,
+    ) -> Result<(), BundleError> {
         match self.rt.block_on(h) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
@@ -181,7 +218,9 @@ impl BundleWriter {
     /// When writing into a bundle fails because its upload task stopped, the task's own error
     /// (which names the store, the key and the cause) is the one worth reporting.
     fn explain(&mut self, bundle: u32, fallback: BundleError) -> BundleError {
-        let Some(at) = self.pending.iter().position(|(id, _)| *id == bundle) else { return fallback };
+        let Some(at) = self.pending.iter().position(|(id, _)| *id == bundle) else {
+            return fallback;
+        };
         // The task drops its channel as it returns; give it a moment to be reaped. A task that is
         // still running is waiting for us, so never block on it.
         for _ in 0..50 {
@@ -202,7 +241,9 @@ impl BundleWriter {
 
     fn close_bundle(&mut self) -> Result<(), BundleError> {
         self.end_piece();
-        let Some(b) = self.current.take() else { return Ok(()) };
+        let Some(b) = self.current.take() else {
+            return Ok(());
+        };
         let id = b.id;
         let (mut sink, stats) = match b.writer.finish() {
             Ok(r) => r,
@@ -212,7 +253,11 @@ impl BundleWriter {
             drop(sink);
             return Err(self.explain(id, BundleError::UploadGone(id)));
         }
-        self.done.push(BundleEntry { id, size: b.plain, stored_size: stats.stored_bytes });
+        self.done.push(BundleEntry {
+            id,
+            size: b.plain,
+            stored_size: stats.stored_bytes,
+        });
         Ok(())
     }
 
@@ -229,7 +274,11 @@ impl BundleWriter {
 
     /// Appends the bytes of one file, read from `src` until EOF. Returns the file's pieces and
     /// its CRC-32C (for the server manifest) and size.
-    pub fn add_file(&mut self, src: &mut dyn std::io::Read, buf: &mut [u8]) -> Result<(Vec<Piece>, u32, u64), AddFileError> {
+    pub fn add_file(
+        &mut self,
+        src: &mut dyn std::io::Read,
+        buf: &mut [u8],
+    ) -> Result<(Vec<Piece>, u32, u64), AddFileError> {
         let mut pieces = Vec::new();
         let mut crc = 0u32;
         let mut offset = 0u64;
@@ -248,7 +297,10 @@ impl BundleWriter {
                     self.close_bundle()?;
                     self.open_bundle()?;
                 }
-                let bundle = self.current.as_mut().ok_or(BundleError::UploadGone(u32::MAX))?;
+                let bundle = self
+                    .current
+                    .as_mut()
+                    .ok_or(BundleError::UploadGone(u32::MAX))?;
                 let room = (self.target - bundle.plain).min(data.len() as u64) as usize;
                 let piece = self.piece.get_or_insert_with(|| PieceState {
                     bundle: bundle.id,

@@ -42,7 +42,12 @@ impl ChunkSealer {
     }
 
     /// Seals `buf` (plaintext) in place and appends the tag.
-    pub(crate) fn seal(&self, nonce: &[u8; 12], header: &[u8], buf: &mut Vec<u8>) -> Result<(), FormatError> {
+    pub(crate) fn seal(
+        &self,
+        nonce: &[u8; 12],
+        header: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FormatError> {
         let tag: [u8; TAG_LEN] = match self {
             ChunkSealer::Aes(c) => c
                 .encrypt_in_place_detached(Nonce::from_slice(nonce), header, buf)
@@ -243,7 +248,9 @@ impl<R: Read> ChunkReader<R> {
 
     fn auth_failed(&self, idx: u32) -> FormatError {
         if self.ctx.bound {
-            FormatError::NotThisObject { detail: format!("chunk {idx}") }
+            FormatError::NotThisObject {
+                detail: format!("chunk {idx}"),
+            }
         } else {
             FormatError::corrupt(format!("chunk {idx} failed authentication"))
         }

@@ -18,12 +18,16 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use crate::format::chunk::{metadata_nonce, ChunkContext, ChunkReader, ChunkSealer, ChunkWriter, TAG_LEN};
+use crate::format::chunk::{
+    metadata_nonce, ChunkContext, ChunkReader, ChunkSealer, ChunkWriter, TAG_LEN,
+};
 use crate::format::codec::{Codec, Compression};
 use crate::format::error::{into_format_error, is_format_error, FormatError};
-use crate::format::header::{Header, ObjectIdentity, SealedPart, MAX_METADATA_LEN, NONCE_PREFIX_LEN, WRAP_AAD_LEN};
 #[cfg(doc)]
 use crate::format::header::MAX_HEADER_LEN;
+use crate::format::header::{
+    Header, ObjectIdentity, SealedPart, MAX_METADATA_LEN, NONCE_PREFIX_LEN, WRAP_AAD_LEN,
+};
 use crate::format::keyring::MasterKey;
 
 /// Sizes of a finished object.
@@ -81,7 +85,13 @@ impl<W: Write> ObjectWriter<W> {
         identity: ObjectIdentity<'_>,
         metadata: Option<&[u8]>,
     ) -> Result<Self, FormatError> {
-        Self::with_body(inner, codec, key, false, Some(Binding { identity, metadata }))
+        Self::with_body(
+            inner,
+            codec,
+            key,
+            false,
+            Some(Binding { identity, metadata }),
+        )
     }
 
     /// The general constructor: `precompressed` means the caller writes a payload that is
@@ -98,7 +108,10 @@ impl<W: Write> ObjectWriter<W> {
         let metadata = binding.and_then(|b| b.metadata);
         if let Some(m) = metadata {
             if m.len() > MAX_METADATA_LEN {
-                return Err(FormatError::MetadataTooLarge { len: m.len(), max: MAX_METADATA_LEN });
+                return Err(FormatError::MetadataTooLarge {
+                    len: m.len(),
+                    max: MAX_METADATA_LEN,
+                });
             }
         }
         let identity = binding.map(|b| b.identity.to_bytes()).unwrap_or_default();
@@ -122,22 +135,40 @@ impl<W: Write> ObjectWriter<W> {
                 OsRng.fill_bytes(&mut wrap_nonce);
                 let key_id = master.key_id();
                 // Mark the header sealed first: the sealing byte is in the AAD.
-                header.sealed = Some(SealedPart { key_id, wrap_nonce, wrapped_dek: [0u8; 48] });
+                header.sealed = Some(SealedPart {
+                    key_id,
+                    wrap_nonce,
+                    wrapped_dek: [0u8; 48],
+                });
                 let mut aad = header.encode_fixed();
                 aad.extend_from_slice(&key_id);
                 debug_assert_eq!(aad.len(), WRAP_AAD_LEN);
                 aad.extend_from_slice(&identity);
                 let wrapped = master
                     .cipher()
-                    .encrypt(Nonce::from_slice(&wrap_nonce), Payload { msg: dek.as_ref(), aad: &aad })
+                    .encrypt(
+                        Nonce::from_slice(&wrap_nonce),
+                        Payload {
+                            msg: dek.as_ref(),
+                            aad: &aad,
+                        },
+                    )
                     .map_err(|_| FormatError::corrupt("wrapping the data key failed"))?;
                 let mut wrapped_dek = [0u8; 48];
                 if wrapped.len() != wrapped_dek.len() {
-                    return Err(FormatError::corrupt("wrapped data key has the wrong length"));
+                    return Err(FormatError::corrupt(
+                        "wrapped data key has the wrong length",
+                    ));
                 }
                 wrapped_dek.copy_from_slice(&wrapped);
-                header.sealed = Some(SealedPart { key_id, wrap_nonce, wrapped_dek });
-                ChunkSealer::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(dek.as_ref()))))
+                header.sealed = Some(SealedPart {
+                    key_id,
+                    wrap_nonce,
+                    wrapped_dek,
+                });
+                ChunkSealer::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(
+                    dek.as_ref(),
+                ))))
             }
         };
         if let Some(m) = metadata {
@@ -237,7 +268,12 @@ pub struct ObjectReader<R: Read> {
 
 /// The data key's unwrapping (or the unkeyed digest for unsealed objects), with the key rules
 /// of [`ObjectReader::new`]. `identity` is the v2 identity bytes (empty for v1).
-fn sealer_for(header: &Header, raw: &[u8], key: Option<&MasterKey>, identity: &[u8]) -> Result<ChunkSealer, FormatError> {
+fn sealer_for(
+    header: &Header,
+    raw: &[u8],
+    key: Option<&MasterKey>,
+    identity: &[u8],
+) -> Result<ChunkSealer, FormatError> {
     match (&header.sealed, key) {
         (Some(_), None) => Err(FormatError::KeyRequired),
         (None, Some(_)) => Err(FormatError::NotEncrypted),
@@ -245,45 +281,74 @@ fn sealer_for(header: &Header, raw: &[u8], key: Option<&MasterKey>, identity: &[
         (Some(s), Some(master)) => {
             let expected = master.key_id();
             if s.key_id != expected {
-                return Err(FormatError::WrongKey { found: hex::encode(s.key_id), expected: hex::encode(expected) });
+                return Err(FormatError::WrongKey {
+                    found: hex::encode(s.key_id),
+                    expected: hex::encode(expected),
+                });
             }
             let mut aad = raw[..WRAP_AAD_LEN].to_vec();
             aad.extend_from_slice(identity);
             let dek = Zeroizing::new(
                 master
                     .cipher()
-                    .decrypt(Nonce::from_slice(&s.wrap_nonce), Payload { msg: &s.wrapped_dek, aad: &aad })
+                    .decrypt(
+                        Nonce::from_slice(&s.wrap_nonce),
+                        Payload {
+                            msg: &s.wrapped_dek,
+                            aad: &aad,
+                        },
+                    )
                     .map_err(|_| {
                         if header.version >= 2 {
-                            FormatError::NotThisObject { detail: "header or wrapped data key".into() }
+                            FormatError::NotThisObject {
+                                detail: "header or wrapped data key".into(),
+                            }
                         } else {
-                            FormatError::corrupt("the header or its wrapped data key failed authentication")
+                            FormatError::corrupt(
+                                "the header or its wrapped data key failed authentication",
+                            )
                         }
                     })?,
             );
             if dek.len() != 32 {
-                return Err(FormatError::corrupt("unwrapped data key has the wrong length"));
+                return Err(FormatError::corrupt(
+                    "unwrapped data key has the wrong length",
+                ));
             }
-            Ok(ChunkSealer::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&dek)))))
+            Ok(ChunkSealer::Aes(Box::new(Aes256Gcm::new(
+                Key::<Aes256Gcm>::from_slice(&dek),
+            ))))
         }
     }
 }
 
 /// Authenticates (and decrypts) the header's metadata block, if it has one.
-fn open_metadata(header: &Header, raw: &[u8], sealer: &ChunkSealer, identity: &[u8]) -> Result<Option<Vec<u8>>, FormatError> {
-    let Some(block) = &header.metadata else { return Ok(None) };
+fn open_metadata(
+    header: &Header,
+    raw: &[u8],
+    sealer: &ChunkSealer,
+    identity: &[u8],
+) -> Result<Option<Vec<u8>>, FormatError> {
+    let Some(block) = &header.metadata else {
+        return Ok(None);
+    };
     let mut aad = identity.to_vec();
     aad.extend_from_slice(&raw[..header.metadata_aad_len()]);
     let mut buf = block.clone();
     if !sealer.open(&metadata_nonce(&header.nonce_prefix), &aad, &mut buf) {
-        return Err(FormatError::NotThisObject { detail: "metadata".into() });
+        return Err(FormatError::NotThisObject {
+            detail: "metadata".into(),
+        });
     }
     buf.truncate(buf.len() - TAG_LEN);
     Ok(Some(buf))
 }
 
 /// The identity bytes a header needs: empty for v1, the identity for v2 (required).
-fn identity_bytes(header: &Header, identity: Option<ObjectIdentity<'_>>) -> Result<Vec<u8>, FormatError> {
+fn identity_bytes(
+    header: &Header,
+    identity: Option<ObjectIdentity<'_>>,
+) -> Result<Vec<u8>, FormatError> {
     match (header.version, identity) {
         (1, _) => Ok(Vec::new()),
         (_, Some(id)) => Ok(id.to_bytes()),
@@ -294,7 +359,11 @@ fn identity_bytes(header: &Header, identity: Option<ObjectIdentity<'_>>) -> Resu
 /// Reads only the metadata block of an object from `prefix`, the object's first bytes (a ranged
 /// read of [`MAX_HEADER_LEN`] bytes always suffices; the whole object works too), without
 /// touching its body. `Ok(None)`: a v1 object, or a v2 object without metadata.
-pub fn read_metadata(prefix: &[u8], key: Option<&MasterKey>, identity: ObjectIdentity<'_>) -> Result<Option<Vec<u8>>, FormatError> {
+pub fn read_metadata(
+    prefix: &[u8],
+    key: Option<&MasterKey>,
+    identity: ObjectIdentity<'_>,
+) -> Result<Option<Vec<u8>>, FormatError> {
     let (header, raw) = Header::read_from(&mut &prefix[..])?;
     if header.metadata.is_none() {
         return Ok(None);
@@ -321,7 +390,11 @@ impl<R: Read> ObjectReader<R> {
     /// authenticated under `identity` (the repository id and the key it was read from) and
     /// fails with [`FormatError::NotThisObject`] under any other; a v1 object carries no
     /// identity and is read as before. `None` reads v1 objects only.
-    pub fn open(mut inner: R, key: Option<&MasterKey>, identity: Option<ObjectIdentity<'_>>) -> Result<Self, FormatError> {
+    pub fn open(
+        mut inner: R,
+        key: Option<&MasterKey>,
+        identity: Option<ObjectIdentity<'_>>,
+    ) -> Result<Self, FormatError> {
         let (header, raw) = Header::read_from(&mut inner)?;
         let id = identity_bytes(&header, identity)?;
         let sealer = sealer_for(&header, &raw, key, &id)?;
@@ -343,7 +416,12 @@ impl<R: Read> ObjectReader<R> {
                     .map_err(|e| FormatError::corrupt(format!("zstd decoder: {e}")))?,
             )),
         };
-        Ok(ObjectReader { stage, header, metadata, failed: None })
+        Ok(ObjectReader {
+            stage,
+            header,
+            metadata,
+            failed: None,
+        })
     }
 
     /// The object's authenticated metadata block (v2 objects that have one).
@@ -419,9 +497,11 @@ pub fn compress_for_seal(data: &[u8], codec: &Codec) -> Result<Option<Vec<u8>>, 
             // One shot: zstd reads the input in place instead of copying it through a window
             // buffer (about twice as fast for a 16 MiB WAL segment). Same frame format.
             let mut c = zstd::bulk::Compressor::new(codec.zstd_level).map_err(zstd_err)?;
-            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true)).map_err(zstd_err)?;
+            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+                .map_err(zstd_err)?;
             if codec.zstd_workers > 0 {
-                c.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(codec.zstd_workers)).map_err(zstd_err)?;
+                c.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(codec.zstd_workers))
+                    .map_err(zstd_err)?;
             }
             Ok(Some(c.compress(data).map_err(zstd_err)?))
         }
@@ -451,7 +531,13 @@ pub fn seal_bound(
     identity: ObjectIdentity<'_>,
     metadata: Option<&[u8]>,
 ) -> Result<Vec<u8>, FormatError> {
-    seal_object(data, compressed, codec, key, Some(Binding { identity, metadata }))
+    seal_object(
+        data,
+        compressed,
+        codec,
+        key,
+        Some(Binding { identity, metadata }),
+    )
 }
 
 fn seal_object(
@@ -474,7 +560,13 @@ fn seal_object(
         Some(c) => (c, true),
         None => (data, false),
     };
-    let mut w = ObjectWriter::with_body(Vec::with_capacity(payload.len() + 1024), codec, key, precompressed, binding)?;
+    let mut w = ObjectWriter::with_body(
+        Vec::with_capacity(payload.len() + 1024),
+        codec,
+        key,
+        precompressed,
+        binding,
+    )?;
     w.write_all(payload).map_err(into_format_error)?;
     let (out, _) = w.finish()?;
     Ok(out)
@@ -496,9 +588,17 @@ pub fn open_bytes(data: &[u8], key: Option<&MasterKey>) -> Result<Vec<u8>, Forma
 
 /// Reads and verifies a whole object of either version from memory (see
 /// [`ObjectReader::open`]).
-pub fn open_object(data: &[u8], key: Option<&MasterKey>, identity: Option<ObjectIdentity<'_>>) -> Result<OpenedObject, FormatError> {
+pub fn open_object(
+    data: &[u8],
+    key: Option<&MasterKey>,
+    identity: Option<ObjectIdentity<'_>>,
+) -> Result<OpenedObject, FormatError> {
     let mut r = ObjectReader::open(data, key, identity)?;
     let mut out = Vec::new();
     r.read_to_end(&mut out).map_err(into_format_error)?;
-    Ok(OpenedObject { data: out, version: r.version(), metadata: r.metadata })
+    Ok(OpenedObject {
+        data: out,
+        version: r.version(),
+        metadata: r.metadata,
+    })
 }

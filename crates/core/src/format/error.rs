@@ -151,9 +151,14 @@ impl FormatError {
             Corrupt { detail } => Corrupt {
                 detail: detail.clone(),
             },
-            NotThisObject { detail } => NotThisObject { detail: detail.clone() },
+            NotThisObject { detail } => NotThisObject {
+                detail: detail.clone(),
+            },
             IdentityRequired => IdentityRequired,
-            MetadataTooLarge { len, max } => MetadataTooLarge { len: *len, max: *max },
+            MetadataTooLarge { len, max } => MetadataTooLarge {
+                len: *len,
+                max: *max,
+            },
             MetadataNeedsV2 => MetadataNeedsV2,
             Truncated { detail } => Truncated {
                 detail: detail.clone(),

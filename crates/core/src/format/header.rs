@@ -46,7 +46,9 @@ impl<'a> ObjectIdentity<'a> {
 
     /// `"pgvault-object-v2\0" || repository_id || "\0" || key`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(IDENTITY_DOMAIN.len() + self.repository_id.len() + 1 + self.key.len());
+        let mut out = Vec::with_capacity(
+            IDENTITY_DOMAIN.len() + self.repository_id.len() + 1 + self.key.len(),
+        );
         out.extend_from_slice(IDENTITY_DOMAIN);
         out.extend_from_slice(self.repository_id.as_bytes());
         out.push(0);
@@ -102,7 +104,13 @@ impl Header {
     /// Length of the header up to the metadata bytes (the metadata's AAD), i.e. including
     /// the metadata length field when there is one.
     pub fn metadata_aad_len(&self) -> usize {
-        FIXED_LEN + if self.sealed.is_some() { SEALED_EXTRA_LEN } else { 0 } + 4
+        FIXED_LEN
+            + if self.sealed.is_some() {
+                SEALED_EXTRA_LEN
+            } else {
+                0
+            }
+            + 4
     }
 
     /// The fixed part (everything before the sealing part).
@@ -186,7 +194,10 @@ impl Header {
         let known = if version >= 2 { FLAG_METADATA } else { 0 };
         if flags & !known != 0 {
             return Err(if version >= 2 {
-                FormatError::UnsupportedFeature { field: "header flag", value: u32::from(flags & !known) }
+                FormatError::UnsupportedFeature {
+                    field: "header flag",
+                    value: u32::from(flags & !known),
+                }
             } else {
                 FormatError::corrupt(format!("reserved header field is {flags:#06x}, expected 0"))
             });
@@ -216,7 +227,11 @@ impl Header {
         } else {
             None
         };
-        let metadata = if flags & FLAG_METADATA != 0 { Some(read_metadata_block(r, &mut raw)?) } else { None };
+        let metadata = if flags & FLAG_METADATA != 0 {
+            Some(read_metadata_block(r, &mut raw)?)
+        } else {
+            None
+        };
         Ok((
             Header {
                 version,
@@ -236,11 +251,15 @@ impl Header {
 fn read_metadata_block<R: Read>(r: &mut R, raw: &mut Vec<u8>) -> Result<Vec<u8>, FormatError> {
     let mut len = [0u8; 4];
     if read_full(r, &mut len)? < 4 {
-        return Err(FormatError::truncated("the header is cut short (metadata length)"));
+        return Err(FormatError::truncated(
+            "the header is cut short (metadata length)",
+        ));
     }
     let n = u32::from_be_bytes(len) as usize;
     if n > MAX_METADATA_LEN {
-        return Err(FormatError::corrupt(format!("metadata block of {n} bytes, more than {MAX_METADATA_LEN}")));
+        return Err(FormatError::corrupt(format!(
+            "metadata block of {n} bytes, more than {MAX_METADATA_LEN}"
+        )));
     }
     let mut block = vec![0u8; n + 16];
     if read_full(r, &mut block)? < block.len() {

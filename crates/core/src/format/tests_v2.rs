@@ -15,12 +15,21 @@ const REPO: &str = "0b3c1a9e-5f7d-4d2a-9a51-6c1f2e3d4b5a";
 const KEY: &str = "wal/0000000100000000/000000010000000000000003";
 
 fn new_key() -> MasterKey {
-    let p = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+    let p = KdfParams {
+        memory_kib: 8 * 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
     Keyring::create(PASS, p).expect("create keyring").1
 }
 
 fn small_codec(compression: Compression) -> Codec {
-    Codec { compression, zstd_level: 3, zstd_workers: 0, chunk_size: 1024 }
+    Codec {
+        compression,
+        zstd_level: 3,
+        zstd_workers: 0,
+        chunk_size: 1024,
+    }
 }
 
 fn id(key: &str) -> ObjectIdentity<'_> {
@@ -28,7 +37,9 @@ fn id(key: &str) -> ObjectIdentity<'_> {
 }
 
 fn data(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 31 % 251) as u8 ^ (i / 700) as u8).collect()
+    (0..len)
+        .map(|i| (i * 31 % 251) as u8 ^ (i / 700) as u8)
+        .collect()
 }
 
 #[test]
@@ -39,13 +50,17 @@ fn v2_round_trip_every_combination() {
             for len in [0, 1, 1023, 1024, 1025, 5000] {
                 for meta in [None, Some(&b"{\"first\":1}"[..]), Some(&[][..])] {
                     let d = data(len);
-                    let obj = seal_bound(&d, None, &small_codec(c), k, id(KEY), meta).expect("seal");
+                    let obj =
+                        seal_bound(&d, None, &small_codec(c), k, id(KEY), meta).expect("seal");
                     assert_eq!(&obj[..8], MAGIC_V2);
                     let o = open_object(&obj, k, Some(id(KEY))).expect("open");
                     assert_eq!(o.data, d);
                     assert_eq!(o.version, 2);
                     assert_eq!(o.metadata.as_deref(), meta);
-                    assert_eq!(read_metadata(&obj, k, id(KEY)).expect("metadata"), meta.map(<[u8]>::to_vec));
+                    assert_eq!(
+                        read_metadata(&obj, k, id(KEY)).expect("metadata"),
+                        meta.map(<[u8]>::to_vec)
+                    );
                 }
             }
         }
@@ -64,17 +79,32 @@ fn moved_or_swapped_objects_fail_to_open() {
     ];
     for k in [None, Some(&key)] {
         for meta in [None, Some(&b"m"[..])] {
-            let obj = seal_bound(&data(3000), None, &small_codec(Compression::Zstd), k, id(KEY), meta).expect("seal");
+            let obj = seal_bound(
+                &data(3000),
+                None,
+                &small_codec(Compression::Zstd),
+                k,
+                id(KEY),
+                meta,
+            )
+            .expect("seal");
             for other in others {
-                let e = open_object(&obj, k, Some(other)).expect_err("opened under another identity");
+                let e =
+                    open_object(&obj, k, Some(other)).expect_err("opened under another identity");
                 assert!(matches!(e, FormatError::NotThisObject { .. }), "{e:?}");
                 assert!(e.to_string().contains("moved or swapped"), "{e}");
                 if meta.is_some() {
-                    assert!(matches!(read_metadata(&obj, k, other), Err(FormatError::NotThisObject { .. })));
+                    assert!(matches!(
+                        read_metadata(&obj, k, other),
+                        Err(FormatError::NotThisObject { .. })
+                    ));
                 }
             }
             // Without an identity a v2 object is refused, never read unauthenticated.
-            assert!(matches!(open_bytes(&obj, k), Err(FormatError::IdentityRequired)));
+            assert!(matches!(
+                open_bytes(&obj, k),
+                Err(FormatError::IdentityRequired)
+            ));
         }
     }
 }
@@ -96,15 +126,36 @@ fn v1_objects_stay_readable_through_the_v2_reader() {
 fn metadata_bounds_and_header_only_reads() {
     let key = new_key();
     let big = vec![7u8; MAX_METADATA_LEN + 1];
-    let e = seal_bound(b"x", None, &small_codec(Compression::None), Some(&key), id(KEY), Some(&big));
+    let e = seal_bound(
+        b"x",
+        None,
+        &small_codec(Compression::None),
+        Some(&key),
+        id(KEY),
+        Some(&big),
+    );
     assert!(matches!(e, Err(FormatError::MetadataTooLarge { .. })));
     let max = vec![9u8; MAX_METADATA_LEN];
-    let obj = seal_bound(&data(100_000), None, &small_codec(Compression::None), Some(&key), id(KEY), Some(&max)).expect("seal");
+    let obj = seal_bound(
+        &data(100_000),
+        None,
+        &small_codec(Compression::None),
+        Some(&key),
+        id(KEY),
+        Some(&max),
+    )
+    .expect("seal");
     // The header alone is enough; the prefix bound always suffices.
     let prefix = &obj[..MAX_HEADER_LEN.min(obj.len())];
-    assert_eq!(read_metadata(prefix, Some(&key), id(KEY)).expect("prefix"), Some(max.clone()));
+    assert_eq!(
+        read_metadata(prefix, Some(&key), id(KEY)).expect("prefix"),
+        Some(max.clone())
+    );
     let cut = &obj[..FIXED_LEN + SEALED_EXTRA_LEN + 10];
-    assert!(matches!(read_metadata(cut, Some(&key), id(KEY)), Err(FormatError::Truncated { .. })));
+    assert!(matches!(
+        read_metadata(cut, Some(&key), id(KEY)),
+        Err(FormatError::Truncated { .. })
+    ));
     // The metadata of an encrypted object is not in the clear.
     assert!(!obj.windows(64).any(|w| w == &max[..64]));
 }
@@ -113,13 +164,27 @@ fn metadata_bounds_and_header_only_reads() {
 fn metadata_tampering_is_detected() {
     let key = new_key();
     for k in [None, Some(&key)] {
-        let obj = seal_bound(&data(2000), None, &small_codec(Compression::None), k, id(KEY), Some(b"restore points")).expect("seal");
+        let obj = seal_bound(
+            &data(2000),
+            None,
+            &small_codec(Compression::None),
+            k,
+            id(KEY),
+            Some(b"restore points"),
+        )
+        .expect("seal");
         let start = FIXED_LEN + if k.is_some() { SEALED_EXTRA_LEN } else { 0 };
         for at in start..start + 4 + 14 + 16 {
             let mut o = obj.clone();
             o[at] ^= 0x01;
-            assert!(open_object(&o, k, Some(id(KEY))).is_err(), "flip at {at} accepted");
-            assert!(read_metadata(&o, k, id(KEY)).is_err(), "metadata flip at {at} accepted");
+            assert!(
+                open_object(&o, k, Some(id(KEY))).is_err(),
+                "flip at {at} accepted"
+            );
+            assert!(
+                read_metadata(&o, k, id(KEY)).is_err(),
+                "metadata flip at {at} accepted"
+            );
         }
         // Clearing the metadata flag does not turn the object into one without metadata.
         let mut o = obj.clone();
@@ -130,17 +195,35 @@ fn metadata_tampering_is_detected() {
 
 #[test]
 fn unknown_v2_flags_are_refused() {
-    let obj = seal_bound(b"abc", None, &small_codec(Compression::None), None, id(KEY), None).expect("seal");
+    let obj = seal_bound(
+        b"abc",
+        None,
+        &small_codec(Compression::None),
+        None,
+        id(KEY),
+        None,
+    )
+    .expect("seal");
     let mut o = obj.clone();
     o[10] = 0x80;
-    assert!(matches!(open_object(&o, None, Some(id(KEY))), Err(FormatError::UnsupportedFeature { .. })));
+    assert!(matches!(
+        open_object(&o, None, Some(id(KEY))),
+        Err(FormatError::UnsupportedFeature { .. })
+    ));
 }
 
 #[test]
 fn streaming_writer_and_reader_v2() {
     let key = new_key();
     let d = data(50_000);
-    let mut w = ObjectWriter::new_bound(Vec::new(), &small_codec(Compression::Zstd), Some(&key), id(KEY), Some(b"m")).expect("writer");
+    let mut w = ObjectWriter::new_bound(
+        Vec::new(),
+        &small_codec(Compression::Zstd),
+        Some(&key),
+        id(KEY),
+        Some(b"m"),
+    )
+    .expect("writer");
     std::io::Write::write_all(&mut w, &d).expect("write");
     let (obj, _) = w.finish().expect("finish");
     let mut r = ObjectReader::open(&obj[..], Some(&key), Some(id(KEY))).expect("reader");
@@ -151,25 +234,40 @@ fn streaming_writer_and_reader_v2() {
 }
 
 fn runner(cases: u32, seed: u8) -> TestRunner {
-    let config = PtConfig { cases, failure_persistence: None, ..PtConfig::default() };
-    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]))
+    let config = PtConfig {
+        cases,
+        failure_persistence: None,
+        ..PtConfig::default()
+    };
+    TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
+    )
 }
 
 #[test]
 fn prop_random_bytes_never_panic_or_open() {
     let key = new_key();
     let mut r = runner(400, 1);
-    r.run(&(proptest::collection::vec(any::<u8>(), 0..3000), any::<bool>()), |(bytes, v2)| {
-        // A valid magic makes the parser go further than the first check.
-        let mut b = bytes;
-        if b.len() >= 8 && v2 {
-            b[..8].copy_from_slice(MAGIC_V2);
-        }
-        prop_assert!(open_object(&b, Some(&key), Some(id(KEY))).is_err());
-        prop_assert!(open_object(&b, None, Some(id(KEY))).map(|o| o.data.len() < 3000).unwrap_or(true));
-        let _ = read_metadata(&b, Some(&key), id(KEY));
-        Ok(())
-    })
+    r.run(
+        &(
+            proptest::collection::vec(any::<u8>(), 0..3000),
+            any::<bool>(),
+        ),
+        |(bytes, v2)| {
+            // A valid magic makes the parser go further than the first check.
+            let mut b = bytes;
+            if b.len() >= 8 && v2 {
+                b[..8].copy_from_slice(MAGIC_V2);
+            }
+            prop_assert!(open_object(&b, Some(&key), Some(id(KEY))).is_err());
+            prop_assert!(open_object(&b, None, Some(id(KEY)))
+                .map(|o| o.data.len() < 3000)
+                .unwrap_or(true));
+            let _ = read_metadata(&b, Some(&key), id(KEY));
+            Ok(())
+        },
+    )
     .expect("random bytes");
 }
 
@@ -179,15 +277,24 @@ fn prop_mutated_objects_are_never_accepted() {
     let objects: Vec<(Option<&MasterKey>, Vec<u8>, Vec<u8>)> = [None, Some(&key)]
         .into_iter()
         .flat_map(|k| {
-            [Compression::None, Compression::Zstd].into_iter().map(move |c| {
-                let d = data(4000);
-                let o = seal_bound(&d, None, &small_codec(c), k, id(KEY), Some(b"meta")).expect("seal");
-                (k, d, o)
-            })
+            [Compression::None, Compression::Zstd]
+                .into_iter()
+                .map(move |c| {
+                    let d = data(4000);
+                    let o = seal_bound(&d, None, &small_codec(c), k, id(KEY), Some(b"meta"))
+                        .expect("seal");
+                    (k, d, o)
+                })
         })
         .collect();
     let mut r = runner(600, 2);
-    let strategy = (0..objects.len(), any::<prop::sample::Index>(), 1u8..=255, 0u8..3, proptest::collection::vec(any::<u8>(), 1..40));
+    let strategy = (
+        0..objects.len(),
+        any::<prop::sample::Index>(),
+        1u8..=255,
+        0u8..3,
+        proptest::collection::vec(any::<u8>(), 1..40),
+    );
     r.run(&strategy, |(which, at, mask, kind, extra)| {
         let (k, _d, obj) = &objects[which];
         let mut o = obj.clone();
@@ -196,7 +303,11 @@ fn prop_mutated_objects_are_never_accepted() {
             1 => o.truncate(at.index(obj.len())),
             _ => o.extend_from_slice(&extra),
         }
-        prop_assert!(open_object(&o, *k, Some(id(KEY))).is_err(), "mutation kind {} accepted", kind);
+        prop_assert!(
+            open_object(&o, *k, Some(id(KEY))).is_err(),
+            "mutation kind {} accepted",
+            kind
+        );
         Ok(())
     })
     .expect("mutations");

@@ -37,7 +37,9 @@ impl ClusterIdentity {
     pub fn check_bounds(&self) -> Result<(), String> {
         let s = self.wal_segment_size;
         if !s.is_power_of_two() || !(MIN_WAL_SEGMENT_SIZE..=MAX_WAL_SEGMENT_SIZE).contains(&s) {
-            return Err(format!("WAL segment size {s} is not a power of two between 1 MiB and 1 GiB"));
+            return Err(format!(
+                "WAL segment size {s} is not a power of two between 1 MiB and 1 GiB"
+            ));
         }
         Ok(())
     }

@@ -33,17 +33,40 @@ pub enum RepositoryError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{location}: {source}")]
-    Object { location: String, source: FormatError },
-    #[error("no pgvault repository at {location}: run `pgvault init` first (or check [repository] url)")]
+    Object {
+        location: String,
+        source: FormatError,
+    },
+    #[error(
+        "no pgvault repository at {location}: run `pgvault init` first (or check [repository] url)"
+    )]
     NotInitialized { location: String },
     #[error("{location}: the repository descriptor {key} is unreadable: {message}")]
-    BadMeta { location: String, key: &'static str, message: String },
+    BadMeta {
+        location: String,
+        key: &'static str,
+        message: String,
+    },
     #[error("{location} is in repository format {found}, newer than this pgvault understands ({supported}): upgrade pgvault")]
-    NewerFormat { location: String, found: u32, supported: u32 },
+    NewerFormat {
+        location: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("{location} belongs to the cluster with system identifier {repository}, but the server is cluster {server}: point [repository] url at this cluster's repository")]
-    ForeignCluster { location: String, repository: u64, server: u64 },
+    ForeignCluster {
+        location: String,
+        repository: u64,
+        server: u64,
+    },
     #[error("{location} belongs to PostgreSQL {repository} with {repo_seg}-byte WAL segments, the server is PostgreSQL {server} with {server_seg}-byte segments: a new major version or segment size needs a new repository")]
-    ClusterMismatch { location: String, repository: u32, server: u32, repo_seg: u64, server_seg: u64 },
+    ClusterMismatch {
+        location: String,
+        repository: u32,
+        server: u32,
+        repo_seg: u64,
+        server_seg: u64,
+    },
     #[error("{location} is encrypted: set [encryption] passphrase_file or the PGVAULT_PASSPHRASE environment variable")]
     PassphraseRequired { location: String },
     #[error("{location} was created without encryption, but a passphrase is configured: remove it (or set [encryption] cipher = \"none\"), or use a new, encrypted repository")]
@@ -51,11 +74,19 @@ pub enum RepositoryError {
     #[error("{location} is not on this machine's disk and would be unencrypted: set [encryption] passphrase_file (recommended) or, to store backups in the clear on purpose, [encryption] cipher = \"none\"")]
     RemoteUnencrypted { location: String },
     #[error("{location}: {key}: {message}")]
-    BadCatalog { location: String, key: String, message: String },
+    BadCatalog {
+        location: String,
+        key: String,
+        message: String,
+    },
     #[error("{location}: no backup '{id}' (see `pgvault list`)")]
     BackupNotFound { location: String, id: String },
     #[error("{location}: {key} holds the catalog of backup '{found}', not of the backup it is stored under: it was moved or swapped; the backup cannot be trusted")]
-    CatalogIdMismatch { location: String, key: String, found: String },
+    CatalogIdMismatch {
+        location: String,
+        key: String,
+        found: String,
+    },
     #[error("{name} is already archived in {location} with different content; nothing was overwritten. Two clusters may be archiving into one repository, or this cluster was restored without a new timeline: check archive_command on every server pointing at this repository")]
     WalDifferentContent { name: String, location: String },
 }
@@ -70,7 +101,10 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("storage", &self.storage).field("encrypted", &self.key.is_some()).finish()
+        f.debug_struct("Repository")
+            .field("storage", &self.storage)
+            .field("encrypted", &self.key.is_some())
+            .finish()
     }
 }
 
@@ -78,12 +112,19 @@ impl std::fmt::Debug for Repository {
 /// `open`, `init` and `copy` all use it). The descriptor is plaintext and unauthenticated, so
 /// every field that sizes work later is bounded here.
 pub fn parse_meta(location: &str, raw: &[u8]) -> Result<RepoMeta, RepositoryError> {
-    let bad = |message: String| RepositoryError::BadMeta { location: location.to_string(), key: layout::META_KEY, message };
+    let bad = |message: String| RepositoryError::BadMeta {
+        location: location.to_string(),
+        key: layout::META_KEY,
+        message,
+    };
     let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| bad(e.to_string()))?;
     if value.get("format").and_then(|v| v.as_str()) != Some(meta::FORMAT_NAME) {
         return Err(bad("not a pgvault repository descriptor".into()));
     }
-    let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+    let version = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
     if version > u64::from(meta::FORMAT_VERSION) {
         return Err(RepositoryError::NewerFormat {
             location: location.to_string(),
@@ -93,7 +134,10 @@ pub fn parse_meta(location: &str, raw: &[u8]) -> Result<RepoMeta, RepositoryErro
     }
     let meta: RepoMeta = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     if !meta::READABLE_VERSIONS.contains(&meta.format_version) {
-        return Err(bad(format!("format_version {} does not exist", meta.format_version)));
+        return Err(bad(format!(
+            "format_version {} does not exist",
+            meta.format_version
+        )));
     }
     meta.cluster.check_bounds().map_err(bad)?;
     if let Some(keyring) = &meta.encryption {
@@ -103,28 +147,39 @@ pub fn parse_meta(location: &str, raw: &[u8]) -> Result<RepoMeta, RepositoryErro
 }
 
 async fn read_meta(storage: &Storage) -> Result<Option<RepoMeta>, RepositoryError> {
-    let Some(raw) = storage.get_opt(layout::META_KEY).await? else { return Ok(None) };
+    let Some(raw) = storage.get_opt(layout::META_KEY).await? else {
+        return Ok(None);
+    };
     parse_meta(&storage.to_string(), &raw).map(Some)
 }
 
 impl Repository {
     /// Creates the repository for `cluster`, or, when it exists, checks that it is this
     /// cluster's and that the passphrase opens it. Returns whether it was created.
-    pub async fn init(config: &Config, cluster: ClusterIdentity, kdf: Option<KdfParams>) -> Result<(Repository, bool), RepositoryError> {
+    pub async fn init(
+        config: &Config,
+        cluster: ClusterIdentity,
+        kdf: Option<KdfParams>,
+    ) -> Result<(Repository, bool), RepositoryError> {
         let mut storage = Storage::open(&config.repository, true)?;
         if read_meta(&storage).await?.is_none() {
             let passphrase = config.passphrase()?;
             let encryption = match &passphrase {
                 Some(p) => {
                     let params = kdf.unwrap_or_default();
-                    let (keyring, _key) = Keyring::create(p, params).map_err(|source| RepositoryError::Object {
-                        location: storage.to_string(),
-                        source,
-                    })?;
+                    let (keyring, _key) =
+                        Keyring::create(p, params).map_err(|source| RepositoryError::Object {
+                            location: storage.to_string(),
+                            source,
+                        })?;
                     Some(keyring)
                 }
                 None if storage.is_local() || config.encryption_disabled() => None,
-                None => return Err(RepositoryError::RemoteUnencrypted { location: storage.to_string() }),
+                None => {
+                    return Err(RepositoryError::RemoteUnencrypted {
+                        location: storage.to_string(),
+                    })
+                }
             };
             // Probe once whether the store honours conditional create; WAL push relies on it.
             let create_mode = if config.repository.conditional_create {
@@ -151,7 +206,10 @@ impl Repository {
                 key: layout::META_KEY,
                 message: e.to_string(),
             })?;
-            let created = storage.put_if_absent(layout::META_KEY, Bytes::from(body)).await? == PutOutcome::Created;
+            let created = storage
+                .put_if_absent(layout::META_KEY, Bytes::from(body))
+                .await?
+                == PutOutcome::Created;
             let repo = Self::open_with(config, storage).await?;
             repo.check_cluster(&cluster)?;
             return Ok((repo, created));
@@ -167,10 +225,15 @@ impl Repository {
         Self::open_with(config, storage).await
     }
 
-    async fn open_with(config: &Config, mut storage: Storage) -> Result<Repository, RepositoryError> {
+    async fn open_with(
+        config: &Config,
+        mut storage: Storage,
+    ) -> Result<Repository, RepositoryError> {
         let meta = read_meta(&storage)
             .await?
-            .ok_or_else(|| RepositoryError::NotInitialized { location: storage.to_string() })?;
+            .ok_or_else(|| RepositoryError::NotInitialized {
+                location: storage.to_string(),
+            })?;
         // Conditional create when init found the store honours it (local stores always do) and
         // the configuration does not turn it off; otherwise check-then-write.
         let honoured = meta.conditional_create.unwrap_or(storage.is_local());
@@ -183,10 +246,21 @@ impl Repository {
         let passphrase = config.passphrase()?;
         let key = match (&meta.encryption, passphrase) {
             (Some(keyring), Some(p)) => Some(Arc::new(keyring.unlock(&p).map_err(|source| {
-                RepositoryError::Object { location: storage.to_string(), source }
+                RepositoryError::Object {
+                    location: storage.to_string(),
+                    source,
+                }
             })?)),
-            (Some(_), None) => return Err(RepositoryError::PassphraseRequired { location: storage.to_string() }),
-            (None, Some(_)) => return Err(RepositoryError::UnexpectedPassphrase { location: storage.to_string() }),
+            (Some(_), None) => {
+                return Err(RepositoryError::PassphraseRequired {
+                    location: storage.to_string(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(RepositoryError::UnexpectedPassphrase {
+                    location: storage.to_string(),
+                })
+            }
             (None, None) => None,
         };
         Ok(Repository {
@@ -243,12 +317,23 @@ impl Repository {
     /// work can start before the repository is open.
     pub fn codec_for(config: &Config) -> Codec {
         let c = &config.compression;
-        let compression = if c.algorithm == "none" { Compression::None } else { Compression::Zstd };
+        let compression = if c.algorithm == "none" {
+            Compression::None
+        } else {
+            Compression::Zstd
+        };
         let zstd_workers = match c.threads {
-            0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2),
             n => n,
         };
-        Codec { compression, zstd_level: c.level, zstd_workers, ..Codec::default() }
+        Codec {
+            compression,
+            zstd_level: c.level,
+            zstd_workers,
+            ..Codec::default()
+        }
     }
 
     /// Refuses a server that is not this repository's cluster.
@@ -274,7 +359,10 @@ impl Repository {
     }
 
     fn object_err(&self, key: &str, source: FormatError) -> RepositoryError {
-        RepositoryError::Object { location: format!("{}/{}", self.storage, key), source }
+        RepositoryError::Object {
+            location: format!("{}/{}", self.storage, key),
+            source,
+        }
     }
 
     /// The object format version new objects are written in: 1 for a repository still in
@@ -305,13 +393,17 @@ impl Repository {
 
     /// Seals (compresses, encrypts) a small object in memory, to be stored under `key`.
     pub fn seal(&self, key: &str, data: &[u8]) -> Result<Vec<u8>, RepositoryError> {
-        self.sealing().seal(key, data, None, None).map_err(|e| self.object_err(key, e))
+        self.sealing()
+            .seal(key, data, None, None)
+            .map_err(|e| self.object_err(key, e))
     }
 
     /// Opens a small sealed object read from `key` (either object version; a v2 object must
     /// have been stored under `key` in this repository).
     pub fn unseal(&self, key: &str, data: &[u8]) -> Result<Vec<u8>, RepositoryError> {
-        format::open_object(data, self.key(), Some(self.identity(key))).map(|o| o.data).map_err(|e| self.object_err(key, e))
+        format::open_object(data, self.key(), Some(self.identity(key)))
+            .map(|o| o.data)
+            .map_err(|e| self.object_err(key, e))
     }
 
     /// Rewrites the descriptor to format version 2, so that new objects are identity-bound.
@@ -328,7 +420,9 @@ impl Repository {
             key: layout::META_KEY,
             message: e.to_string(),
         })?;
-        self.storage.put(layout::META_KEY, Bytes::from(body)).await?;
+        self.storage
+            .put(layout::META_KEY, Bytes::from(body))
+            .await?;
         self.meta = next;
         Ok(true)
     }
@@ -350,22 +444,33 @@ impl Repository {
     /// Reads one backup's catalog.
     pub async fn load_catalog(&self, id: &str) -> Result<BackupCatalog, RepositoryError> {
         if !catalog::is_backup_id(id) {
-            return Err(RepositoryError::BackupNotFound { location: self.storage.to_string(), id: id.to_string() });
+            return Err(RepositoryError::BackupNotFound {
+                location: self.storage.to_string(),
+                id: id.to_string(),
+            });
         }
         let key = layout::catalog_key(id);
         let raw = match self.get_sealed(&key).await {
             Err(RepositoryError::Storage(e)) if e.is_not_found() => {
-                return Err(RepositoryError::BackupNotFound { location: self.storage.to_string(), id: id.to_string() })
+                return Err(RepositoryError::BackupNotFound {
+                    location: self.storage.to_string(),
+                    id: id.to_string(),
+                })
             }
             other => other?,
         };
-        let cat: BackupCatalog = serde_json::from_slice(&raw).map_err(|e| RepositoryError::BadCatalog {
-            location: self.storage.to_string(),
-            key: key.clone(),
-            message: format!("not a valid catalog: {e}"),
-        })?;
+        let cat: BackupCatalog =
+            serde_json::from_slice(&raw).map_err(|e| RepositoryError::BadCatalog {
+                location: self.storage.to_string(),
+                key: key.clone(),
+                message: format!("not a valid catalog: {e}"),
+            })?;
         if cat.id != id {
-            return Err(RepositoryError::CatalogIdMismatch { location: self.storage.to_string(), key, found: cat.id });
+            return Err(RepositoryError::CatalogIdMismatch {
+                location: self.storage.to_string(),
+                key,
+                found: cat.id,
+            });
         }
         Ok(cat)
     }

@@ -14,7 +14,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::backup::bundle::BundleWriter;
-use crate::format::{self, Codec, FormatError, MasterKey, ObjectIdentity, ObjectReader, ObjectWriter, OpenedObject};
+use crate::format::{
+    self, Codec, FormatError, MasterKey, ObjectIdentity, ObjectReader, ObjectWriter, OpenedObject,
+};
 use crate::repository::{layout, BackupCatalog, Repository, RepositoryError};
 use crate::storage::{PutOutcome, StorageError};
 use crate::wal::{self, WalError, WalFileName};
@@ -22,7 +24,9 @@ use crate::wal::{self, WalError, WalFileName};
 /// What [`Repository::put_wal`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PushOutcome {
-    Stored { stored_bytes: u64 },
+    Stored {
+        stored_bytes: u64,
+    },
     /// The same content was already archived (a retry after a crash, or a second pusher).
     AlreadyArchived,
     /// An unreadable (torn or corrupted) object was under this name and was replaced.
@@ -61,7 +65,12 @@ impl std::fmt::Debug for ObjectSealing {
 impl ObjectSealing {
     /// A sealing context for objects of format version 1 (not identity-bound).
     pub fn v1(codec: Codec, key: Option<Arc<MasterKey>>) -> Self {
-        ObjectSealing { codec, key, repository_id: String::new(), write_version: 1 }
+        ObjectSealing {
+            codec,
+            key,
+            repository_id: String::new(),
+            write_version: 1,
+        }
     }
 
     pub fn identity<'a>(&'a self, key: &'a str) -> ObjectIdentity<'a> {
@@ -75,9 +84,22 @@ impl ObjectSealing {
     /// Seals `data` for storage under `key`. `compressed`: what [`format::compress_for_seal`]
     /// returned for `data` with this codec, if the caller already compressed. `metadata` is
     /// kept only in version-2 objects (a v1 repository has nowhere to put it).
-    pub fn seal(&self, key: &str, data: &[u8], compressed: Option<&[u8]>, metadata: Option<&[u8]>) -> Result<Vec<u8>, FormatError> {
+    pub fn seal(
+        &self,
+        key: &str,
+        data: &[u8],
+        compressed: Option<&[u8]>,
+        metadata: Option<&[u8]>,
+    ) -> Result<Vec<u8>, FormatError> {
         if self.write_version >= 2 {
-            format::seal_bound(data, compressed, &self.codec, self.key(), self.identity(key), metadata)
+            format::seal_bound(
+                data,
+                compressed,
+                &self.codec,
+                self.key(),
+                self.identity(key),
+                metadata,
+            )
         } else {
             format::seal_precompressed(data, compressed, &self.codec, self.key())
         }
@@ -113,7 +135,10 @@ pub struct ChannelReader {
 impl ChannelReader {
     /// Starts forwarding the object under `key` (on the current runtime); the returned reader
     /// must be read on a blocking thread. Dropping the reader stops the download.
-    pub async fn download(storage: &crate::storage::Storage, key: &str) -> Result<ChannelReader, StorageError> {
+    pub async fn download(
+        storage: &crate::storage::Storage,
+        key: &str,
+    ) -> Result<ChannelReader, StorageError> {
         let mut stream = storage.get_stream(key).await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
@@ -124,7 +149,10 @@ impl ChannelReader {
                 }
             }
         });
-        Ok(ChannelReader { rx, cur: Bytes::new() })
+        Ok(ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        })
     }
 }
 
@@ -152,7 +180,13 @@ impl Repository {
             return Ok(());
         }
         let c = self.cluster();
-        wal::check_segment(name, data, c.system_identifier, c.wal_segment_size, c.major())
+        wal::check_segment(
+            name,
+            data,
+            c.system_identifier,
+            c.wal_segment_size,
+            c.major(),
+        )
     }
 
     /// Seals and stores WAL file `name` create-if-absent, following PostgreSQL's rules for
@@ -168,7 +202,10 @@ impl Repository {
         metadata: Option<&[u8]>,
     ) -> Result<PushOutcome, RepositoryError> {
         let key = layout::wal_key(name);
-        let sealed = self.sealing().seal(&key, data, compressed, metadata).map_err(|e| self.object_err(&key, e))?;
+        let sealed = self
+            .sealing()
+            .seal(&key, data, compressed, metadata)
+            .map_err(|e| self.object_err(&key, e))?;
         let sealed = Bytes::from(sealed);
         let stored_bytes = sealed.len() as u64;
         match self.storage.put_if_absent(&key, sealed.clone()).await? {
@@ -177,10 +214,14 @@ impl Repository {
                 let existing = self.storage.get(&key).await?;
                 match self.unseal(&key, &existing) {
                     Ok(plain) if plain == data => Ok(PushOutcome::AlreadyArchived),
-                    Ok(_) => Err(RepositoryError::WalDifferentContent { name: name.to_string(), location: self.storage.to_string() }),
-                    Err(RepositoryError::Object { source, .. })
-                        if matches!(source, FormatError::Corrupt { .. } | FormatError::Truncated { .. }) =>
-                    {
+                    Ok(_) => Err(RepositoryError::WalDifferentContent {
+                        name: name.to_string(),
+                        location: self.storage.to_string(),
+                    }),
+                    Err(RepositoryError::Object {
+                        source: FormatError::Corrupt { .. } | FormatError::Truncated { .. },
+                        ..
+                    }) => {
                         // A torn write (crash between rename and fsync on a filesystem that lost
                         // the data) leaves an object that cannot be opened; it never held WAL
                         // anyone could use, so storing the real content over it loses nothing.
@@ -196,10 +237,18 @@ impl Repository {
 
     /// Reads and opens WAL file `name` (with its metadata); `None` when it is not archived.
     /// The content is authenticated but not checked as a segment: see [`Repository::check_wal`].
-    pub async fn get_wal_object(&self, name: &WalFileName) -> Result<Option<OpenedObject>, RepositoryError> {
+    pub async fn get_wal_object(
+        &self,
+        name: &WalFileName,
+    ) -> Result<Option<OpenedObject>, RepositoryError> {
         let key = layout::wal_key(name);
-        let Some(raw) = self.storage.get_opt(&key).await? else { return Ok(None) };
-        self.sealing().open(&key, &raw).map(Some).map_err(|e| self.object_err(&key, e))
+        let Some(raw) = self.storage.get_opt(&key).await? else {
+            return Ok(None);
+        };
+        self.sealing()
+            .open(&key, &raw)
+            .map(Some)
+            .map_err(|e| self.object_err(&key, e))
     }
 
     /// Reads and opens WAL file `name`; `None` when it is not archived.
@@ -212,11 +261,15 @@ impl Repository {
     ///
     /// Reads the whole object today: `Storage` has no ranged get yet; only the first
     /// [`format::MAX_HEADER_LEN`] bytes are needed.
-    pub async fn wal_metadata(&self, name: &WalFileName) -> Result<Option<Vec<u8>>, RepositoryError> {
+    pub async fn wal_metadata(
+        &self,
+        name: &WalFileName,
+    ) -> Result<Option<Vec<u8>>, RepositoryError> {
         let key = layout::wal_key(name);
         let raw = self.storage.get(&key).await?;
         let prefix = &raw[..raw.len().min(format::MAX_HEADER_LEN)];
-        format::read_metadata(prefix, self.key(), self.identity(&key)).map_err(|e| self.object_err(&key, e))
+        format::read_metadata(prefix, self.key(), self.identity(&key))
+            .map_err(|e| self.object_err(&key, e))
     }
 
     /// Whether WAL file `name` is archived.
@@ -253,7 +306,9 @@ impl Repository {
     /// PostgreSQL's `backup_manifest` of backup `id`; `None` when none was stored.
     pub async fn get_manifest(&self, id: &str) -> Result<Option<Vec<u8>>, RepositoryError> {
         let key = layout::manifest_key(id);
-        let Some(raw) = self.storage.get_opt(&key).await? else { return Ok(None) };
+        let Some(raw) = self.storage.get_opt(&key).await? else {
+            return Ok(None);
+        };
         self.unseal(&key, &raw).map(Some)
     }
 
@@ -275,7 +330,11 @@ impl Repository {
 
     /// Bundle `n` of backup `id` as a blocking reader of its authenticated plaintext (read it
     /// on a blocking thread; only `Ok(0)` proves it complete).
-    pub async fn open_bundle(&self, id: &str, n: u32) -> Result<ObjectReader<ChannelReader>, RepositoryError> {
+    pub async fn open_bundle(
+        &self,
+        id: &str,
+        n: u32,
+    ) -> Result<ObjectReader<ChannelReader>, RepositoryError> {
         let key = layout::bundle_key(id, n);
         let source = ChannelReader::download(&self.storage, &key).await?;
         let sealing = self.sealing();
@@ -283,7 +342,9 @@ impl Repository {
         // Opening reads the header, which blocks on the download.
         let opened = tokio::task::spawn_blocking(move || sealing.reader(source, &k))
             .await
-            .map_err(|e| self.object_err(&key, FormatError::Io(std::io::Error::other(e.to_string()))))?;
+            .map_err(|e| {
+                self.object_err(&key, FormatError::Io(std::io::Error::other(e.to_string())))
+            })?;
         opened.map_err(|e| self.object_err(&key, e))
     }
 }

@@ -11,7 +11,9 @@ use chrono::Utc;
 use object_store::memory::InMemory;
 
 use crate::format::{Codec, FormatError, KdfParams, Keyring, MAGIC, MAGIC_V2};
-use crate::repository::{layout, meta, parse_meta, BackupCatalog, ClusterIdentity, RepoMeta, Repository, RepositoryError};
+use crate::repository::{
+    layout, meta, parse_meta, BackupCatalog, ClusterIdentity, RepoMeta, Repository, RepositoryError,
+};
 use crate::storage::Storage;
 use crate::wal::WalFileName;
 
@@ -23,7 +25,11 @@ fn memory() -> Storage {
 
 fn repo_meta(version: u32, encrypted: bool) -> (RepoMeta, Option<crate::format::MasterKey>) {
     let (keyring, key) = if encrypted {
-        let p = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+        let p = KdfParams {
+            memory_kib: 8 * 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
         let (k, m) = Keyring::create(b"a test passphrase, long", p).expect("keyring");
         (Some(k), Some(m))
     } else {
@@ -35,17 +41,33 @@ fn repo_meta(version: u32, encrypted: bool) -> (RepoMeta, Option<crate::format::
         repository_id: uuid::Uuid::new_v4().to_string(),
         created_at: Utc::now(),
         created_by: "test".into(),
-        cluster: ClusterIdentity { system_identifier: 7, pg_version_num: 150000, wal_segment_size: 1 << 20 },
+        cluster: ClusterIdentity {
+            system_identifier: 7,
+            pg_version_num: 150000,
+            wal_segment_size: 1 << 20,
+        },
         encryption: keyring,
         conditional_create: Some(true),
     };
     (meta, key)
 }
 
-async fn open_in(storage: Storage, meta: RepoMeta, key: Option<crate::format::MasterKey>) -> Repository {
+async fn open_in(
+    storage: Storage,
+    meta: RepoMeta,
+    key: Option<crate::format::MasterKey>,
+) -> Repository {
     let body = serde_json::to_vec(&meta).expect("json");
-    storage.put(layout::META_KEY, Bytes::from(body)).await.expect("descriptor");
-    Repository { storage, meta, key: key.map(Arc::new), codec: Codec::default() }
+    storage
+        .put(layout::META_KEY, Bytes::from(body))
+        .await
+        .expect("descriptor");
+    Repository {
+        storage,
+        meta,
+        key: key.map(Arc::new),
+        codec: Codec::default(),
+    }
 }
 
 fn seg() -> WalFileName {
@@ -66,7 +88,13 @@ fn catalog(id: &str) -> BackupCatalog {
 }
 
 fn is_not_this_object(e: &RepositoryError) -> bool {
-    matches!(e, RepositoryError::Object { source: FormatError::NotThisObject { .. }, .. })
+    matches!(
+        e,
+        RepositoryError::Object {
+            source: FormatError::NotThisObject { .. },
+            ..
+        }
+    )
 }
 
 #[tokio::test]
@@ -75,20 +103,51 @@ async fn v2_wal_round_trip_metadata_and_swaps() {
         let (m, key) = repo_meta(2, encrypted);
         let repo = open_in(memory(), m, key).await;
         let data = vec![5u8; 10_000];
-        let out = repo.put_wal(&seg(), &data, None, Some(br#"{"restore_points":["a"]}"#)).await.expect("push");
+        let out = repo
+            .put_wal(&seg(), &data, None, Some(br#"{"restore_points":["a"]}"#))
+            .await
+            .expect("push");
         assert!(matches!(out, crate::repository::PushOutcome::Stored { .. }));
-        assert_eq!(repo.put_wal(&seg(), &data, None, None).await.expect("again"), crate::repository::PushOutcome::AlreadyArchived);
-        assert!(matches!(repo.put_wal(&seg(), &[6u8; 10], None, None).await, Err(RepositoryError::WalDifferentContent { .. })));
-        let raw = repo.storage.get(&layout::wal_key(&seg())).await.expect("raw");
+        assert_eq!(
+            repo.put_wal(&seg(), &data, None, None)
+                .await
+                .expect("again"),
+            crate::repository::PushOutcome::AlreadyArchived
+        );
+        assert!(matches!(
+            repo.put_wal(&seg(), &[6u8; 10], None, None).await,
+            Err(RepositoryError::WalDifferentContent { .. })
+        ));
+        let raw = repo
+            .storage
+            .get(&layout::wal_key(&seg()))
+            .await
+            .expect("raw");
         assert_eq!(&raw[..8], MAGIC_V2);
-        assert_eq!(repo.get_wal(&seg()).await.expect("get").as_deref(), Some(&data[..]));
-        assert_eq!(repo.wal_metadata(&seg()).await.expect("meta").as_deref(), Some(&br#"{"restore_points":["a"]}"#[..]));
+        assert_eq!(
+            repo.get_wal(&seg()).await.expect("get").as_deref(),
+            Some(&data[..])
+        );
+        assert_eq!(
+            repo.wal_metadata(&seg()).await.expect("meta").as_deref(),
+            Some(&br#"{"restore_points":["a"]}"#[..])
+        );
 
         // The same sealed bytes under another segment, another timeline, a history name.
-        for other in ["000000010000000000000004", "000000020000000000000003", "00000002.history"] {
+        for other in [
+            "000000010000000000000004",
+            "000000020000000000000003",
+            "00000002.history",
+        ] {
             let name = WalFileName::parse(other).expect("name");
-            repo.storage.put(&layout::wal_key(&name), raw.clone()).await.expect("swap");
-            let e = repo.get_wal(&name).await.expect_err("a moved object must not open");
+            repo.storage
+                .put(&layout::wal_key(&name), raw.clone())
+                .await
+                .expect("swap");
+            let e = repo
+                .get_wal(&name)
+                .await
+                .expect_err("a moved object must not open");
             assert!(is_not_this_object(&e), "{other}: {e}");
             assert!(e.to_string().contains("moved or swapped"), "{e}");
         }
@@ -103,17 +162,37 @@ async fn catalogs_are_bound_to_their_backup_id() {
         let (a, b) = ("20260102-030405F", "20260103-030405F");
         repo.put_catalog(&catalog(a)).await.expect("put");
         assert_eq!(repo.load_catalog(a).await.expect("load").id, a);
-        let raw = repo.storage.get(&layout::catalog_key(a)).await.expect("raw");
-        repo.storage.put(&layout::catalog_key(b), raw).await.expect("swap");
-        let e = repo.load_catalog(b).await.expect_err("a catalog under another id");
+        let raw = repo
+            .storage
+            .get(&layout::catalog_key(a))
+            .await
+            .expect("raw");
+        repo.storage
+            .put(&layout::catalog_key(b), raw)
+            .await
+            .expect("swap");
+        let e = repo
+            .load_catalog(b)
+            .await
+            .expect_err("a catalog under another id");
         match version {
             // v1 objects carry no identity: the id inside the catalog catches it.
-            1 => assert!(matches!(e, RepositoryError::CatalogIdMismatch { .. }), "{e}"),
+            1 => assert!(
+                matches!(e, RepositoryError::CatalogIdMismatch { .. }),
+                "{e}"
+            ),
             _ => assert!(is_not_this_object(&e), "{e}"),
         }
         // One unreadable catalog blocks only itself.
         let listing = repo.backup_listing().await.expect("listing");
-        assert_eq!(listing.backups.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(
+            listing
+                .backups
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>(),
+            vec![a]
+        );
         assert_eq!(listing.unreadable.len(), 1);
         assert_eq!(listing.unreadable[0].0, b);
         assert_eq!(repo.list_backups().await.expect("list").len(), 1);
@@ -124,23 +203,52 @@ async fn catalogs_are_bound_to_their_backup_id() {
 async fn v1_repository_writes_v1_until_upgrade() {
     let (m, key) = repo_meta(1, true);
     let mut repo = open_in(memory(), m, key).await;
-    repo.put_wal(&seg(), b"old", None, Some(b"dropped in v1")).await.expect("push v1");
-    let raw = repo.storage.get(&layout::wal_key(&seg())).await.expect("raw");
+    repo.put_wal(&seg(), b"old", None, Some(b"dropped in v1"))
+        .await
+        .expect("push v1");
+    let raw = repo
+        .storage
+        .get(&layout::wal_key(&seg()))
+        .await
+        .expect("raw");
     assert_eq!(&raw[..8], MAGIC);
     assert_eq!(repo.wal_metadata(&seg()).await.expect("v1 has none"), None);
 
     assert!(repo.upgrade().await.expect("upgrade"));
     assert!(!repo.upgrade().await.expect("second upgrade is a no-op"));
-    let stored = parse_meta("memory://", &repo.storage.get(layout::META_KEY).await.expect("descriptor")).expect("parse");
+    let stored = parse_meta(
+        "memory://",
+        &repo
+            .storage
+            .get(layout::META_KEY)
+            .await
+            .expect("descriptor"),
+    )
+    .expect("parse");
     assert_eq!(stored.format_version, 2);
     assert_eq!(stored.repository_id, repo.meta.repository_id);
 
     let next = WalFileName::parse("000000010000000000000004").expect("name");
-    repo.put_wal(&next, b"new", None, None).await.expect("push v2");
-    assert_eq!(&repo.storage.get(&layout::wal_key(&next)).await.expect("raw")[..8], MAGIC_V2);
+    repo.put_wal(&next, b"new", None, None)
+        .await
+        .expect("push v2");
+    assert_eq!(
+        &repo
+            .storage
+            .get(&layout::wal_key(&next))
+            .await
+            .expect("raw")[..8],
+        MAGIC_V2
+    );
     // Objects from before the upgrade stay readable.
-    assert_eq!(repo.get_wal(&seg()).await.expect("old").as_deref(), Some(&b"old"[..]));
-    assert_eq!(repo.get_wal(&next).await.expect("new").as_deref(), Some(&b"new"[..]));
+    assert_eq!(
+        repo.get_wal(&seg()).await.expect("old").as_deref(),
+        Some(&b"old"[..])
+    );
+    assert_eq!(
+        repo.get_wal(&next).await.expect("new").as_deref(),
+        Some(&b"new"[..])
+    );
 }
 
 #[tokio::test]
@@ -148,8 +256,14 @@ async fn copied_objects_stay_valid_in_a_copy_of_the_repository_only() {
     let (m, key) = repo_meta(2, true);
     let key_bytes = key.as_ref().map(|k| k.key_id_hex());
     let source = open_in(memory(), m.clone(), key).await;
-    source.put_wal(&seg(), b"segment", None, None).await.expect("push");
-    source.put_catalog(&catalog("20260102-030405F")).await.expect("catalog");
+    source
+        .put_wal(&seg(), b"segment", None, None)
+        .await
+        .expect("push");
+    source
+        .put_catalog(&catalog("20260102-030405F"))
+        .await
+        .expect("catalog");
 
     // Byte-for-byte copy of every object into a second store, as `copy` does.
     let target_store = memory();
@@ -157,16 +271,41 @@ async fn copied_objects_stay_valid_in_a_copy_of_the_repository_only() {
         let raw = source.storage.get(&o.key).await.expect("get");
         target_store.put(&o.key, raw).await.expect("put");
     }
-    let target = Repository { storage: target_store.clone(), meta: m.clone(), key: source.key.clone(), codec: Codec::default() };
-    assert_eq!(target.get_wal(&seg()).await.expect("wal").as_deref(), Some(&b"segment"[..]));
-    assert_eq!(target.load_catalog("20260102-030405F").await.expect("catalog").id, "20260102-030405F");
+    let target = Repository {
+        storage: target_store.clone(),
+        meta: m.clone(),
+        key: source.key.clone(),
+        codec: Codec::default(),
+    };
+    assert_eq!(
+        target.get_wal(&seg()).await.expect("wal").as_deref(),
+        Some(&b"segment"[..])
+    );
+    assert_eq!(
+        target
+            .load_catalog("20260102-030405F")
+            .await
+            .expect("catalog")
+            .id,
+        "20260102-030405F"
+    );
     assert_eq!(target.key().map(|k| k.key_id_hex()), key_bytes);
 
     // The same bytes in a repository with another id (same key) do not open.
     let mut other = m;
     other.repository_id = uuid::Uuid::new_v4().to_string();
-    let stranger = Repository { storage: target_store, meta: other, key: source.key.clone(), codec: Codec::default() };
-    assert!(is_not_this_object(&stranger.get_wal(&seg()).await.expect_err("other repository")));
+    let stranger = Repository {
+        storage: target_store,
+        meta: other,
+        key: source.key.clone(),
+        codec: Codec::default(),
+    };
+    assert!(is_not_this_object(
+        &stranger
+            .get_wal(&seg())
+            .await
+            .expect_err("other repository")
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,8 +342,15 @@ async fn bundles_round_trip_and_are_bound_to_their_key() {
     }
     assert_eq!(all, data);
     // Bundle 0 stored as bundle 1: refused when opened.
-    let raw = repo.storage.get(&layout::bundle_key(id, 0)).await.expect("raw");
-    repo.storage.put(&layout::bundle_key(id, 1), raw).await.expect("swap");
+    let raw = repo
+        .storage
+        .get(&layout::bundle_key(id, 0))
+        .await
+        .expect("raw");
+    repo.storage
+        .put(&layout::bundle_key(id, 1), raw)
+        .await
+        .expect("swap");
     match repo.open_bundle(id, 1).await {
         Err(e) => assert!(is_not_this_object(&e), "{e}"),
         Ok(_) => panic!("a swapped bundle opened"),
@@ -223,12 +369,26 @@ fn descriptor_bounds_are_checked_before_use() {
     };
     for size in [0u64, 3, 1 << 19, 3 << 20, 1 << 31] {
         let e = bad(&|v| v["cluster"]["wal_segment_size"] = size.into()).expect_err("segment size");
-        assert!(matches!(e, RepositoryError::BadMeta { .. }) && e.to_string().contains("WAL segment size"), "{e}");
+        assert!(
+            matches!(e, RepositoryError::BadMeta { .. })
+                && e.to_string().contains("WAL segment size"),
+            "{e}"
+        );
     }
-    for (field, value) in [("memory_kib", u64::from(u32::MAX)), ("iterations", 1_000_000), ("parallelism", 0)] {
+    for (field, value) in [
+        ("memory_kib", u64::from(u32::MAX)),
+        ("iterations", 1_000_000),
+        ("parallelism", 0),
+    ] {
         let e = bad(&|v| v["encryption"]["params"][field] = value.into()).expect_err("kdf");
         assert!(matches!(e, RepositoryError::BadMeta { .. }), "{field}: {e}");
     }
-    assert!(matches!(bad(&|v| v["format_version"] = 3.into()), Err(RepositoryError::NewerFormat { found: 3, .. })));
-    assert!(matches!(bad(&|v| v["format_version"] = 0.into()), Err(RepositoryError::BadMeta { .. })));
+    assert!(matches!(
+        bad(&|v| v["format_version"] = 3.into()),
+        Err(RepositoryError::NewerFormat { found: 3, .. })
+    ));
+    assert!(matches!(
+        bad(&|v| v["format_version"] = 0.into()),
+        Err(RepositoryError::BadMeta { .. })
+    ));
 }
