@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pgvault_tests::{archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault};
+use pgvault_tests::{
+    archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault,
+};
 
 /// The backup in `fixtures/v1/repo` and the rows its README promises.
 const V1_BACKUP: &str = "20261201-213016F";
@@ -45,10 +47,18 @@ fn fixture_vault() -> Result<Vault> {
 }
 
 async fn digest(c: &PgCluster) -> Result<String> {
-    c.query_scalar("SELECT count(*) || ' ' || md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM fixture").await
+    c.query_scalar(
+        "SELECT count(*) || ' ' || md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM fixture",
+    )
+    .await
 }
 
-async fn restore_and_digest(install: &PgInstall, vault: &Vault, name: &str, args: &[&str]) -> Result<String> {
+async fn restore_and_digest(
+    install: &PgInstall,
+    vault: &Vault,
+    name: &str,
+    args: &[&str],
+) -> Result<String> {
     let mut c = vault.restore(install, name, args, false)?;
     c.start()?;
     c.wait_for_recovery_end(Duration::from_secs(180)).await?;
@@ -59,17 +69,25 @@ async fn restore_and_digest(install: &PgInstall, vault: &Vault, name: &str, args
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn formatv2_v1_fixture_lists_and_restores() {
-    let Some(install) = install_under_test(15) else { return };
+    let Some(install) = install_under_test(15) else {
+        return;
+    };
     v1_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn v1_inner(install: PgInstall) -> Result<()> {
     let vault = fixture_vault()?;
     let list = vault.list()?;
-    let ids: Vec<&str> = list["backups"].as_array().context("backups[]")?.iter().filter_map(|b| b["id"].as_str()).collect();
+    let ids: Vec<&str> = list["backups"]
+        .as_array()
+        .context("backups[]")?
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
     assert_eq!(ids, vec![V1_BACKUP], "the v1 backup is listed: {list}");
 
-    let at_backup = restore_and_digest(&install, &vault, "at-backup", &["--target-immediate"]).await?;
+    let at_backup =
+        restore_and_digest(&install, &vault, "at-backup", &["--target-immediate"]).await?;
     assert_eq!(at_backup, V1_AT_BACKUP, "rows at the backup");
     let at_end = restore_and_digest(&install, &vault, "at-end", &[]).await?;
     assert_eq!(at_end, V1_AT_END, "rows at the end of the archive");
@@ -78,7 +96,9 @@ async fn v1_inner(install: PgInstall) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn formatv2_new_repository_is_identity_bound() {
-    let Some(install) = install_under_test(15) else { return };
+    let Some(install) = install_under_test(15) else {
+        return;
+    };
     v2_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
@@ -87,13 +107,21 @@ async fn v2_inner(install: PgInstall) -> Result<()> {
     let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
     cluster.execute("CREATE TABLE fixture AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1,300) g").await?;
     let id = vault.backup(&[])?;
-    cluster.execute("INSERT INTO fixture SELECT g, md5(g::text) FROM generate_series(301,600) g").await?;
+    cluster
+        .execute("INSERT INTO fixture SELECT g, md5(g::text) FROM generate_series(301,600) g")
+        .await?;
     let expected = digest(&cluster).await?;
     let last = cluster.switch_wal().await?;
-    cluster.wait_for_archived(&last, Duration::from_secs(60)).await?;
+    cluster
+        .wait_for_archived(&last, Duration::from_secs(60))
+        .await?;
 
-    let descriptor: serde_json::Value = serde_json::from_slice(&std::fs::read(vault.repo.join("pgvault.repo"))?)?;
-    assert_eq!(descriptor["format_version"], 2, "a new repository writes format 2: {descriptor}");
+    let descriptor: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vault.repo.join("pgvault.repo"))?)?;
+    assert_eq!(
+        descriptor["format_version"], 2,
+        "a new repository writes format 2: {descriptor}"
+    );
     let wal_path = vault.repo.join("wal").join(&last[..16]).join(&last);
     let sealed = std::fs::read(&wal_path).with_context(|| wal_path.display().to_string())?;
     assert_eq!(&sealed[..8], b"PGVAULT\x02", "WAL objects are v2");
@@ -103,20 +131,33 @@ async fn v2_inner(install: PgInstall) -> Result<()> {
     // The same sealed bytes under timeline 2's name for that segment, and as a history file.
     let tli2 = format!("00000002{}", &last[8..]);
     for name in [tli2.as_str(), "00000002.history"] {
-        let dir = if name.ends_with(".history") { vault.repo.join("wal") } else { vault.repo.join("wal").join(&name[..16]) };
+        let dir = if name.ends_with(".history") {
+            vault.repo.join("wal")
+        } else {
+            vault.repo.join("wal").join(&name[..16])
+        };
         std::fs::create_dir_all(&dir)?;
         pgvault_tests::chown_to_postgres(&dir)?;
         pgvault_tests::write_postgres_file(&dir.join(name), &sealed, 0o600)?;
         let dest = vault.dir.join(format!("fetched-{name}"));
         let out = vault.archive(["fetch", name, &dest.display().to_string()])?;
-        assert!(!out.success() && out.code() != Some(1), "a swapped object is an error, not 'not found': {out}");
-        assert!(out.stderr.contains("moved or swapped"), "the message says what happened: {out}");
+        assert!(
+            !out.success() && out.code() != Some(1),
+            "a swapped object is an error, not 'not found': {out}"
+        );
+        assert!(
+            out.stderr.contains("moved or swapped"),
+            "the message says what happened: {out}"
+        );
         assert!(!dest.exists(), "nothing was written");
         std::fs::remove_file(dir.join(name))?;
     }
 
     drop(cluster);
     let restored = restore_and_digest(&install, &vault, "restored", &[]).await?;
-    assert_eq!(restored, expected, "every row comes back from a v2 repository");
+    assert_eq!(
+        restored, expected,
+        "every row comes back from a v2 repository"
+    );
     Ok(())
 }

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -40,6 +40,7 @@ use crate::config::{Config, ConfigError};
 use crate::format::{into_format_error, FormatError};
 use crate::progress::{format_bytes, Progress};
 use crate::repository::catalog::Piece;
+use crate::repository::objects::ChannelReader;
 use crate::repository::{
     layout, BackupCatalog, ClusterIdentity, ObjectSealing, RepoMeta, Repository, RepositoryError,
 };
@@ -687,7 +688,7 @@ enum Sink {
 async fn copy_object(ctx: &Ctx, job: &Job) -> Result<u64, CopyError> {
     let location = format!("{}/{}", ctx.source, job.key);
     let mut stream = ctx.source.get_stream(&job.key).await?;
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, StorageError>>(8);
     let (sealing, check, loc, object_key) = (
         ctx.sealing.clone(),
         job.check.clone(),
@@ -696,10 +697,7 @@ async fn copy_object(ctx: &Ctx, job: &Job) -> Result<u64, CopyError> {
     );
     let verifier = tokio::task::spawn_blocking(move || {
         verify(
-            ChannelReader {
-                rx,
-                cur: Bytes::new(),
-            },
+            ChannelReader::from_receiver(rx),
             &sealing,
             &object_key,
             &check,
@@ -735,7 +733,7 @@ async fn copy_object(ctx: &Ctx, job: &Job) -> Result<u64, CopyError> {
             break;
         }
         // A closed channel means the verifier stopped on an error: its result says which.
-        if tx.send(chunk).await.is_err() {
+        if tx.send(Ok(chunk)).await.is_err() {
             break;
         }
     }
@@ -759,27 +757,6 @@ async fn copy_object(ctx: &Ctx, job: &Job) -> Result<u64, CopyError> {
         Sink::Upload(u) => u.finish().await?,
     }
     Ok(bytes)
-}
-
-/// Feeds a download stream to a blocking reader.
-struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.cur = b,
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur[..n]);
-        self.cur.advance(n);
-        Ok(n)
-    }
 }
 
 /// Opens the object and checks it to the end.

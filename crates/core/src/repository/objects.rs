@@ -133,6 +133,15 @@ pub struct ChannelReader {
 }
 
 impl ChannelReader {
+    /// A reader of what arrives on `rx` (for callers that also use the bytes elsewhere, e.g.
+    /// `copy`, which uploads them while they are verified).
+    pub fn from_receiver(rx: mpsc::Receiver<Result<Bytes, StorageError>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        }
+    }
+
     /// Starts forwarding the object under `key` (on the current runtime); the returned reader
     /// must be read on a blocking thread. Dropping the reader stops the download.
     pub async fn download(

@@ -392,3 +392,43 @@ fn descriptor_bounds_are_checked_before_use() {
         Err(RepositoryError::BadMeta { .. })
     ));
 }
+
+#[test]
+fn prop_descriptor_and_catalog_parsers_never_panic() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let (m, _) = repo_meta(2, true);
+    let descriptor = serde_json::to_vec(&m).expect("json");
+    let cat = serde_json::to_vec(&catalog("20260102-030405F")).expect("json");
+    let config = Config {
+        cases: 500,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
+    let strategy = (
+        any::<bool>(),
+        any::<prop::sample::Index>(),
+        any::<u8>(),
+        0u8..3,
+        proptest::collection::vec(any::<u8>(), 0..64),
+    );
+    runner
+        .run(&strategy, |(which, at, byte, kind, extra)| {
+            let base = if which { &descriptor } else { &cat };
+            let mut b = base.clone();
+            match kind {
+                0 => b[at.index(base.len())] = byte,
+                1 => b.truncate(at.index(base.len())),
+                _ => b = extra,
+            }
+            // Neither parser may panic; whatever parses must still satisfy the bounds.
+            if let Ok(meta) = parse_meta("x", &b) {
+                prop_assert!(meta.cluster.check_bounds().is_ok());
+            }
+            let _ = serde_json::from_slice::<BackupCatalog>(&b);
+            Ok(())
+        })
+        .expect("parsers");
+}
