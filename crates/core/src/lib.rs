@@ -26,6 +26,7 @@ pub mod repository;
 pub mod restore;
 pub mod server;
 pub mod storage;
+pub mod survey;
 pub mod timeline;
 mod tls_verify;
 pub mod wal;

@@ -17,8 +17,10 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use crate::lsn::TimelineId;
 use crate::repository::{BackupCatalog, Repository, RepositoryError};
 use crate::storage::ObjectInfo;
-use crate::timeline::{parse_history, ArchiveModel, BackupPoint, HistoryEntry, ModelError, SegmentTimes, TimelineError, TimelineTree};
-use crate::wal::{WalFileName, WalKind};
+use crate::timeline::{
+    parse_history, ArchiveModel, BackupPoint, HistoryEntry, ModelError, RestorePoint, SegmentTimes, TimelineError, TimelineTree,
+};
+use crate::wal::{WalFileName, WalKind, WalSummary};
 
 /// Metadata reads in flight at once.
 const TIMES_PARALLEL: usize = 32;
@@ -63,7 +65,8 @@ impl Survey {
 
 /// Reads the repository's WAL listing, history files and catalogs, and builds the model.
 pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyError> {
-    let listing = repo.list_backups_lenient().await?;
+    let listing = repo.backup_listing().await?;
+    let unreadable = listing.unreadable.iter().map(|(id, e)| (id.clone(), e.to_string())).collect();
     let wal = repo.list_wal().await?;
     let tree = read_tree(repo, &wal).await?;
     let seg = repo.cluster().wal_segment_size;
@@ -81,14 +84,15 @@ pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyErr
         }
     };
     let model = ArchiveModel::new(seg, tree, wal.iter().map(|(n, _)| *n), backups, times)?;
-    Ok(Survey { model, catalogs: listing.backups, unreadable: listing.unreadable, wal })
+    Ok(Survey { model, catalogs: listing.backups, unreadable, wal })
 }
 
 /// Parses every archived `.history` file into the timeline tree.
 async fn read_tree(repo: &Repository, wal: &[(WalFileName, ObjectInfo)]) -> Result<TimelineTree, SurveyError> {
     let mut histories: Vec<(TimelineId, Vec<HistoryEntry>)> = Vec::new();
     for (name, _) in wal.iter().filter(|(n, _)| n.kind == WalKind::History) {
-        let content = repo.get_wal(name).await?;
+        // Listed a moment ago: gone now means another command removed it; treat as absent.
+        let Some(content) = repo.get_wal(name).await? else { continue };
         let entries = parse_history(name.timeline, &content)
             .map_err(|source| SurveyError::History { name: name.to_string(), source })?;
         histories.push((name.timeline, entries));
@@ -99,9 +103,34 @@ async fn read_tree(repo: &Repository, wal: &[(WalFileName, ObjectInfo)]) -> Resu
 /// The times push recorded with each segment (segments pushed before it recorded them have none).
 async fn read_times(repo: &Repository, names: Vec<WalFileName>) -> Result<HashMap<WalFileName, SegmentTimes>, SurveyError> {
     let found: Vec<Option<(WalFileName, SegmentTimes)>> = stream::iter(names)
-        .map(|name| async move { Ok::<_, RepositoryError>(repo.wal_times(&name).await?.map(|t| (name, t))) })
+        .map(|name| async move { Ok::<_, RepositoryError>(segment_times(repo, &name).await?.map(|t| (name, t))) })
         .buffer_unordered(TIMES_PARALLEL)
         .try_collect()
         .await?;
     Ok(found.into_iter().flatten().collect())
+}
+
+/// The commit times and restore points push recorded with segment `name`, if it recorded them
+/// (segments pushed before pgvault recorded them, or in a v1 repository, have none).
+pub async fn segment_times(repo: &Repository, name: &WalFileName) -> Result<Option<SegmentTimes>, RepositoryError> {
+    let Some(meta) = repo.wal_metadata(name).await? else { return Ok(None) };
+    // Unparseable metadata is treated as absent: the segment itself is still good WAL.
+    let Ok(summary) = serde_json::from_slice::<WalSummary>(&meta) else {
+        tracing::warn!(wal = %name, "the metadata stored with this segment is not a WAL summary; its times are ignored");
+        return Ok(None);
+    };
+    Ok(Some(times_of(&summary)))
+}
+
+/// The model's view of what push recorded.
+pub fn times_of(s: &WalSummary) -> SegmentTimes {
+    SegmentTimes {
+        first_commit: s.first_commit,
+        last_commit: s.last_commit,
+        restore_points: s
+            .restore_points
+            .iter()
+            .map(|r| RestorePoint { name: r.name.clone(), lsn: r.lsn, time: r.time })
+            .collect(),
+    }
 }

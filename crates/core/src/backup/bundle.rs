@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::format::{Codec, FormatError, MasterKey, ObjectWriter};
 use crate::repository::catalog::{BundleEntry, Piece};
 use crate::repository::layout;
+use crate::repository::ObjectSealing;
 use crate::storage::{Storage, StorageError};
 
 /// Sealed bytes are sent to the uploader in chunks of this size.
@@ -57,9 +58,15 @@ impl UploadSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_CHUNK)));
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(SEND_CHUNK),
+        ));
         self.tx.blocking_send(Msg::Data(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, BundleError::UploadGone(self.bundle).to_string())
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                BundleError::UploadGone(self.bundle).to_string(),
+            )
         })
     }
 }
@@ -91,8 +98,7 @@ pub struct BundleWriter {
     rt: Handle,
     storage: Storage,
     backup_id: String,
-    codec: Codec,
-    key: Option<Arc<MasterKey>>,
+    sealing: ObjectSealing,
     target: u64,
     current: Option<OpenBundle>,
     next_id: u32,
@@ -110,13 +116,39 @@ struct PieceState {
 }
 
 impl BundleWriter {
-    pub fn new(rt: Handle, storage: Storage, backup_id: &str, codec: Codec, key: Option<Arc<MasterKey>>, target: u64) -> Self {
+    /// A writer of version-1 bundles (not identity-bound). Prefer
+    /// [`Repository::bundle_writer`](crate::repository::Repository::bundle_writer), which writes
+    /// the repository's object version.
+    pub fn new(
+        rt: Handle,
+        storage: Storage,
+        backup_id: &str,
+        codec: Codec,
+        key: Option<Arc<MasterKey>>,
+        target: u64,
+    ) -> Self {
+        Self::with_sealing(
+            rt,
+            storage,
+            backup_id,
+            ObjectSealing::v1(codec, key),
+            target,
+        )
+    }
+
+    /// A writer sealing bundles with `sealing` (v2 bundles are bound to their keys).
+    pub fn with_sealing(
+        rt: Handle,
+        storage: Storage,
+        backup_id: &str,
+        sealing: ObjectSealing,
+        target: u64,
+    ) -> Self {
         BundleWriter {
             rt,
             storage,
             backup_id: backup_id.to_string(),
-            codec,
-            key,
+            sealing,
             target: target.max(1),
             current: None,
             next_id: 0,
@@ -154,14 +186,28 @@ impl BundleWriter {
             Ok(())
         });
         self.pending.push((id, handle));
-        let sink = UploadSink { tx, buf: Vec::with_capacity(SEND_CHUNK), bundle: id };
-        let writer = ObjectWriter::new(sink, &self.codec, self.key.as_deref())
+        let sink = UploadSink {
+            tx,
+            buf: Vec::with_capacity(SEND_CHUNK),
+            bundle: id,
+        };
+        let writer = self
+            .sealing
+            .writer(sink, &layout::bundle_key(&self.backup_id, id))
             .map_err(|source| BundleError::Format { bundle: id, source })?;
-        self.current = Some(OpenBundle { id, writer, plain: 0 });
+        self.current = Some(OpenBundle {
+            id,
+            writer,
+            plain: 0,
+        });
         Ok(())
     }
 
-    fn await_upload(&self, id: u32, h: JoinHandle<Result<(), StorageError>>) -> Result<(), BundleError> {
+    fn await_upload(
+        &self,
+        id: u32,
+        h: JoinHandle<Result<(), StorageError>>,
+    ) -> Result<(), BundleError> {
         match self.rt.block_on(h) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
@@ -172,7 +218,9 @@ impl BundleWriter {
     /// When writing into a bundle fails because its upload task stopped, the task's own error
     /// (which names the store, the key and the cause) is the one worth reporting.
     fn explain(&mut self, bundle: u32, fallback: BundleError) -> BundleError {
-        let Some(at) = self.pending.iter().position(|(id, _)| *id == bundle) else { return fallback };
+        let Some(at) = self.pending.iter().position(|(id, _)| *id == bundle) else {
+            return fallback;
+        };
         // The task drops its channel as it returns; give it a moment to be reaped. A task that is
         // still running is waiting for us, so never block on it.
         for _ in 0..50 {
@@ -193,7 +241,9 @@ impl BundleWriter {
 
     fn close_bundle(&mut self) -> Result<(), BundleError> {
         self.end_piece();
-        let Some(b) = self.current.take() else { return Ok(()) };
+        let Some(b) = self.current.take() else {
+            return Ok(());
+        };
         let id = b.id;
         let (mut sink, stats) = match b.writer.finish() {
             Ok(r) => r,
@@ -203,7 +253,11 @@ impl BundleWriter {
             drop(sink);
             return Err(self.explain(id, BundleError::UploadGone(id)));
         }
-        self.done.push(BundleEntry { id, size: b.plain, stored_size: stats.stored_bytes });
+        self.done.push(BundleEntry {
+            id,
+            size: b.plain,
+            stored_size: stats.stored_bytes,
+        });
         Ok(())
     }
 
@@ -220,7 +274,11 @@ impl BundleWriter {
 
     /// Appends the bytes of one file, read from `src` until EOF. Returns the file's pieces and
     /// its CRC-32C (for the server manifest) and size.
-    pub fn add_file(&mut self, src: &mut dyn std::io::Read, buf: &mut [u8]) -> Result<(Vec<Piece>, u32, u64), AddFileError> {
+    pub fn add_file(
+        &mut self,
+        src: &mut dyn std::io::Read,
+        buf: &mut [u8],
+    ) -> Result<(Vec<Piece>, u32, u64), AddFileError> {
         let mut pieces = Vec::new();
         let mut crc = 0u32;
         let mut offset = 0u64;
@@ -239,7 +297,10 @@ impl BundleWriter {
                     self.close_bundle()?;
                     self.open_bundle()?;
                 }
-                let bundle = self.current.as_mut().ok_or(BundleError::UploadGone(u32::MAX))?;
+                let bundle = self
+                    .current
+                    .as_mut()
+                    .ok_or(BundleError::UploadGone(u32::MAX))?;
                 let room = (self.target - bundle.plain).min(data.len() as u64) as usize;
                 let piece = self.piece.get_or_insert_with(|| PieceState {
                     bundle: bundle.id,
@@ -294,4 +355,165 @@ pub enum AddFileError {
     Write(std::io::Error),
     #[error(transparent)]
     Bundle(#[from] BundleError),
+}
+
+/// Why [`walk_bundle`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError<E> {
+    /// Reading the bundle failed (a format error travels inside, see
+    /// [`crate::format::into_format_error`]; a storage error names the store and key).
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// The bundle ended at plaintext byte `at`, before the catalog's pieces did.
+    #[error("the bundle ends at byte {at}, the catalog expects more")]
+    Short { at: u64 },
+    /// Two pieces of the catalog overlap (pieces must be sorted by `bundle_offset`).
+    #[error("the catalog's pieces overlap at bundle offset {offset}")]
+    Overlap { offset: u64 },
+    /// Piece `index`'s bytes do not have the catalog's SHA-256.
+    #[error("checksum mismatch at bundle offset {offset} (expected {expected}, got {found})")]
+    Checksum {
+        index: usize,
+        offset: u64,
+        expected: String,
+        found: String,
+    },
+    /// The bundle's plaintext is not the size the catalog records.
+    #[error("the bundle holds {found} bytes, the catalog says {expected}")]
+    Size { found: u64, expected: u64 },
+    /// The caller's sink failed.
+    #[error("{0}")]
+    Sink(E),
+}
+
+/// The one bundle verifier: walks a bundle's plaintext `obj` (an opened object) through
+/// `pieces` (sorted by `bundle_offset`), hands each piece's bytes to `sink(index, piece,
+/// offset within the piece, bytes)` and checks each piece's SHA-256, then reads to the end (so
+/// the final chunk authenticates) and, with `expected_size`, checks the plaintext size.
+/// Restore writes the pieces to files; copy only checks.
+pub fn walk_bundle<'a, R, E, I, F>(
+    obj: &mut R,
+    pieces: I,
+    expected_size: Option<u64>,
+    mut sink: F,
+) -> Result<u64, WalkError<E>>
+where
+    R: std::io::Read,
+    I: IntoIterator<Item = &'a Piece>,
+    F: FnMut(usize, &Piece, u64, &[u8]) -> Result<(), E>,
+{
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    for (index, piece) in pieces.into_iter().enumerate() {
+        if piece.bundle_offset < pos {
+            return Err(WalkError::Overlap {
+                offset: piece.bundle_offset,
+            });
+        }
+        let skip = piece.bundle_offset - pos;
+        let n = std::io::copy(
+            &mut <&mut R as std::io::Read>::take(&mut *obj, skip),
+            &mut std::io::sink(),
+        )
+        .map_err(WalkError::Read)?;
+        pos += n;
+        if n < skip {
+            return Err(WalkError::Short { at: pos });
+        }
+        let mut hash = Sha256::new();
+        let mut done = 0u64;
+        while done < piece.len {
+            let want = (buf.len() as u64).min(piece.len - done) as usize;
+            let n = obj.read(&mut buf[..want]).map_err(WalkError::Read)?;
+            if n == 0 {
+                return Err(WalkError::Short { at: pos });
+            }
+            hash.update(&buf[..n]);
+            sink(index, piece, done, &buf[..n]).map_err(WalkError::Sink)?;
+            done += n as u64;
+            pos += n as u64;
+        }
+        let found = hex::encode(hash.finalize());
+        if found != piece.sha256 {
+            return Err(WalkError::Checksum {
+                index,
+                offset: piece.bundle_offset,
+                expected: piece.sha256.clone(),
+                found,
+            });
+        }
+    }
+    pos += std::io::copy(obj, &mut std::io::sink()).map_err(WalkError::Read)?;
+    match expected_size {
+        Some(expected) if expected != pos => Err(WalkError::Size {
+            found: pos,
+            expected,
+        }),
+        _ => Ok(pos),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(bundle_offset: u64, data: &[u8]) -> Piece {
+        Piece {
+            bundle: 0,
+            bundle_offset,
+            file_offset: 0,
+            len: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+        }
+    }
+
+    #[test]
+    fn walk_hands_over_pieces_and_checks_them() {
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 249) as u8).collect();
+        let pieces = [
+            piece(10, &data[10..300_000]),
+            piece(400_000, &data[400_000..600_000]),
+        ];
+        let mut got: Vec<Vec<u8>> = vec![Vec::new(), Vec::new()];
+        let n = walk_bundle::<_, (), _, _>(
+            &mut &data[..],
+            &pieces,
+            Some(data.len() as u64),
+            |i, _, off, b| {
+                assert_eq!(off as usize, got[i].len());
+                got[i].extend_from_slice(b);
+                Ok(())
+            },
+        )
+        .expect("walk");
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(got[0], &data[10..300_000]);
+        assert_eq!(got[1], &data[400_000..]);
+
+        let nop = |_: usize, _: &Piece, _: u64, _: &[u8]| Ok::<(), ()>(());
+        let mut bad = pieces.clone();
+        bad[1].sha256 = "00".into();
+        assert!(matches!(
+            walk_bundle(&mut &data[..], &bad, None, nop),
+            Err(WalkError::Checksum { index: 1, .. })
+        ));
+        assert!(matches!(
+            walk_bundle(&mut &data[..500_000], &pieces, None, nop),
+            Err(WalkError::Short { .. })
+        ));
+        assert!(matches!(
+            walk_bundle(&mut &data[..], &pieces, Some(1), nop),
+            Err(WalkError::Size { .. })
+        ));
+        let overlap = [pieces[1].clone(), pieces[0].clone()];
+        assert!(matches!(
+            walk_bundle(&mut &data[..], &overlap, None, nop),
+            Err(WalkError::Overlap { .. })
+        ));
+        let failing = |_: usize, _: &Piece, _: u64, _: &[u8]| Err::<(), &str>("disk full");
+        assert!(matches!(
+            walk_bundle(&mut &data[..], &pieces, None, failing),
+            Err(WalkError::Sink("disk full"))
+        ));
+    }
 }

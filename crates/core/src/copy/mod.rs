@@ -31,16 +31,20 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::backup::bundle::{walk_bundle, WalkError};
 use crate::config::{Config, ConfigError};
-use crate::format::{into_format_error, FormatError, MasterKey, ObjectReader};
+use crate::format::{into_format_error, FormatError};
 use crate::progress::{format_bytes, Progress};
 use crate::repository::catalog::Piece;
-use crate::repository::{layout, BackupCatalog, ClusterIdentity, RepoMeta, Repository, RepositoryError};
+use crate::repository::objects::ChannelReader;
+use crate::repository::{
+    layout, BackupCatalog, ClusterIdentity, ObjectSealing, RepoMeta, Repository, RepositoryError,
+};
 use crate::storage::{CreateMode, PutOutcome, Storage, StorageError, Upload};
 use crate::wal::{self, WalFileName, WalKind};
 
@@ -61,33 +65,70 @@ pub enum CopyError {
     #[error("source and target are the same repository ({0}): point --to at the configuration of another repository")]
     SameRepository(String),
     #[error("target {target} holds the repository of the cluster with system identifier {target_cluster}, but the source {source_location} belongs to cluster {source_cluster}: nothing was copied; point the target configuration's [repository] url at an empty location or at an earlier copy of this repository")]
-    ForeignCluster { target: String, target_cluster: u64, source_location: String, source_cluster: u64 },
+    ForeignCluster {
+        target: String,
+        target_cluster: u64,
+        source_location: String,
+        source_cluster: u64,
+    },
     #[error("target {target} holds another repository of this cluster (repository id {target_id}, the source's is {source_id}), sealed with another key: nothing was copied; use an empty location, or one filled by `pgvault copy` from this repository")]
-    DifferentRepository { target: String, target_id: String, source_id: String },
+    DifferentRepository {
+        target: String,
+        target_id: String,
+        source_id: String,
+    },
     #[error("target {target}: its descriptor {key} is unreadable ({message}); nothing was copied: check that the target location really is a pgvault repository")]
-    BadTargetMeta { target: String, key: &'static str, message: String },
+    BadTargetMeta {
+        target: String,
+        key: &'static str,
+        message: String,
+    },
     #[error("target {target}: the repository key opened by the target's passphrase (key id {target_key}) is not the source's ({source_key}); nothing was copied")]
-    DifferentKey { target: String, target_key: String, source_key: String },
+    DifferentKey {
+        target: String,
+        target_key: String,
+        source_key: String,
+    },
     #[error("the source repository is not encrypted and the target {target} is not on this machine's disk: the copy would store backups in the clear; set [encryption] cipher = \"none\" in the target configuration to do that on purpose")]
     RemoteUnencrypted { target: String },
     #[error("{location}: {source}; this object of the source repository is damaged and was not copied (its backup stays out of the target): restore from another copy, or take a new backup")]
-    Object { location: String, source: FormatError },
+    Object {
+        location: String,
+        source: FormatError,
+    },
     #[error("{location}: checksum mismatch for {path} at bundle offset {offset} (expected {expected}, got {found}); the source backup is corrupted and was not copied")]
-    Checksum { location: String, path: String, offset: u64, expected: String, found: String },
+    Checksum {
+        location: String,
+        path: String,
+        offset: u64,
+        expected: String,
+        found: String,
+    },
     #[error("{location}: {message}; the object was not copied")]
     Invalid { location: String, message: String },
     #[error("backup {id} was not copied: {reason}")]
     BackupSkipped { id: String, reason: String },
     #[error("copy to {target} is incomplete: {} object(s) could not be copied; the target holds only complete backups. {summary} Failures:\n{}\nFix the cause and run `pgvault copy` again: it copies only what is still missing", failures.len(), quote_failures(failures))]
-    Incomplete { target: String, summary: String, failures: Vec<String> },
+    Incomplete {
+        target: String,
+        summary: String,
+        failures: Vec<String>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 fn quote_failures(failures: &[String]) -> String {
-    let mut s: Vec<String> = failures.iter().take(QUOTED_FAILURES).map(|f| format!("  - {f}")).collect();
+    let mut s: Vec<String> = failures
+        .iter()
+        .take(QUOTED_FAILURES)
+        .map(|f| format!("  - {f}"))
+        .collect();
     if failures.len() > QUOTED_FAILURES {
-        s.push(format!("  - … and {} more", failures.len() - QUOTED_FAILURES));
+        s.push(format!(
+            "  - … and {} more",
+            failures.len() - QUOTED_FAILURES
+        ));
     }
     s.join("\n")
 }
@@ -103,7 +144,10 @@ pub struct CopyOptions {
 
 impl Default for CopyOptions {
     fn default() -> Self {
-        CopyOptions { dry_run: false, parallel: 4 }
+        CopyOptions {
+            dry_run: false,
+            parallel: 4,
+        }
     }
 }
 
@@ -111,8 +155,16 @@ impl Default for CopyOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlanItem {
     /// A backup: `objects` of its objects (bundles, manifest, catalog) and `bytes` to copy.
-    Backup { id: String, objects: usize, bytes: u64, objects_present: usize },
-    Wal { name: String, bytes: u64 },
+    Backup {
+        id: String,
+        objects: usize,
+        bytes: u64,
+        objects_present: usize,
+    },
+    Wal {
+        name: String,
+        bytes: u64,
+    },
 }
 
 /// What a copy did (or, for a dry run, would do).
@@ -161,9 +213,15 @@ enum Check {
     /// It opens and its plaintext has this SHA-256 (the manifest).
     Sha256(String),
     /// A WAL segment or `.partial` file of this cluster.
-    Segment { name: WalFileName, cluster: ClusterIdentity },
+    Segment {
+        name: WalFileName,
+        cluster: ClusterIdentity,
+    },
     /// A bundle: every piece has its catalog SHA-256, and the plaintext is `size` bytes.
-    Bundle { pieces: Vec<(String, Piece)>, size: u64 },
+    Bundle {
+        pieces: Vec<(String, Piece)>,
+        size: u64,
+    },
 }
 
 /// One object to copy.
@@ -177,25 +235,38 @@ struct Job {
 }
 
 fn store_err(target: &Storage, message: String) -> CopyError {
-    CopyError::BadTargetMeta { target: target.to_string(), key: layout::META_KEY, message }
+    CopyError::BadTargetMeta {
+        target: target.to_string(),
+        key: layout::META_KEY,
+        message,
+    }
 }
 
-/// Reads the target's descriptor, if any, without unlocking anything.
+/// Reads the target's descriptor, if any, without unlocking anything (the repository's one
+/// descriptor reader, with its bounds).
 async fn target_meta(target: &Storage) -> Result<Option<RepoMeta>, CopyError> {
-    let Some(raw) = target.get_opt(layout::META_KEY).await? else { return Ok(None) };
-    let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| store_err(target, e.to_string()))?;
-    if value.get("format").and_then(|v| v.as_str()) != Some(crate::repository::meta::FORMAT_NAME) {
-        return Err(store_err(target, "not a pgvault repository descriptor".into()));
+    let Some(raw) = target.get_opt(layout::META_KEY).await? else {
+        return Ok(None);
+    };
+    match crate::repository::parse_meta(&target.to_string(), &raw) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(crate::repository::RepositoryError::BadMeta { message, .. }) => {
+            Err(store_err(target, message))
+        }
+        Err(crate::repository::RepositoryError::NewerFormat { found, .. }) => Err(store_err(
+            target,
+            format!("format version {found}, newer than this pgvault understands: upgrade pgvault"),
+        )),
+        Err(e) => Err(store_err(target, e.to_string())),
     }
-    let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
-    if version > u64::from(crate::repository::meta::FORMAT_VERSION) {
-        return Err(store_err(target, format!("format version {version}, newer than this pgvault understands: upgrade pgvault")));
-    }
-    serde_json::from_value(value).map(Some).map_err(|e| store_err(target, e.to_string()))
 }
 
 /// Refuses a target that is not (a copy of) the source repository.
-fn check_same_repository(source: &Repository, target: &Storage, meta: &RepoMeta) -> Result<(), CopyError> {
+fn check_same_repository(
+    source: &Repository,
+    target: &Storage,
+    meta: &RepoMeta,
+) -> Result<(), CopyError> {
     let src = source.meta();
     if meta.cluster.system_identifier != src.cluster.system_identifier {
         return Err(CopyError::ForeignCluster {
@@ -218,7 +289,9 @@ fn check_same_repository(source: &Repository, target: &Storage, meta: &RepoMeta)
 /// Whether the configured target is a local directory that does not exist yet.
 fn missing_local_dir(cfg: &Config) -> bool {
     let url = cfg.repository.url.trim();
-    let path = url.strip_prefix("file://").or_else(|| url.starts_with('/').then_some(url));
+    let path = url
+        .strip_prefix("file://")
+        .or_else(|| url.starts_with('/').then_some(url));
     path.is_some_and(|p| !std::path::Path::new(p).exists())
 }
 
@@ -227,14 +300,22 @@ fn needed_wal(cat: &BackupCatalog, segment_size: u64) -> Vec<WalFileName> {
     if cat.wal_included {
         return Vec::new();
     }
-    let (Ok(start), Ok(stop)) = (WalFileName::parse(&cat.start_wal), WalFileName::parse(&cat.stop_wal)) else {
+    let (Ok(start), Ok(stop)) = (
+        WalFileName::parse(&cat.start_wal),
+        WalFileName::parse(&cat.stop_wal),
+    ) else {
         return Vec::new();
     };
     if start.timeline != stop.timeline {
         return vec![start, stop];
     }
-    let (a, b) = (start.segment_number(segment_size), stop.segment_number(segment_size));
-    (a..=b.max(a)).map(|n| WalFileName::from_segment_number(start.timeline, n, segment_size)).collect()
+    let (a, b) = (
+        start.segment_number(segment_size),
+        stop.segment_number(segment_size),
+    );
+    (a..=b.max(a))
+        .map(|n| WalFileName::from_segment_number(start.timeline, n, segment_size))
+        .collect()
 }
 
 /// Copies everything the target lacks. `target_config` is the target's configuration file
@@ -274,7 +355,9 @@ pub async fn run(
     }
     let target_is_local = target_store.as_ref().is_none_or(Storage::is_local);
     if !source.is_encrypted() && !target_is_local && !target_config.encryption_disabled() {
-        return Err(CopyError::RemoteUnencrypted { target: target_name });
+        return Err(CopyError::RemoteUnencrypted {
+            target: target_name,
+        });
     }
 
     // What the target already holds (nothing, if it has no descriptor yet).
@@ -295,13 +378,24 @@ pub async fn run(
             summary.wal_present += 1;
             continue;
         }
-        summary.plan.push(PlanItem::Wal { name: name.to_string(), bytes: info.size });
+        summary.plan.push(PlanItem::Wal {
+            name: name.to_string(),
+            bytes: info.size,
+        });
         let check = if name.has_page_header() {
-            Check::Segment { name, cluster: source.cluster().clone() }
+            Check::Segment {
+                name,
+                cluster: source.cluster().clone(),
+            }
         } else {
             Check::Opens
         };
-        wal_jobs.push(Job { key: info.key, size: info.size, check, create_only: true });
+        wal_jobs.push(Job {
+            key: info.key,
+            size: info.size,
+            check,
+            create_only: true,
+        });
     }
     let mut backup_jobs: Vec<(BackupCatalog, Vec<Job>, usize)> = Vec::new();
     for cat in source.list_backups().await? {
@@ -321,14 +415,23 @@ pub async fn run(
         let mut pieces: HashMap<u32, Vec<(String, Piece)>> = HashMap::new();
         for f in &cat.files {
             for p in &f.pieces {
-                pieces.entry(p.bundle).or_default().push((f.path.clone(), p.clone()));
+                pieces
+                    .entry(p.bundle)
+                    .or_default()
+                    .push((f.path.clone(), p.clone()));
             }
         }
         let mut wanted: Vec<(String, Check)> = Vec::new();
         for b in &cat.bundles {
             let mut ps = pieces.remove(&b.id).unwrap_or_default();
             ps.sort_by_key(|(_, p)| p.bundle_offset);
-            wanted.push((layout::bundle_key(&cat.id, b.id), Check::Bundle { pieces: ps, size: b.size }));
+            wanted.push((
+                layout::bundle_key(&cat.id, b.id),
+                Check::Bundle {
+                    pieces: ps,
+                    size: b.size,
+                },
+            ));
         }
         if let Some(sha) = &cat.manifest_sha256 {
             wanted.push((layout::manifest_key(&cat.id), Check::Sha256(sha.clone())));
@@ -340,10 +443,24 @@ pub async fn run(
                 reused += 1;
                 continue;
             }
-            jobs.push(Job { key, size, check, create_only: false });
+            jobs.push(Job {
+                key,
+                size,
+                check,
+                create_only: false,
+            });
         }
-        let bytes = jobs.iter().map(|j| j.size).sum::<u64>() + stored.get(&layout::catalog_key(&cat.id)).copied().unwrap_or(0);
-        summary.plan.push(PlanItem::Backup { id: cat.id.clone(), objects: jobs.len() + 1, bytes, objects_present: reused });
+        let bytes = jobs.iter().map(|j| j.size).sum::<u64>()
+            + stored
+                .get(&layout::catalog_key(&cat.id))
+                .copied()
+                .unwrap_or(0);
+        summary.plan.push(PlanItem::Backup {
+            id: cat.id.clone(),
+            objects: jobs.len() + 1,
+            bytes,
+            objects_present: reused,
+        });
         backup_jobs.push((cat, jobs, reused));
     }
 
@@ -351,14 +468,21 @@ pub async fn run(
         summary.wal_copied = wal_jobs.len();
         summary.backups_copied = backup_jobs.len();
         summary.objects_reused = backup_jobs.iter().map(|b| b.2).sum();
-        summary.objects_copied = wal_jobs.len() + backup_jobs.iter().map(|b| b.1.len() + 1).sum::<usize>();
-        summary.bytes_copied = summary.plan.iter().map(|p| match p {
-            PlanItem::Backup { bytes, .. } | PlanItem::Wal { bytes, .. } => *bytes,
-        }).sum();
+        summary.objects_copied =
+            wal_jobs.len() + backup_jobs.iter().map(|b| b.1.len() + 1).sum::<usize>();
+        summary.bytes_copied = summary
+            .plan
+            .iter()
+            .map(|p| match p {
+                PlanItem::Backup { bytes, .. } | PlanItem::Wal { bytes, .. } => *bytes,
+            })
+            .sum();
         return Ok(summary);
     }
     let Some(target_store) = target_store else {
-        return Err(CopyError::Internal("the target store was not opened".into()));
+        return Err(CopyError::Internal(
+            "the target store was not opened".into(),
+        ));
     };
 
     // The descriptor, byte for byte: same repository id, same wrapped key. Only whether the
@@ -373,7 +497,8 @@ pub async fn run(
         } else {
             let mut meta = source.meta().clone();
             meta.conditional_create = Some(honoured);
-            let text = serde_json::to_vec_pretty(&meta).map_err(|e| CopyError::Internal(format!("descriptor: {e}")))?;
+            let text = serde_json::to_vec_pretty(&meta)
+                .map_err(|e| CopyError::Internal(format!("descriptor: {e}")))?;
             Bytes::from(text)
         };
         match target_store.put_if_absent(layout::META_KEY, body).await? {
@@ -387,7 +512,10 @@ pub async fn run(
         }
     }
     let target = Repository::open(target_config).await?;
-    let (skey, tkey) = (source.key().map(|k| k.key_id_hex()), target.key().map(|k| k.key_id_hex()));
+    let (skey, tkey) = (
+        source.key().map(|k| k.key_id_hex()),
+        target.key().map(|k| k.key_id_hex()),
+    );
     if skey != tkey {
         return Err(CopyError::DifferentKey {
             target: target_name,
@@ -396,15 +524,26 @@ pub async fn run(
         });
     }
 
-    let total: u64 = summary.plan.iter().map(|p| match p {
-        PlanItem::Backup { bytes, .. } | PlanItem::Wal { bytes, .. } => *bytes,
-    }).sum();
+    let total: u64 = summary
+        .plan
+        .iter()
+        .map(|p| match p {
+            PlanItem::Backup { bytes, .. } | PlanItem::Wal { bytes, .. } => *bytes,
+        })
+        .sum();
     progress.total(total);
     progress.phase("copying WAL");
     let mut failures: Vec<String> = Vec::new();
     // The target repository's store carries the create mode its descriptor records.
     let target_store = target.storage().clone();
-    let ctx = Ctx { source: source.storage().clone(), target: target_store.clone(), key: source.shared_key(), progress: progress.clone() };
+    // Objects are verified under the source's identity; the target has the same repository id
+    // and keys, so identity-bound objects stay valid there byte for byte.
+    let ctx = Ctx {
+        source: source.storage().clone(),
+        target: target_store.clone(),
+        sealing: source.sealing(),
+        progress: progress.clone(),
+    };
 
     let results = run_jobs(&ctx, wal_jobs, parallel).await;
     for (job, r) in results {
@@ -437,7 +576,13 @@ pub async fn run(
             }
         }
         if !ok {
-            failures.push(CopyError::BackupSkipped { id: cat.id.clone(), reason: "some of its objects failed (above)".into() }.to_string());
+            failures.push(
+                CopyError::BackupSkipped {
+                    id: cat.id.clone(),
+                    reason: "some of its objects failed (above)".into(),
+                }
+                .to_string(),
+            );
             continue;
         }
         // Completeness rule: the WAL that makes the backup consistent must be there first.
@@ -450,7 +595,10 @@ pub async fn run(
             failures.push(
                 CopyError::BackupSkipped {
                     id: cat.id.clone(),
-                    reason: format!("the WAL it needs is not in the target: {}", missing.join(", ")),
+                    reason: format!(
+                        "the WAL it needs is not in the target: {}",
+                        missing.join(", ")
+                    ),
                 }
                 .to_string(),
             );
@@ -469,12 +617,20 @@ pub async fn run(
     }
     progress.finish();
     if !failures.is_empty() {
-        return Err(CopyError::Incomplete { target: target_name, summary: summary.one_line() + ".", failures });
+        return Err(CopyError::Incomplete {
+            target: target_name,
+            summary: summary.one_line() + ".",
+            failures,
+        });
     }
     Ok(summary)
 }
 
-async fn copy_catalog(source: &Repository, target: &Storage, cat: &BackupCatalog) -> Result<u64, CopyError> {
+async fn copy_catalog(
+    source: &Repository,
+    target: &Storage,
+    cat: &BackupCatalog,
+) -> Result<u64, CopyError> {
     let key = layout::catalog_key(&cat.id);
     let raw = source.storage().get(&key).await?;
     let plain = source.unseal(&key, &raw)?;
@@ -498,11 +654,15 @@ async fn copy_catalog(source: &Repository, target: &Storage, cat: &BackupCatalog
 struct Ctx {
     source: Storage,
     target: Storage,
-    key: Option<Arc<MasterKey>>,
+    sealing: ObjectSealing,
     progress: Arc<dyn Progress>,
 }
 
-async fn run_jobs(ctx: &Ctx, jobs: Vec<Job>, parallel: usize) -> Vec<(Job, Result<u64, CopyError>)> {
+async fn run_jobs(
+    ctx: &Ctx,
+    jobs: Vec<Job>,
+    parallel: usize,
+) -> Vec<(Job, Result<u64, CopyError>)> {
     stream::iter(jobs)
         .map(|job| {
             let ctx = ctx.clone();
@@ -529,10 +689,21 @@ enum Sink {
 async fn copy_object(ctx: &Ctx, job: &Job) -> Result<u64, CopyError> {
     let location = format!("{}/{}", ctx.source, job.key);
     let mut stream = ctx.source.get_stream(&job.key).await?;
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let (key, check, loc) = (ctx.key.clone(), job.check.clone(), location.clone());
+    let (tx, rx) = mpsc::channel::<Result<Bytes, StorageError>>(8);
+    let (sealing, check, loc, object_key) = (
+        ctx.sealing.clone(),
+        job.check.clone(),
+        location.clone(),
+        job.key.clone(),
+    );
     let verifier = tokio::task::spawn_blocking(move || {
-        verify(ChannelReader { rx, cur: Bytes::new() }, key.as_deref(), &check, &loc)
+        verify(
+            ChannelReader::from_receiver(rx),
+            &sealing,
+            &object_key,
+            &check,
+            &loc,
+        )
     });
     let mut sink = if job.create_only && job.size <= BUFFERED_OBJECT_LIMIT {
         Sink::Buffer(Vec::with_capacity(job.size as usize))
@@ -563,12 +734,14 @@ async fn copy_object(ctx: &Ctx, job: &Job) -> Result<u64, CopyError> {
             break;
         }
         // A closed channel means the verifier stopped on an error: its result says which.
-        if tx.send(chunk).await.is_err() {
+        if tx.send(Ok(chunk)).await.is_err() {
             break;
         }
     }
     drop(tx);
-    let verified = verifier.await.map_err(|e| CopyError::Internal(format!("verifying {location}: {e}")))?;
+    let verified = verifier
+        .await
+        .map_err(|e| CopyError::Internal(format!("verifying {location}: {e}")))?;
     // A read failure of the source shows up in the verifier as a truncated object: report the
     // cause instead.
     if let Some(e) = failure.or(verified.err()) {
@@ -587,33 +760,24 @@ async fn copy_object(ctx: &Ctx, job: &Job) -> Result<u64, CopyError> {
     Ok(bytes)
 }
 
-/// Feeds a download stream to a blocking reader.
-struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.cur = b,
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur[..n]);
-        self.cur.advance(n);
-        Ok(n)
-    }
-}
-
 /// Opens the object and checks it to the end.
-fn verify<R: Read>(reader: R, key: Option<&MasterKey>, check: &Check, location: &str) -> Result<(), CopyError> {
-    let object_err = |source: FormatError| CopyError::Object { location: location.to_string(), source };
+fn verify<R: Read>(
+    reader: R,
+    sealing: &ObjectSealing,
+    object_key: &str,
+    check: &Check,
+    location: &str,
+) -> Result<(), CopyError> {
+    let object_err = |source: FormatError| CopyError::Object {
+        location: location.to_string(),
+        source,
+    };
     let read_err = |e: io::Error| object_err(into_format_error(e));
-    let invalid = |message: String| CopyError::Invalid { location: location.to_string(), message };
-    let mut obj = ObjectReader::new(reader, key).map_err(object_err)?;
+    let invalid = |message: String| CopyError::Invalid {
+        location: location.to_string(),
+        message,
+    };
+    let mut obj = sealing.reader(reader, object_key).map_err(object_err)?;
     match check {
         Check::Opens => {
             io::copy(&mut obj, &mut io::sink()).map_err(read_err)?;
@@ -635,76 +799,88 @@ fn verify<R: Read>(reader: R, key: Option<&MasterKey>, check: &Check, location: 
         Check::Segment { name, cluster } => {
             // The long page header is at the start; the rest is only counted.
             let mut head = Vec::with_capacity(64);
-            (&mut obj).take(64).read_to_end(&mut head).map_err(read_err)?;
+            (&mut obj)
+                .take(64)
+                .read_to_end(&mut head)
+                .map_err(read_err)?;
             let rest = io::copy(&mut obj, &mut io::sink()).map_err(read_err)?;
-            check_segment_header(name, &head, head.len() as u64 + rest, cluster).map_err(|e| invalid(e.to_string()))?;
+            check_segment_header(name, &head, head.len() as u64 + rest, cluster)
+                .map_err(|e| invalid(e.to_string()))?;
         }
         Check::Bundle { pieces, size } => {
-            let mut pos = 0u64;
-            let mut buf = vec![0u8; 256 * 1024];
-            for (path, piece) in pieces {
-                if piece.bundle_offset < pos {
-                    return Err(invalid(format!("the catalog's pieces overlap at offset {}", piece.bundle_offset)));
-                }
-                let skip = piece.bundle_offset - pos;
-                let n = io::copy(&mut (&mut obj).take(skip), &mut io::sink()).map_err(read_err)?;
-                pos += n;
-                if n < skip {
-                    return Err(invalid(format!("the bundle ends at byte {pos}, the catalog expects {size}")));
-                }
-                let mut h = Sha256::new();
-                let mut left = piece.len;
-                while left > 0 {
-                    let want = (buf.len() as u64).min(left) as usize;
-                    let n = obj.read(&mut buf[..want]).map_err(read_err)?;
-                    if n == 0 {
-                        return Err(invalid(format!("the bundle ends at byte {pos}, the catalog expects {size}")));
-                    }
-                    h.update(&buf[..n]);
-                    left -= n as u64;
-                    pos += n as u64;
-                }
-                let found = hex::encode(h.finalize());
-                if found != piece.sha256 {
-                    return Err(CopyError::Checksum {
-                        location: location.to_string(),
-                        path: path.clone(),
-                        offset: piece.bundle_offset,
-                        expected: piece.sha256.clone(),
+            // The one bundle verifier (restore uses it too), with a sink that keeps nothing.
+            let nop = |_: usize, _: &Piece, _: u64, _: &[u8]| Ok::<(), CopyError>(());
+            walk_bundle(&mut obj, pieces.iter().map(|(_, p)| p), Some(*size), nop).map_err(
+                |e| match e {
+                    WalkError::Read(e) => read_err(e),
+                    WalkError::Checksum {
+                        index,
+                        offset,
+                        expected,
                         found,
-                    });
-                }
-            }
-            // To the end: the final chunk authenticates, and the size must be the catalog's.
-            pos += io::copy(&mut obj, &mut io::sink()).map_err(read_err)?;
-            if pos != *size {
-                return Err(invalid(format!("the bundle holds {pos} bytes, the catalog says {size}")));
-            }
+                    } => CopyError::Checksum {
+                        location: location.to_string(),
+                        path: pieces[index].0.clone(),
+                        offset,
+                        expected,
+                        found,
+                    },
+                    WalkError::Sink(e) => e,
+                    other => invalid(other.to_string()),
+                },
+            )?;
         }
     }
     Ok(())
 }
 
 /// [`wal::check_segment`] for a streamed segment: the header bytes and the total length.
-fn check_segment_header(name: &WalFileName, head: &[u8], len: u64, cluster: &ClusterIdentity) -> Result<(), wal::WalError> {
-    let foreign = |detail: String| Err(wal::WalError::Foreign { name: name.to_string(), detail });
+fn check_segment_header(
+    name: &WalFileName,
+    head: &[u8],
+    len: u64,
+    cluster: &ClusterIdentity,
+) -> Result<(), wal::WalError> {
+    let foreign = |detail: String| {
+        Err(wal::WalError::Foreign {
+            name: name.to_string(),
+            detail,
+        })
+    };
     let h = wal::read_segment_header(name, head)?;
     if h.system_identifier != cluster.system_identifier {
-        return foreign(format!("its system identifier is {}, the repository's cluster is {}", h.system_identifier, cluster.system_identifier));
+        return foreign(format!(
+            "its system identifier is {}, the repository's cluster is {}",
+            h.system_identifier, cluster.system_identifier
+        ));
     }
     if u64::from(h.segment_size) != cluster.wal_segment_size {
-        return foreign(format!("its segment size is {} bytes, the repository's is {}", h.segment_size, cluster.wal_segment_size));
+        return foreign(format!(
+            "its segment size is {} bytes, the repository's is {}",
+            h.segment_size, cluster.wal_segment_size
+        ));
     }
     if let Some(magic) = wal::page_magic_for_major(cluster.major()) {
         if h.magic != magic {
-            return foreign(format!("its page magic {:#06X} is not PostgreSQL {}'s ({magic:#06X})", h.magic, cluster.major()));
+            return foreign(format!(
+                "its page magic {:#06X} is not PostgreSQL {}'s ({magic:#06X})",
+                h.magic,
+                cluster.major()
+            ));
         }
     }
     if h.page_address != name.start_lsn(cluster.wal_segment_size) {
-        return foreign(format!("it holds the segment starting at {}, not {}", h.page_address, name.start_lsn(cluster.wal_segment_size)));
+        return foreign(format!(
+            "it holds the segment starting at {}, not {}",
+            h.page_address,
+            name.start_lsn(cluster.wal_segment_size)
+        ));
     }
     if matches!(name.kind, WalKind::Segment | WalKind::Partial) && len != cluster.wal_segment_size {
-        return foreign(format!("it is {len} bytes long, a segment is {} bytes", cluster.wal_segment_size));
+        return foreign(format!(
+            "it is {len} bytes long, a segment is {} bytes",
+            cluster.wal_segment_size
+        ));
     }
     Ok(())
 }
@@ -727,30 +903,80 @@ mod tests {
     use crate::format::{seal_bytes, Codec};
 
     fn piece(bundle_offset: u64, data: &[u8]) -> Piece {
-        Piece { bundle: 0, bundle_offset, file_offset: 0, len: data.len() as u64, sha256: hex::encode(Sha256::digest(data)) }
+        Piece {
+            bundle: 0,
+            bundle_offset,
+            file_offset: 0,
+            len: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+        }
     }
 
     #[test]
     fn bundle_check_finds_a_bad_piece_and_a_wrong_size() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let sealed = seal_bytes(&data, &Codec::default(), None).unwrap();
+        let sealing = ObjectSealing {
+            codec: Codec::default(),
+            key: None,
+            repository_id: "r".into(),
+            write_version: 2,
+        };
+        let sealed = sealing.seal("k", &data, None, None).unwrap();
+        let v1 = seal_bytes(&data, &Codec::default(), None).unwrap();
+        let verify = |bytes: &[u8], _: Option<()>, check: &Check, loc: &str| {
+            verify(bytes, &sealing, "k", check, loc)
+        };
+        verify(&v1[..], None, &Check::Opens, "x").unwrap();
+        // Identity-bound: the same bytes under another key are refused.
+        let moved = super::verify(&sealed[..], &sealing, "other", &Check::Opens, "x");
+        assert!(
+            matches!(
+                moved,
+                Err(CopyError::Object {
+                    source: FormatError::NotThisObject { .. },
+                    ..
+                })
+            ),
+            "{moved:?}"
+        );
         let good = Check::Bundle {
-            pieces: vec![("a".into(), piece(0, &data[..1000])), ("b".into(), piece(5000, &data[5000..90_000]))],
+            pieces: vec![
+                ("a".into(), piece(0, &data[..1000])),
+                ("b".into(), piece(5000, &data[5000..90_000])),
+            ],
             size: data.len() as u64,
         };
         verify(&sealed[..], None, &good, "x").unwrap();
         let mut bad_piece = piece(5000, &data[5000..90_000]);
         bad_piece.sha256 = hex::encode(Sha256::digest(b"other"));
-        let bad = Check::Bundle { pieces: vec![("b".into(), bad_piece)], size: data.len() as u64 };
-        assert!(matches!(verify(&sealed[..], None, &bad, "x"), Err(CopyError::Checksum { .. })));
-        let short = Check::Bundle { pieces: vec![], size: data.len() as u64 + 1 };
-        assert!(matches!(verify(&sealed[..], None, &short, "x"), Err(CopyError::Invalid { .. })));
+        let bad = Check::Bundle {
+            pieces: vec![("b".into(), bad_piece)],
+            size: data.len() as u64,
+        };
+        assert!(matches!(
+            verify(&sealed[..], None, &bad, "x"),
+            Err(CopyError::Checksum { .. })
+        ));
+        let short = Check::Bundle {
+            pieces: vec![],
+            size: data.len() as u64 + 1,
+        };
+        assert!(matches!(
+            verify(&sealed[..], None, &short, "x"),
+            Err(CopyError::Invalid { .. })
+        ));
         let mut flipped = sealed.clone();
         let at = flipped.len() / 2;
         flipped[at] ^= 1;
-        assert!(matches!(verify(&flipped[..], None, &good, "x"), Err(CopyError::Object { .. })));
+        assert!(matches!(
+            verify(&flipped[..], None, &good, "x"),
+            Err(CopyError::Object { .. })
+        ));
         let truncated = &sealed[..sealed.len() - 20];
-        assert!(matches!(verify(truncated, None, &Check::Opens, "x"), Err(CopyError::Object { .. })));
+        assert!(matches!(
+            verify(truncated, None, &Check::Opens, "x"),
+            Err(CopyError::Object { .. })
+        ));
     }
 
     #[test]
@@ -767,10 +993,18 @@ mod tests {
             "files": [], "manifest_sha256": null
         }))
         .unwrap();
-        let names: Vec<String> = needed_wal(&cat, seg).iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = needed_wal(&cat, seg)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(
             names,
-            ["0000000100000000000000FE", "0000000100000000000000FF", "000000010000000100000000", "000000010000000100000001"]
+            [
+                "0000000100000000000000FE",
+                "0000000100000000000000FF",
+                "000000010000000100000000",
+                "000000010000000100000001"
+            ]
         );
         cat.wal_included = true;
         assert!(needed_wal(&cat, seg).is_empty());

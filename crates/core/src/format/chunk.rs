@@ -42,7 +42,12 @@ impl ChunkSealer {
     }
 
     /// Seals `buf` (plaintext) in place and appends the tag.
-    fn seal(&self, nonce: &[u8; 12], header: &[u8], buf: &mut Vec<u8>) -> Result<(), FormatError> {
+    pub(crate) fn seal(
+        &self,
+        nonce: &[u8; 12],
+        header: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FormatError> {
         let tag: [u8; TAG_LEN] = match self {
             ChunkSealer::Aes(c) => c
                 .encrypt_in_place_detached(Nonce::from_slice(nonce), header, buf)
@@ -57,7 +62,7 @@ impl ChunkSealer {
     /// Opens `chunk` (ciphertext || tag) in place. On success the plaintext
     /// is `chunk[..len - TAG_LEN]`; on failure `chunk` is left unchanged (so
     /// the reader can retry with the other last-flag).
-    fn open(&self, nonce: &[u8; 12], header: &[u8], chunk: &mut [u8]) -> bool {
+    pub(crate) fn open(&self, nonce: &[u8; 12], header: &[u8], chunk: &mut [u8]) -> bool {
         if chunk.len() < TAG_LEN {
             return false;
         }
@@ -80,6 +85,15 @@ impl ChunkSealer {
     }
 }
 
+/// The metadata block's nonce: prefix(7) || 0xFFFFFFFF || 2. Its last byte is never 0 or 1,
+/// so it can never equal a chunk nonce.
+pub(crate) fn metadata_nonce(prefix: &[u8; NONCE_PREFIX_LEN]) -> [u8; 12] {
+    let mut n = [0xFFu8; 12];
+    n[..NONCE_PREFIX_LEN].copy_from_slice(prefix);
+    n[11] = 2;
+    n
+}
+
 /// nonce = prefix(7) || counter (u32 BE) || last flag (u8).
 pub(crate) fn chunk_nonce(prefix: &[u8; NONCE_PREFIX_LEN], counter: u32, last: bool) -> [u8; 12] {
     let mut n = [0u8; 12];
@@ -92,8 +106,11 @@ pub(crate) fn chunk_nonce(prefix: &[u8; NONCE_PREFIX_LEN], counter: u32, last: b
 /// Per-object sealing state shared by writer and reader.
 pub(crate) struct ChunkContext {
     pub sealer: ChunkSealer,
-    /// The complete header bytes (AAD of every chunk).
+    /// The AAD of every chunk: the complete header bytes, preceded in v2 by the identity.
     pub header: Vec<u8>,
+    /// v2 (identity-bound): a chunk that fails authentication may be a moved or swapped
+    /// object, and the error says so.
+    pub bound: bool,
     pub prefix: [u8; NONCE_PREFIX_LEN],
     pub chunk_size: usize,
 }
@@ -229,6 +246,16 @@ impl<R: Read> ChunkReader<R> {
             .open(&nonce, &self.ctx.header, &mut self.buf)
     }
 
+    fn auth_failed(&self, idx: u32) -> FormatError {
+        if self.ctx.bound {
+            FormatError::NotThisObject {
+                detail: format!("chunk {idx}"),
+            }
+        } else {
+            FormatError::corrupt(format!("chunk {idx} failed authentication"))
+        }
+    }
+
     /// Reads, authenticates and decrypts the next chunk into `buf`.
     fn next_chunk(&mut self) -> Result<(), FormatError> {
         let want = self.ctx.chunk_size + TAG_LEN;
@@ -272,9 +299,7 @@ impl<R: Read> ChunkReader<R> {
                     "ends after chunk {idx}, which is not the final chunk"
                 )));
             } else {
-                return Err(FormatError::corrupt(format!(
-                    "chunk {idx} failed authentication"
-                )));
+                return Err(self.auth_failed(idx));
             }
         } else if self.open(idx, false) {
             self.counter = idx.checked_add(1).ok_or_else(|| {
@@ -285,9 +310,7 @@ impl<R: Read> ChunkReader<R> {
                 "unexpected data after the final chunk {idx}"
             )));
         } else {
-            return Err(FormatError::corrupt(format!(
-                "chunk {idx} failed authentication"
-            )));
+            return Err(self.auth_failed(idx));
         }
         self.buf.truncate(n - TAG_LEN);
         Ok(())

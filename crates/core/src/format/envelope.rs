@@ -5,6 +5,10 @@
 //! key, so one key never encrypts more than one object's chunks and nonces
 //! can never repeat across objects. Memory is bounded by one chunk plus the
 //! zstd window, whatever the object size.
+//!
+//! Version 2 objects additionally bind their identity (repository id and key) into every AAD
+//! and may carry an authenticated metadata block in the header; version 1 objects stay
+//! readable.
 
 use std::io::{self, Read, Write};
 
@@ -14,10 +18,16 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use crate::format::chunk::{ChunkContext, ChunkReader, ChunkSealer, ChunkWriter};
+use crate::format::chunk::{
+    metadata_nonce, ChunkContext, ChunkReader, ChunkSealer, ChunkWriter, TAG_LEN,
+};
 use crate::format::codec::{Codec, Compression};
 use crate::format::error::{into_format_error, is_format_error, FormatError};
-use crate::format::header::{Header, SealedPart, NONCE_PREFIX_LEN, WRAP_AAD_LEN};
+#[cfg(doc)]
+use crate::format::header::MAX_HEADER_LEN;
+use crate::format::header::{
+    Header, ObjectIdentity, SealedPart, MAX_METADATA_LEN, NONCE_PREFIX_LEN, WRAP_AAD_LEN,
+};
 use crate::format::keyring::MasterKey;
 
 /// Sizes of a finished object.
@@ -51,29 +61,73 @@ fn zstd_err(e: io::Error) -> FormatError {
     }
 }
 
+/// What a v2 object binds: its identity and, optionally, a metadata block.
+#[derive(Clone, Copy)]
+struct Binding<'a> {
+    identity: ObjectIdentity<'a>,
+    metadata: Option<&'a [u8]>,
+}
+
 impl<W: Write> ObjectWriter<W> {
-    /// Validates `codec`, writes the header to `inner` and returns a writer.
+    /// Validates `codec`, writes a version-1 header to `inner` and returns a writer.
     /// With `key`, the object is sealed with AES-256-GCM under a fresh data
     /// key; without, it is protected by the unkeyed integrity tag only.
     pub fn new(inner: W, codec: &Codec, key: Option<&MasterKey>) -> Result<Self, FormatError> {
-        Self::with_body(inner, codec, key, false)
+        Self::with_body(inner, codec, key, false, None)
     }
 
-    /// Like [`ObjectWriter::new`], but the caller writes a payload that is already compressed
-    /// as `codec.compression` says (a complete zstd frame): used for whole in-memory objects,
-    /// where one-shot compression is much faster than streaming through a small window.
-    fn with_body(mut inner: W, codec: &Codec, key: Option<&MasterKey>, precompressed: bool) -> Result<Self, FormatError> {
+    /// Like [`ObjectWriter::new`], but writes a version-2 object bound to `identity`, with an
+    /// optional authenticated `metadata` block (at most [`MAX_METADATA_LEN`] bytes).
+    pub fn new_bound(
+        inner: W,
+        codec: &Codec,
+        key: Option<&MasterKey>,
+        identity: ObjectIdentity<'_>,
+        metadata: Option<&[u8]>,
+    ) -> Result<Self, FormatError> {
+        Self::with_body(
+            inner,
+            codec,
+            key,
+            false,
+            Some(Binding { identity, metadata }),
+        )
+    }
+
+    /// The general constructor: `precompressed` means the caller writes a payload that is
+    /// already compressed as `codec.compression` says (a complete zstd frame), used for whole
+    /// in-memory objects, where one-shot compression is much faster than streaming.
+    fn with_body(
+        mut inner: W,
+        codec: &Codec,
+        key: Option<&MasterKey>,
+        precompressed: bool,
+        binding: Option<Binding<'_>>,
+    ) -> Result<Self, FormatError> {
         codec.validate()?;
+        let metadata = binding.and_then(|b| b.metadata);
+        if let Some(m) = metadata {
+            if m.len() > MAX_METADATA_LEN {
+                return Err(FormatError::MetadataTooLarge {
+                    len: m.len(),
+                    max: MAX_METADATA_LEN,
+                });
+            }
+        }
+        let identity = binding.map(|b| b.identity.to_bytes()).unwrap_or_default();
         let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
         OsRng.fill_bytes(&mut nonce_prefix);
         let mut header = Header {
+            version: if binding.is_some() { 2 } else { 1 },
             compression: codec.compression,
             chunk_size: codec.chunk_size,
             nonce_prefix,
             sealed: None,
+            // A placeholder of the final length: the flags and length fields are in the AADs.
+            metadata: metadata.map(|m| vec![0u8; m.len() + TAG_LEN]),
         };
-        let (sealer, raw) = match key {
-            None => (ChunkSealer::Digest, header.encode()),
+        let sealer = match key {
+            None => ChunkSealer::Digest,
             Some(master) => {
                 let mut dek = Zeroizing::new([0u8; 32]);
                 OsRng.fill_bytes(dek.as_mut());
@@ -89,6 +143,7 @@ impl<W: Write> ObjectWriter<W> {
                 let mut aad = header.encode_fixed();
                 aad.extend_from_slice(&key_id);
                 debug_assert_eq!(aad.len(), WRAP_AAD_LEN);
+                aad.extend_from_slice(&identity);
                 let wrapped = master
                     .cipher()
                     .encrypt(
@@ -111,15 +166,27 @@ impl<W: Write> ObjectWriter<W> {
                     wrap_nonce,
                     wrapped_dek,
                 });
-                let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(dek.as_ref()));
-                (ChunkSealer::Aes(Box::new(cipher)), header.encode())
+                ChunkSealer::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(
+                    dek.as_ref(),
+                ))))
             }
         };
+        if let Some(m) = metadata {
+            let mut aad = identity.clone();
+            aad.extend_from_slice(&header.encode()[..header.metadata_aad_len()]);
+            let mut block = m.to_vec();
+            sealer.seal(&metadata_nonce(&nonce_prefix), &aad, &mut block)?;
+            header.metadata = Some(block);
+        }
+        let raw = header.encode();
         inner.write_all(&raw).map_err(FormatError::Io)?;
         let header_len = raw.len() as u64;
+        let mut aad = identity;
+        aad.extend_from_slice(&raw);
         let ctx = ChunkContext {
             sealer,
-            header: raw,
+            header: aad,
+            bound: binding.is_some(),
             prefix: nonce_prefix,
             chunk_size: codec.chunk_size as usize,
         };
@@ -195,58 +262,149 @@ enum ReadStage<R: Read> {
 pub struct ObjectReader<R: Read> {
     stage: ReadStage<R>,
     header: Header,
+    metadata: Option<Vec<u8>>,
     failed: Option<FormatError>,
+}
+
+/// The data key's unwrapping (or the unkeyed digest for unsealed objects), with the key rules
+/// of [`ObjectReader::new`]. `identity` is the v2 identity bytes (empty for v1).
+fn sealer_for(
+    header: &Header,
+    raw: &[u8],
+    key: Option<&MasterKey>,
+    identity: &[u8],
+) -> Result<ChunkSealer, FormatError> {
+    match (&header.sealed, key) {
+        (Some(_), None) => Err(FormatError::KeyRequired),
+        (None, Some(_)) => Err(FormatError::NotEncrypted),
+        (None, None) => Ok(ChunkSealer::Digest),
+        (Some(s), Some(master)) => {
+            let expected = master.key_id();
+            if s.key_id != expected {
+                return Err(FormatError::WrongKey {
+                    found: hex::encode(s.key_id),
+                    expected: hex::encode(expected),
+                });
+            }
+            let mut aad = raw[..WRAP_AAD_LEN].to_vec();
+            aad.extend_from_slice(identity);
+            let dek = Zeroizing::new(
+                master
+                    .cipher()
+                    .decrypt(
+                        Nonce::from_slice(&s.wrap_nonce),
+                        Payload {
+                            msg: &s.wrapped_dek,
+                            aad: &aad,
+                        },
+                    )
+                    .map_err(|_| {
+                        if header.version >= 2 {
+                            FormatError::NotThisObject {
+                                detail: "header or wrapped data key".into(),
+                            }
+                        } else {
+                            FormatError::corrupt(
+                                "the header or its wrapped data key failed authentication",
+                            )
+                        }
+                    })?,
+            );
+            if dek.len() != 32 {
+                return Err(FormatError::corrupt(
+                    "unwrapped data key has the wrong length",
+                ));
+            }
+            Ok(ChunkSealer::Aes(Box::new(Aes256Gcm::new(
+                Key::<Aes256Gcm>::from_slice(&dek),
+            ))))
+        }
+    }
+}
+
+/// Authenticates (and decrypts) the header's metadata block, if it has one.
+fn open_metadata(
+    header: &Header,
+    raw: &[u8],
+    sealer: &ChunkSealer,
+    identity: &[u8],
+) -> Result<Option<Vec<u8>>, FormatError> {
+    let Some(block) = &header.metadata else {
+        return Ok(None);
+    };
+    let mut aad = identity.to_vec();
+    aad.extend_from_slice(&raw[..header.metadata_aad_len()]);
+    let mut buf = block.clone();
+    if !sealer.open(&metadata_nonce(&header.nonce_prefix), &aad, &mut buf) {
+        return Err(FormatError::NotThisObject {
+            detail: "metadata".into(),
+        });
+    }
+    buf.truncate(buf.len() - TAG_LEN);
+    Ok(Some(buf))
+}
+
+/// The identity bytes a header needs: empty for v1, the identity for v2 (required).
+fn identity_bytes(
+    header: &Header,
+    identity: Option<ObjectIdentity<'_>>,
+) -> Result<Vec<u8>, FormatError> {
+    match (header.version, identity) {
+        (1, _) => Ok(Vec::new()),
+        (_, Some(id)) => Ok(id.to_bytes()),
+        (_, None) => Err(FormatError::IdentityRequired),
+    }
+}
+
+/// Reads only the metadata block of an object from `prefix`, the object's first bytes (a ranged
+/// read of [`MAX_HEADER_LEN`] bytes always suffices; the whole object works too), without
+/// touching its body. `Ok(None)`: a v1 object, or a v2 object without metadata.
+pub fn read_metadata(
+    prefix: &[u8],
+    key: Option<&MasterKey>,
+    identity: ObjectIdentity<'_>,
+) -> Result<Option<Vec<u8>>, FormatError> {
+    let (header, raw) = Header::read_from(&mut &prefix[..])?;
+    if header.metadata.is_none() {
+        return Ok(None);
+    }
+    let id = identity_bytes(&header, Some(identity))?;
+    let sealer = sealer_for(&header, &raw, key, &id)?;
+    open_metadata(&header, &raw, &sealer, &id)
 }
 
 impl<R: Read> ObjectReader<R> {
     /// Reads and validates the header, checks the key and unwraps the
-    /// object's data key.
+    /// object's data key. Reads version-1 objects only: a version-2 object
+    /// needs its identity ([`ObjectReader::open`]).
     ///
     /// Key rules: a sealed object needs `Some(key)` (else
     /// [`FormatError::KeyRequired`]); an unsealed object is refused when a
     /// key is given ([`FormatError::NotEncrypted`]), because in an encrypted
     /// repository a plaintext object can only be a substitution or a mix-up.
-    pub fn new(mut inner: R, key: Option<&MasterKey>) -> Result<Self, FormatError> {
+    pub fn new(inner: R, key: Option<&MasterKey>) -> Result<Self, FormatError> {
+        Self::open(inner, key, None)
+    }
+
+    /// Like [`ObjectReader::new`], for objects of either version: a v2 object is
+    /// authenticated under `identity` (the repository id and the key it was read from) and
+    /// fails with [`FormatError::NotThisObject`] under any other; a v1 object carries no
+    /// identity and is read as before. `None` reads v1 objects only.
+    pub fn open(
+        mut inner: R,
+        key: Option<&MasterKey>,
+        identity: Option<ObjectIdentity<'_>>,
+    ) -> Result<Self, FormatError> {
         let (header, raw) = Header::read_from(&mut inner)?;
-        let sealer = match (&header.sealed, key) {
-            (Some(_), None) => return Err(FormatError::KeyRequired),
-            (None, Some(_)) => return Err(FormatError::NotEncrypted),
-            (None, None) => ChunkSealer::Digest,
-            (Some(s), Some(master)) => {
-                let expected = master.key_id();
-                if s.key_id != expected {
-                    return Err(FormatError::WrongKey {
-                        found: hex::encode(s.key_id),
-                        expected: hex::encode(expected),
-                    });
-                }
-                let dek = Zeroizing::new(
-                    master
-                        .cipher()
-                        .decrypt(
-                            Nonce::from_slice(&s.wrap_nonce),
-                            Payload {
-                                msg: &s.wrapped_dek,
-                                aad: &raw[..WRAP_AAD_LEN],
-                            },
-                        )
-                        .map_err(|_| {
-                            FormatError::corrupt(
-                                "the header or its wrapped data key failed authentication",
-                            )
-                        })?,
-                );
-                if dek.len() != 32 {
-                    return Err(FormatError::corrupt(
-                        "unwrapped data key has the wrong length",
-                    ));
-                }
-                ChunkSealer::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&dek))))
-            }
-        };
+        let id = identity_bytes(&header, identity)?;
+        let sealer = sealer_for(&header, &raw, key, &id)?;
+        let metadata = open_metadata(&header, &raw, &sealer, &id)?;
+        let mut aad = id;
+        aad.extend_from_slice(&raw);
         let ctx = ChunkContext {
             sealer,
-            header: raw,
+            header: aad,
+            bound: header.version >= 2,
             prefix: header.nonce_prefix,
             chunk_size: header.chunk_size as usize,
         };
@@ -261,8 +419,19 @@ impl<R: Read> ObjectReader<R> {
         Ok(ObjectReader {
             stage,
             header,
+            metadata,
             failed: None,
         })
+    }
+
+    /// The object's authenticated metadata block (v2 objects that have one).
+    pub fn metadata(&self) -> Option<&[u8]> {
+        self.metadata.as_deref()
+    }
+
+    /// The object's format version (1 or 2).
+    pub fn version(&self) -> u8 {
+        self.header.version
     }
 
     /// Compression method recorded in the header.
@@ -308,7 +477,8 @@ impl<R: Read> Read for ObjectReader<R> {
     }
 }
 
-/// Seals a small in-memory object (WAL segment, catalog, keyring-protected metadata) in one go.
+/// Seals a small in-memory object (WAL segment, catalog, keyring-protected metadata) in one go,
+/// as a version-1 object.
 pub fn seal_bytes(
     data: &[u8],
     codec: &Codec,
@@ -327,9 +497,11 @@ pub fn compress_for_seal(data: &[u8], codec: &Codec) -> Result<Option<Vec<u8>>, 
             // One shot: zstd reads the input in place instead of copying it through a window
             // buffer (about twice as fast for a 16 MiB WAL segment). Same frame format.
             let mut c = zstd::bulk::Compressor::new(codec.zstd_level).map_err(zstd_err)?;
-            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true)).map_err(zstd_err)?;
+            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+                .map_err(zstd_err)?;
             if codec.zstd_workers > 0 {
-                c.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(codec.zstd_workers)).map_err(zstd_err)?;
+                c.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(codec.zstd_workers))
+                    .map_err(zstd_err)?;
             }
             Ok(Some(c.compress(data).map_err(zstd_err)?))
         }
@@ -337,35 +509,96 @@ pub fn compress_for_seal(data: &[u8], codec: &Codec) -> Result<Option<Vec<u8>>, 
     }
 }
 
-/// The sealing half of [`seal_bytes`]: `compressed` is what [`compress_for_seal`] returned for
-/// `data` with the same `codec`.
+/// The sealing half of [`seal_bytes`] (version 1): `compressed` is what [`compress_for_seal`]
+/// returned for `data` with the same `codec`.
 pub fn seal_precompressed(
     data: &[u8],
     compressed: Option<&[u8]>,
     codec: &Codec,
     key: Option<&MasterKey>,
 ) -> Result<Vec<u8>, FormatError> {
-    match (codec.compression, compressed) {
-        (Compression::Zstd, Some(compressed)) => {
-            let mut w = ObjectWriter::with_body(Vec::with_capacity(compressed.len() + 1024), codec, key, true)?;
-            w.write_all(compressed).map_err(into_format_error)?;
-            let (out, _) = w.finish()?;
-            Ok(out)
-        }
-        (Compression::Zstd, None) => seal_bytes(data, codec, key),
-        (Compression::None, _) => {
-            let mut w = ObjectWriter::new(Vec::with_capacity(data.len() + 1024), codec, key)?;
-            w.write_all(data).map_err(into_format_error)?;
-            let (out, _) = w.finish()?;
-            Ok(out)
-        }
-    }
+    seal_object(data, compressed, codec, key, None)
 }
 
-/// Reads and verifies a whole object from memory.
+/// Seals a small in-memory object as version 2, bound to `identity`, with an optional metadata
+/// block. `compressed`: what [`compress_for_seal`] returned for `data` (or `None` to compress
+/// here).
+pub fn seal_bound(
+    data: &[u8],
+    compressed: Option<&[u8]>,
+    codec: &Codec,
+    key: Option<&MasterKey>,
+    identity: ObjectIdentity<'_>,
+    metadata: Option<&[u8]>,
+) -> Result<Vec<u8>, FormatError> {
+    seal_object(
+        data,
+        compressed,
+        codec,
+        key,
+        Some(Binding { identity, metadata }),
+    )
+}
+
+fn seal_object(
+    data: &[u8],
+    compressed: Option<&[u8]>,
+    codec: &Codec,
+    key: Option<&MasterKey>,
+    binding: Option<Binding<'_>>,
+) -> Result<Vec<u8>, FormatError> {
+    let own;
+    let body = match (codec.compression, compressed) {
+        (Compression::None, _) => None,
+        (Compression::Zstd, Some(c)) => Some(c),
+        (Compression::Zstd, None) => {
+            own = compress_for_seal(data, codec)?;
+            own.as_deref()
+        }
+    };
+    let (payload, precompressed) = match body {
+        Some(c) => (c, true),
+        None => (data, false),
+    };
+    let mut w = ObjectWriter::with_body(
+        Vec::with_capacity(payload.len() + 1024),
+        codec,
+        key,
+        precompressed,
+        binding,
+    )?;
+    w.write_all(payload).map_err(into_format_error)?;
+    let (out, _) = w.finish()?;
+    Ok(out)
+}
+
+/// A whole object read from memory: its plaintext and its metadata block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedObject {
+    pub data: Vec<u8>,
+    pub metadata: Option<Vec<u8>>,
+    /// 1 or 2.
+    pub version: u8,
+}
+
+/// Reads and verifies a whole version-1 object from memory.
 pub fn open_bytes(data: &[u8], key: Option<&MasterKey>) -> Result<Vec<u8>, FormatError> {
-    let mut r = ObjectReader::new(data, key)?;
+    open_object(data, key, None).map(|o| o.data)
+}
+
+/// Reads and verifies a whole object of either version from memory (see
+/// [`ObjectReader::open`]).
+pub fn open_object(
+    data: &[u8],
+    key: Option<&MasterKey>,
+    identity: Option<ObjectIdentity<'_>>,
+) -> Result<OpenedObject, FormatError> {
+    let mut r = ObjectReader::open(data, key, identity)?;
     let mut out = Vec::new();
     r.read_to_end(&mut out).map_err(into_format_error)?;
-    Ok(out)
+    Ok(OpenedObject {
+        data: out,
+        version: r.version(),
+        metadata: r.metadata,
+    })
 }

@@ -35,6 +35,23 @@ pub enum FormatError {
     #[error("object is corrupted or was modified ({detail})")]
     Corrupt { detail: String },
 
+    /// A v2 object failed authentication under the identity (repository id and key) the
+    /// reader supplied: it is damaged, or it was moved or swapped from another key.
+    #[error("object failed authentication: damaged, or not the object stored under this name (moved or swapped) ({detail})")]
+    NotThisObject { detail: String },
+
+    /// A v2 (identity-bound) object was opened without saying which key it was read from.
+    #[error("object is identity-bound (format version 2): the reader must supply the key it was read from")]
+    IdentityRequired,
+
+    /// A metadata block larger than the format allows was offered to the writer.
+    #[error("object metadata of {len} bytes is more than the {max} the format allows")]
+    MetadataTooLarge { len: usize, max: usize },
+
+    /// Metadata was offered for a version-1 object, which has no metadata block.
+    #[error("object metadata needs format version 2 (an identity-bound object)")]
+    MetadataNeedsV2,
+
     /// The object ended before its final chunk.
     #[error("object is truncated ({detail})")]
     Truncated { detail: String },
@@ -134,6 +151,15 @@ impl FormatError {
             Corrupt { detail } => Corrupt {
                 detail: detail.clone(),
             },
+            NotThisObject { detail } => NotThisObject {
+                detail: detail.clone(),
+            },
+            IdentityRequired => IdentityRequired,
+            MetadataTooLarge { len, max } => MetadataTooLarge {
+                len: *len,
+                max: *max,
+            },
+            MetadataNeedsV2 => MetadataNeedsV2,
             Truncated { detail } => Truncated {
                 detail: detail.clone(),
             },

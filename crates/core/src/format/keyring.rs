@@ -248,6 +248,13 @@ impl Keyring {
         })
     }
 
+    /// Checks the KDF cost parameters against the bounds (memory, passes, lanes) without
+    /// deriving anything: the keyring is read from an unauthenticated descriptor, so a hostile
+    /// one must not make a reader allocate or compute without bound.
+    pub fn check_params(&self) -> Result<(), FormatError> {
+        self.params.check_bounds().map_err(FormatError::bad_keyring)
+    }
+
     /// Unwraps the master key. A wrong passphrase (or a keyring whose wrapped
     /// key was altered) gives [`FormatError::WrongPassphrase`].
     pub fn unlock(&self, passphrase: &[u8]) -> Result<MasterKey, FormatError> {

@@ -3,7 +3,9 @@
 //! AES-256-GCM under a per-object data key, itself wrapped by the repository
 //! master key from the passphrase-protected [`Keyring`].
 //!
-//! The byte layout is specified in FORMAT-objects.md. Readers detect a wrong
+//! The byte layout is specified in docs/FORMAT.md. Version 2 objects bind
+//! their [`ObjectIdentity`] (repository id and key) and may carry a small
+//! metadata block; version 1 objects remain readable. Readers detect a wrong
 //! passphrase, a wrong repository key, flipped bytes, truncation, reordering
 //! and trailing data, each with its own [`FormatError`] variant.
 //!
@@ -23,10 +25,18 @@ mod keyring;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v2;
 
 pub use chunk::TAG_LEN;
 pub use codec::{Codec, Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-pub use envelope::{compress_for_seal, open_bytes, seal_bytes, seal_precompressed, ObjectReader, ObjectStats, ObjectWriter};
+pub use envelope::{
+    compress_for_seal, open_bytes, open_object, read_metadata, seal_bound, seal_bytes,
+    seal_precompressed, ObjectReader, ObjectStats, ObjectWriter, OpenedObject,
+};
 pub use error::{into_format_error, FormatError};
-pub use header::{FIXED_LEN, FORMAT_VERSION, MAGIC, SEALED_EXTRA_LEN};
+pub use header::{
+    ObjectIdentity, FIXED_LEN, FORMAT_VERSION, MAGIC, MAGIC_V2, MAX_HEADER_LEN, MAX_METADATA_LEN,
+    SEALED_EXTRA_LEN,
+};
 pub use keyring::{KdfParams, Keyring, MasterKey, KEYRING_VERSION, MIN_PASSPHRASE_CHARS};

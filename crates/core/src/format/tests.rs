@@ -416,12 +416,12 @@ fn header_fields_from_the_future_or_damaged() {
     for k in [None, Some(&key)] {
         let (_, obj) = raw_object(100, k);
         let mut o = obj.clone();
-        o[7] = 2;
+        o[7] = 3;
         let e = assert_err!(
             open_bytes(&o, k),
-            FormatError::UnsupportedVersion { found: 2, .. }
+            FormatError::UnsupportedVersion { found: 3, .. }
         );
-        assert!(e.to_string().contains("newer pgvault: format version 2"));
+        assert!(e.to_string().contains("newer pgvault: format version 3"));
         let mut o = obj.clone();
         o[7] = 0;
         assert_err!(open_bytes(&o, k), FormatError::NotAnObject { .. });
@@ -688,6 +688,8 @@ fn forged_unsealed_object_with_bad_zstd_stream() {
     // Valid framing and integrity tags around bytes that are not zstd: only
     // possible for unkeyed tags, and must still be a clean Corrupt.
     let header = Header {
+        version: 1,
+        metadata: None,
         compression: Compression::Zstd,
         chunk_size: C as u32,
         nonce_prefix: [7; 7],
@@ -697,6 +699,7 @@ fn forged_unsealed_object_with_bad_zstd_stream() {
     let ctx = ChunkContext {
         sealer: ChunkSealer::Digest,
         header: raw.clone(),
+        bound: false,
         prefix: [7; 7],
         chunk_size: C,
     };

@@ -67,7 +67,13 @@ mod tests {
             assert!(k.ends_with(n));
             assert_eq!(wal_name_of_key(&k), Some(w));
         }
-        assert_eq!(wal_key(&WalFileName::parse("000000010000000200000003").unwrap()), "wal/0000000100000002/000000010000000200000003");
-        assert_eq!(bundle_key("20261123-101500F", 7), "backups/20261123-101500F/bundles/000007");
+        assert_eq!(
+            wal_key(&WalFileName::parse("000000010000000200000003").unwrap()),
+            "wal/0000000100000002/000000010000000200000003"
+        );
+        assert_eq!(
+            bundle_key("20261123-101500F", 7),
+            "backups/20261123-101500F/bundles/000007"
+        );
     }
 }

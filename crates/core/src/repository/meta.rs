@@ -9,8 +9,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::Keyring;
 
-/// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest repository format version this build reads and writes: new repositories are
+/// created in it. A repository's `format_version` says which object version it writes: 1
+/// (objects not identity-bound) until `upgrade`, 2 after.
+pub const FORMAT_VERSION: u32 = 2;
+/// Format versions this build reads.
+pub const READABLE_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
+/// Bounds on `cluster.wal_segment_size` (PostgreSQL allows powers of two from 1 MiB to 1 GiB).
+pub const MIN_WAL_SEGMENT_SIZE: u64 = 1 << 20;
+pub const MAX_WAL_SEGMENT_SIZE: u64 = 1 << 30;
 pub const FORMAT_NAME: &str = "pgvault-repository";
 
 /// The cluster a repository belongs to.
@@ -25,6 +32,18 @@ pub struct ClusterIdentity {
 }
 
 impl ClusterIdentity {
+    /// Checks the fields that size allocations and arithmetic later (the descriptor is not
+    /// authenticated, so they are bounded before use).
+    pub fn check_bounds(&self) -> Result<(), String> {
+        let s = self.wal_segment_size;
+        if !s.is_power_of_two() || !(MIN_WAL_SEGMENT_SIZE..=MAX_WAL_SEGMENT_SIZE).contains(&s) {
+            return Err(format!(
+                "WAL segment size {s} is not a power of two between 1 MiB and 1 GiB"
+            ));
+        }
+        Ok(())
+    }
+
     pub fn major(&self) -> u32 {
         self.pg_version_num / 10000
     }

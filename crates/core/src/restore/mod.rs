@@ -22,14 +22,14 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::progress::Progress;
 use crate::repository::{Repository, RepositoryError};
+use crate::survey::SurveyError;
 use crate::storage::StorageError;
-use crate::wal::WalKind;
 
 pub use conf::{ArchiveMode, ConfError, RestoreType};
 pub use execute::execute;
 pub use paths::PathError;
 pub use plan::{plan, plan_for, RestorePlan, PG_CONTROL_TMP};
-pub use target::{ArchiveReach, Target, TargetAction, TargetError};
+pub use target::{Target, TargetAction, TargetError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -39,6 +39,8 @@ pub enum RestoreError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(transparent)]
+    Survey(#[from] SurveyError),
     #[error(transparent)]
     Path(#[from] PathError),
     #[error(transparent)]
@@ -89,6 +91,8 @@ pub enum RestoreError {
     BadLinkMapping(String),
     #[error("link mapping {0}: the backup has no such link outside pg_tblspc (tablespaces are mapped with --tablespace-map)")]
     UnknownLink(String),
+    #[error("the catalog of backup {id} cannot be read: {why}")]
+    UnreadableCatalog { id: String, why: String },
     #[error("{0}")]
     Unpack(#[from] unpack::UnpackError),
     #[error("internal: {0}")]
@@ -129,24 +133,6 @@ pub struct RestoreSummary {
     pub tablespaces: Vec<(u32, PathBuf)>,
     /// An interrupted restore of the same backup was found and started over (when it began).
     pub resumed: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// The archive's reach (newest WAL time and end), for the recoverable window.
-pub async fn archive_reach(repo: &Repository) -> Result<ArchiveReach, RepositoryError> {
-    let seg = repo.cluster().wal_segment_size;
-    let mut reach = ArchiveReach::default();
-    for (name, info) in repo.list_wal().await? {
-        if matches!(name.kind, WalKind::Segment | WalKind::Partial) {
-            let end = crate::lsn::Lsn(name.start_lsn(seg).0 + seg);
-            reach.newest_wal_end = Some(reach.newest_wal_end.map_or(end, |e| e.max(end)));
-            reach.newest_wal_time = Some(
-                reach
-                    .newest_wal_time
-                    .map_or(info.last_modified, |t| t.max(info.last_modified)),
-            );
-        }
-    }
-    Ok(reach)
 }
 
 /// Restores into `req.pgdata`: [`plan()`] then [`execute()`].

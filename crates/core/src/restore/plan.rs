@@ -11,7 +11,9 @@ use std::sync::Arc;
 use super::conf::check_request;
 use super::marker::{self, DirState, Marker};
 use super::paths::{validate, validate_absolute, Dest, PathError};
-use super::{archive_reach, target, RestoreError, RestoreRequest};
+use super::{target, RestoreError, RestoreRequest, Target};
+use crate::survey::{survey, Times};
+use crate::timeline::Choice;
 use crate::config::Config;
 use crate::repository::{BackupCatalog, Repository};
 
@@ -38,6 +40,9 @@ pub struct RestorePlan {
     pub pg_control: Dest,
     /// An interrupted restore of the same backup into the same places, to start over.
     pub resume: Option<Marker>,
+    /// What recovery will read, from the archive model: the timeline path, the segments, the
+    /// furthest reachable point (`None` only for plans made by [`plan_for`] alone).
+    pub recovery: Option<Choice>,
 }
 
 impl RestorePlan {
@@ -59,17 +64,39 @@ impl RestorePlan {
     }
 }
 
-/// Chooses the backup and checks everything; writes nothing.
+/// Chooses the backup with the archive model and checks everything; writes nothing.
+///
+/// The backup is on the path to the requested timeline and consistent before the target, and
+/// every segment recovery needs up to the target is archived; otherwise this refuses, naming
+/// the first missing segment and the furthest point that can be reached.
 pub async fn plan(
     _config: &Config,
     repo: &Repository,
     req: &RestoreRequest,
 ) -> Result<RestorePlan, RestoreError> {
     check_request(&req.target, req.kind)?;
-    let backups = repo.list_backups().await?;
-    let reach = archive_reach(repo).await?;
-    let cat = target::choose(&backups, req.backup.as_deref(), &req.target, &reach)?.clone();
-    plan_for(cat, req)
+    let times = match req.target {
+        Target::Lsn(_) | Target::Immediate | Target::Xid(_) => Times::None,
+        Target::End | Target::Time(_) | Target::Name(_) => Times::AfterOldestBackup,
+    };
+    let s = survey(repo, times).await?;
+    let timeline = target::parse_timeline(req.timeline.as_deref())?;
+    if let Some(id) = req.backup.as_deref().filter(|id| *id != "latest") {
+        if let Some((_, why)) = s.unreadable.iter().find(|(u, _)| u == id) {
+            return Err(RestoreError::UnreadableCatalog { id: id.to_string(), why: why.to_string() });
+        }
+    }
+    for (id, why) in &s.unreadable {
+        tracing::warn!(backup = %id, "a backup whose catalog cannot be read was left out: {why}");
+    }
+    let choice = target::choose(&s.model, &s.catalogs, req.backup.as_deref(), &req.target, timeline)?;
+    let cat = s
+        .catalog(&choice.backup.id)
+        .cloned()
+        .ok_or_else(|| RestoreError::Internal(format!("backup {} chosen but not listed", choice.backup.id)))?;
+    let mut plan = plan_for(cat, req)?;
+    plan.recovery = Some(choice);
+    Ok(plan)
 }
 
 /// The plan for restoring `cat` (already chosen) as `req` asks.
@@ -128,6 +155,7 @@ pub fn plan_for(cat: BackupCatalog, req: &RestoreRequest) -> Result<RestorePlan,
         files,
         pg_control,
         resume: None,
+        recovery: None,
     };
     plan.resume = check_destinations(&plan)?;
     Ok(plan)

@@ -7,20 +7,20 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::paths::{Dest, PathError};
-use crate::format::{into_format_error, FormatError, MasterKey, ObjectReader};
+use crate::backup::bundle::{walk_bundle, WalkError};
+
+use crate::format::{into_format_error, FormatError};
 use crate::progress::Progress;
 use crate::repository::catalog::{FileEntry, Piece};
-use crate::repository::{layout, BackupCatalog, Repository};
+use crate::repository::objects::ChannelReader;
+use crate::repository::{layout, BackupCatalog, ObjectSealing, Repository};
 use crate::storage::{Storage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,35 +33,14 @@ pub enum UnpackError {
     Checksum { path: String, bundle: u32, offset: u64, expected: String, found: String },
     #[error("{location}: the bundle ended early (at byte {at}, the catalog expects more); the stored backup is truncated")]
     Short { location: String, at: u64 },
+    #[error("{location}: the catalog's pieces overlap at bundle offset {offset}; the catalog is damaged or forged")]
+    Overlap { location: String, offset: u64 },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Path(#[from] PathError),
     #[error("unpacking bundle {0} failed: {1}")]
     Task(u32, String),
-}
-
-/// Reads the chunks of a download stream on a blocking thread.
-struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, StorageError>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                // The message names the store, the key and the cause.
-                Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur[..n]);
-        self.cur.advance(n);
-        Ok(n)
-    }
 }
 
 /// Downloads and unpacks every bundle of `cat`.
@@ -102,11 +81,11 @@ pub async fn unpack_all(
         pieces.sort_by_key(|(_, p)| p.bundle_offset);
         let permit = sem.clone().acquire_owned().await.map_err(|e| UnpackError::Task(bundle, e.to_string()))?;
         let storage = repo.storage().clone();
-        let key = repo.shared_key();
+        let sealing = repo.sealing();
         let (files, dests, progress) = (files.clone(), dests.clone(), progress.clone());
         let backup = cat.id.clone();
         tasks.spawn(async move {
-            let r = unpack_bundle(storage, backup, bundle, key, pieces, files, dests, progress).await;
+            let r = unpack_bundle(storage, backup, bundle, sealing, pieces, files, dests, progress).await;
             drop(permit);
             r
         });
@@ -126,7 +105,7 @@ async fn unpack_bundle(
     storage: Storage,
     backup: String,
     bundle: u32,
-    key: Option<Arc<MasterKey>>,
+    sealing: ObjectSealing,
     pieces: Vec<(usize, Piece)>,
     files: Arc<Vec<FileEntry>>,
     dests: Arc<Vec<Dest>>,
@@ -134,76 +113,49 @@ async fn unpack_bundle(
 ) -> Result<(), UnpackError> {
     let object_key = layout::bundle_key(&backup, bundle);
     let location = format!("{storage}/{object_key}");
-    let mut stream = storage.get_stream(&object_key).await?;
-    let (tx, rx) = mpsc::channel(8);
-    let forward = tokio::spawn(async move {
-        while let Some(item) = stream.next().await {
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    });
+    let reader = ChannelReader::download(&storage, &object_key).await?;
     let result = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader { rx, cur: Bytes::new() };
-        let mut obj = ObjectReader::new(reader, key.as_deref())
+        let mut obj = sealing
+            .reader(reader, &object_key)
             .map_err(|source| UnpackError::Object { location: location.clone(), source })?;
-        let mut pos = 0u64;
-        let mut buf = vec![0u8; 256 * 1024];
         let mut open: HashMap<usize, File> = HashMap::new();
-        // A storage failure surfaces through the reader as a plain I/O error whose text names
-        // the store and the key.
-        let read_err = |e: std::io::Error, location: &str| UnpackError::Object {
-            location: location.to_string(),
-            source: into_format_error(e),
-        };
-        for (fi, piece) in &pieces {
-            if piece.bundle_offset > pos {
-                let skip = piece.bundle_offset - pos;
-                let n = std::io::copy(&mut (&mut obj).take(skip), &mut std::io::sink()).map_err(|e| read_err(e, &location))?;
-                if n < skip {
-                    return Err(UnpackError::Short { location: location.clone(), at: pos + n });
-                }
-                pos += skip;
-            }
-            let path = &dests[*fi];
-            let file = match open.get_mut(fi) {
+        // The one bundle verifier walks the pieces (sorted by bundle offset) and checks each
+        // one's SHA-256; this sink writes them into their files.
+        let walked = walk_bundle(&mut obj, pieces.iter().map(|(_, p)| p), None, |i, piece, done, bytes| {
+            let fi = pieces[i].0;
+            let path = &dests[fi];
+            let file = match open.get_mut(&fi) {
                 Some(f) => f,
                 None => {
                     let f = super::paths::open_nofollow(path)?;
-                    open.entry(*fi).or_insert(f)
+                    open.entry(fi).or_insert(f)
                 }
             };
             let werr = |source| UnpackError::Write { path: path.full(), source };
-            file.seek(SeekFrom::Start(piece.file_offset)).map_err(werr)?;
-            let mut hash = Sha256::new();
-            let mut left = piece.len;
-            while left > 0 {
-                let want = (buf.len() as u64).min(left) as usize;
-                let n = obj.read(&mut buf[..want]).map_err(|e| read_err(e, &location))?;
-                if n == 0 {
-                    return Err(UnpackError::Short { location: location.clone(), at: pos });
-                }
-                hash.update(&buf[..n]);
-                file.write_all(&buf[..n]).map_err(werr)?;
-                left -= n as u64;
-                pos += n as u64;
-                progress.advance(n as u64);
+            if done == 0 {
+                file.seek(SeekFrom::Start(piece.file_offset)).map_err(werr)?;
             }
-            let found = hex::encode(hash.finalize());
-            if found != piece.sha256 {
-                return Err(UnpackError::Checksum {
-                    path: files[*fi].path.clone(),
+            file.write_all(bytes).map_err(werr)?;
+            progress.advance(bytes.len() as u64);
+            Ok(())
+        });
+        if let Err(e) = walked {
+            return Err(match e {
+                // A storage failure surfaces through the reader as a plain I/O error whose text
+                // names the store and the key.
+                WalkError::Read(e) => UnpackError::Object { location: location.clone(), source: into_format_error(e) },
+                WalkError::Short { at } | WalkError::Size { found: at, .. } => UnpackError::Short { location: location.clone(), at },
+                WalkError::Overlap { offset } => UnpackError::Overlap { location: location.clone(), offset },
+                WalkError::Checksum { index, offset, expected, found } => UnpackError::Checksum {
+                    path: files[pieces[index].0].path.clone(),
                     bundle,
-                    offset: piece.bundle_offset,
-                    expected: piece.sha256.clone(),
+                    offset,
+                    expected,
                     found,
-                });
-            }
+                },
+                WalkError::Sink(e) => e,
+            });
         }
-        // Read to the end so the final chunk is authenticated (detects truncation after the
-        // last piece, and anything appended).
-        std::io::copy(&mut obj, &mut std::io::sink()).map_err(|e| read_err(e, &location))?;
         for (fi, f) in open {
             f.sync_all().map_err(|source| UnpackError::Write { path: dests[fi].full(), source })?;
         }
@@ -211,6 +163,5 @@ async fn unpack_bundle(
     })
     .await
     .map_err(|e| UnpackError::Task(bundle, e.to_string()));
-    forward.abort();
     result?
 }

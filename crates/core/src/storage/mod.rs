@@ -439,6 +439,14 @@ impl Storage {
         }
     }
 
+    /// The first `len` bytes of `key` (fewer when the object is shorter): one ranged read, for
+    /// headers such as the metadata push stores with each WAL segment.
+    pub async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes, StorageError> {
+        let options = object_store::GetOptions { range: Some(object_store::GetRange::Bounded(0..len)), ..Default::default() };
+        let r = self.inner.get_opts(&self.path(key), options).await.map_err(|e| self.err("read", key, e))?;
+        r.bytes().await.map_err(|e| self.err("read", key, e))
+    }
+
     /// Reads a whole (small) object, `None` when it does not exist.
     pub async fn get_opt(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
         match self.get(key).await {

@@ -1,0 +1,163 @@
+//! The committed format-v1 repository (`fixtures/v1/`, written by pgvault before format v2)
+//! stays readable by today's binaries: `list` shows its backup, and restores at the backup
+//! (`--target-immediate`) and to the end of its archive give exactly the rows its README
+//! records. PostgreSQL 15 only: the fixture's cluster is 15.
+//!
+//! The repository is copied to a temporary directory first (given to `postgres`), so the
+//! committed files are never written to.
+//!
+//! `formatv2_new_repository_is_identity_bound`: a repository made by today's `init` writes
+//! format-v2 objects; a WAL object copied under another timeline's segment name, or under a
+//! `.history` name, is refused by `pgvault-archive fetch` (not "not found", which would let
+//! PostgreSQL promote early); the backup restores with every row.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pgvault_tests::{
+    archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault,
+};
+
+/// The backup in `fixtures/v1/repo` and the rows its README promises.
+const V1_BACKUP: &str = "20261201-213016F";
+const V1_AT_BACKUP: &str = "1000 9d8d0c4fd8532ab746d46dd9260e52c4";
+const V1_AT_END: &str = "1500 1e496049a30f05f4a51cf773e27f05d9";
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/v1")
+}
+
+/// A vault holding a copy of the fixture repository and its passphrase, with a configuration
+/// that needs no running server (restore and list never connect).
+fn fixture_vault() -> Result<Vault> {
+    let vault = Vault::new()?;
+    let src = fixture_dir();
+    pgvault_tests::copy_dir_for_postgres(&src.join("repo"), &vault.repo)?;
+    let pass = std::fs::read(src.join("passphrase")).context("fixture passphrase")?;
+    pgvault_tests::write_postgres_file(&vault.passphrase, pass, 0o600)?;
+    let text = format!(
+        "[postgres]\nhost = \"/nonexistent\"\nport = 5432\nuser = \"postgres\"\npgdata = \"/nonexistent/pgdata\"\n\n\
+         [repository]\nurl = \"file://{}\"\n\n[encryption]\npassphrase_file = \"{}\"\n",
+        vault.repo.display(),
+        vault.passphrase.display()
+    );
+    pgvault_tests::write_postgres_file(&vault.config, text, 0o600)?;
+    Ok(vault)
+}
+
+async fn digest(c: &PgCluster) -> Result<String> {
+    c.query_scalar(
+        "SELECT count(*) || ' ' || md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM fixture",
+    )
+    .await
+}
+
+async fn restore_and_digest(
+    install: &PgInstall,
+    vault: &Vault,
+    name: &str,
+    args: &[&str],
+) -> Result<String> {
+    let mut c = vault.restore(install, name, args, false)?;
+    c.start()?;
+    c.wait_for_recovery_end(Duration::from_secs(180)).await?;
+    let d = digest(&c).await;
+    c.stop()?;
+    d.with_context(|| c.log_tail())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formatv2_v1_fixture_lists_and_restores() {
+    let Some(install) = install_under_test(15) else {
+        return;
+    };
+    v1_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+async fn v1_inner(install: PgInstall) -> Result<()> {
+    let vault = fixture_vault()?;
+    let list = vault.list()?;
+    let ids: Vec<&str> = list["backups"]
+        .as_array()
+        .context("backups[]")?
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![V1_BACKUP], "the v1 backup is listed: {list}");
+
+    let at_backup =
+        restore_and_digest(&install, &vault, "at-backup", &["--target-immediate"]).await?;
+    assert_eq!(at_backup, V1_AT_BACKUP, "rows at the backup");
+    let at_end = restore_and_digest(&install, &vault, "at-end", &[]).await?;
+    assert_eq!(at_end, V1_AT_END, "rows at the end of the archive");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formatv2_new_repository_is_identity_bound() {
+    let Some(install) = install_under_test(15) else {
+        return;
+    };
+    v2_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+async fn v2_inner(install: PgInstall) -> Result<()> {
+    let vault = Vault::new()?;
+    let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
+    cluster.execute("CREATE TABLE fixture AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1,300) g").await?;
+    let id = vault.backup(&[])?;
+    cluster
+        .execute("INSERT INTO fixture SELECT g, md5(g::text) FROM generate_series(301,600) g")
+        .await?;
+    let expected = digest(&cluster).await?;
+    let last = cluster.switch_wal().await?;
+    cluster
+        .wait_for_archived(&last, Duration::from_secs(60))
+        .await?;
+
+    let descriptor: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vault.repo.join("pgvault.repo"))?)?;
+    assert_eq!(
+        descriptor["format_version"], 2,
+        "a new repository writes format 2: {descriptor}"
+    );
+    let wal_path = vault.repo.join("wal").join(&last[..16]).join(&last);
+    let sealed = std::fs::read(&wal_path).with_context(|| wal_path.display().to_string())?;
+    assert_eq!(&sealed[..8], b"PGVAULT\x02", "WAL objects are v2");
+    let catalog = std::fs::read(vault.repo.join("backups").join(&id).join("catalog"))?;
+    assert_eq!(&catalog[..8], b"PGVAULT\x02", "catalogs are v2");
+
+    // The same sealed bytes under timeline 2's name for that segment, and as a history file.
+    let tli2 = format!("00000002{}", &last[8..]);
+    for name in [tli2.as_str(), "00000002.history"] {
+        let dir = if name.ends_with(".history") {
+            vault.repo.join("wal")
+        } else {
+            vault.repo.join("wal").join(&name[..16])
+        };
+        std::fs::create_dir_all(&dir)?;
+        pgvault_tests::chown_to_postgres(&dir)?;
+        pgvault_tests::write_postgres_file(&dir.join(name), &sealed, 0o600)?;
+        let dest = vault.dir.join(format!("fetched-{name}"));
+        let out = vault.archive(["fetch", name, &dest.display().to_string()])?;
+        assert!(
+            !out.success() && out.code() != Some(1),
+            "a swapped object is an error, not 'not found': {out}"
+        );
+        assert!(
+            out.stderr.contains("moved or swapped"),
+            "the message says what happened: {out}"
+        );
+        assert!(!dest.exists(), "nothing was written");
+        std::fs::remove_file(dir.join(name))?;
+    }
+
+    drop(cluster);
+    let restored = restore_and_digest(&install, &vault, "restored", &[]).await?;
+    assert_eq!(
+        restored, expected,
+        "every row comes back from a v2 repository"
+    );
+    Ok(())
+}
