@@ -36,12 +36,12 @@ use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::backup::bundle::{walk_bundle, WalkError};
 use crate::config::{Config, ConfigError};
 use crate::format::{into_format_error, FormatError};
 use crate::progress::{format_bytes, Progress};
 use crate::repository::catalog::Piece;
 use crate::repository::objects::ChannelReader;
+use crate::repository::walk::{walk_bundle, WalkError};
 use crate::repository::{
     layout, BackupCatalog, ClusterIdentity, ObjectSealing, RepoMeta, Repository, RepositoryError,
 };

@@ -22,6 +22,7 @@ mod envelope;
 mod error;
 mod header;
 mod keyring;
+mod memory;
 
 #[cfg(test)]
 mod tests;
@@ -30,13 +31,14 @@ mod tests_v2;
 
 pub use chunk::TAG_LEN;
 pub use codec::{Codec, Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-pub use envelope::{
-    compress_for_seal, open_bytes, open_object, read_metadata, seal_bound, seal_bytes,
-    seal_precompressed, ObjectReader, ObjectStats, ObjectWriter, OpenedObject,
-};
+pub use envelope::{read_metadata, ObjectReader, ObjectStats, ObjectWriter};
 pub use error::{into_format_error, FormatError};
 pub use header::{
     ObjectIdentity, FIXED_LEN, FORMAT_VERSION, MAGIC, MAGIC_V2, MAX_HEADER_LEN, MAX_METADATA_LEN,
     SEALED_EXTRA_LEN,
 };
 pub use keyring::{KdfParams, Keyring, MasterKey, KEYRING_VERSION, MIN_PASSPHRASE_CHARS};
+pub use memory::{
+    compress_for_seal, open_bytes, open_object, seal_bound, seal_bytes, seal_precompressed,
+    OpenedObject,
+};

@@ -12,6 +12,7 @@ pub mod meta;
 pub mod objects;
 #[cfg(test)]
 mod tests;
+pub mod walk;
 
 use std::sync::Arc;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::paths::{Dest, PathError};
-use crate::backup::bundle::{walk_bundle, WalkError};
+use crate::repository::walk::{walk_bundle, WalkError};
 
 use crate::format::{into_format_error, FormatError};
 use crate::progress::Progress;
