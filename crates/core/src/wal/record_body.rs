@@ -1,14 +1,70 @@
-//! The block-header walk of a WAL record (`DecodeXLogRecord`), reduced to what the segment
-//! summary needs: where the main data is. Kept apart from the page walk in `records` because it
-//! is the part that follows PostgreSQL's record format version by version.
+//! Inside one WAL record: the block-header walk (`DecodeXLogRecord`) reduced to finding the
+//! main data, and the few record kinds the segment summary reads (commit and abort times,
+//! restore points, timeline switches). Kept apart from the page walk in `records` because this
+//! is the part that follows PostgreSQL's record formats, rmgr by rmgr and version by version.
 
-use super::records::RECORD_HEADER;
+use super::records::{pg_timestamp, u16_at, u32_at, u64_at, RECORD_HEADER};
+use super::{RestorePointRecord, TimelineSwitch, WalSummary};
+use crate::lsn::Lsn;
 
-fn u16_at(d: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(o..o + 2)?.try_into().ok()?))
+pub(super) const RM_XLOG_ID: u8 = 0;
+pub(super) const RM_XACT_ID: u8 = 1;
+const XLOG_CHECKPOINT_SHUTDOWN: u8 = 0x00;
+pub(super) const XLOG_SWITCH: u8 = 0x40;
+const XLOG_RESTORE_POINT: u8 = 0x70;
+const XLOG_END_OF_RECOVERY: u8 = 0x90;
+const XLOG_XACT_OPMASK: u8 = 0x70;
+/// COMMIT, ABORT, COMMIT_PREPARED, ABORT_PREPARED: all start with `TimestampTz xact_time`.
+const XACT_TIMED_OPS: [u8; 4] = [0x00, 0x20, 0x30, 0x40];
+
+/// The record kinds whose body the summary reads.
+pub(super) fn decoded(rmid: u8, info: u8) -> bool {
+    match rmid {
+        RM_XACT_ID => XACT_TIMED_OPS.contains(&(info & XLOG_XACT_OPMASK)),
+        RM_XLOG_ID => matches!(
+            info & 0xF0,
+            XLOG_RESTORE_POINT | XLOG_END_OF_RECOVERY | XLOG_CHECKPOINT_SHUTDOWN
+        ),
+        _ => false,
+    }
 }
-fn u32_at(d: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(o..o + 4)?.try_into().ok()?))
+
+/// Folds a CRC-checked `RM_XLOG_ID` or `RM_XACT_ID` record into the summary.
+pub(super) fn note_record(rec: &[u8], lsn: Lsn, major: u32, summary: &mut WalSummary) {
+    let (rmid, info) = (rec[17], rec[16] & 0xF0);
+    let Some(main) = main_data(rec, major) else {
+        return;
+    };
+    if rmid == RM_XACT_ID && XACT_TIMED_OPS.contains(&(rec[16] & XLOG_XACT_OPMASK)) {
+        if let Some(t) = u64_at(main, 0).and_then(|us| pg_timestamp(us as i64)) {
+            summary.first_commit = Some(summary.first_commit.map_or(t, |f| f.min(t)));
+            summary.last_commit = Some(summary.last_commit.map_or(t, |l| l.max(t)));
+        }
+        return;
+    }
+    if rmid != RM_XLOG_ID {
+        return;
+    }
+    match info {
+        XLOG_RESTORE_POINT if main.len() >= 72 => {
+            let Some(time) = u64_at(main, 0).and_then(|us| pg_timestamp(us as i64)) else {
+                return;
+            };
+            let raw = &main[8..72];
+            let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+            let name = String::from_utf8_lossy(raw).into_owned();
+            summary
+                .restore_points
+                .push(RestorePointRecord { name, lsn, time });
+        }
+        XLOG_END_OF_RECOVERY | XLOG_CHECKPOINT_SHUTDOWN if main.len() >= 16 => {
+            let (to, from) = (u32_at(main, 8).unwrap_or(0), u32_at(main, 12).unwrap_or(0));
+            if to != from && summary.timeline_switch.is_none() {
+                summary.timeline_switch = Some(TimelineSwitch { from, to, lsn });
+            }
+        }
+        _ => {}
+    }
 }
 
 const XLR_MAX_BLOCK_ID: u8 = 32;

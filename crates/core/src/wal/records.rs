@@ -7,8 +7,10 @@
 //! [`summarize_segment`] once per segment, on PostgreSQL's archiving hot path: the walk reads the
 //! page and record headers only, checks each record's CRC, decodes the body of the few record
 //! kinds that matter, never fails (odd content ends the walk and clears
-//! [`WalSummary::complete`]), and allocates nothing proportional to the segment beyond one
-//! reassembly buffer for records that span pages, bounded by the bytes actually present.
+//! [`WalSummary::complete`]), and allocates nothing proportional to the segment: CRCs are
+//! computed over a record's pieces in place, and only the decoded kinds (commits, aborts,
+//! restore points, end of recovery: a record each, not pages of data) are copied when they span
+//! pages.
 //!
 //! Layouts follow PostgreSQL 15 to 18 (`access/xlog_internal.h`, `access/xlogrecord.h`,
 //! `xlogreader.c`); they did not change across these versions except the `BKPIMAGE_*` flags,
@@ -17,7 +19,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::record_body::main_data;
+use super::record_body::{decoded, note_record, RM_XLOG_ID, XLOG_SWITCH};
 use super::{page_magic_for_major, WalFileName};
 use crate::lsn::{Lsn, TimelineId};
 
@@ -71,25 +73,16 @@ const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
 const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
 const XLP_ALL_FLAGS: u16 = 0x000F;
-const RM_XLOG_ID: u8 = 0;
-const RM_XACT_ID: u8 = 1;
-const XLOG_CHECKPOINT_SHUTDOWN: u8 = 0x00;
-const XLOG_SWITCH: u8 = 0x40;
-const XLOG_RESTORE_POINT: u8 = 0x70;
-const XLOG_END_OF_RECOVERY: u8 = 0x90;
-const XLOG_XACT_OPMASK: u8 = 0x70;
-/// COMMIT, ABORT, COMMIT_PREPARED, ABORT_PREPARED: all start with `TimestampTz xact_time`.
-const XACT_TIMED_OPS: [u8; 4] = [0x00, 0x20, 0x30, 0x40];
 /// Seconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00 UTC).
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 
-fn u16_at(d: &[u8], o: usize) -> Option<u16> {
+pub(super) fn u16_at(d: &[u8], o: usize) -> Option<u16> {
     Some(u16::from_le_bytes(d.get(o..o + 2)?.try_into().ok()?))
 }
-fn u32_at(d: &[u8], o: usize) -> Option<u32> {
+pub(super) fn u32_at(d: &[u8], o: usize) -> Option<u32> {
     Some(u32::from_le_bytes(d.get(o..o + 4)?.try_into().ok()?))
 }
-fn u64_at(d: &[u8], o: usize) -> Option<u64> {
+pub(super) fn u64_at(d: &[u8], o: usize) -> Option<u64> {
     Some(u64::from_le_bytes(d.get(o..o + 8)?.try_into().ok()?))
 }
 fn align8(x: usize) -> usize {
@@ -124,6 +117,9 @@ struct Walker<'a> {
     max_tli: TimelineId,
     page_tli: TimelineId,
     major: u32,
+    /// The current record's bytes, one `(start, len)` per page it touches.
+    pieces: Vec<(usize, usize)>,
+    /// Reassembly of a record that spans pages, only for the few kinds decoded.
     buf: Vec<u8>,
 }
 
@@ -196,6 +192,7 @@ fn start<'a>(
         max_tli: name.timeline,
         page_tli: 0,
         major,
+        pieces: Vec::new(),
         buf: Vec::new(),
     })
 }
@@ -345,18 +342,27 @@ impl Walker<'_> {
             *prev = None;
             return Ok(resume);
         }
-        let rec: &[u8] = if self.buf.is_empty() {
-            &self.data[pos..pos + tot_len]
-        } else {
-            &self.buf
-        };
-        check_record(rec, lsn, *prev)?;
+        let header = self.header();
+        check_header(&header, lsn, *prev)?;
+        if self.crc(&header) != u32_at(&header, 20).unwrap_or(0) {
+            return Err(Stop::Broken(format!("record at {lsn} fails its CRC check")));
+        }
         *prev = Some(lsn.0);
         summary.records += 1;
         summary.last_record_end = Some(self.lsn(end));
-        let (rmid, info) = (rec[17], rec[16] & 0xF0);
-        if rmid == RM_XLOG_ID || rmid == RM_XACT_ID {
-            let major = self.major;
+        let (rmid, info) = (header[17], header[16] & 0xF0);
+        if decoded(rmid, header[16]) {
+            let (data, major) = (self.data, self.major);
+            let rec: &[u8] = match self.pieces[..] {
+                [(start, len)] => &data[start..start + len],
+                _ => {
+                    self.buf.clear();
+                    for &(start, len) in &self.pieces {
+                        self.buf.extend_from_slice(&data[start..start + len]);
+                    }
+                    &self.buf
+                }
+            };
             note_record(rec, lsn, major, summary);
         }
         if rmid == RM_XLOG_ID && info == XLOG_SWITCH {
@@ -365,8 +371,8 @@ impl Walker<'_> {
         Ok(align8(end))
     }
 
-    /// Makes the record at `pos` contiguous: `self.buf` is left empty when it lies on one page
-    /// (read it from `data`), else holds a copy. Returns the end position, and a resume position
+    /// Finds the pieces of the record at `pos` (one per page it touches) in `self.pieces`,
+    /// checking the continuation page headers. Returns the end position, and a resume position
     /// if the record was abandoned and overwritten.
     fn gather(
         &mut self,
@@ -374,24 +380,24 @@ impl Walker<'_> {
         tot_len: usize,
         prev: Option<u64>,
     ) -> Result<(usize, Option<usize>), Stop> {
-        self.buf.clear();
+        self.pieces.clear();
         let avail = self.block_size - pos % self.block_size;
-        if tot_len <= avail && pos + tot_len <= self.data.len() {
+        let on_page = avail.min(tot_len).min(self.data.len().saturating_sub(pos));
+        self.pieces.push((pos, on_page));
+        if on_page == tot_len {
             return Ok((pos + tot_len, None));
         }
-        let on_page = avail.min(self.data.len().saturating_sub(pos));
-        self.buf.extend_from_slice(&self.data[pos..pos + on_page]);
         if on_page >= RECORD_HEADER {
-            // Reject garbage before copying pages for it.
-            check_header(&self.buf, self.lsn(pos), prev)?;
+            // Reject garbage before following pages for it.
+            check_header(&self.header(), self.lsn(pos), prev)?;
         }
-        let mut rem = tot_len - on_page;
+        let mut have = on_page;
         let mut page = pos + avail;
         loop {
+            let rem = tot_len - have;
             let h = self.continuation_page(page)?;
             if h.info & XLP_FIRST_IS_CONTRECORD == 0 {
                 if h.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
-                    self.buf.clear();
                     return Ok((page, Some(page + h.len)));
                 }
                 return Err(Stop::Broken(format!(
@@ -407,19 +413,47 @@ impl Walker<'_> {
             }
             let start = page + h.len;
             let chunk = rem.min(self.block_size - h.len);
-            let Some(bytes) = self.data.get(start..start + chunk) else {
+            if start + chunk > self.data.len() {
                 return Err(Stop::End);
-            };
-            self.buf.extend_from_slice(bytes);
-            if self.buf.len() >= RECORD_HEADER && self.buf.len() - chunk < RECORD_HEADER {
-                check_header(&self.buf, self.lsn(pos), prev)?;
             }
-            rem -= chunk;
-            if rem == 0 {
+            self.pieces.push((start, chunk));
+            have += chunk;
+            if have >= RECORD_HEADER && have - chunk < RECORD_HEADER {
+                check_header(&self.header(), self.lsn(pos), prev)?;
+            }
+            if have == tot_len {
                 return Ok((start + chunk, None));
             }
             page += self.block_size;
         }
+    }
+
+    /// The record header (`XLogRecord`), which may itself be split across pages.
+    fn header(&self) -> [u8; RECORD_HEADER] {
+        let mut h = [0u8; RECORD_HEADER];
+        let mut n = 0;
+        for &(start, len) in &self.pieces {
+            let take = len.min(RECORD_HEADER - n);
+            h[n..n + take].copy_from_slice(&self.data[start..start + take]);
+            n += take;
+            if n == RECORD_HEADER {
+                break;
+            }
+        }
+        h
+    }
+
+    /// CRC32C over the record after its header, then the header up to `xl_crc`
+    /// (`ValidXLogRecord`), computed piece by piece without copying the record.
+    fn crc(&self, header: &[u8; RECORD_HEADER]) -> u32 {
+        let mut crc = 0;
+        let mut skip = RECORD_HEADER;
+        for &(start, len) in &self.pieces {
+            let k = skip.min(len);
+            skip -= k;
+            crc = crc32c::crc32c_append(crc, &self.data[start + k..start + len]);
+        }
+        crc32c::crc32c_append(crc, &header[..20])
     }
 }
 
@@ -437,54 +471,5 @@ fn check_header(rec: &[u8], lsn: Lsn, prev: Option<u64>) -> Result<(), Stop> {
             "record at {lsn} has xl_prev {}, out of chain",
             Lsn(xl_prev)
         )))
-    }
-}
-
-/// Header chain and CRC32C over the body then the header up to `xl_crc` (`ValidXLogRecord`).
-fn check_record(rec: &[u8], lsn: Lsn, prev: Option<u64>) -> Result<(), Stop> {
-    check_header(rec, lsn, prev)?;
-    let stored = u32_at(rec, 20).unwrap_or(0);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&rec[RECORD_HEADER..]), &rec[..20]);
-    if crc != stored {
-        return Err(Stop::Broken(format!("record at {lsn} fails its CRC check")));
-    }
-    Ok(())
-}
-
-/// Folds a CRC-checked `RM_XLOG_ID` or `RM_XACT_ID` record into the summary.
-fn note_record(rec: &[u8], lsn: Lsn, major: u32, summary: &mut WalSummary) {
-    let (rmid, info) = (rec[17], rec[16] & 0xF0);
-    let Some(main) = main_data(rec, major) else {
-        return;
-    };
-    if rmid == RM_XACT_ID && XACT_TIMED_OPS.contains(&(rec[16] & XLOG_XACT_OPMASK)) {
-        if let Some(t) = u64_at(main, 0).and_then(|us| pg_timestamp(us as i64)) {
-            summary.first_commit = Some(summary.first_commit.map_or(t, |f| f.min(t)));
-            summary.last_commit = Some(summary.last_commit.map_or(t, |l| l.max(t)));
-        }
-        return;
-    }
-    if rmid != RM_XLOG_ID {
-        return;
-    }
-    match info {
-        XLOG_RESTORE_POINT if main.len() >= 72 => {
-            let Some(time) = u64_at(main, 0).and_then(|us| pg_timestamp(us as i64)) else {
-                return;
-            };
-            let raw = &main[8..72];
-            let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
-            let name = String::from_utf8_lossy(raw).into_owned();
-            summary
-                .restore_points
-                .push(RestorePointRecord { name, lsn, time });
-        }
-        XLOG_END_OF_RECOVERY | XLOG_CHECKPOINT_SHUTDOWN if main.len() >= 16 => {
-            let (to, from) = (u32_at(main, 8).unwrap_or(0), u32_at(main, 12).unwrap_or(0));
-            if to != from && summary.timeline_switch.is_none() {
-                summary.timeline_switch = Some(TimelineSwitch { from, to, lsn });
-            }
-        }
-        _ => {}
     }
 }
