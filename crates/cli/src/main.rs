@@ -5,7 +5,10 @@
 
 mod commands;
 mod display;
+mod hints;
+mod list;
 mod progress;
+mod restore_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,11 +40,13 @@ enum Command {
     /// List backups and the recoverable window.
     List(commands::ListArgs),
     /// Restore a backup into a new data directory, optionally to a point in time.
-    Restore(Box<commands::RestoreArgs>),
+    Restore(Box<restore_cmd::RestoreArgs>),
     /// Show the repository: location, cluster, encryption, format version.
     Info(commands::ListArgs),
     /// Copy every backup and WAL file into a second repository (resumable, verified).
     Copy(commands::CopyArgs),
+    /// Make the repository write the newest on-disk format (objects already stored stay readable).
+    Upgrade,
 }
 
 fn main() -> ExitCode {
@@ -71,16 +76,20 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Init => commands::init(&ctx).await,
             Command::Backup(a) => commands::backup(&ctx, a).await,
-            Command::List(a) => commands::list(&ctx, a).await,
-            Command::Restore(a) => commands::restore(&ctx, *a).await,
+            Command::List(a) => list::list(&ctx, a).await,
+            Command::Restore(a) => restore_cmd::restore(&ctx, *a).await,
             Command::Info(a) => commands::info(&ctx, a).await,
             Command::Copy(a) => commands::copy(&ctx, a).await,
+            Command::Upgrade => commands::upgrade(&ctx).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgvault: error: {e:#}");
+            if let Some(hint) = hints::hint(&e) {
+                eprintln!("pgvault: hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -16,24 +16,26 @@ use crate::repository::ClusterIdentity;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot reach PostgreSQL at {target}: {source}")]
-    Connect { target: String, source: ProtocolError },
+    Connect { target: String, source: Box<ProtocolError> },
     #[error("PostgreSQL at {target}: {context}: {source}")]
-    Query { target: String, context: &'static str, source: ProtocolError },
+    Query { target: String, context: &'static str, source: Box<ProtocolError> },
     #[error("PostgreSQL at {target}: {0}", target = .1)]
     Unexpected(String, String),
 }
 
-/// Connection parameters for `[postgres]`.
-pub fn conn_params(config: &Config) -> Result<ConnParams, ServerError> {
+/// Connection parameters for `[postgres]`; a replication connection looks its password up in
+/// `.pgpass` under the database name `replication`, as libpq does.
+pub fn conn_params(config: &Config, replication: bool) -> Result<ConnParams, ServerError> {
     let pg = &config.postgres;
     let target = describe(config);
     let sslmode: SslMode = pg
         .sslmode
         .parse()
-        .map_err(|e: ProtocolError| ServerError::Connect { target: target.clone(), source: e })?;
+        .map_err(|e: ProtocolError| ServerError::Connect { target: target.clone(), source: Box::new(e) })?;
     let password_file = pg.password_file.as_ref().map(|p| config.relative_to_config(p));
-    let password = protocol::resolve_password(&pg.host, pg.port, &pg.dbname, &pg.user, password_file.as_deref())
-        .map_err(|source| ServerError::Connect { target: target.clone(), source })?;
+    let dbname = protocol::pgpass_dbname(&pg.dbname, replication);
+    let password = protocol::resolve_password(&pg.host, pg.port, dbname, &pg.user, password_file.as_deref())
+        .map_err(|source| ServerError::Connect { target: target.clone(), source: Box::new(source) })?;
     Ok(ConnParams {
         host: pg.host.clone(),
         port: pg.port,
@@ -54,10 +56,10 @@ pub fn describe(config: &Config) -> String {
 
 /// Opens a replication (`replication = true`) or ordinary SQL connection.
 pub async fn connect(config: &Config, replication: bool) -> Result<Connection, ServerError> {
-    let params = conn_params(config)?;
+    let params = conn_params(config, replication)?;
     Connection::connect(&params, replication)
         .await
-        .map_err(|source| ServerError::Connect { target: describe(config), source })
+        .map_err(|source| ServerError::Connect { target: describe(config), source: Box::new(source) })
 }
 
 /// Runs a query expected to return one row.
@@ -65,7 +67,7 @@ pub async fn query_row(conn: &mut Connection, config: &Config, context: &'static
     let rows = conn
         .simple_query(sql)
         .await
-        .map_err(|source| ServerError::Query { target: describe(config), context, source })?;
+        .map_err(|source| ServerError::Query { target: describe(config), context, source: Box::new(source) })?;
     rows.into_iter()
         .next()
         .ok_or_else(|| ServerError::Unexpected(format!("{context}: no row returned"), describe(config)))
@@ -102,7 +104,7 @@ pub async fn cluster_identity(conn: &mut Connection, config: &Config) -> Result<
     let sys = conn
         .identify_system()
         .await
-        .map_err(|source| ServerError::Query { target: describe(config), context: "IDENTIFY_SYSTEM", source })?;
+        .map_err(|source| ServerError::Query { target: describe(config), context: "IDENTIFY_SYSTEM", source: Box::new(source) })?;
     let seg = show(conn, config, "wal_segment_size").await?;
     let wal_segment_size = parse_size(&seg)
         .ok_or_else(|| ServerError::Unexpected(format!("unexpected wal_segment_size '{seg}'"), describe(config)))?;

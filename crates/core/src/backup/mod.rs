@@ -24,10 +24,13 @@ use crate::lsn::{Lsn, TimelineId};
 use crate::progress::Progress;
 use crate::protocol::{BackupEvent, BaseBackupOptions, ProtocolError};
 use crate::repository::catalog::{self, BackupCatalog, BackupKind, TablespaceEntry};
-use crate::repository::{layout, Repository, RepositoryError};
+use crate::repository::{Repository, RepositoryError};
 use crate::server::{self, ServerError};
 use crate::storage::StorageError;
+use crate::survey::{self, SurveyError, Times};
+use crate::timeline::{ArchiveModel, BackupPoint, TimelineTree};
 use crate::wal::WalFileName;
+use crate::repository::lock::{LockError, LockGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -49,6 +52,10 @@ pub enum BackupError {
     NotArchiving(String),
     #[error("WAL segment {segment} (needed to make backup {id} consistent) did not reach the repository within {waited}s. {status}. Fix archive_command (it should be `pgvault-archive push %p` with this repository's configuration), or raise [backup] archive_wait_timeout, or take the backup with --include-wal. The unfinished backup was removed.")]
     WalTimeout { id: String, segment: String, waited: u64, status: String },
+    #[error(transparent)]
+    Survey(#[from] SurveyError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("a backup with id {0} already exists; wait a second and run the backup again")]
     IdTaken(String),
     #[error("internal: {0}")]
@@ -93,6 +100,20 @@ fn archives_to_pgvault(archive_command: &str) -> bool {
 /// that makes it consistent. When `archive_command` does not call pgvault-archive, that WAL would
 /// never reach this repository, so the backup includes it instead (and says so in the log).
 pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupCatalog, BackupError> {
+    // One backup at a time per repository (the lease survives a crash for at most its length).
+    let lock = repo.lock(BACKUP_LOCK, LOCK_LEASE, "pgvault backup").await?;
+    let result = run_locked(config, repo, opts, progress, &lock).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!("releasing the backup lock: {e}");
+    }
+    result
+}
+
+/// The repository lock a backup holds, and its lease (renewed every third of it).
+const BACKUP_LOCK: &str = "backup";
+const LOCK_LEASE: Duration = Duration::from_secs(300);
+
+async fn run_locked(config: &Config, repo: &Repository, opts: &BackupOptions, progress: Arc<dyn Progress>, lock: &LockGuard) -> Result<BackupCatalog, BackupError> {
     let target = server::describe(config);
     let mut repl = server::connect(config, true).await?;
     let (identity, _sys) = server::cluster_identity(&mut repl, config).await?;
@@ -128,7 +149,7 @@ pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progr
     // the server writes with its own clock.
     let start_time = server::server_clock(&mut sql, config).await?;
     let id = catalog::backup_id(start_time);
-    if repo.storage().head(&layout::catalog_key(&id)).await?.is_some() {
+    if repo.catalog_exists(&id).await? {
         return Err(BackupError::IdTaken(id));
     }
     let label = opts.label.clone().unwrap_or_else(|| format!("pgvault backup {id}"));
@@ -168,7 +189,16 @@ pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progr
 
     if !opts.include_wal {
         progress.phase("waiting for WAL archiving");
-        if let Err(e) = wait_for_wal(repo, &id, &start_wal, &stop_wal, opts.archive_wait, &mut sql, config).await {
+        let point = BackupPoint {
+            id: id.clone(),
+            start_tli: streamed.start_tli,
+            start_lsn: streamed.start_lsn,
+            stop_tli: streamed.stop_tli,
+            stop_lsn: streamed.stop_lsn,
+            stop_time: streamed.stop_time,
+            wal_included: false,
+        };
+        if let Err(e) = wait_for_wal(repo, &id, &point, opts.archive_wait, &mut sql, config).await {
             cleanup(repo, &id).await;
             return Err(e);
         }
@@ -207,8 +237,13 @@ pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progr
         files: packed.files,
         manifest_sha256: Some(manifest_sha256),
     };
-    let body = serde_json::to_vec(&cat).map_err(|e| BackupError::Internal(format!("encoding catalog: {e}")))?;
-    if let Err(e) = repo.put_sealed(&layout::catalog_key(&id), &body).await {
+    // A run that lost its lease (paused past it) must not publish a backup another run may be
+    // writing beside.
+    if let Err(e) = lock.check() {
+        cleanup(repo, &id).await;
+        return Err(e.into());
+    }
+    if let Err(e) = repo.put_catalog(&cat).await {
         cleanup(repo, &id).await;
         return Err(e.into());
     }
@@ -255,14 +290,7 @@ async fn stream_backup(
 
     // At most 16 coalesced pieces (8 MiB) in flight between the network and the packer.
     let (tx, rx) = mpsc::channel(16);
-    let writer = bundle::BundleWriter::new(
-        tokio::runtime::Handle::current(),
-        repo.storage().clone(),
-        id,
-        repo.codec(),
-        repo.shared_key(),
-        opts.bundle_size,
-    );
+    let writer = repo.bundle_writer(tokio::runtime::Handle::current(), id, opts.bundle_size);
     let p = progress.clone();
     let packer = tokio::task::spawn_blocking(move || packer::pack(rx, writer, p.as_ref()));
 
@@ -316,7 +344,7 @@ async fn stream_backup(
     let manifest = packed.manifest.clone().ok_or(BackupError::NoManifest)?;
     let checked = manifest::check(&manifest, &packed.received)?;
     tracing::debug!(files = checked, "server manifest matches the received files");
-    repo.put_sealed(&layout::manifest_key(id), &manifest).await?;
+    repo.put_manifest(id, &manifest).await?;
     Ok(Streamed {
         packed,
         manifest,
@@ -329,53 +357,56 @@ async fn stream_backup(
     })
 }
 
-/// Waits until every segment from `first` to `last` is in the repository.
-async fn wait_for_wal(
-    repo: &Repository,
-    id: &str,
-    first: &WalFileName,
-    last: &WalFileName,
-    timeout: Duration,
-    sql: &mut crate::protocol::Connection,
-    config: &Config,
-) -> Result<(), BackupError> {
-    let seg = repo.cluster().wal_segment_size;
+/// Waits until every segment that makes the backup consistent is in the repository: from the
+/// start to the stop segment, each on the timeline recovery will read it from (the archive
+/// model's answer, which follows a timeline switch during the backup once the new timeline's
+/// history file is archived).
+async fn wait_for_wal(repo: &Repository, id: &str, point: &BackupPoint, timeout: Duration, sql: &mut crate::protocol::Connection, config: &Config) -> Result<(), BackupError> {
     let started = Instant::now();
-    let mut segno = first.segment_number(seg);
-    let last_no = last.segment_number(seg);
     let mut delay = Duration::from_millis(50);
-    while segno <= last_no {
-        // A timeline switch inside a backup only happens on a promoted standby; the stop segment
-        // carries the stop timeline, the others the start timeline.
-        let tli = if segno == last_no { last.timeline } else { first.timeline };
-        let name = WalFileName::from_segment_number(tli, segno, seg);
-        if repo.storage().head(&layout::wal_key(&name)).await?.is_some() {
-            segno += 1;
-            continue;
-        }
+    loop {
+        let missing = match first_missing_for_consistency(repo, point).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(name)) => name,
+            Err(e) => return Err(e),
+        };
         if started.elapsed() >= timeout {
             let status = match server::archiver_status(sql, config).await {
                 Ok(s) => s.to_string(),
                 Err(e) => format!("(pg_stat_archiver unavailable: {e})"),
             };
-            return Err(BackupError::WalTimeout { id: id.to_string(), segment: name.to_string(), waited: timeout.as_secs(), status });
+            return Err(BackupError::WalTimeout { id: id.to_string(), segment: missing.to_string(), waited: timeout.as_secs(), status });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
-    Ok(())
+}
+
+/// The first segment the backup needs for consistency that is not archived yet.
+async fn first_missing_for_consistency(repo: &Repository, point: &BackupPoint) -> Result<Option<WalFileName>, BackupError> {
+    // With a timeline switch inside the backup the model needs the new timeline's history.
+    let needed = if point.start_tli == point.stop_tli {
+        let seg = repo.cluster().wal_segment_size;
+        let model = ArchiveModel::new(seg, TimelineTree::default(), Vec::new(), Vec::new(), Default::default())
+            .map_err(|e| BackupError::Internal(e.to_string()))?;
+        model.consistency_segments(point)
+    } else {
+        survey::survey(repo, Times::None).await?.model.consistency_segments(point)
+    };
+    for name in needed {
+        if !repo.wal_exists(&name).await? {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }
 
 /// Removes what an unfinished backup stored (best effort). The catalog goes first: a catalog
 /// whose write reported an error may still have landed, and while it exists the backup looks
 /// complete; once it is gone the rest is invisible leftovers.
 async fn cleanup(repo: &Repository, id: &str) {
-    let _ = repo.storage().delete(&layout::catalog_key(id)).await;
-    let dir = layout::backup_dir(id);
-    if let Ok(objects) = repo.storage().list(&dir).await {
-        for o in objects {
-            let _ = repo.storage().delete(&o.key).await;
-        }
+    if let Err(e) = repo.delete_backup(id).await {
+        tracing::warn!(backup = %id, "could not remove everything the unfinished backup stored ({e}); without a catalog it is invisible");
     }
 }
 

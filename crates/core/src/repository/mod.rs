@@ -512,6 +512,11 @@ impl Repository {
         Ok(listing.backups)
     }
 
+    /// Takes the repository lock `name` (see [`lock`]) for `command`, with a lease of `ttl`.
+    pub async fn lock(&self, name: &str, ttl: std::time::Duration, command: &str) -> Result<lock::LockGuard, lock::LockError> {
+        lock::RepoLock::acquire(&self.storage, name, ttl, command).await
+    }
+
     /// Every archived WAL file, sorted by name.
     pub async fn list_wal(&self) -> Result<Vec<(WalFileName, ObjectInfo)>, RepositoryError> {
         let mut out: Vec<(WalFileName, ObjectInfo)> = self

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use super::conf::RestoreType;
 use super::conf::RecoveryConf;
 use super::marker::MARKER;
 use super::paths::{self, Dest};
@@ -198,6 +199,17 @@ fn write_recovery_settings(config: &Config, plan: &RestorePlan) -> Result<(), Re
             String::from_utf8(bytes).map_err(|_| super::conf::ConfError::NotUtf8)?
         }
     };
+    // The timeline the plan was checked against, as a number, so that a timeline created after
+    // the plan cannot redirect recovery; a standby keeps following `latest` (or what was asked).
+    let timeline = match (&plan.recovery, req.kind) {
+        (Some(choice), RestoreType::Default) => Some(choice.target_tli.to_string()),
+        // A standby asked for no timeline stays on its own: following `latest` makes PostgreSQL
+        // probe for the next timeline's history file on every retry, and while the store is down
+        // that probe must stop recovery (answering "missing" could make a promotion reuse a
+        // timeline id that exists), so `latest` would stop the standby at every outage.
+        (_, RestoreType::Standby) => Some(req.timeline.clone().unwrap_or_else(|| "current".into())),
+        _ => req.timeline.clone(),
+    };
     let conf = RecoveryConf {
         backup_id: &plan.catalog.id,
         now: Utc::now(),
@@ -205,7 +217,7 @@ fn write_recovery_settings(config: &Config, plan: &RestorePlan) -> Result<(), Re
         config: &config.source,
         target: &req.target,
         action: req.action,
-        timeline: req.timeline.as_deref(),
+        timeline: timeline.as_deref(),
         kind: req.kind,
         archive_mode: req.archive_mode,
     };
