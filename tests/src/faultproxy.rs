@@ -12,12 +12,21 @@
 //! soon as it sees a request whose path contains a given string (to kill the store in the middle
 //! of a backup).
 //!
+//! Two more behaviours make tests prove what they claim: a store that does not implement
+//! conditional writes (every request carrying `If-None-Match` is answered `501 Not Implemented`,
+//! so the probe at `init` must choose check-then-write), and per-phase counts (the test names
+//! the phase, e.g. `"restore"`, and later asks how many faults hit it, reads included), so a
+//! test can show that the faults really reached the part it is about. A stall also records
+//! whether the client gave up first (closed the connection before the stall ended), i.e.
+//! whether the client's own request timeout fired.
+//!
 //! It speaks plain HTTP to pgvault (`allow_http = true`) and plain HTTP or TLS (trusting a given
 //! CA file) to the server. Requests are parsed just enough to be forwarded: request line, headers,
 //! and a `Content-Length` or chunked body; responses are relayed by their `Content-Length`, chunked
 //! framing, or until the server closes. Everything listens on 127.0.0.1 only, every loop is
 //! bounded in count and time, and the proxy stops (all its tasks are aborted) when dropped.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,12 +64,23 @@ pub struct FaultPlan {
     /// Forward the request, then close the connection half-way through the response.
     pub drop_response: f64,
     pub stall_for: Duration,
+    /// Answer `501 Not Implemented` to every request with an `If-None-Match` header (a store
+    /// without conditional writes), before any other fault is chosen.
+    pub reject_conditional: bool,
 }
 
 impl FaultPlan {
     /// No faults: a transparent proxy.
     pub fn none() -> FaultPlan {
-        FaultPlan { seed: 0, error_500: 0.0, slow_down_503: 0.0, stall: 0.0, drop_response: 0.0, stall_for: Duration::from_secs(1) }
+        FaultPlan {
+            seed: 0,
+            error_500: 0.0,
+            slow_down_503: 0.0,
+            stall: 0.0,
+            drop_response: 0.0,
+            stall_for: Duration::from_secs(1),
+            reject_conditional: false,
+        }
     }
 
     /// Faults on about `rate` of the requests, spread over the four kinds.
@@ -72,6 +92,7 @@ impl FaultPlan {
             stall: rate * 0.1,
             drop_response: rate * 0.3,
             stall_for,
+            reject_conditional: false,
         }
     }
 
@@ -88,6 +109,8 @@ pub enum Fault {
     SlowDown503,
     Stall,
     DropResponse,
+    /// `501 Not Implemented` to a conditional write ([`FaultPlan::reject_conditional`]).
+    RejectConditional,
 }
 
 /// Counts of what the proxy did.
@@ -101,11 +124,33 @@ pub struct FaultStats {
     pub drops: u64,
     /// Connections closed at once because the proxy was down.
     pub refused: u64,
+    /// Stalls the client ended by closing the connection first (its request timeout fired).
+    pub stalls_client_gave_up: u64,
+    /// Conditional writes answered `501 Not Implemented`.
+    pub rejected_conditional: u64,
+    /// Faults (of the four random kinds) injected into reads (`GET`, `HEAD`).
+    pub read_faults: u64,
 }
 
 impl FaultStats {
+    /// Random faults injected (not counting `501`s to conditional writes or refusals when down).
     pub fn faults(&self) -> u64 {
         self.error_500 + self.slow_down_503 + self.stalls + self.drops
+    }
+
+    fn count(&mut self, fault: Fault, read: bool) {
+        self.requests += 1;
+        match fault {
+            Fault::Pass => self.passed += 1,
+            Fault::Error500 => self.error_500 += 1,
+            Fault::SlowDown503 => self.slow_down_503 += 1,
+            Fault::Stall => self.stalls += 1,
+            Fault::DropResponse => self.drops += 1,
+            Fault::RejectConditional => self.rejected_conditional += 1,
+        }
+        if read && !matches!(fault, Fault::Pass | Fault::RejectConditional) {
+            self.read_faults += 1;
+        }
     }
 }
 
@@ -199,11 +244,18 @@ struct State {
     down_trigger: Mutex<Option<String>>,
     counter: AtomicU64,
     stats: Mutex<FaultStats>,
+    /// The phase the test named last ([`FaultProxy::set_phase`]) and the counts per phase.
+    phase: Mutex<String>,
+    per_phase: Mutex<BTreeMap<String, FaultStats>>,
 }
 
 impl State {
-    fn stat(&self, f: impl FnOnce(&mut FaultStats)) {
+    /// Applies `f` to the overall counts and to the current phase's.
+    fn stat(&self, f: impl Fn(&mut FaultStats)) {
         f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+        let phase = self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut per = self.per_phase.lock().unwrap_or_else(|e| e.into_inner());
+        f(per.entry(phase).or_default());
     }
 
     /// Deterministic per request number: the n-th request gets the same fault on every run.
@@ -270,6 +322,8 @@ impl FaultProxy {
             down_trigger: Mutex::new(None),
             counter: AtomicU64::new(0),
             stats: Mutex::new(FaultStats::default()),
+            phase: Mutex::new(String::new()),
+            per_phase: Mutex::new(BTreeMap::new()),
         });
         let st = state.clone();
         let accept = tokio::spawn(async move {
@@ -321,8 +375,19 @@ impl FaultProxy {
         *self.state.down_trigger.lock().unwrap_or_else(|e| e.into_inner()) = Some(needle.to_string());
     }
 
+    /// Counts over the proxy's whole life.
     pub fn stats(&self) -> FaultStats {
         self.state.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Names the phase the following requests belong to (the first phase is `""`).
+    pub fn set_phase(&self, phase: &str) {
+        *self.state.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase.to_string();
+    }
+
+    /// Counts of the requests made while `phase` was the current phase.
+    pub fn phase_stats(&self, phase: &str) -> FaultStats {
+        self.state.per_phase.lock().unwrap_or_else(|e| e.into_inner()).get(phase).cloned().unwrap_or_default()
     }
 }
 
@@ -343,6 +408,8 @@ struct Head {
     content_length: Option<u64>,
     chunked: bool,
     close: bool,
+    /// A conditional write (`If-None-Match` present).
+    if_none_match: bool,
 }
 
 /// Reads a head (start line + headers) up to the empty line. `Ok(None)` on a clean EOF before
@@ -381,7 +448,7 @@ async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R, request: bool) -> Resu
         let _version = parts.next();
         (String::new(), String::new(), parts.next().and_then(|s| s.parse().ok()).unwrap_or(0))
     };
-    let mut head = Head { raw, method, target, status, content_length: None, chunked: false, close: false };
+    let mut head = Head { raw, method, target, status, content_length: None, chunked: false, close: false, if_none_match: false };
     for l in &lines[1..] {
         let Some((k, v)) = l.split_once(':') else { continue };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
@@ -389,6 +456,7 @@ async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R, request: bool) -> Resu
             "content-length" => head.content_length = v.parse().ok(),
             "transfer-encoding" => head.chunked = v.to_ascii_lowercase().contains("chunked"),
             "connection" => head.close = v.eq_ignore_ascii_case("close"),
+            "if-none-match" => head.if_none_match = true,
             _ => {}
         }
     }
@@ -494,18 +562,15 @@ async fn one_request(
     st: &State,
 ) -> Result<bool> {
     let body = read_body(cr, head).await?;
-    let fault = st.choose();
-    st.stat(|s| {
-        s.requests += 1;
-        match fault {
-            Fault::Pass => s.passed += 1,
-            Fault::Error500 => s.error_500 += 1,
-            Fault::SlowDown503 => s.slow_down_503 += 1,
-            Fault::Stall => s.stalls += 1,
-            Fault::DropResponse => s.drops += 1,
-        }
-    });
+    let reject = head.if_none_match && st.plan.lock().unwrap_or_else(|e| e.into_inner()).reject_conditional;
+    let fault = if reject { Fault::RejectConditional } else { st.choose() };
+    let read = head.method.eq_ignore_ascii_case("GET") || head.method.eq_ignore_ascii_case("HEAD");
+    st.stat(|s| s.count(fault, read));
     match fault {
+        Fault::RejectConditional => {
+            cw.write_all(&error_response("501 Not Implemented", "NotImplemented", "A header you provided implies functionality that is not implemented.")).await?;
+            return Ok(false);
+        }
         Fault::Error500 => {
             cw.write_all(&error_response("500 Internal Server Error", "InternalError", "We encountered an internal error. Please try again.")).await?;
             return Ok(false);
@@ -516,7 +581,16 @@ async fn one_request(
         }
         Fault::Stall => {
             let d = st.plan.lock().unwrap_or_else(|e| e.into_inner()).stall_for.min(Duration::from_secs(120));
-            tokio::time::sleep(d).await;
+            // Nothing more is expected from the client: a read returns only when it closes.
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                r = cr.read(&mut probe) => {
+                    if matches!(r, Ok(0) | Err(_)) {
+                        st.stat(|s| s.stalls_client_gave_up += 1);
+                    }
+                }
+            }
             return Ok(false);
         }
         Fault::Pass | Fault::DropResponse => {}
@@ -658,6 +732,37 @@ mod tests {
 
         let s = proxy.stats();
         assert_eq!((s.requests, s.passed, s.error_500, s.slow_down_503, s.stalls, s.drops), (6, 2, 1, 1, 1, 1), "{s:?}");
+        assert_eq!(s.stalls_client_gave_up, 0, "the client waited the stall out: {s:?}");
+
+        // A client that gives up during a stall is counted as such.
+        proxy.set_phase("timeouts");
+        proxy.set_plan(FaultPlan { stall: 1.0, stall_for: Duration::from_secs(30), ..FaultPlan::none() });
+        let mut c = TcpStream::connect(proxy.addr()).await?;
+        c.write_all(PUT.as_bytes()).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(c);
+        let mut gave_up = 0;
+        for _ in 0..50 {
+            gave_up = proxy.phase_stats("timeouts").stalls_client_gave_up;
+            if gave_up == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(gave_up, 1, "{:?}", proxy.phase_stats("timeouts"));
+
+        // A store without conditional writes: 501 to If-None-Match, other requests unharmed.
+        proxy.set_phase("no-conditional");
+        proxy.set_plan(FaultPlan { reject_conditional: true, ..FaultPlan::none() });
+        let conditional = "PUT /bucket/key HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\nContent-Length: 5\r\n\r\nhello";
+        let (r, _) = request(proxy.addr(), conditional).await?;
+        assert!(r.starts_with("HTTP/1.1 501") && r.contains("<Code>NotImplemented</Code>"), "{r}");
+        let (r, _) = request(proxy.addr(), "GET /bucket/key HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("GET /bucket/key 0"), "{r}");
+        let p = proxy.phase_stats("no-conditional");
+        assert_eq!((p.requests, p.rejected_conditional, p.passed, p.faults()), (2, 1, 1, 0), "{p:?}");
+        assert_eq!(proxy.phase_stats("").requests, 6, "earlier requests stay in their phase");
+        proxy.set_phase("");
 
         proxy.set_plan(FaultPlan::none());
         proxy.set_down(true);

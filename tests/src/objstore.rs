@@ -29,7 +29,7 @@ use pgvault_core::storage::Storage;
 use crate::cluster::{free_port, tail_file};
 use crate::fsutil::{write_postgres_file, TempRepoDir};
 use crate::gcs_adapter::GcsAdapter;
-use crate::install::{azurite_bin, fake_gcs_bin, in_ci, weed_bin};
+use crate::install::{azurite_bin, fake_gcs_bin, missing_dependency, weed_bin};
 
 /// The bucket (container) every emulator is started with.
 pub const BUCKET: &str = "pgvault";
@@ -71,14 +71,15 @@ impl StoreKind {
         }
     }
 
-    /// Whether the server is installed. Missing: `None` with a notice (a panic in CI).
+    /// Whether the server is installed. Missing: `false` with a `SKIP:` notice, and a panic in
+    /// CI ([`missing_dependency`]).
     pub fn available(self) -> bool {
         let ok = self.binary().is_some_and(|p| p.exists()) && (self != StoreKind::Azure || which("node"));
         if !ok {
-            if in_ci() {
-                panic!("{} emulator not installed: run scripts/install-test-deps.sh", self.name());
-            }
-            eprintln!("skipping: {} emulator not installed (run scripts/install-test-deps.sh)", self.name());
+            missing_dependency(
+                &format!("the {} emulator", self.name()),
+                "run scripts/install-test-deps.sh (Azurite also needs `node` on PATH)",
+            );
         }
         ok
     }
@@ -103,9 +104,36 @@ pub struct ObjStore {
     template: RepositoryConfig,
 }
 
+/// Start attempts when a port turned out to be taken (another process bound it between
+/// [`free_port`] and the server's own bind).
+const START_ATTEMPTS: usize = 4;
+
+/// Whether a failed start-up was a port conflict (the message carries the server's log tail).
+fn port_was_taken(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["address already in use", "eaddrinuse", "failed to listen", "bind: "].iter().any(|n| m.contains(n))
+}
+
 impl ObjStore {
-    /// Starts a server of `kind` and waits until it serves the bucket.
+    /// Starts a server of `kind` and waits until it serves the bucket. Ports are picked free just
+    /// before the start; when one was taken meanwhile (the server's log says so), the server is
+    /// started again on other ports, up to [`START_ATTEMPTS`] times.
     pub async fn start(kind: StoreKind) -> Result<ObjStore> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(kind).await {
+                Ok(store) => return Ok(store),
+                Err(e) if attempt < START_ATTEMPTS && port_was_taken(&format!("{e:#}")) => {
+                    eprintln!("{}: a port was taken during start-up (attempt {attempt}); retrying on others", kind.name());
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One start on freshly picked ports, in a fresh directory.
+    async fn start_once(kind: StoreKind) -> Result<ObjStore> {
         let dir = TempRepoDir::with_prefix("pgvault-objstore-")?;
         let log = dir.join("server.log");
         let bin = kind.binary().with_context(|| format!("{} emulator not installed", kind.name()))?;
@@ -411,6 +439,13 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn port_conflicts_are_recognised() {
+        assert!(super::port_was_taken("listen tcp 127.0.0.1:9333: bind: address already in use"));
+        assert!(super::port_was_taken("Error: listen EADDRINUSE: address already in use 127.0.0.1:10000"));
+        assert!(!super::port_was_taken("the s3 emulator did not become ready: 403 Forbidden"));
+    }
+
     #[test]
     fn base64_roundtrip() {
         for s in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {

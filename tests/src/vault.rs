@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use pgvault_core::repository::layout;
+use pgvault_core::wal::WalFileName;
 
 use crate::bins::{run_workspace_bin, workspace_bin, default_cmd_timeout};
 use crate::cluster::{ClusterOptions, PgCluster};
@@ -29,6 +31,9 @@ pub struct Vault {
     /// Extra `[repository]` lines (e.g. `conditional_create = false`).
     pub repository_extra: String,
     cloud_prefix: Option<String>,
+    /// Where `archive_command` keeps a copy of every file PostgreSQL hands it, before pushing
+    /// ([`Vault::keep_archived_copies`]); tests compare fetched bytes with these.
+    archived_copies: Option<PathBuf>,
 }
 
 impl Vault {
@@ -46,6 +51,7 @@ impl Vault {
             repository_toml: None,
             repository_extra: String::new(),
             cloud_prefix: None,
+            archived_copies: None,
         })
     }
 
@@ -79,7 +85,7 @@ impl Vault {
     /// and leaves the object as it was. `work` holds the pushed copies.
     pub async fn check_duplicate_pushes(&self, seg: &str, original: &[u8], work: &Path) -> Result<()> {
         let raw = self.raw_storage()?;
-        let key = format!("wal/{}/{seg}", &seg[..16]);
+        let key = wal_key(seg)?;
         let stored = raw.get(&key).await.with_context(|| format!("{seg} is archived under {key}"))?;
         let before = raw.head(&key).await?.context("head")?;
 
@@ -108,7 +114,27 @@ impl Vault {
 
     /// `archive_command` for a cluster archiving into this vault.
     pub fn archive_command(&self) -> String {
-        format!("{} --config {} push %p", workspace_bin("pgvault-archive").display(), self.config.display())
+        let push = format!("{} --config {} push %p", workspace_bin("pgvault-archive").display(), self.config.display());
+        match &self.archived_copies {
+            Some(dir) => format!("cp %p {}/%f && {push}", dir.display()),
+            None => push,
+        }
+    }
+
+    /// From now on, [`Vault::archive_command`] first copies each file PostgreSQL archives into a
+    /// directory of this vault, so that tests can compare what a fetch returns with the bytes
+    /// PostgreSQL archived ([`Vault::archived_copy`]). Call before the cluster is created.
+    pub fn keep_archived_copies(&mut self) -> Result<()> {
+        self.archived_copies = Some(self.dir.subdir("archived-by-postgres")?);
+        Ok(())
+    }
+
+    /// The bytes PostgreSQL handed `archive_command` for WAL file `name` (see
+    /// [`Vault::keep_archived_copies`]).
+    pub fn archived_copy(&self, name: &str) -> Result<Vec<u8>> {
+        let dir = self.archived_copies.as_ref().context("keep_archived_copies() was not called")?;
+        let path = dir.join(name);
+        std::fs::read(&path).with_context(|| format!("PostgreSQL never archived {name} ({})", path.display()))
     }
 
     /// Writes the configuration for `cluster`; `extra` is appended verbatim (more sections).
@@ -199,6 +225,13 @@ impl Vault {
         }
         PgCluster::from_data_dir(install, dir, None)
     }
+}
+
+/// The repository key of WAL file `name` (a segment, `.partial`, `.backup` or `.history` file), as
+/// pgvault's own layout spells it: tests never format keys by hand.
+pub fn wal_key(name: &str) -> Result<String> {
+    let parsed = WalFileName::parse(name).map_err(|e| anyhow::anyhow!("{name} is not a WAL file name: {e}"))?;
+    Ok(layout::wal_key(&parsed))
 }
 
 /// A started cluster that archives into `vault` with `pgvault-archive`, and an initialized

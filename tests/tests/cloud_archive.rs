@@ -4,13 +4,15 @@
 //! leaves the object unchanged, a missing file on fetch is a quiet exit 1 and a corrupted object
 //! a loud exit 126. Each store runs with the conditional-create mode its `init` probe found
 //! (shown by `pgvault info`), and once with the check-then-write fallback forced
-//! (`[repository] conditional_create = false`).
+//! (`[repository] conditional_create = false`). Fetches are compared byte for byte with what
+//! PostgreSQL handed `archive_command`. (The fallback chosen by the probe itself, on a store that
+//! answers `501` to conditional writes, is in `faults.rs`.)
 
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use pgvault_tests::{
-    archiving_cluster, install_under_test, write_postgres_file, ClusterOptions, ObjStore, StoreKind, Vault,
+    archiving_cluster, install_under_test, wal_key, write_postgres_file, ClusterOptions, ObjStore, StoreKind, Vault,
 };
 
 async fn contract(kind: StoreKind, force_fallback: bool) {
@@ -23,6 +25,7 @@ async fn contract(kind: StoreKind, force_fallback: bool) {
 
 async fn inner(install: &pgvault_tests::PgInstall, store: &ObjStore, force_fallback: bool) -> Result<()> {
     let mut vault = Vault::with_store(store)?;
+    vault.keep_archived_copies()?;
     if force_fallback {
         vault.repository_extra = "conditional_create = false\n".into();
     }
@@ -38,14 +41,15 @@ async fn inner(install: &pgvault_tests::PgInstall, store: &ObjStore, force_fallb
 
     let raw = store.storage(vault.store_prefix().context("cloud vault")?)?;
     let seg = cluster.archive_fresh_segment().await?;
-    let key = format!("wal/{}/{seg}", &seg[..16]);
+    let key = wal_key(&seg)?;
     let stored = raw.get(&key).await.with_context(|| format!("{seg} is archived under {key}"))?;
 
+    let original = vault.archived_copy(&seg)?;
+    assert_eq!(original.len(), 16 * 1024 * 1024, "a whole segment was archived");
     let work = vault.dir.subdir("work")?;
     let fetched = work.join("fetched");
     vault.archive(["fetch", &seg, &fetched.display().to_string()])?.check()?;
-    let original = std::fs::read(&fetched)?;
-    assert_eq!(original.len(), 16 * 1024 * 1024);
+    assert!(std::fs::read(&fetched)? == original, "{}: fetch returns the bytes PostgreSQL archived", store.kind.name());
 
     // Same content again: success, nothing rewritten.
     vault.check_duplicate_pushes(&seg, &original, &work).await?;
@@ -73,7 +77,9 @@ async fn inner(install: &pgvault_tests::PgInstall, store: &ObjStore, force_fallb
     write_postgres_file(&again, &original, 0o600)?;
     let out = vault.archive(["push", &again.display().to_string()])?;
     assert_eq!(out.code(), Some(0), "push over an unreadable object repairs it: {out}");
-    assert_eq!(raw.get(&key).await?.len(), stored.len());
+    let repaired = work.join("repaired");
+    vault.archive(["fetch", &seg, &repaired.display().to_string()])?.check()?;
+    assert!(std::fs::read(&repaired)? == original, "the repaired object holds the bytes PostgreSQL archived");
     Ok(())
 }
 

@@ -1,13 +1,19 @@
 //! The storage layer under a misbehaving network, on PostgreSQL 15 and the S3 emulator, with
 //! [`FaultProxy`] between pgvault and the server:
 //!
-//! - about a quarter of all requests fail (`500`, `503 SlowDown`, stalls, connections dropped
-//!   mid-response): `init`, a `backup` and a burst of 20 WAL pushes through `archive_command` all
-//!   still succeed (with no archiver failure), and a restore (bundles, listings and WAL fetched
-//!   through the same faults) has the primary's rows;
+//! - about a quarter of all requests fail (`500`, `503 SlowDown`, stalls longer than
+//!   `request_timeout` so the client's timeout really fires, connections dropped mid-response):
+//!   `init`, a `backup` and a burst of 20 WAL pushes through `archive_command` all still succeed,
+//!   with zero archiver failures in `pg_stat_archiver`; then a restore (bundles, listings and WAL
+//!   fetched through faults that the proxy counts for the restore alone, dropped responses
+//!   included) has exactly the primary's contents (an md5 over every row), passes
+//!   `pg_verifybackup` before it starts and `pg_amcheck` after;
 //! - the store goes down for good in the middle of a backup (at its first bundle upload): the
 //!   backup fails within the bound set by the small retry/timeout keys of `[repository]`, with an
-//!   error naming the store, and `pgvault list` against the real server shows no partial backup.
+//!   error naming the store, and `pgvault list` against the real server shows no partial backup;
+//! - a store that answers `501 Not Implemented` to conditional writes (`If-None-Match`): the
+//!   probe at `init` chooses check-then-write (`pgvault info` says so) and WAL pushes still work,
+//!   with fetched bytes equal to what PostgreSQL archived.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,10 +38,20 @@ fn proxied_toml(direct: &RepositoryConfig, proxy: &FaultProxy, request_timeout: 
     t
 }
 
-async fn phases(c: &PgCluster) -> Result<String> {
-    let client = c.client().await?;
-    let rows = client.query("SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase", &[]).await?;
-    Ok(rows.iter().map(|r| format!("{}:{}", r.get::<_, String>(0), r.get::<_, i64>(1))).collect::<Vec<_>>().join(" "))
+/// The request timeout of the faulted phases, and a stall longer than it: the client's timeout
+/// fires before the proxy would close the connection.
+const REQUEST_TIMEOUT_SECS: u64 = 5;
+const STALL: Duration = Duration::from_secs(8);
+
+/// Row count and an md5 over every row of `t` in id order: equal only if the contents are.
+async fn contents(c: &PgCluster) -> Result<String> {
+    c.query_scalar("SELECT count(*)::text || ' rows, md5 ' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t").await
+}
+
+/// The restore's plan: faults of every kind on about a third of the requests, dropped responses
+/// the most frequent, so that they reach the restore's few dozen requests for certain.
+fn restore_plan() -> FaultPlan {
+    FaultPlan { seed: 7, error_500: 0.06, slow_down_503: 0.06, stall: 0.03, drop_response: 0.15, ..FaultPlan::mixed(7, 0.0, STALL) }
 }
 
 fn pgvault_with(config: &Path, args: &[&str]) -> Result<pgvault_tests::CmdOutput> {
@@ -53,16 +69,63 @@ async fn s3_under_faults_and_down_for_good() {
     faults_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_without_conditional_writes_falls_back_to_check_then_write() {
+    let Some(install) = install_under_test(15) else { return };
+    if !StoreKind::S3PrivateCa.available() {
+        return;
+    }
+    no_conditional_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+async fn no_conditional_inner(install: pgvault_tests::PgInstall) -> Result<()> {
+    let store = ObjStore::start(StoreKind::S3PrivateCa).await?;
+    let mut vault = Vault::new()?;
+    vault.keep_archived_copies()?;
+    let prefix = format!("repos/{}", vault.dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("no-conditional"));
+    let direct = store.repository_config(&prefix);
+    let upstream = Upstream::from_endpoint(direct.endpoint.as_deref().context("no endpoint")?, direct.ca_file.as_deref())?;
+    let proxy = FaultProxy::start(upstream, FaultPlan { reject_conditional: true, ..FaultPlan::none() }).await?;
+    vault.repository_toml = Some(proxied_toml(&direct, &proxy, 30, 2, 20));
+
+    // `init` (inside archiving_cluster) probes the store: its conditional write gets 501.
+    let primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
+    let init = proxy.stats();
+    assert!(init.rejected_conditional >= 1, "the probe's conditional write reached the store and got 501: {init:?}");
+    let info = vault.pgvault(["info", "--json"])?.check()?;
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).context("info --json")?;
+    assert_eq!(info["wal_push_mode"], "check-then-write", "the probe chose the fallback: {info}");
+    let text = vault.pgvault(["info"])?.check()?;
+    assert!(text.stdout.contains("check-then-write"), "info shows the mode: {text}");
+
+    // Pushes work, and never send a conditional write again.
+    let mut segs = Vec::new();
+    for _ in 0..3 {
+        segs.push(primary.archive_fresh_segment().await?);
+    }
+    let failed: i64 = primary.query_scalar("SELECT failed_count FROM pg_stat_archiver").await?;
+    assert_eq!(failed, 0, "no archiver failure on a store without conditional writes");
+    assert_eq!(proxy.stats().rejected_conditional, init.rejected_conditional, "pushes use check-then-write: {:?}", proxy.stats());
+    let work = vault.dir.subdir("work")?;
+    for seg in &segs {
+        let dest = work.join(seg);
+        vault.archive(["fetch", seg, &dest.display().to_string()])?.check()?;
+        assert!(std::fs::read(&dest)? == vault.archived_copy(seg)?, "{seg}: fetch returns the bytes PostgreSQL archived");
+    }
+    Ok(())
+}
+
 async fn faults_inner(install: pgvault_tests::PgInstall) -> Result<()> {
     let store = ObjStore::start(StoreKind::S3PrivateCa).await?;
     let mut vault = Vault::new()?;
     let prefix = format!("repos/{}", vault.dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("faults"));
     let direct = store.repository_config(&prefix);
     let upstream = Upstream::from_endpoint(direct.endpoint.as_deref().context("no endpoint")?, direct.ca_file.as_deref())?;
-    // 25% of requests faulted; stalls of 2 s against a 10 s request timeout (the stall closes
-    // the connection, the client retries).
-    let proxy = FaultProxy::start(upstream, FaultPlan::mixed(20261123, 0.25, Duration::from_secs(2))).await?;
-    vault.repository_toml = Some(proxied_toml(&direct, &proxy, 10, 10, 120));
+    // 25% of requests faulted; stalls longer than the request timeout (the client gives up and
+    // retries).
+    let proxy = FaultProxy::start(upstream, FaultPlan::mixed(20261123, 0.25, STALL)).await?;
+    proxy.set_phase("backup");
+    vault.repository_toml = Some(proxied_toml(&direct, &proxy, REQUEST_TIMEOUT_SECS, 10, 180));
 
     let primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
     primary.execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)").await?;
@@ -77,9 +140,10 @@ async fn faults_inner(install: pgvault_tests::PgInstall) -> Result<()> {
     }
     primary.wait_for_archived(&last, Duration::from_secs(180)).await?;
     let failed: i64 = primary.query_scalar("SELECT failed_count FROM pg_stat_archiver").await?;
-    let stats = proxy.stats();
+    let stats = proxy.phase_stats("backup");
     eprintln!("fault proxy after backup and WAL burst: {stats:?}; archiver failures: {failed}");
     assert!(stats.faults() * 8 >= stats.requests && stats.requests >= 40, "the faults really happened: {stats:?}");
+    assert_eq!(failed, 0, "pushes retry through the faults: no archive_command failed");
 
     let list = vault.list()?;
     assert_eq!(list["backups"][0]["id"], id.as_str(), "{list}");
@@ -87,16 +151,27 @@ async fn faults_inner(install: pgvault_tests::PgInstall) -> Result<()> {
 
     // Restore (bundles, catalogs, listings and WAL all read through every kind of fault,
     // including bodies cut off mid-response, which `Storage` resumes) to the end of the archive.
-    proxy.set_plan(FaultPlan::mixed(7, 0.25, Duration::from_secs(2)));
-    let expected = phases(&primary).await?;
+    let expected = contents(&primary).await?;
+    proxy.set_plan(restore_plan());
+    proxy.set_phase("restore");
     let mut c = vault.restore(&install, "restored", &[], false)?;
+    let verify = c.pg_verifybackup(c.data_dir(), None)?;
+    assert!(verify.success(), "pg_verifybackup agrees with the restored files: {verify}");
     c.start()?;
-    c.wait_for_recovery_end(Duration::from_secs(240)).await?;
-    assert_eq!(phases(&c).await?, expected, "the restore has the primary's rows");
+    c.wait_for_recovery_end(Duration::from_secs(300)).await?;
+    proxy.set_phase("after restore");
+    proxy.set_plan(FaultPlan::none());
+    let hit = proxy.phase_stats("restore");
+    eprintln!("fault proxy during the restore: {hit:?}");
+    assert!(hit.read_faults >= 3 && hit.drops >= 1, "faults, dropped responses included, hit the restore's reads: {hit:?}");
+    assert!(hit.stalls == 0 || hit.stalls_client_gave_up >= 1, "a stall made the client's request timeout fire: {hit:?}");
+    assert_eq!(contents(&c).await?, expected, "the restore has exactly the primary's contents");
+    c.pg_amcheck()?;
     drop(c);
+    let all = proxy.stats();
+    assert!(all.stalls >= 1 && all.stalls_client_gave_up >= 1, "stalls longer than request_timeout made the client give up: {all:?}");
 
     // Down for good, from the first bundle upload of the next backup on. Small bounds.
-    proxy.set_plan(FaultPlan::none());
     let down_config = vault.dir.join("down.toml");
     vault.repository_toml = Some(proxied_toml(&direct, &proxy, 5, 2, 10));
     vault.write_config_to(&down_config, &primary, &vault.passphrase, "")?;
