@@ -18,6 +18,7 @@
 //! - [`bins`]: locating and running the workspace's own binaries.
 //! - [`objstore`]: S3 (SeaweedFS), GCS (fake-gcs-server) and Azure (Azurite) servers on loopback
 //!   ([`ObjStore`]); [`Vault::with_store`] points a vault at one.
+//! - [`peakmem`]: a child's peak memory, measured from outside (`wait4`'s `ru_maxrss`).
 //! - [`tls`]: test certificates (CA, server, wrong CA) and clusters with `ssl = on` ([`TlsCluster`]).
 //!
 //! Environment variables the harness reads:
@@ -40,6 +41,7 @@ pub mod fsutil;
 pub mod gcs_adapter;
 pub mod install;
 pub mod objstore;
+pub mod peakmem;
 pub mod process;
 pub mod tls;
 pub mod vault;

@@ -15,7 +15,8 @@ use crate::cluster::{ClusterOptions, PgCluster};
 use crate::fsutil::{write_postgres_file, TempRepoDir};
 use crate::install::PgInstall;
 use crate::objstore::ObjStore;
-use crate::process::CmdOutput;
+use crate::peakmem::run_with_peak_memory;
+use crate::process::{postgres_command, CmdOutput};
 
 /// Repository, passphrase and configuration for one test.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub struct Vault {
     pub repository_toml: Option<String>,
     /// Extra `[repository]` lines (e.g. `conditional_create = false`).
     pub repository_extra: String,
+    /// The `[compression]` section body (default zstd level 3; `algorithm = "none"` turns it off).
+    pub compression_toml: String,
     cloud_prefix: Option<String>,
     /// Where `archive_command` keeps a copy of every file PostgreSQL hands it, before pushing
     /// ([`Vault::keep_archived_copies`]); tests compare fetched bytes with these.
@@ -50,6 +53,7 @@ impl Vault {
             dir,
             repository_toml: None,
             repository_extra: String::new(),
+            compression_toml: "algorithm = \"zstd\"\nlevel = 3\n".to_string(),
             cloud_prefix: None,
             archived_copies: None,
         })
@@ -151,12 +155,13 @@ impl Vault {
         };
         let text = format!(
             "[postgres]\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\npgdata = \"{}\"\n\n\
-             [repository]\n{repository}{}\n[compression]\nalgorithm = \"zstd\"\nlevel = 3\n\n\
+             [repository]\n{repository}{}\n[compression]\n{}\n\
              [encryption]\npassphrase_file = \"{}\"\n\n[backup]\narchive_wait_timeout = 120\n{extra}",
             cluster.socket_dir().display(),
             cluster.port(),
             cluster.data_dir().display(),
             self.repository_extra,
+            self.compression_toml,
             passphrase.display(),
         );
         write_postgres_file(path, text, 0o600)
@@ -182,6 +187,18 @@ impl Vault {
         let mut all: Vec<std::ffi::OsString> = vec!["--config".into(), self.config.clone().into_os_string()];
         all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         run_workspace_bin("pgvault-archive", all, &[], default_cmd_timeout())
+    }
+
+    /// Runs `pgvault --config <config> args…` as `postgres` like [`Vault::pgvault`], and measures
+    /// its peak memory from outside (KiB; see [`crate::peakmem`]).
+    pub fn pgvault_peak_memory<I, S>(&self, args: I) -> Result<(CmdOutput, u64)>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = postgres_command(workspace_bin("pgvault"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        run_with_peak_memory(&mut cmd, self.dir.path(), default_cmd_timeout())
     }
 
     /// `pgvault list --json`, parsed.

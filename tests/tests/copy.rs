@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use pgvault_core::repository::layout;
 use pgvault_tests::{archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault};
 
 fn pg15() -> Option<PgInstall> {
@@ -112,18 +113,17 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
 
     // An interrupted copy: the catalog and one bundle never made it. Resume, then restore from
     // the target to a time between t1 and t2 (WAL fetched from the target, too).
-    let backup_dir = dr.repo.join("backups").join(&id);
-    std::fs::remove_file(backup_dir.join("catalog"))?;
-    let bundles = files_under(&backup_dir.join("bundles"));
-    let removed = bundles.first().context("no bundles in the target")?.clone();
-    std::fs::remove_file(&removed)?;
+    let backup_dir = dr.repo.join(layout::backup_dir(&id));
+    std::fs::remove_file(dr.repo.join(layout::catalog_key(&id)))?;
+    let removed = dr.repo.join(layout::bundle_key(&id, 0));
+    std::fs::remove_file(&removed).with_context(|| format!("no first bundle in the target under {}", backup_dir.display()))?;
+    assert!(dr.repo.join(layout::manifest_key(&id)).is_file(), "the backup's manifest stays in the target");
     assert!(backup_ids(&dr)?.is_empty(), "without its catalog the backup does not exist");
     let out = copy_to(&source, &dr, &[])?.check()?;
     assert!(out.stdout.contains("copied 1 backup(s), 0 WAL file(s)"), "{out}");
     assert!(removed.exists(), "the missing bundle was copied again");
-    if bundles.len() > 1 || source.repo.join("backups").join(&id).join("backup_manifest").exists() {
-        assert!(out.stdout.contains("object(s) of unfinished backups"), "objects already there were kept: {out}");
-    }
+    // The manifest (at least) was still there: the copy kept it rather than copying it again.
+    assert!(out.stdout.contains("object(s) of unfinished backups"), "objects already there were kept: {out}");
     let mut c = dr.restore(&install, "from-dr", &["--target-time", &between], false)?;
     c.start()?;
     c.wait_for_recovery_end(Duration::from_secs(180)).await?;
@@ -137,7 +137,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
         let out = source.pgvault(["backup"])?.check()?;
         out.stdout.split_whitespace().nth(1).context("backup id")?.to_string()
     };
-    let victim = files_under(&source.repo.join("backups").join(&id2).join("bundles"))
+    let victim = files_under(&source.repo.join(layout::backup_dir(&id2)).join("bundles"))
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .context("no bundle in the second backup")?;
@@ -152,7 +152,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
     assert!(out.stderr.contains("corrupted") && out.stderr.contains("was not copied"), "and says what happened: {out}");
     assert!(out.stderr.contains(&format!("backup {id2} was not copied")), "and which backup is missing: {out}");
     assert!(out.stderr.contains("run `pgvault copy` again"), "and what to do: {out}");
-    assert!(!dr.repo.join("backups").join(&id2).join("catalog").exists(), "no catalog for the damaged backup");
+    assert!(!dr.repo.join(layout::catalog_key(&id2)).exists(), "no catalog for the damaged backup");
     assert_eq!(backup_ids(&dr)?, vec![id.clone()], "the target still lists only complete backups");
     Ok(())
 }
