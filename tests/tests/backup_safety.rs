@@ -84,8 +84,7 @@ async fn archive_off_is_refused_up_front() {
     let Some(install) = pg15() else { return };
     async {
         let vault = Vault::new()?;
-        let mut opts = ClusterOptions::default();
-        opts.archive_mode = false;
+        let opts = ClusterOptions { archive_mode: false, ..Default::default() };
         let mut cluster = PgCluster::init(&install, opts)?;
         vault.write_config(&cluster, "")?;
         cluster.start()?;
