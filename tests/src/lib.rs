@@ -58,9 +58,9 @@ pub use install::{
     AMCHECK_EXCEPTIONS, SUPPORTED_MAJORS,
 };
 pub use objstore::{ObjStore, StoreKind};
-pub use vault::{archiving_cluster, wal_key, Vault};
-pub use tls::{TestCerts, TlsCluster};
 pub use process::{postgres_command, run_as_postgres, run_with_timeout, CmdOutput, POSTGRES_USER};
+pub use tls::{TestCerts, TlsCluster};
+pub use vault::{archiving_cluster, wal_key, Vault};
 
 /// Generates one `#[tokio::test]` per supported PostgreSQL major (`mod $name { pg15, pg16,
 /// pg18 }`), each calling `async fn $body(install: PgInstall)` when that version is under test

@@ -17,15 +17,24 @@ use crate::process::CmdOutput;
 /// `cmd`'s output and its peak resident set size in KiB (`ru_maxrss` from `wait4`). stdout and
 /// stderr go through files in `spool` (a directory), so large outputs cannot block the child.
 /// The child runs in its own process group, killed after `timeout`.
-pub fn run_with_peak_memory(cmd: &mut Command, spool: &std::path::Path, timeout: Duration) -> Result<(CmdOutput, u64)> {
+pub fn run_with_peak_memory(
+    cmd: &mut Command,
+    spool: &std::path::Path,
+    timeout: Duration,
+) -> Result<(CmdOutput, u64)> {
     let command = format!("{cmd:?}");
     let out_path = spool.join("peakmem.stdout");
     let err_path = spool.join("peakmem.stderr");
     let out = std::fs::File::create(&out_path).with_context(|| out_path.display().to_string())?;
     let err = std::fs::File::create(&err_path).with_context(|| err_path.display().to_string())?;
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
     let start = Instant::now();
-    let child = cmd.spawn().with_context(|| format!("cannot start {command}"))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {command}"))?;
     let pid = child.id() as libc::pid_t;
     let (status, maxrss_kib) = loop {
         let mut status: libc::c_int = 0;
@@ -34,21 +43,37 @@ pub fn run_with_peak_memory(cmd: &mut Command, spool: &std::path::Path, timeout:
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if r == pid {
-            break (ExitStatus::from_raw(status), u64::try_from(usage.ru_maxrss).unwrap_or(0));
+            break (
+                ExitStatus::from_raw(status),
+                u64::try_from(usage.ru_maxrss).unwrap_or(0),
+            );
         }
         if r < 0 {
             bail!("wait4 on {command}: {}", std::io::Error::last_os_error());
         }
         if start.elapsed() > timeout {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             // SAFETY: as above; reaps the killed child.
             unsafe { libc::waitpid(pid, &mut status, 0) };
             bail!("{command} timed out after {timeout:?} and was killed");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let read = |p: &std::path::Path| std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let output = CmdOutput { command, status, stdout: read(&out_path), stderr: read(&err_path), elapsed: start.elapsed() };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let output = CmdOutput {
+        command,
+        status,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+        elapsed: start.elapsed(),
+    };
     Ok((output, maxrss_kib))
 }
 
@@ -62,12 +87,17 @@ mod tests {
         // dd allocates one buffer of its block size and fills it.
         let mut big = Command::new("dd");
         big.args(["if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]);
-        let (out, big_kib) = run_with_peak_memory(&mut big, dir.path(), Duration::from_secs(60)).expect("dd");
+        let (out, big_kib) =
+            run_with_peak_memory(&mut big, dir.path(), Duration::from_secs(60)).expect("dd");
         assert!(out.success(), "{out}");
         let mut small = Command::new("dd");
         small.args(["if=/dev/zero", "of=/dev/null", "bs=4k", "count=1"]);
-        let (_, small_kib) = run_with_peak_memory(&mut small, dir.path(), Duration::from_secs(60)).expect("dd");
+        let (_, small_kib) =
+            run_with_peak_memory(&mut small, dir.path(), Duration::from_secs(60)).expect("dd");
         assert!(big_kib >= 64 * 1024, "a 64 MiB buffer shows: {big_kib} KiB");
-        assert!(small_kib < 16 * 1024, "a 4 KiB buffer does not: {small_kib} KiB");
+        assert!(
+            small_kib < 16 * 1024,
+            "a 4 KiB buffer does not: {small_kib} KiB"
+        );
     }
 }

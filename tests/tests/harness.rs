@@ -181,7 +181,11 @@ fn every_version_found_with_its_tools() {
     let found = pgvault_tests::pg_versions_under_test();
     if pgvault_tests::in_ci() {
         let majors: Vec<u32> = found.iter().map(|i| i.major()).collect();
-        assert_eq!(majors, pgvault_tests::SUPPORTED_MAJORS, "CI tests every supported major");
+        assert_eq!(
+            majors,
+            pgvault_tests::SUPPORTED_MAJORS,
+            "CI tests every supported major"
+        );
     }
     for i in &found {
         let mut cmd = std::process::Command::new(i.bin("postgres"));
@@ -197,7 +201,11 @@ fn every_version_found_with_its_tools() {
             i.major()
         );
         for tool in ["initdb", "pg_ctl", "pg_verifybackup", "pg_config"] {
-            assert!(i.bin(tool).is_file(), "{} has no {tool}", i.bin_dir().display());
+            assert!(
+                i.bin(tool).is_file(),
+                "{} has no {tool}",
+                i.bin_dir().display()
+            );
         }
         assert!(
             i.has_amcheck() || i.amcheck_exception().is_some(),
@@ -209,7 +217,8 @@ fn every_version_found_with_its_tools() {
             "PostgreSQL {} at {} (amcheck: {})",
             i.version(),
             i.bin_dir().display(),
-            i.amcheck_exception().map_or("yes".to_string(), |why| format!("no: {why}"))
+            i.amcheck_exception()
+                .map_or("yes".to_string(), |why| format!("no: {why}"))
         );
     }
 }
