@@ -228,14 +228,14 @@ async fn corrupted_backup_and_bad_inputs_are_clear_errors() {
     .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// Incompressible table data, comfortably more than two bundles.
-const BULK_MIB: u64 = 320;
+/// Incompressible table data: one full bundle and half of another.
+const BULK_MIB: u64 = 192;
 /// The default bundle size (`[backup] bundle_size_mib`).
 const BUNDLE_MIB: u64 = 128;
 /// The bound on `pgvault backup`'s peak resident memory, below one bundle: a backup that held a
 /// whole bundle in memory would fail. Measured on the 2-core test machine (December 2026), with
-/// compression off and encryption on: about MEASURED_LOCAL MiB to a local repository and
-/// MEASURED_S3 MiB to SeaweedFS over TLS.
+/// compression off and encryption on: 44 MiB to a local repository and 60 MiB to SeaweedFS over
+/// TLS (debug build, 320 MiB of data).
 const PEAK_BOUND_MIB: u64 = 100;
 
 /// `pgvault backup` of [`BULK_MIB`] of random bytes with compression off stays under
@@ -250,6 +250,12 @@ async fn backup_memory_bound(
     // Random bytes from the kernel, stored uncompressed by PostgreSQL too (STORAGE EXTERNAL):
     // nothing in the data directory compresses it.
     let bytes = BULK_MIB * 1024 * 1024;
+    // The load's WAL is not needed by the backup taken after it: it is not archived (pushing
+    // twenty-odd segments would only slow the test down), the backup's own WAL is.
+    cluster
+        .execute("ALTER SYSTEM SET archive_command = '/bin/true'")
+        .await?;
+    cluster.execute("SELECT pg_reload_conf()").await?;
     cluster
         .execute(&format!(
             "CREATE TEMP TABLE stage (l text);
@@ -268,6 +274,15 @@ async fn backup_memory_bound(
         "the table holds all {BULK_MIB} MiB: {stored} bytes"
     );
     cluster.execute("CHECKPOINT").await?;
+    let skipped = cluster.switch_wal().await?;
+    cluster
+        .wait_for_archived(&skipped, Duration::from_secs(120))
+        .await?;
+    cluster
+        .execute("ALTER SYSTEM RESET archive_command")
+        .await?;
+    cluster.execute("SELECT pg_reload_conf()").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (out, peak_kib) = vault.pgvault_peak_memory(["-v", "backup"])?;
     let out = out.check()?;
     let peak_mib = peak_kib / 1024;
@@ -279,8 +294,8 @@ async fn backup_memory_bound(
     let size = b["size"].as_u64().context("size")?;
     let stored = b["stored_size"].as_u64().context("stored_size")?;
     assert!(
-        size >= 2 * BUNDLE_MIB * 1024 * 1024,
-        "the backup spans several bundles: {b}"
+        size > BUNDLE_MIB * 1024 * 1024 * 3 / 2,
+        "the backup fills a bundle and more: {b}"
     );
     assert!(
         stored * 10 >= size * 9,
