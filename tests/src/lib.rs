@@ -18,7 +18,7 @@
 //! - [`bins`]: locating and running the workspace's own binaries.
 //! - [`objstore`]: S3 (SeaweedFS), GCS (fake-gcs-server) and Azure (Azurite) servers on loopback
 //!   ([`ObjStore`]); [`Vault::with_store`] points a vault at one.
-//! - [`peakmem`]: a child's peak memory, measured from outside (`wait4`'s `ru_maxrss`).
+//! - [`peakmem`]: a program's peak memory, measured from outside (GNU time's `%M`).
 //! - [`tls`]: test certificates (CA, server, wrong CA) and clusters with `ssl = on` ([`TlsCluster`]).
 //!
 //! Environment variables the harness reads:

@@ -2,102 +2,94 @@
 //!
 //! A program's report of its own peak memory is only as good as its bookkeeping; the memory
 //! bound of `pgvault backup` is a promise to the operator, so the test measures it the way the
-//! kernel sees it: the child is reaped with `wait4(2)`, whose `ru_maxrss` is the largest resident
-//! set of the child and of every descendant it waited for (`runuser` waits for `pgvault`).
+//! kernel sees it: GNU time (`/usr/bin/time -f %M`) runs the program and writes its `ru_maxrss`
+//! (KiB) to a file. Not `wait4` on our own child: a child's `ru_maxrss` starts at the resident
+//! size of the process that forked it (the kernel records the forked copy's high-water mark at
+//! `exec`), so the test process's own memory would leak into the figure. `time` is tiny, so what
+//! it reports is the program's.
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::ffi::OsString;
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use nix::libc;
+use anyhow::{Context, Result};
 
-use crate::process::CmdOutput;
+/// GNU time (Debian package `time`, installed by `scripts/install-test-deps.sh`).
+pub const GNU_TIME: &str = "/usr/bin/time";
 
-/// `cmd`'s output and its peak resident set size in KiB (`ru_maxrss` from `wait4`). stdout and
-/// stderr go through files in `spool` (a directory), so large outputs cannot block the child.
-/// The child runs in its own process group, killed after `timeout`.
-pub fn run_with_peak_memory(
-    cmd: &mut Command,
-    spool: &std::path::Path,
-    timeout: Duration,
-) -> Result<(CmdOutput, u64)> {
-    let command = format!("{cmd:?}");
-    let out_path = spool.join("peakmem.stdout");
-    let err_path = spool.join("peakmem.stderr");
-    let out = std::fs::File::create(&out_path).with_context(|| out_path.display().to_string())?;
-    let err = std::fs::File::create(&err_path).with_context(|| err_path.display().to_string())?;
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0);
-    let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {command}"))?;
-    let pid = child.id() as libc::pid_t;
-    let (status, maxrss_kib) = loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: `rusage` is plain old data, zero is a valid value; `wait4` only writes to the
-        // two pointers, which point at live locals.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if r == pid {
-            break (
-                ExitStatus::from_raw(status),
-                u64::try_from(usage.ru_maxrss).unwrap_or(0),
-            );
-        }
-        if r < 0 {
-            bail!("wait4 on {command}: {}", std::io::Error::last_os_error());
-        }
-        if start.elapsed() > timeout {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            // SAFETY: as above; reaps the killed child.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            bail!("{command} timed out after {timeout:?} and was killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let read = |p: &std::path::Path| {
-        std::fs::read(p)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    let output = CmdOutput {
-        command,
-        status,
-        stdout: read(&out_path),
-        stderr: read(&err_path),
-        elapsed: start.elapsed(),
-    };
-    Ok((output, maxrss_kib))
+/// Whether [`GNU_TIME`] is installed.
+pub fn gnu_time_available() -> bool {
+    Path::new(GNU_TIME).is_file()
+}
+
+/// The arguments of [`GNU_TIME`] that write the peak resident set size (KiB) of the program
+/// that follows them to `report`.
+pub fn time_args(report: &Path) -> Vec<OsString> {
+    vec![
+        "-f".into(),
+        "%M".into(),
+        "-o".into(),
+        report.as_os_str().to_owned(),
+    ]
+}
+
+/// The peak resident set size (KiB) GNU time wrote to `report` (its last line; a line saying
+/// the command failed may come first).
+pub fn read_peak_kib(report: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(report)
+        .with_context(|| format!("no peak-memory report at {}", report.display()))?;
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    last.trim()
+        .parse()
+        .with_context(|| format!("{} holds no peak memory figure: {text:?}", report.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
+    use std::time::Duration;
+
+    fn peak_of_dd(block: &str, dir: &Path) -> u64 {
+        let report = dir.join(format!("dd-{block}"));
+        let mut cmd = Command::new(GNU_TIME);
+        cmd.args(time_args(&report))
+            .arg("dd")
+            .args(["if=/dev/zero", "of=/dev/null", "count=1"])
+            .arg(format!("bs={block}"));
+        let out =
+            crate::process::run_with_timeout(&mut cmd, Duration::from_secs(60)).expect("time dd");
+        assert!(out.success(), "{out}");
+        read_peak_kib(&report).expect("report")
+    }
 
     #[test]
     fn measures_a_child_that_holds_memory() {
+        if !gnu_time_available() {
+            crate::install::missing_dependency("GNU time (/usr/bin/time)", "apt-get install time");
+            return;
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         // dd allocates one buffer of its block size and fills it.
-        let mut big = Command::new("dd");
-        big.args(["if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]);
-        let (out, big_kib) =
-            run_with_peak_memory(&mut big, dir.path(), Duration::from_secs(60)).expect("dd");
-        assert!(out.success(), "{out}");
-        let mut small = Command::new("dd");
-        small.args(["if=/dev/zero", "of=/dev/null", "bs=4k", "count=1"]);
-        let (_, small_kib) =
-            run_with_peak_memory(&mut small, dir.path(), Duration::from_secs(60)).expect("dd");
-        assert!(big_kib >= 64 * 1024, "a 64 MiB buffer shows: {big_kib} KiB");
+        let big = peak_of_dd("64M", dir.path());
+        let small = peak_of_dd("4k", dir.path());
+        assert!(big >= 64 * 1024, "a 64 MiB buffer shows: {big} KiB");
         assert!(
-            small_kib < 16 * 1024,
-            "a 4 KiB buffer does not: {small_kib} KiB"
+            small < 16 * 1024,
+            "a 4 KiB buffer does not: {small} KiB (the test process's memory must not leak in)"
         );
+    }
+
+    #[test]
+    fn reads_the_figure_after_a_failure_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let report = dir.path().join("r");
+        std::fs::write(&report, "Command exited with non-zero status 1\n51234\n").expect("write");
+        assert_eq!(read_peak_kib(&report).expect("read"), 51234);
+        std::fs::write(&report, "garbage\n").expect("write");
+        assert!(read_peak_kib(&report).is_err());
     }
 }

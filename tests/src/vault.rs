@@ -15,8 +15,8 @@ use crate::cluster::{ClusterOptions, PgCluster};
 use crate::fsutil::{write_postgres_file, TempRepoDir};
 use crate::install::PgInstall;
 use crate::objstore::ObjStore;
-use crate::peakmem::run_with_peak_memory;
-use crate::process::{postgres_command, CmdOutput};
+use crate::peakmem::{read_peak_kib, time_args, GNU_TIME};
+use crate::process::{postgres_command, run_with_timeout, CmdOutput};
 
 /// Repository, passphrase and configuration for one test.
 #[derive(Debug)]
@@ -237,16 +237,24 @@ impl Vault {
         run_workspace_bin("pgvault-archive", all, &[], default_cmd_timeout())
     }
 
-    /// Runs `pgvault --config <config> args…` as `postgres` like [`Vault::pgvault`], and measures
-    /// its peak memory from outside (KiB; see [`crate::peakmem`]).
+    /// Runs `pgvault --config <config> args…` as `postgres` like [`Vault::pgvault`], under GNU
+    /// time, and returns its output with its peak resident memory in KiB (see
+    /// [`crate::peakmem`]).
     pub fn pgvault_peak_memory<I, S>(&self, args: I) -> Result<(CmdOutput, u64)>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = postgres_command(workspace_bin("pgvault"));
-        cmd.arg("--config").arg(&self.config).args(args);
-        run_with_peak_memory(&mut cmd, self.dir.path(), default_cmd_timeout())
+        let report = self.dir.join("peak-memory.txt");
+        let mut cmd = postgres_command(GNU_TIME);
+        cmd.args(time_args(&report))
+            .arg(workspace_bin("pgvault"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args);
+        let out = run_with_timeout(&mut cmd, default_cmd_timeout())?;
+        let kib = read_peak_kib(&report).with_context(|| out.to_string())?;
+        Ok((out, kib))
     }
 
     /// `pgvault list --json`, parsed.
