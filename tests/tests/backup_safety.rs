@@ -234,8 +234,8 @@ const BULK_MIB: u64 = 192;
 const BUNDLE_MIB: u64 = 128;
 /// The bound on `pgvault backup`'s peak resident memory, below one bundle: a backup that held a
 /// whole bundle in memory would fail. Measured on the 2-core test machine (December 2026), with
-/// compression off and encryption on: 44 MiB to a local repository and 60 MiB to SeaweedFS over
-/// TLS (debug build, 320 MiB of data).
+/// compression off and encryption on, by GNU time: 45 MiB to a local repository and 65 MiB to
+/// SeaweedFS over TLS (debug build, 192 MiB of data; with 320 MiB the figures were the same).
 const PEAK_BOUND_MIB: u64 = 100;
 
 /// `pgvault backup` of [`BULK_MIB`] of random bytes with compression off stays under
