@@ -39,7 +39,8 @@ const S3_SECRET: &str = "pgvaulttestsecret";
 const AZ_ACCOUNT: &str = "devstoreaccount1";
 const AZ_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Node loads Azurite in about a minute on a loaded 2-core machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Which server (and, for S3, which certificate set-up).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

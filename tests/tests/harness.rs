@@ -255,7 +255,8 @@ fn object_store_emulators_present() {
         };
         let mut cmd = std::process::Command::new(&bin);
         cmd.args(&args);
-        let out = pgvault_tests::run_with_timeout(&mut cmd, Duration::from_secs(60))
+        // Node takes a minute to load Azurite on a loaded 2-core machine.
+        let out = pgvault_tests::run_with_timeout(&mut cmd, Duration::from_secs(180))
             .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let text = format!("{}{}", out.stdout, out.stderr);
         assert!(
