@@ -40,6 +40,8 @@ apt_missing=()
 [[ -f /usr/share/postgresql/15/extension/amcheck.control ]] || apt_missing+=(postgresql-contrib)
 command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
 command -v runuser >/dev/null 2>&1 || apt_missing+=(util-linux)
+# GNU time measures the peak memory of `pgvault backup` from outside (backup_safety.rs).
+[[ -x /usr/bin/time ]] || apt_missing+=(time)
 # Fallbacks for a machine without the image's Python/Node (normally both are present).
 marker_ok() { [[ -f "$1/.installed" && "$(cat "$1/.installed")" == "$2" ]]; }
 if ! { marker_ok "$DEPS/pg16" "$PG16_SPEC" && marker_ok "$DEPS/pg18" "$PG18_SPEC" &&

@@ -4,7 +4,11 @@
 #
 #   bash scripts/test.sh                      # everything
 #   bash scripts/test.sh -p pgvault-tests     # extra arguments go to `cargo test`
-#   PGVAULT_TEST_PG_VERSIONS=15,18 bash scripts/test.sh
+#   PGVAULT_TEST_PG_VERSIONS=15,18 bash scripts/test.sh   # locally only: ignored when CI is set
+#
+# With CI set (non-empty; .ci/run exports CI=1) a test whose dependency is missing fails
+# instead of skipping. Integration tests refuse binaries older than the sources; this script
+# builds them first.
 #
 # Each integration test starts its own PostgreSQL server, so tests run 2 at a time on these
 # 2-core machines (override with RUST_TEST_THREADS). The exit code is cargo test's.

@@ -12,12 +12,21 @@
 //! soon as it sees a request whose path contains a given string (to kill the store in the middle
 //! of a backup).
 //!
+//! Two more behaviours make tests prove what they claim: a store that does not implement
+//! conditional writes (every request carrying `If-None-Match` is answered `501 Not Implemented`,
+//! so the probe at `init` must choose check-then-write), and per-phase counts (the test names
+//! the phase, e.g. `"restore"`, and later asks how many faults hit it, reads included), so a
+//! test can show that the faults really reached the part it is about. A stall also records
+//! whether the client gave up first (closed the connection before the stall ended), i.e.
+//! whether the client's own request timeout fired.
+//!
 //! It speaks plain HTTP to pgvault (`allow_http = true`) and plain HTTP or TLS (trusting a given
 //! CA file) to the server. Requests are parsed just enough to be forwarded: request line, headers,
 //! and a `Content-Length` or chunked body; responses are relayed by their `Content-Length`, chunked
 //! framing, or until the server closes. Everything listens on 127.0.0.1 only, every loop is
 //! bounded in count and time, and the proxy stops (all its tasks are aborted) when dropped.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,12 +64,23 @@ pub struct FaultPlan {
     /// Forward the request, then close the connection half-way through the response.
     pub drop_response: f64,
     pub stall_for: Duration,
+    /// Answer `501 Not Implemented` to every request with an `If-None-Match` header (a store
+    /// without conditional writes), before any other fault is chosen.
+    pub reject_conditional: bool,
 }
 
 impl FaultPlan {
     /// No faults: a transparent proxy.
     pub fn none() -> FaultPlan {
-        FaultPlan { seed: 0, error_500: 0.0, slow_down_503: 0.0, stall: 0.0, drop_response: 0.0, stall_for: Duration::from_secs(1) }
+        FaultPlan {
+            seed: 0,
+            error_500: 0.0,
+            slow_down_503: 0.0,
+            stall: 0.0,
+            drop_response: 0.0,
+            stall_for: Duration::from_secs(1),
+            reject_conditional: false,
+        }
     }
 
     /// Faults on about `rate` of the requests, spread over the four kinds.
@@ -72,6 +92,7 @@ impl FaultPlan {
             stall: rate * 0.1,
             drop_response: rate * 0.3,
             stall_for,
+            reject_conditional: false,
         }
     }
 
@@ -88,6 +109,8 @@ pub enum Fault {
     SlowDown503,
     Stall,
     DropResponse,
+    /// `501 Not Implemented` to a conditional write ([`FaultPlan::reject_conditional`]).
+    RejectConditional,
 }
 
 /// Counts of what the proxy did.
@@ -101,11 +124,33 @@ pub struct FaultStats {
     pub drops: u64,
     /// Connections closed at once because the proxy was down.
     pub refused: u64,
+    /// Stalls the client ended by closing the connection first (its request timeout fired).
+    pub stalls_client_gave_up: u64,
+    /// Conditional writes answered `501 Not Implemented`.
+    pub rejected_conditional: u64,
+    /// Faults (of the four random kinds) injected into reads (`GET`, `HEAD`).
+    pub read_faults: u64,
 }
 
 impl FaultStats {
+    /// Random faults injected (not counting `501`s to conditional writes or refusals when down).
     pub fn faults(&self) -> u64 {
         self.error_500 + self.slow_down_503 + self.stalls + self.drops
+    }
+
+    fn count(&mut self, fault: Fault, read: bool) {
+        self.requests += 1;
+        match fault {
+            Fault::Pass => self.passed += 1,
+            Fault::Error500 => self.error_500 += 1,
+            Fault::SlowDown503 => self.slow_down_503 += 1,
+            Fault::Stall => self.stalls += 1,
+            Fault::DropResponse => self.drops += 1,
+            Fault::RejectConditional => self.rejected_conditional += 1,
+        }
+        if read && !matches!(fault, Fault::Pass | Fault::RejectConditional) {
+            self.read_faults += 1;
+        }
     }
 }
 
@@ -114,7 +159,11 @@ impl FaultStats {
 pub enum Upstream {
     Plain(SocketAddr),
     /// TLS to `addr`, trusting the PEM certificates of a CA file, checking `server_name`.
-    Tls { addr: SocketAddr, server_name: String, connector: tokio_rustls::TlsConnector },
+    Tls {
+        addr: SocketAddr,
+        server_name: String,
+        connector: tokio_rustls::TlsConnector,
+    },
 }
 
 impl std::fmt::Debug for Upstream {
@@ -156,7 +205,9 @@ impl Upstream {
             bail!("endpoint {endpoint}: expected http:// or https://");
         };
         let hostport = rest.split('/').next().unwrap_or(rest);
-        let addr: SocketAddr = hostport.parse().with_context(|| format!("endpoint {endpoint}: expected IP:PORT"))?;
+        let addr: SocketAddr = hostport
+            .parse()
+            .with_context(|| format!("endpoint {endpoint}: expected IP:PORT"))?;
         if tls {
             Upstream::tls(addr, ca_file.context("an https endpoint needs a CA file")?)
         } else {
@@ -177,11 +228,16 @@ impl Upstream {
         tcp.set_nodelay(true)?;
         match self {
             Upstream::Plain(_) => Ok(Box::new(tcp)),
-            Upstream::Tls { server_name, connector, .. } => {
+            Upstream::Tls {
+                server_name,
+                connector,
+                ..
+            } => {
                 let name = rustls::pki_types::ServerName::try_from(server_name.clone())?;
-                let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
-                    .await
-                    .context("TLS handshake with the server timed out")??;
+                let tls =
+                    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+                        .await
+                        .context("TLS handshake with the server timed out")??;
                 Ok(Box::new(tls))
             }
         }
@@ -199,18 +255,26 @@ struct State {
     down_trigger: Mutex<Option<String>>,
     counter: AtomicU64,
     stats: Mutex<FaultStats>,
+    /// The phase the test named last ([`FaultProxy::set_phase`]) and the counts per phase.
+    phase: Mutex<String>,
+    per_phase: Mutex<BTreeMap<String, FaultStats>>,
 }
 
 impl State {
-    fn stat(&self, f: impl FnOnce(&mut FaultStats)) {
+    /// Applies `f` to the overall counts and to the current phase's.
+    fn stat(&self, f: impl Fn(&mut FaultStats)) {
         f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+        let phase = self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut per = self.per_phase.lock().unwrap_or_else(|e| e.into_inner());
+        f(per.entry(phase).or_default());
     }
 
     /// Deterministic per request number: the n-th request gets the same fault on every run.
     fn choose(&self) -> Fault {
         let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        let r = (splitmix64(plan.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 11) as f64 / (1u64 << 53) as f64;
+        let r = (splitmix64(plan.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 11) as f64
+            / (1u64 << 53) as f64;
         let mut edge = plan.error_500;
         if r < edge {
             return Fault::Error500;
@@ -247,7 +311,11 @@ pub struct FaultProxy {
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FaultProxy(http://{} -> {:?})", self.addr, self.state.upstream)
+        write!(
+            f,
+            "FaultProxy(http://{} -> {:?})",
+            self.addr, self.state.upstream
+        )
     }
 }
 
@@ -256,12 +324,17 @@ impl FaultProxy {
     /// loopback too). Must be called inside a tokio runtime.
     pub async fn start(upstream: Upstream, plan: FaultPlan) -> Result<FaultProxy> {
         if !upstream.addr().ip().is_loopback() {
-            bail!("the fault proxy only forwards to loopback, not {}", upstream.addr());
+            bail!(
+                "the fault proxy only forwards to loopback, not {}",
+                upstream.addr()
+            );
         }
         if plan.total() > 1.0 + 1e-9 {
             bail!("fault probabilities sum to {} > 1", plan.total());
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await.context("bind 127.0.0.1:0")?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             upstream,
@@ -270,13 +343,17 @@ impl FaultProxy {
             down_trigger: Mutex::new(None),
             counter: AtomicU64::new(0),
             stats: Mutex::new(FaultStats::default()),
+            phase: Mutex::new(String::new()),
+            per_phase: Mutex::new(BTreeMap::new()),
         });
         let st = state.clone();
         let accept = tokio::spawn(async move {
             // Dropping this set (when the accept task is aborted) aborts every connection task.
             let mut conns = tokio::task::JoinSet::new();
             for _ in 0..MAX_CONNECTIONS {
-                let Ok((sock, _)) = listener.accept().await else { break };
+                let Ok((sock, _)) = listener.accept().await else {
+                    break;
+                };
                 while conns.try_join_next().is_some() {}
                 if st.down.load(Ordering::SeqCst) {
                     st.stat(|s| s.refused += 1);
@@ -289,7 +366,11 @@ impl FaultProxy {
                 });
             }
         });
-        Ok(FaultProxy { addr, state, accept })
+        Ok(FaultProxy {
+            addr,
+            state,
+            accept,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, for `[repository] endpoint` (with `allow_http = true`).
@@ -318,11 +399,36 @@ impl FaultProxy {
     /// Goes down for good as soon as a request's target contains `needle` (that request is
     /// already not answered).
     pub fn down_when_path_contains(&self, needle: &str) {
-        *self.state.down_trigger.lock().unwrap_or_else(|e| e.into_inner()) = Some(needle.to_string());
+        *self
+            .state
+            .down_trigger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(needle.to_string());
     }
 
+    /// Counts over the proxy's whole life.
     pub fn stats(&self) -> FaultStats {
-        self.state.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Names the phase the following requests belong to (the first phase is `""`).
+    pub fn set_phase(&self, phase: &str) {
+        *self.state.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase.to_string();
+    }
+
+    /// Counts of the requests made while `phase` was the current phase.
+    pub fn phase_stats(&self, phase: &str) -> FaultStats {
+        self.state
+            .per_phase
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(phase)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -343,6 +449,8 @@ struct Head {
     content_length: Option<u64>,
     chunked: bool,
     close: bool,
+    /// A conditional write (`If-None-Match` present).
+    if_none_match: bool,
 }
 
 /// Reads a head (start line + headers) up to the empty line. `Ok(None)` on a clean EOF before
@@ -362,7 +470,9 @@ async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R, request: bool) -> Resu
         if raw.len() > MAX_HEAD {
             bail!("message head longer than {MAX_HEAD} bytes");
         }
-        let line = String::from_utf8_lossy(&raw[before..]).trim_end_matches(['\r', '\n']).to_string();
+        let line = String::from_utf8_lossy(&raw[before..])
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
         if line.is_empty() {
             if lines.is_empty() {
                 // Tolerate stray empty lines between messages.
@@ -376,19 +486,39 @@ async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R, request: bool) -> Resu
     let start = &lines[0];
     let mut parts = start.split_whitespace();
     let (method, target, status) = if request {
-        (parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or_default().to_string(), 0)
+        (
+            parts.next().unwrap_or_default().to_string(),
+            parts.next().unwrap_or_default().to_string(),
+            0,
+        )
     } else {
         let _version = parts.next();
-        (String::new(), String::new(), parts.next().and_then(|s| s.parse().ok()).unwrap_or(0))
+        (
+            String::new(),
+            String::new(),
+            parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        )
     };
-    let mut head = Head { raw, method, target, status, content_length: None, chunked: false, close: false };
+    let mut head = Head {
+        raw,
+        method,
+        target,
+        status,
+        content_length: None,
+        chunked: false,
+        close: false,
+        if_none_match: false,
+    };
     for l in &lines[1..] {
-        let Some((k, v)) = l.split_once(':') else { continue };
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
         match k.as_str() {
             "content-length" => head.content_length = v.parse().ok(),
             "transfer-encoding" => head.chunked = v.to_ascii_lowercase().contains("chunked"),
             "connection" => head.close = v.eq_ignore_ascii_case("close"),
+            "if-none-match" => head.if_none_match = true,
             _ => {}
         }
     }
@@ -407,7 +537,8 @@ async fn read_body<R: AsyncBufReadExt + Unpin>(r: &mut R, head: &Head) -> Result
             body.extend_from_slice(&line);
             let text = String::from_utf8_lossy(&line);
             let size_hex = text.trim().split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size_hex, 16).with_context(|| format!("bad chunk size line {text:?}"))?;
+            let size = u64::from_str_radix(size_hex, 16)
+                .with_context(|| format!("bad chunk size line {text:?}"))?;
             if size == 0 {
                 // Trailers up to the empty line.
                 for _ in 0..1000 {
@@ -476,7 +607,11 @@ async fn serve(client: TcpStream, st: Arc<State>) -> Result<()> {
             st.stat(|s| s.refused += 1);
             return Ok(());
         }
-        let keep = tokio::time::timeout(REQUEST_DEADLINE, one_request(&head, &mut cr, &mut cw, &mut up, &st)).await;
+        let keep = tokio::time::timeout(
+            REQUEST_DEADLINE,
+            one_request(&head, &mut cr, &mut cw, &mut up, &st),
+        )
+        .await;
         match keep {
             Ok(Ok(true)) => {}
             _ => return Ok(()),
@@ -494,29 +629,64 @@ async fn one_request(
     st: &State,
 ) -> Result<bool> {
     let body = read_body(cr, head).await?;
-    let fault = st.choose();
-    st.stat(|s| {
-        s.requests += 1;
-        match fault {
-            Fault::Pass => s.passed += 1,
-            Fault::Error500 => s.error_500 += 1,
-            Fault::SlowDown503 => s.slow_down_503 += 1,
-            Fault::Stall => s.stalls += 1,
-            Fault::DropResponse => s.drops += 1,
-        }
-    });
+    let reject = head.if_none_match
+        && st
+            .plan
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reject_conditional;
+    let fault = if reject {
+        Fault::RejectConditional
+    } else {
+        st.choose()
+    };
+    let read = head.method.eq_ignore_ascii_case("GET") || head.method.eq_ignore_ascii_case("HEAD");
+    st.stat(|s| s.count(fault, read));
     match fault {
+        Fault::RejectConditional => {
+            cw.write_all(&error_response(
+                "501 Not Implemented",
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented.",
+            ))
+            .await?;
+            return Ok(false);
+        }
         Fault::Error500 => {
-            cw.write_all(&error_response("500 Internal Server Error", "InternalError", "We encountered an internal error. Please try again.")).await?;
+            cw.write_all(&error_response(
+                "500 Internal Server Error",
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            ))
+            .await?;
             return Ok(false);
         }
         Fault::SlowDown503 => {
-            cw.write_all(&error_response("503 Slow Down", "SlowDown", "Please reduce your request rate.")).await?;
+            cw.write_all(&error_response(
+                "503 Slow Down",
+                "SlowDown",
+                "Please reduce your request rate.",
+            ))
+            .await?;
             return Ok(false);
         }
         Fault::Stall => {
-            let d = st.plan.lock().unwrap_or_else(|e| e.into_inner()).stall_for.min(Duration::from_secs(120));
-            tokio::time::sleep(d).await;
+            let d = st
+                .plan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stall_for
+                .min(Duration::from_secs(120));
+            // Nothing more is expected from the client: a read returns only when it closes.
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                r = cr.read(&mut probe) => {
+                    if matches!(r, Ok(0) | Err(_)) {
+                        st.stat(|s| s.stalls_client_gave_up += 1);
+                    }
+                }
+            }
             return Ok(false);
         }
         Fault::Pass | Fault::DropResponse => {}
@@ -525,12 +695,19 @@ async fn one_request(
     if up.is_none() {
         *up = Some(BufReader::new(st.upstream.connect().await?));
     }
-    let Some(u) = up.as_mut() else { bail!("no server connection") };
+    let Some(u) = up.as_mut() else {
+        bail!("no server connection")
+    };
     u.get_mut().write_all(&head.raw).await?;
     u.get_mut().write_all(&body).await?;
     u.get_mut().flush().await?;
-    let Some(resp) = read_head(u, false).await? else { bail!("the server closed the connection without answering") };
-    let no_body = head.method.eq_ignore_ascii_case("HEAD") || resp.status == 204 || resp.status == 304 || (100..200).contains(&resp.status);
+    let Some(resp) = read_head(u, false).await? else {
+        bail!("the server closed the connection without answering")
+    };
+    let no_body = head.method.eq_ignore_ascii_case("HEAD")
+        || resp.status == 204
+        || resp.status == 304
+        || (100..200).contains(&resp.status);
     if fault == Fault::DropResponse {
         // Half of the answer, then nothing: the client sees the connection die mid-response.
         match resp.content_length {
@@ -569,135 +746,5 @@ async fn one_request(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tiny HTTP/1.1 server: answers every request with its method, target and body length.
-    async fn echo_server() -> Result<(SocketAddr, JoinHandle<()>)> {
-        let l = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = l.local_addr()?;
-        let h = tokio::spawn(async move {
-            for _ in 0..1000 {
-                let Ok((s, _)) = l.accept().await else { break };
-                tokio::spawn(async move {
-                    let (r, mut w) = s.into_split();
-                    let mut r = BufReader::new(r);
-                    for _ in 0..1000 {
-                        let Ok(Some(head)) = read_head(&mut r, true).await else { break };
-                        let Ok(body) = read_body(&mut r, &head).await else { break };
-                        let text = format!("{} {} {}", head.method, head.target, body.len());
-                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
-                        if w.write_all(resp.as_bytes()).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        Ok((addr, h))
-    }
-
-    /// Sends one request on a new connection; returns the raw response (until close or timeout).
-    async fn request(addr: SocketAddr, req: &str) -> Result<(String, Duration)> {
-        let started = std::time::Instant::now();
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(req.as_bytes()).await?;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => {
-                    out.extend_from_slice(&buf[..n]);
-                    // The echo server keeps the connection: stop at a complete response.
-                    let text = String::from_utf8_lossy(&out);
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
-                            .and_then(|v| v.parse::<usize>().ok());
-                        if len.is_some_and(|n| body.len() >= n) {
-                            break;
-                        }
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        Ok((String::from_utf8_lossy(&out).into_owned(), started.elapsed()))
-    }
-
-    const PUT: &str = "PUT /bucket/key HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
-    const CHUNKED: &str = "PUT /bucket/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\n\r\n";
-
-    #[tokio::test]
-    async fn forwards_and_injects_each_fault() -> Result<()> {
-        let (server, _h) = echo_server().await?;
-        let proxy = FaultProxy::start(Upstream::Plain(server), FaultPlan::none()).await?;
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("PUT /bucket/key 5"), "{r}");
-        let (r, _) = request(proxy.addr(), CHUNKED).await?;
-        // The chunked body is forwarded with its framing: 3 + 4 bytes of data, 28 bytes raw.
-        assert!(r.starts_with("HTTP/1.1 200") && r.contains("PUT /bucket/chunked"), "{r}");
-
-        proxy.set_plan(FaultPlan { error_500: 1.0, ..FaultPlan::none() });
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 500") && r.contains("<Code>InternalError</Code>"), "{r}");
-
-        proxy.set_plan(FaultPlan { slow_down_503: 1.0, ..FaultPlan::none() });
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 503") && r.contains("<Code>SlowDown</Code>"), "{r}");
-
-        proxy.set_plan(FaultPlan { stall: 1.0, stall_for: Duration::from_millis(700), ..FaultPlan::none() });
-        let (r, took) = request(proxy.addr(), PUT).await?;
-        assert!(r.is_empty() && took >= Duration::from_millis(650), "a stall answers nothing: {r:?} after {took:?}");
-
-        proxy.set_plan(FaultPlan { drop_response: 1.0, ..FaultPlan::none() });
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 200") && !r.ends_with("PUT /bucket/key 5"), "cut mid-response: {r:?}");
-
-        let s = proxy.stats();
-        assert_eq!((s.requests, s.passed, s.error_500, s.slow_down_503, s.stalls, s.drops), (6, 2, 1, 1, 1, 1), "{s:?}");
-
-        proxy.set_plan(FaultPlan::none());
-        proxy.set_down(true);
-        let (r, took) = request(proxy.addr(), PUT).await?;
-        assert!(r.is_empty() && took < Duration::from_secs(2), "down: closed at once: {r:?}");
-        proxy.set_down(false);
-        proxy.down_when_path_contains("/bundles/");
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-        let (r, _) = request(proxy.addr(), "GET /bucket/backups/x/bundles/000000 HTTP/1.1\r\nHost: x\r\n\r\n").await?;
-        assert!(r.is_empty() && proxy.is_down(), "the trigger takes the store down: {r:?}");
-        let (r, _) = request(proxy.addr(), PUT).await?;
-        assert!(r.is_empty(), "and it stays down: {r:?}");
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn faults_are_deterministic_and_near_the_rate() -> Result<()> {
-        let (server, _h) = echo_server().await?;
-        let plan = FaultPlan::mixed(42, 0.25, Duration::from_millis(1));
-        let a = FaultProxy::start(Upstream::Plain(server), plan.clone()).await?;
-        let b = FaultProxy::start(Upstream::Plain(server), plan).await?;
-        let sa: Vec<Fault> = (0..2000).map(|_| a.state.choose()).collect();
-        let sb: Vec<Fault> = (0..2000).map(|_| b.state.choose()).collect();
-        assert_eq!(sa, sb, "same seed, same faults");
-        let faulted = sa.iter().filter(|f| **f != Fault::Pass).count();
-        assert!((400..600).contains(&faulted), "about 25% faulted: {faulted}/2000");
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn stops_on_drop_and_refuses_other_hosts() -> Result<()> {
-        let (server, _h) = echo_server().await?;
-        let proxy = FaultProxy::start(Upstream::Plain(server), FaultPlan::none()).await?;
-        let addr = proxy.addr();
-        drop(proxy);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(TcpStream::connect(addr).await.is_err(), "the listener is gone");
-        let far: SocketAddr = "192.0.2.1:80".parse()?;
-        assert!(FaultProxy::start(Upstream::Plain(far), FaultPlan::none()).await.is_err(), "loopback only");
-        Ok(())
-    }
-}
+#[path = "faultproxy_tests.rs"]
+mod tests;

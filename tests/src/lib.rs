@@ -18,13 +18,16 @@
 //! - [`bins`]: locating and running the workspace's own binaries.
 //! - [`objstore`]: S3 (SeaweedFS), GCS (fake-gcs-server) and Azure (Azurite) servers on loopback
 //!   ([`ObjStore`]); [`Vault::with_store`] points a vault at one.
+//! - [`peakmem`]: a program's peak memory, measured from outside (GNU time's `%M`).
 //! - [`tls`]: test certificates (CA, server, wrong CA) and clusters with `ssl = on` ([`TlsCluster`]).
 //!
 //! Environment variables the harness reads:
-//! - `CI`: when set, a missing PostgreSQL version is a panic instead of a skip.
+//! - `CI`: when set to anything non-empty, a missing dependency (a PostgreSQL version, an
+//!   object-store emulator, amcheck) is a panic instead of a skip ([`missing_dependency`]), and
+//!   `PGVAULT_TEST_PG_VERSIONS` is ignored. The one named exception: [`AMCHECK_EXCEPTIONS`].
 //! - `PGVAULT_PG15_BIN`, `PGVAULT_PG16_BIN`, `PGVAULT_PG18_BIN`: bin directories (otherwise
 //!   `.deps/env.sh`, then the known locations).
-//! - `PGVAULT_TEST_PG_VERSIONS`: e.g. `15,18` to test only those majors.
+//! - `PGVAULT_TEST_PG_VERSIONS`: e.g. `15,18` to test only those majors (outside CI only).
 //! - `PGVAULT_KEEP_TEST_DIRS`: keep temp dirs (data directories, logs, repositories) for
 //!   post-mortem; their paths are printed.
 //! - `PGVAULT_TEST_TMPDIR`: where temp dirs go (default `/tmp`; must be traversable by
@@ -38,6 +41,7 @@ pub mod fsutil;
 pub mod gcs_adapter;
 pub mod install;
 pub mod objstore;
+pub mod peakmem;
 pub mod process;
 pub mod tls;
 pub mod vault;
@@ -49,18 +53,23 @@ pub use fsutil::{
     test_tmp_base, write_postgres_file, TempRepoDir,
 };
 pub use install::{
-    azurite_bin, deps_env, fake_gcs_bin, in_ci, install_under_test, pg_versions_under_test,
-    weed_bin, workspace_root, PgInstall, SUPPORTED_MAJORS,
+    azurite_bin, deps_env, fake_gcs_bin, in_ci, install_under_test, missing_dependency,
+    pg_versions_under_test, version_selected, weed_bin, workspace_root, PgInstall,
+    AMCHECK_EXCEPTIONS, SUPPORTED_MAJORS,
 };
 pub use objstore::{ObjStore, StoreKind};
-pub use vault::{archiving_cluster, Vault};
-pub use tls::{TestCerts, TlsCluster};
 pub use process::{postgres_command, run_as_postgres, run_with_timeout, CmdOutput, POSTGRES_USER};
+pub use tls::{TestCerts, TlsCluster};
+pub use vault::{archiving_cluster, wal_key, Vault};
 
 /// Generates one `#[tokio::test]` per supported PostgreSQL major (`mod $name { pg15, pg16,
 /// pg18 }`), each calling `async fn $body(install: PgInstall)` when that version is under test
 /// (see [`install_under_test`]: skipped with a notice locally, a panic in CI when missing).
 /// One test per version keeps failures precise and lets the versions run in parallel.
+///
+/// Use it only for what depends on PostgreSQL's behaviour (recovery targets, timelines, the
+/// replication protocol, standby and archive mode); a test of pgvault's own logic runs on one
+/// version (`install_under_test(15)`), so the suite stays within CI's time.
 ///
 /// ```ignore
 /// pgvault_tests::per_pg_version!(backup_roundtrip, backup_roundtrip_test);

@@ -29,7 +29,7 @@ use pgvault_core::storage::Storage;
 use crate::cluster::{free_port, tail_file};
 use crate::fsutil::{write_postgres_file, TempRepoDir};
 use crate::gcs_adapter::GcsAdapter;
-use crate::install::{azurite_bin, fake_gcs_bin, in_ci, weed_bin};
+use crate::install::{azurite_bin, fake_gcs_bin, missing_dependency, weed_bin};
 
 /// The bucket (container) every emulator is started with.
 pub const BUCKET: &str = "pgvault";
@@ -37,8 +37,10 @@ const S3_KEY_ID: &str = "pgvaulttestkey";
 const S3_SECRET: &str = "pgvaulttestsecret";
 /// Azurite's well-known development account and key.
 const AZ_ACCOUNT: &str = "devstoreaccount1";
-const AZ_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const AZ_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+/// Node loads Azurite in about a minute on a loaded 2-core machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Which server (and, for S3, which certificate set-up).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,14 +73,16 @@ impl StoreKind {
         }
     }
 
-    /// Whether the server is installed. Missing: `None` with a notice (a panic in CI).
+    /// Whether the server is installed. Missing: `false` with a `SKIP:` notice, and a panic in
+    /// CI ([`missing_dependency`]).
     pub fn available(self) -> bool {
-        let ok = self.binary().is_some_and(|p| p.exists()) && (self != StoreKind::Azure || which("node"));
+        let ok = self.binary().is_some_and(|p| p.exists())
+            && (self != StoreKind::Azure || which("node"));
         if !ok {
-            if in_ci() {
-                panic!("{} emulator not installed: run scripts/install-test-deps.sh", self.name());
-            }
-            eprintln!("skipping: {} emulator not installed (run scripts/install-test-deps.sh)", self.name());
+            missing_dependency(
+                &format!("the {} emulator", self.name()),
+                "run scripts/install-test-deps.sh (Azurite also needs `node` on PATH)",
+            );
         }
         ok
     }
@@ -103,12 +107,48 @@ pub struct ObjStore {
     template: RepositoryConfig,
 }
 
+/// Start attempts when a port turned out to be taken (another process bound it between
+/// [`free_port`] and the server's own bind).
+const START_ATTEMPTS: usize = 4;
+
+/// Whether a failed start-up was a port conflict (the message carries the server's log tail).
+fn port_was_taken(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "address already in use",
+        "eaddrinuse",
+        "failed to listen",
+        "bind: ",
+    ]
+    .iter()
+    .any(|n| m.contains(n))
+}
+
 impl ObjStore {
-    /// Starts a server of `kind` and waits until it serves the bucket.
+    /// Starts a server of `kind` and waits until it serves the bucket. Ports are picked free just
+    /// before the start; when one was taken meanwhile (the server's log says so), the server is
+    /// started again on other ports, up to [`START_ATTEMPTS`] times.
     pub async fn start(kind: StoreKind) -> Result<ObjStore> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(kind).await {
+                Ok(store) => return Ok(store),
+                Err(e) if attempt < START_ATTEMPTS && port_was_taken(&format!("{e:#}")) => {
+                    eprintln!("{}: a port was taken during start-up (attempt {attempt}); retrying on others", kind.name());
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One start on freshly picked ports, in a fresh directory.
+    async fn start_once(kind: StoreKind) -> Result<ObjStore> {
         let dir = TempRepoDir::with_prefix("pgvault-objstore-")?;
         let log = dir.join("server.log");
-        let bin = kind.binary().with_context(|| format!("{} emulator not installed", kind.name()))?;
+        let bin = kind
+            .binary()
+            .with_context(|| format!("{} emulator not installed", kind.name()))?;
         let mut template = RepositoryConfig::for_url(String::new());
         template.request_timeout = 30;
         template.connect_timeout = 5;
@@ -121,19 +161,37 @@ impl ObjStore {
                 let (cert, key, ca) = make_certs(&dir, kind == StoreKind::S3PrivateCa)?;
                 let https = free_port()?;
                 cmd = Command::new(bin);
-                cmd.env("AWS_ACCESS_KEY_ID", S3_KEY_ID).env("AWS_SECRET_ACCESS_KEY", S3_SECRET);
+                cmd.env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+                    .env("AWS_SECRET_ACCESS_KEY", S3_SECRET);
                 cmd.arg("mini")
                     .arg(format!("-dir={}", dir.subdir("data")?.display()))
-                    .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false"])
+                    .args([
+                        "-ip=127.0.0.1",
+                        "-ip.bind=127.0.0.1",
+                        "-master.telemetry=false",
+                    ])
                     .arg(format!("-bucket={BUCKET}"))
-                    .args(["-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+                    .args([
+                        "-webdav=false",
+                        "-admin.ui=false",
+                        "-s3.port.iceberg=0",
+                        "-s3.port.lance=0",
+                    ])
                     .args(["-master.volumeSizeLimitMB=64", "-volume.max=0"])
                     .arg(format!("-s3.port.https={https}"))
                     .arg(format!("-s3.cert.file={}", cert.display()))
                     .arg(format!("-s3.key.file={}", key.display()));
                 for flag in [
-                    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-                    "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+                    "master.port",
+                    "master.port.grpc",
+                    "volume.port",
+                    "volume.port.grpc",
+                    "filer.port",
+                    "filer.port.grpc",
+                    "s3.port",
+                    "s3.port.grpc",
+                    "admin.port",
+                    "admin.port.grpc",
                 ] {
                     cmd.arg(format!("-{flag}={}", free_port()?));
                 }
@@ -148,15 +206,24 @@ impl ObjStore {
                 let data = dir.subdir("data")?;
                 std::fs::create_dir_all(data.join(BUCKET))?;
                 cmd = Command::new(bin);
-                cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-backend", "memory", "-log-level", "warn"])
-                    .arg("-port")
-                    .arg(port.to_string())
-                    .arg("-public-host")
-                    .arg(format!("127.0.0.1:{port}"))
-                    .arg("-external-url")
-                    .arg(format!("http://127.0.0.1:{port}"))
-                    .arg("-data")
-                    .arg(&data);
+                cmd.args([
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-backend",
+                    "memory",
+                    "-log-level",
+                    "warn",
+                ])
+                .arg("-port")
+                .arg(port.to_string())
+                .arg("-public-host")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("-external-url")
+                .arg(format!("http://127.0.0.1:{port}"))
+                .arg("-data")
+                .arg(&data);
                 // pgvault talks to the adapter, the adapter to the server.
                 let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
                 let adapter = GcsAdapter::start(upstream, &dir.join("gcs-adapter"))?;
@@ -192,8 +259,17 @@ impl ObjStore {
             .stdout(logf.try_clone()?)
             .stderr(logf)
             .process_group(0);
-        let child = cmd.spawn().with_context(|| format!("cannot start the {} emulator: {cmd:?}", kind.name()))?;
-        let mut store = ObjStore { kind, dir, child: Some(child), gcs_adapter, log, template };
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start the {} emulator: {cmd:?}", kind.name()))?;
+        let mut store = ObjStore {
+            kind,
+            dir,
+            child: Some(child),
+            gcs_adapter,
+            log,
+            template,
+        };
         store.wait_ready().await?;
         Ok(store)
     }
@@ -204,10 +280,18 @@ impl ObjStore {
         if !kind.available() {
             return None;
         }
-        let store = ObjStore::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"));
-        let s = store.storage("write-check").unwrap_or_else(|e| panic!("{e:#}"));
+        let store = ObjStore::start(kind)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let s = store
+            .storage("write-check")
+            .unwrap_or_else(|e| panic!("{e:#}"));
         if let Err(e) = s.put("write-check", bytes::Bytes::from_static(b"ok")).await {
-            panic!("{}: cannot write a test object through object_store: {e}\nserver log tail:\n{}", kind.name(), store.log_tail());
+            panic!(
+                "{}: cannot write a test object through object_store: {e}\nserver log tail:\n{}",
+                kind.name(),
+                store.log_tail()
+            );
         }
         Some(store)
     }
@@ -231,10 +315,16 @@ impl ObjStore {
         let storage = self.storage("ready-check")?;
         loop {
             if let Some(status) = self.exited() {
-                bail!("the {} emulator exited ({status}) during start-up; log tail:\n{}", self.kind.name(), self.log_tail());
+                bail!(
+                    "the {} emulator exited ({status}) during start-up; log tail:\n{}",
+                    self.kind.name(),
+                    self.log_tail()
+                );
             }
             if self.kind == StoreKind::Azure && !created {
-                created = azure_create_container(self.template.endpoint.as_deref().unwrap_or_default()).unwrap_or(false);
+                created =
+                    azure_create_container(self.template.endpoint.as_deref().unwrap_or_default())
+                        .unwrap_or(false);
             }
             let last = match storage.list("").await {
                 Ok(_) => return Ok(()),
@@ -285,8 +375,18 @@ impl ObjStore {
         opt(&mut t, "secret_access_key", &c.secret_access_key);
         opt(&mut t, "account", &c.account);
         opt(&mut t, "access_key", &c.access_key);
-        opt(&mut t, "ca_file", &c.ca_file.as_ref().map(|p| p.display().to_string()));
-        opt(&mut t, "service_account_file", &c.service_account_file.as_ref().map(|p| p.display().to_string()));
+        opt(
+            &mut t,
+            "ca_file",
+            &c.ca_file.as_ref().map(|p| p.display().to_string()),
+        );
+        opt(
+            &mut t,
+            "service_account_file",
+            &c.service_account_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        );
         if c.allow_http {
             t.push_str("allow_http = true\n");
         }
@@ -324,7 +424,11 @@ fn openssl(args: &[&str], dir: &Path) -> Result<()> {
         .output()
         .context("cannot run openssl (install it)")?;
     if !out.status.success() {
-        bail!("openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "openssl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -334,21 +438,94 @@ fn make_certs(dir: &TempRepoDir, private_ca: bool) -> Result<(PathBuf, PathBuf, 
     let d = dir.subdir("tls")?;
     let san = "subjectAltName=IP:127.0.0.1,DNS:localhost";
     if private_ca {
-        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=pgvault test CA"], &d)?;
-        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "s3.key", "-out", "s3.csr", "-subj", "/CN=127.0.0.1"], &d)?;
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=pgvault test CA",
+            ],
+            &d,
+        )?;
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "s3.key",
+                "-out",
+                "s3.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            &d,
+        )?;
         std::fs::write(
             d.join("ext.cnf"),
             format!("{san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"),
         )?;
-        openssl(&["x509", "-req", "-in", "s3.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "s3.crt", "-days", "2", "-extfile", "ext.cnf"], &d)?;
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "s3.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "s3.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+            &d,
+        )?;
     } else {
-        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "s3.key", "-out", "s3.crt", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", san], &d)?;
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "s3.key",
+                "-out",
+                "s3.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                san,
+            ],
+            &d,
+        )?;
     }
     for f in std::fs::read_dir(&d)? {
         let p = f?.path();
         crate::fsutil::chown_to_postgres(&p)?;
     }
-    let ca = if private_ca { d.join("ca.crt") } else { d.join("s3.crt") };
+    let ca = if private_ca {
+        d.join("ca.crt")
+    } else {
+        d.join("s3.crt")
+    };
     Ok((d.join("s3.crt"), d.join("s3.key"), ca))
 }
 
@@ -357,10 +534,13 @@ fn make_certs(dir: &TempRepoDir, private_ca: bool) -> Result<(PathBuf, PathBuf, 
 fn azure_create_container(endpoint: &str) -> Result<bool> {
     let rest = endpoint.strip_prefix("http://").context("http endpoint")?;
     let (host, path) = rest.split_once('/').context("endpoint path")?;
-    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let date = chrono::Utc::now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
     let version = "2021-08-06";
     let resource = format!("/{AZ_ACCOUNT}/{path}/{BUCKET}\nrestype:container");
-    let sts = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
+    let sts =
+        format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &base64_decode(AZ_KEY));
     let sig = base64_encode(ring::hmac::sign(&key, sts.as_bytes()).as_ref());
     let req = format!(
@@ -381,7 +561,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64_encode(data: &[u8]) -> String {
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -411,6 +595,19 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn port_conflicts_are_recognised() {
+        assert!(super::port_was_taken(
+            "listen tcp 127.0.0.1:9333: bind: address already in use"
+        ));
+        assert!(super::port_was_taken(
+            "Error: listen EADDRINUSE: address already in use 127.0.0.1:10000"
+        ));
+        assert!(!super::port_was_taken(
+            "the s3 emulator did not become ready: 403 Forbidden"
+        ));
+    }
+
     #[test]
     fn base64_roundtrip() {
         for s in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {

@@ -8,10 +8,20 @@ mod common;
 use pgvault_tests::{install_under_test, ObjStore, StoreKind, Vault};
 
 async fn pitr_on(kind: StoreKind) {
-    let Some(install) = install_under_test(15) else { return };
-    let Some(store) = ObjStore::for_test(kind).await else { return };
+    let Some(install) = install_under_test(15) else {
+        return;
+    };
+    let Some(store) = ObjStore::for_test(kind).await else {
+        return;
+    };
     let run = async { common::pitr_scenario(install, Vault::with_store(&store)?).await };
-    run.await.unwrap_or_else(|e: anyhow::Error| panic!("{}: {e:#}\nstore log tail:\n{}", kind.name(), store.log_tail()));
+    run.await.unwrap_or_else(|e: anyhow::Error| {
+        panic!(
+            "{}: {e:#}\nstore log tail:\n{}",
+            kind.name(),
+            store.log_tail()
+        )
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

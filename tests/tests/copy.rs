@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pgvault_tests::{archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault};
+use pgvault_core::repository::layout;
+use pgvault_tests::{
+    archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault,
+};
 
 fn pg15() -> Option<PgInstall> {
     install_under_test(15)
@@ -18,8 +21,17 @@ fn pg15() -> Option<PgInstall> {
 /// Rows per phase, as "a:n b:n".
 async fn phases(c: &PgCluster) -> Result<String> {
     let client = c.client().await?;
-    let rows = client.query("SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase", &[]).await?;
-    Ok(rows.iter().map(|r| format!("{}:{}", r.get::<_, String>(0), r.get::<_, i64>(1))).collect::<Vec<_>>().join(" "))
+    let rows = client
+        .query(
+            "SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("{}:{}", r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect::<Vec<_>>()
+        .join(" "))
 }
 
 fn backup_ids(v: &Vault) -> Result<Vec<String>> {
@@ -33,7 +45,11 @@ fn backup_ids(v: &Vault) -> Result<Vec<String>> {
 }
 
 fn copy_to(source: &Vault, target: &Vault, extra: &[&str]) -> Result<pgvault_tests::CmdOutput> {
-    let mut args = vec!["copy".to_string(), "--to".to_string(), target.config.display().to_string()];
+    let mut args = vec![
+        "copy".to_string(),
+        "--to".to_string(),
+        target.config.display().to_string(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     source.pgvault(&args)
 }
@@ -57,29 +73,45 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_resume_restore_from_the_copy_and_corruption() {
     let Some(install) = pg15() else { return };
-    copy_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+    copy_inner(install)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn copy_inner(install: PgInstall) -> Result<()> {
     let source = Vault::new()?;
     let primary = archiving_cluster(&install, &source, ClusterOptions::default()).await?;
-    primary.execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)").await?;
-    primary.execute("INSERT INTO t (phase) SELECT 'base' FROM generate_series(1, 1000)").await?;
+    primary
+        .execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)")
+        .await?;
+    primary
+        .execute("INSERT INTO t (phase) SELECT 'base' FROM generate_series(1, 1000)")
+        .await?;
     // Several bundles, so that "one bundle missing" leaves others to reuse.
     let id = {
         let out = source.pgvault(["backup"])?.check()?;
-        out.stdout.split_whitespace().nth(1).context("backup id")?.to_string()
+        out.stdout
+            .split_whitespace()
+            .nth(1)
+            .context("backup id")?
+            .to_string()
     };
-    primary.execute("INSERT INTO t (phase) SELECT 't1' FROM generate_series(1, 100)").await?;
+    primary
+        .execute("INSERT INTO t (phase) SELECT 't1' FROM generate_series(1, 100)")
+        .await?;
     primary.switch_wal().await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let between: String = primary
         .query_scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
         .await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    primary.execute("INSERT INTO t (phase) SELECT 't2' FROM generate_series(1, 100)").await?;
+    primary
+        .execute("INSERT INTO t (phase) SELECT 't2' FROM generate_series(1, 100)")
+        .await?;
     let last = primary.switch_wal().await?;
-    primary.wait_for_archived(&last, Duration::from_secs(60)).await?;
+    primary
+        .wait_for_archived(&last, Duration::from_secs(60))
+        .await?;
 
     // The target: another repository directory, its own config, the same passphrase.
     let dr = Vault::new()?;
@@ -87,57 +119,107 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
 
     // Dry run: lists the backup and the WAL, writes nothing (not even the directory).
     let out = copy_to(&source, &dr, &["--dry-run"])?.check()?;
-    assert!(out.stdout.contains(&format!("would copy backup {id}")), "{out}");
-    assert!(out.stdout.contains("would copy WAL 0000000100000000000000"), "{out}");
-    assert!(out.stdout.contains("dry run: would copy 1 backup(s)"), "{out}");
+    assert!(
+        out.stdout.contains(&format!("would copy backup {id}")),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("would copy WAL 0000000100000000000000"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("dry run: would copy 1 backup(s)"),
+        "{out}"
+    );
     assert!(!dr.repo.exists(), "a dry run creates nothing: {out}");
 
     // The copy.
     let out = copy_to(&source, &dr, &[])?.check()?;
     assert!(out.stdout.contains("copied 1 backup(s)"), "{out}");
-    assert!(out.stdout.contains("already there: 0 backup(s), 0 WAL file(s)"), "{out}");
-    assert_eq!(backup_ids(&dr)?, vec![id.clone()], "the target lists the backup");
+    assert!(
+        out.stdout
+            .contains("already there: 0 backup(s), 0 WAL file(s)"),
+        "{out}"
+    );
+    assert_eq!(
+        backup_ids(&dr)?,
+        vec![id.clone()],
+        "the target lists the backup"
+    );
     assert_eq!(
         std::fs::read(source.repo.join("pgvault.repo"))?,
         std::fs::read(dr.repo.join("pgvault.repo"))?,
         "the descriptor is copied byte for byte"
     );
     let src_wal = source.list()?["wal"]["segments"].clone();
-    assert_eq!(dr.list()?["wal"]["segments"], src_wal, "every WAL segment is in the target");
+    assert_eq!(
+        dr.list()?["wal"]["segments"],
+        src_wal,
+        "every WAL segment is in the target"
+    );
 
     // Again: nothing to do.
     let out = copy_to(&source, &dr, &[])?.check()?;
-    assert!(out.stdout.contains("copied 0 backup(s), 0 WAL file(s)"), "{out}");
+    assert!(
+        out.stdout.contains("copied 0 backup(s), 0 WAL file(s)"),
+        "{out}"
+    );
     assert!(out.stdout.contains("already there: 1 backup(s)"), "{out}");
 
     // An interrupted copy: the catalog and one bundle never made it. Resume, then restore from
     // the target to a time between t1 and t2 (WAL fetched from the target, too).
-    let backup_dir = dr.repo.join("backups").join(&id);
-    std::fs::remove_file(backup_dir.join("catalog"))?;
-    let bundles = files_under(&backup_dir.join("bundles"));
-    let removed = bundles.first().context("no bundles in the target")?.clone();
-    std::fs::remove_file(&removed)?;
-    assert!(backup_ids(&dr)?.is_empty(), "without its catalog the backup does not exist");
+    let backup_dir = dr.repo.join(layout::backup_dir(&id));
+    std::fs::remove_file(dr.repo.join(layout::catalog_key(&id)))?;
+    let removed = dr.repo.join(layout::bundle_key(&id, 0));
+    std::fs::remove_file(&removed).with_context(|| {
+        format!(
+            "no first bundle in the target under {}",
+            backup_dir.display()
+        )
+    })?;
+    assert!(
+        dr.repo.join(layout::manifest_key(&id)).is_file(),
+        "the backup's manifest stays in the target"
+    );
+    assert!(
+        backup_ids(&dr)?.is_empty(),
+        "without its catalog the backup does not exist"
+    );
     let out = copy_to(&source, &dr, &[])?.check()?;
-    assert!(out.stdout.contains("copied 1 backup(s), 0 WAL file(s)"), "{out}");
+    assert!(
+        out.stdout.contains("copied 1 backup(s), 0 WAL file(s)"),
+        "{out}"
+    );
     assert!(removed.exists(), "the missing bundle was copied again");
-    if bundles.len() > 1 || source.repo.join("backups").join(&id).join("backup_manifest").exists() {
-        assert!(out.stdout.contains("object(s) of unfinished backups"), "objects already there were kept: {out}");
-    }
+    // The manifest (at least) was still there: the copy kept it rather than copying it again.
+    assert!(
+        out.stdout.contains("object(s) of unfinished backups"),
+        "objects already there were kept: {out}"
+    );
     let mut c = dr.restore(&install, "from-dr", &["--target-time", &between], false)?;
     c.start()?;
     c.wait_for_recovery_end(Duration::from_secs(180)).await?;
-    assert_eq!(phases(&c).await?, "base:1000 t1:100", "point-in-time restore from the copy");
+    assert_eq!(
+        phases(&c).await?,
+        "base:1000 t1:100",
+        "point-in-time restore from the copy"
+    );
     drop(c);
 
     // A corrupted source bundle: the copy fails naming it, and the target does not get that
     // backup's catalog (it stays invisible there), while the earlier backup is untouched.
-    primary.execute("INSERT INTO t (phase) SELECT 't3' FROM generate_series(1, 100)").await?;
+    primary
+        .execute("INSERT INTO t (phase) SELECT 't3' FROM generate_series(1, 100)")
+        .await?;
     let id2 = {
         let out = source.pgvault(["backup"])?.check()?;
-        out.stdout.split_whitespace().nth(1).context("backup id")?.to_string()
+        out.stdout
+            .split_whitespace()
+            .nth(1)
+            .context("backup id")?
+            .to_string()
     };
-    let victim = files_under(&source.repo.join("backups").join(&id2).join("bundles"))
+    let victim = files_under(&source.repo.join(layout::backup_dir(&id2)).join("bundles"))
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .context("no bundle in the second backup")?;
@@ -146,14 +228,36 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
     bytes[at] ^= 0x40;
     std::fs::write(&victim, bytes)?;
     let out = copy_to(&source, &dr, &[])?;
-    assert!(!out.success(), "a corrupted source object must fail the copy: {out}");
+    assert!(
+        !out.success(),
+        "a corrupted source object must fail the copy: {out}"
+    );
     let rel = victim.strip_prefix(&source.repo)?.display().to_string();
-    assert!(out.stderr.contains(&rel), "the error names the object: {out}");
-    assert!(out.stderr.contains("corrupted") && out.stderr.contains("was not copied"), "and says what happened: {out}");
-    assert!(out.stderr.contains(&format!("backup {id2} was not copied")), "and which backup is missing: {out}");
-    assert!(out.stderr.contains("run `pgvault copy` again"), "and what to do: {out}");
-    assert!(!dr.repo.join("backups").join(&id2).join("catalog").exists(), "no catalog for the damaged backup");
-    assert_eq!(backup_ids(&dr)?, vec![id.clone()], "the target still lists only complete backups");
+    assert!(
+        out.stderr.contains(&rel),
+        "the error names the object: {out}"
+    );
+    assert!(
+        out.stderr.contains("corrupted") && out.stderr.contains("was not copied"),
+        "and says what happened: {out}"
+    );
+    assert!(
+        out.stderr.contains(&format!("backup {id2} was not copied")),
+        "and which backup is missing: {out}"
+    );
+    assert!(
+        out.stderr.contains("run `pgvault copy` again"),
+        "and what to do: {out}"
+    );
+    assert!(
+        !dr.repo.join(layout::catalog_key(&id2)).exists(),
+        "no catalog for the damaged backup"
+    );
+    assert_eq!(
+        backup_ids(&dr)?,
+        vec![id.clone()],
+        "the target still lists only complete backups"
+    );
     Ok(())
 }
 
@@ -168,14 +272,27 @@ async fn copy_refuses_another_clusters_repository_and_itself() {
         let before = files_under(&b.repo);
 
         let out = copy_to(&a, &b, &[])?;
-        assert!(!out.success(), "another cluster's repository must be refused: {out}");
-        assert!(out.stderr.contains("system identifier"), "names the mismatch: {out}");
+        assert!(
+            !out.success(),
+            "another cluster's repository must be refused: {out}"
+        );
+        assert!(
+            out.stderr.contains("system identifier"),
+            "names the mismatch: {out}"
+        );
         assert!(out.stderr.contains("nothing was copied"), "{out}");
-        assert_eq!(files_under(&b.repo), before, "the foreign repository is untouched");
+        assert_eq!(
+            files_under(&b.repo),
+            before,
+            "the foreign repository is untouched"
+        );
 
         // The source as its own target.
         let out = copy_to(&a, &a, &[])?;
-        assert!(!out.success() && out.stderr.contains("same repository"), "{out}");
+        assert!(
+            !out.success() && out.stderr.contains("same repository"),
+            "{out}"
+        );
 
         // A target that is another `init` of the same cluster has another key: refused.
         let c = Vault::new()?;
@@ -187,7 +304,10 @@ async fn copy_refuses_another_clusters_repository_and_itself() {
         if out.success() {
             bail!("a separately initialized repository must be refused: {out}");
         }
-        assert!(out.stderr.contains("another repository of this cluster"), "{out}");
+        assert!(
+            out.stderr.contains("another repository of this cluster"),
+            "{out}"
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await
@@ -204,25 +324,47 @@ async fn copy_local_to_s3_and_restore_from_s3() {
         let store = pgvault_tests::ObjStore::start(pgvault_tests::StoreKind::S3PrivateCa).await?;
         let source = Vault::new()?;
         let primary = archiving_cluster(&install, &source, ClusterOptions::default()).await?;
-        primary.execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)").await?;
-        primary.execute("INSERT INTO t (phase) SELECT 'base' FROM generate_series(1, 1000)").await?;
+        primary
+            .execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)")
+            .await?;
+        primary
+            .execute("INSERT INTO t (phase) SELECT 'base' FROM generate_series(1, 1000)")
+            .await?;
         let id = source.backup(&[])?;
-        primary.execute("INSERT INTO t (phase) SELECT 'after' FROM generate_series(1, 100)").await?;
+        primary
+            .execute("INSERT INTO t (phase) SELECT 'after' FROM generate_series(1, 100)")
+            .await?;
         let last = primary.switch_wal().await?;
-        primary.wait_for_archived(&last, Duration::from_secs(60)).await?;
+        primary
+            .wait_for_archived(&last, Duration::from_secs(60))
+            .await?;
 
         let dr = Vault::with_store(&store)?;
         dr.write_config(&primary, "")?;
         let out = copy_to(&source, &dr, &[])?.check()?;
-        assert!(out.stdout.contains("copied 1 backup(s)") && out.stdout.contains("s3://"), "{out}");
-        assert_eq!(backup_ids(&dr)?, vec![id.clone()], "the S3 copy lists the backup");
+        assert!(
+            out.stdout.contains("copied 1 backup(s)") && out.stdout.contains("s3://"),
+            "{out}"
+        );
+        assert_eq!(
+            backup_ids(&dr)?,
+            vec![id.clone()],
+            "the S3 copy lists the backup"
+        );
         let out = copy_to(&source, &dr, &[])?.check()?;
-        assert!(out.stdout.contains("copied 0 backup(s), 0 WAL file(s)"), "nothing left to copy: {out}");
+        assert!(
+            out.stdout.contains("copied 0 backup(s), 0 WAL file(s)"),
+            "nothing left to copy: {out}"
+        );
 
         let mut c = dr.restore(&install, "from-s3", &[], false)?;
         c.start()?;
         c.wait_for_recovery_end(Duration::from_secs(180)).await?;
-        assert_eq!(phases(&c).await?, "after:100 base:1000", "restore from the S3 copy");
+        assert_eq!(
+            phases(&c).await?,
+            "after:100 base:1000",
+            "restore from the S3 copy"
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await

@@ -21,7 +21,9 @@ async fn pitr(install: PgInstall) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tablespace_without_map() {
-    let Some(install) = install_under_test(15) else { return };
+    let Some(install) = install_under_test(15) else {
+        return;
+    };
     let run = async { common::tablespace_original_location(install, Vault::new()?).await };
     run.await.unwrap_or_else(|e: anyhow::Error| panic!("{e:#}"));
 }

@@ -25,7 +25,10 @@ const RECOVERY: Duration = Duration::from_secs(180);
 async fn phases(c: &PgCluster, table: &str) -> Result<String> {
     let client = c.client().await?;
     let rows = client
-        .query(&format!("SELECT phase, count(*) FROM {table} GROUP BY phase ORDER BY phase"), &[])
+        .query(
+            &format!("SELECT phase, count(*) FROM {table} GROUP BY phase ORDER BY phase"),
+            &[],
+        )
         .await
         .with_context(|| format!("counting {table}"))?;
     Ok(rows
@@ -36,8 +39,14 @@ async fn phases(c: &PgCluster, table: &str) -> Result<String> {
 }
 
 async fn insert_phase(c: &PgCluster, phase: &str) -> Result<()> {
-    c.execute(&format!("INSERT INTO t (phase) SELECT '{phase}' FROM generate_series(1, 100)")).await?;
-    c.execute(&format!("INSERT INTO ts_t (phase) SELECT '{phase}' FROM generate_series(1, 10)")).await
+    c.execute(&format!(
+        "INSERT INTO t (phase) SELECT '{phase}' FROM generate_series(1, 100)"
+    ))
+    .await?;
+    c.execute(&format!(
+        "INSERT INTO ts_t (phase) SELECT '{phase}' FROM generate_series(1, 10)"
+    ))
+    .await
 }
 
 async fn start_restored(mut c: PgCluster) -> Result<PgCluster> {
@@ -51,14 +60,27 @@ async fn start_restored(mut c: PgCluster) -> Result<PgCluster> {
 pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     let primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
     let ts_dir = vault.dir.subdir("tablespace")?;
-    primary.execute(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts_dir.display())).await?;
+    primary
+        .execute(&format!(
+            "CREATE TABLESPACE ts LOCATION '{}'",
+            ts_dir.display()
+        ))
+        .await?;
     primary.execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL, at timestamptz DEFAULT clock_timestamp())").await?;
-    primary.execute("CREATE TABLE ts_t (id serial PRIMARY KEY, phase text NOT NULL) TABLESPACE ts").await?;
-    primary.execute("INSERT INTO t (phase) VALUES ('base')").await?;
+    primary
+        .execute("CREATE TABLE ts_t (id serial PRIMARY KEY, phase text NOT NULL) TABLESPACE ts")
+        .await?;
+    primary
+        .execute("INSERT INTO t (phase) VALUES ('base')")
+        .await?;
 
     let backup_id = vault.backup(&[])?;
     let list = vault.list()?;
-    assert_eq!(list["backups"][0]["id"], backup_id.as_str(), "list shows the backup: {list}");
+    assert_eq!(
+        list["backups"][0]["id"],
+        backup_id.as_str(),
+        "list shows the backup: {list}"
+    );
 
     // T1
     insert_phase(&primary, "t1").await?;
@@ -78,23 +100,50 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     // T3
     insert_phase(&primary, "t3").await?;
     let last = primary.switch_wal().await?;
-    primary.wait_for_archived(&last, Duration::from_secs(60)).await?;
+    primary
+        .wait_for_archived(&last, Duration::from_secs(60))
+        .await?;
 
     let expected = "base:1 t1:100 t2:100";
     // The original tablespace directory belongs to the running primary: every restore maps it.
-    let ts_map = |name: &str| format!("{}={}", ts_dir.display(), vault.restore_path(&format!("{name}-ts")).display());
+    let ts_map = |name: &str| {
+        format!(
+            "{}={}",
+            ts_dir.display(),
+            vault.restore_path(&format!("{name}-ts")).display()
+        )
+    };
     let expected_ts = "t1:10 t2:10";
 
     // By time, with the tablespace moved elsewhere; then PostgreSQL's own checks.
     let moved = vault.restore_path("ts-moved");
     let map = format!("{}={}", ts_dir.display(), moved.display());
-    let c = vault.restore(&install, "by-time", &["--target-time", &between, "--tablespace-map", &map], false)?;
+    let c = vault.restore(
+        &install,
+        "by-time",
+        &["--target-time", &between, "--tablespace-map", &map],
+        false,
+    )?;
     let verify = c.pg_verifybackup(c.data_dir(), None)?;
-    assert!(verify.success(), "pg_verifybackup disagrees with the stored manifest: {verify}");
+    assert!(
+        verify.success(),
+        "pg_verifybackup disagrees with the stored manifest: {verify}"
+    );
     let c = start_restored(c).await?;
     assert_eq!(phases(&c, "t").await?, expected, "restore by time");
-    assert_eq!(phases(&c, "ts_t").await?, expected_ts, "tablespace contents");
-    let link = std::fs::read_link(c.data_dir().join("pg_tblspc").read_dir()?.next().context("no tablespace link")??.path())?;
+    assert_eq!(
+        phases(&c, "ts_t").await?,
+        expected_ts,
+        "tablespace contents"
+    );
+    let link = std::fs::read_link(
+        c.data_dir()
+            .join("pg_tblspc")
+            .read_dir()?
+            .next()
+            .context("no tablespace link")??
+            .path(),
+    )?;
     assert_eq!(link, moved, "the tablespace was mapped");
     c.pg_amcheck()?;
     drop(c);
@@ -116,19 +165,62 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     }
 
     // Immediate: consistent right after the backup, before T1.
-    let c = start_restored(vault.restore(&install, "immediate", &["--target-immediate", "--tablespace-map", &ts_map("immediate")], false)?).await?;
-    assert_eq!(phases(&c, "t").await?, "base:1", "restore --target-immediate");
+    let c = start_restored(vault.restore(
+        &install,
+        "immediate",
+        &[
+            "--target-immediate",
+            "--tablespace-map",
+            &ts_map("immediate"),
+        ],
+        false,
+    )?)
+    .await?;
+    assert_eq!(
+        phases(&c, "t").await?,
+        "base:1",
+        "restore --target-immediate"
+    );
     drop(c);
 
     // A target after the newest archived WAL is refused up front, naming the window.
-    let out = vault.pgvault(["restore", "--pgdata", &vault.restore_path("too-late").display().to_string(), "--target-time", "2999-01-01 00:00:00+00"])?;
-    assert!(!out.success(), "a target in the future must be refused: {out}");
-    assert!(out.stderr.contains("recoverable window"), "the error names the window: {out}");
-    assert!(!vault.restore_path("too-late").exists(), "nothing is written for a refused target");
+    let out = vault.pgvault([
+        "restore",
+        "--pgdata",
+        &vault.restore_path("too-late").display().to_string(),
+        "--target-time",
+        "2999-01-01 00:00:00+00",
+    ])?;
+    assert!(
+        !out.success(),
+        "a target in the future must be refused: {out}"
+    );
+    assert!(
+        out.stderr.contains("recoverable window"),
+        "the error names the window: {out}"
+    );
+    assert!(
+        !vault.restore_path("too-late").exists(),
+        "nothing is written for a refused target"
+    );
 
     // Timelines: a restored cluster, promoted, keeps archiving into the repository on timeline 2…
-    let mut tl2 = start_restored(vault.restore(&install, "timeline2", &["--target-time", &between, "--tablespace-map", &ts_map("timeline2")], true)?).await?;
-    let tli: i32 = tl2.query_scalar("SELECT timeline_id FROM pg_control_checkpoint()").await.unwrap_or(0);
+    let mut tl2 = start_restored(vault.restore(
+        &install,
+        "timeline2",
+        &[
+            "--target-time",
+            &between,
+            "--tablespace-map",
+            &ts_map("timeline2"),
+        ],
+        true,
+    )?)
+    .await?;
+    let tli: i32 = tl2
+        .query_scalar("SELECT timeline_id FROM pg_control_checkpoint()")
+        .await
+        .unwrap_or(0);
     tl2.execute("CHECKPOINT").await?;
     insert_phase(&tl2, "t4").await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -137,13 +229,32 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     tl2.switch_wal().await?;
     insert_phase(&tl2, "t5").await?;
     let last = tl2.switch_wal().await?;
-    tl2.wait_for_archived(&last, Duration::from_secs(60)).await?;
-    assert!(last.starts_with("00000002"), "the promoted cluster archives on timeline 2 (got {last}, checkpoint tli {tli})");
+    tl2.wait_for_archived(&last, Duration::from_secs(60))
+        .await?;
+    assert!(
+        last.starts_with("00000002"),
+        "the promoted cluster archives on timeline 2 (got {last}, checkpoint tli {tli})"
+    );
     tl2.stop()?;
 
     // …and a second restore reaches a point on that new timeline from the original backup.
-    let c = start_restored(vault.restore(&install, "on-timeline2", &["--target-time", &on_tl2, "--tablespace-map", &ts_map("on-timeline2")], false)?).await?;
-    assert_eq!(phases(&c, "t").await?, "base:1 t1:100 t2:100 t4:100", "restore along timeline 2");
+    let c = start_restored(vault.restore(
+        &install,
+        "on-timeline2",
+        &[
+            "--target-time",
+            &on_tl2,
+            "--tablespace-map",
+            &ts_map("on-timeline2"),
+        ],
+        false,
+    )?)
+    .await?;
+    assert_eq!(
+        phases(&c, "t").await?,
+        "base:1 t1:100 t2:100 t4:100",
+        "restore along timeline 2"
+    );
     drop(c);
     Ok(())
 }
@@ -178,16 +289,33 @@ fn tree_listing(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
 pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> Result<()> {
     let mut primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
     let ts_dir = vault.dir.subdir("tablespace")?;
-    primary.execute(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts_dir.display())).await?;
-    primary.execute("CREATE TABLE ts_t (id serial PRIMARY KEY, phase text NOT NULL) TABLESPACE ts").await?;
-    primary.execute("INSERT INTO ts_t (phase) SELECT 'base' FROM generate_series(1, 10)").await?;
+    primary
+        .execute(&format!(
+            "CREATE TABLESPACE ts LOCATION '{}'",
+            ts_dir.display()
+        ))
+        .await?;
+    primary
+        .execute("CREATE TABLE ts_t (id serial PRIMARY KEY, phase text NOT NULL) TABLESPACE ts")
+        .await?;
+    primary
+        .execute("INSERT INTO ts_t (phase) SELECT 'base' FROM generate_series(1, 10)")
+        .await?;
     vault.backup(&[])?;
     // After the backup: only WAL replay from the archive brings these back.
-    primary.execute("INSERT INTO ts_t (phase) SELECT 't1' FROM generate_series(1, 10)").await?;
+    primary
+        .execute("INSERT INTO ts_t (phase) SELECT 't1' FROM generate_series(1, 10)")
+        .await?;
     let last = primary.switch_wal().await?;
-    primary.wait_for_archived(&last, Duration::from_secs(60)).await?;
-    let ts_oid: String = primary.query_scalar("SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts'").await?;
-    let relpath: String = primary.query_scalar("SELECT pg_relation_filepath('ts_t')").await?;
+    primary
+        .wait_for_archived(&last, Duration::from_secs(60))
+        .await?;
+    let ts_oid: String = primary
+        .query_scalar("SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts'")
+        .await?;
+    let relpath: String = primary
+        .query_scalar("SELECT pg_relation_filepath('ts_t')")
+        .await?;
     // pg_tblspc/<oid>/PG_<major>_<catversion>/<db>/<relfilenode>: its place inside the tablespace.
     let inner = relpath
         .strip_prefix(&format!("pg_tblspc/{ts_oid}/"))
@@ -197,7 +325,10 @@ pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> R
 
     // The original directory still holds the source's tablespace: restore must not touch it.
     let before = tree_listing(&ts_dir)?;
-    assert!(!before.is_empty(), "the source tablespace directory holds files");
+    assert!(
+        !before.is_empty(),
+        "the source tablespace directory holds files"
+    );
     let refused = vault.restore_path("ts-in-use");
     let out = vault.pgvault(["restore", "--pgdata", &refused.display().to_string()])?;
     assert!(!out.success(), "restore without --tablespace-map into a non-empty original tablespace directory must be refused: {out}");
@@ -207,20 +338,48 @@ pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> R
             && out.stderr.contains("--tablespace-map"),
         "the error names the non-empty tablespace directory and the way out: {out}"
     );
-    assert!(!refused.exists(), "nothing is written for a refused restore (data directory {} exists)", refused.display());
-    assert_eq!(tree_listing(&ts_dir)?, before, "the original tablespace directory is untouched");
+    assert!(
+        !refused.exists(),
+        "nothing is written for a refused restore (data directory {} exists)",
+        refused.display()
+    );
+    assert_eq!(
+        tree_listing(&ts_dir)?,
+        before,
+        "the original tablespace directory is untouched"
+    );
 
     // Moved aside, the original path is free: restore puts the tablespace back there.
     let aside = vault.restore_path("tablespace-aside");
-    std::fs::rename(&ts_dir, &aside).with_context(|| format!("moving {} aside", ts_dir.display()))?;
+    std::fs::rename(&ts_dir, &aside)
+        .with_context(|| format!("moving {} aside", ts_dir.display()))?;
     let c = start_restored(vault.restore(&install, "no-map", &[], false)?).await?;
-    assert_eq!(phases(&c, "ts_t").await?, "base:10 t1:10", "tablespace contents restored without a map");
-    let location: String = c.query_scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts'").await?;
-    assert_eq!(PathBuf::from(location), ts_dir, "pg_tablespace names the original location");
+    assert_eq!(
+        phases(&c, "ts_t").await?,
+        "base:10 t1:10",
+        "tablespace contents restored without a map"
+    );
+    let location: String = c
+        .query_scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts'")
+        .await?;
+    assert_eq!(
+        PathBuf::from(location),
+        ts_dir,
+        "pg_tablespace names the original location"
+    );
     let link = std::fs::read_link(c.data_dir().join("pg_tblspc").join(&ts_oid))?;
-    assert_eq!(link, ts_dir, "the pg_tblspc link points at the original location");
-    assert!(aside.join(&inner).is_file(), "the source's table file {inner} is in the directory moved aside");
-    assert!(ts_dir.join(&inner).is_file(), "the table file {inner} is back at its original place");
+    assert_eq!(
+        link, ts_dir,
+        "the pg_tblspc link points at the original location"
+    );
+    assert!(
+        aside.join(&inner).is_file(),
+        "the source's table file {inner} is in the directory moved aside"
+    );
+    assert!(
+        ts_dir.join(&inner).is_file(),
+        "the table file {inner} is back at its original place"
+    );
     c.pg_amcheck()?;
     Ok(())
 }
