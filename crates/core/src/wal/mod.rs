@@ -330,8 +330,8 @@ pub fn check_segment_header(
 }
 
 /// Whether a segment whose first page is from an older timeline really is the first segment of
-/// `name`'s timeline: a later page written on that timeline, or the end-of-recovery record that
-/// started it.
+/// `name`'s timeline: a later page written on that timeline, or the end-of-recovery record (or
+/// end-of-recovery checkpoint) that started it.
 fn starts_timeline(name: &WalFileName, data: &[u8], segment_size: u64, major: u32) -> bool {
     let block = data
         .get(36..40)
@@ -349,9 +349,15 @@ fn starts_timeline(name: &WalFileName, data: &[u8], segment_size: u64, major: u3
             return true;
         }
     }
-    summarize_segment(name, data, segment_size, major)
+    // The record that starts the timeline is the first one after the switch point; when that
+    // point is within a record's length of the segment's end, only its header is here.
+    let (summary, tail) = records::summarize_with_tail(name, data, segment_size, major);
+    summary
         .timeline_switch
         .is_some_and(|s| s.to == name.timeline)
+        || (summary.complete
+            && summary.timeline_switch.is_none()
+            && tail.is_some_and(|(rmid, info)| rmid == 0 && matches!(info & 0xF0, 0x00 | 0x90)))
 }
 
 #[cfg(test)]

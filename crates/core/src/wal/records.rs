@@ -121,6 +121,8 @@ struct Walker<'a> {
     pieces: Vec<(usize, usize)>,
     /// Reassembly of a record that spans pages, only for the few kinds decoded.
     buf: Vec<u8>,
+    /// `(xl_rmid, xl_info)` of a record that runs off the end of the segment.
+    open_record: Option<(u8, u8)>,
 }
 
 /// Walks the records of one segment (or `.partial` file) and reports commit times, restore points
@@ -131,16 +133,27 @@ pub fn summarize_segment(
     segment_size: u64,
     major: u32,
 ) -> WalSummary {
+    summarize_with_tail(name, data, segment_size, major).0
+}
+
+/// [`summarize_segment`], plus `(xl_rmid, xl_info)` of a record whose header is in this segment
+/// and whose body continues in the next (its CRC cannot be checked here).
+pub(super) fn summarize_with_tail(
+    name: &WalFileName,
+    data: &[u8],
+    segment_size: u64,
+    major: u32,
+) -> (WalSummary, Option<(u8, u8)>) {
     let mut summary = WalSummary::default();
-    let end = match start(name, data, segment_size, major) {
-        Ok(mut w) => w.walk(name, &mut summary),
-        Err(stop) => stop,
+    let (end, tail) = match start(name, data, segment_size, major) {
+        Ok(mut w) => (w.walk(name, &mut summary), w.open_record),
+        Err(stop) => (stop, None),
     };
     match end {
         Stop::End => summary.complete = true,
         Stop::Broken(why) => summary.stopped = Some(why),
     }
-    summary
+    (summary, tail)
 }
 
 /// Checks the first page's long header and sets up the walk.
@@ -194,6 +207,7 @@ fn start<'a>(
         major,
         pieces: Vec::new(),
         buf: Vec::new(),
+        open_record: None,
     })
 }
 
@@ -335,7 +349,17 @@ impl Walker<'_> {
                 "invalid record length {tot_len} at {lsn}"
             )));
         }
-        let (end, overwritten) = self.gather(pos, tot_len, *prev)?;
+        let (end, overwritten) = match self.gather(pos, tot_len, *prev) {
+            Err(Stop::End) => {
+                // The record continues in the next segment: keep what kind it is.
+                if self.pieces.iter().map(|p| p.1).sum::<usize>() >= RECORD_HEADER {
+                    let h = self.header();
+                    self.open_record = Some((h[17], h[16]));
+                }
+                return Err(Stop::End);
+            }
+            other => other?,
+        };
         if let Some(resume) = overwritten {
             // The record was abandoned (PostgreSQL 15+ overwrites a torn contrecord): resume at
             // the page's first record, whose xl_prev names the abandoned record.

@@ -35,6 +35,8 @@ enum Rec {
         blocks: u8,
         payload: usize,
     },
+    /// `XLOG_END_OF_RECOVERY` starting timeline `to` (from 1).
+    EndOfRecovery(u32),
 }
 
 fn record_bytes(rec: &Rec, prev: u64) -> Vec<u8> {
@@ -55,6 +57,15 @@ fn record_bytes(rec: &Rec, prev: u64) -> Vec<u8> {
             (0, 0x70, m, 0, 0)
         }
         Rec::Filler { blocks, payload } => (10, 0x00, vec![9u8; 3], *blocks, *payload),
+        Rec::EndOfRecovery(to) => {
+            let m = [
+                &7i64.to_le_bytes()[..],
+                &to.to_le_bytes(),
+                &1u32.to_le_bytes(),
+                &[1, 0, 0, 0],
+            ];
+            (0, 0x90, m.concat(), 0, 0)
+        }
     };
     let mut body = Vec::new();
     let per_block = if blocks > 0 {
@@ -367,4 +378,49 @@ fn a_record_cut_by_an_empty_page_is_not_the_end_of_wal() {
     );
     let s = summarize_segment(&name, &seg[..BLOCK], SEG as u64, 15);
     assert!(s.complete && s.records == 1, "{s:?}");
+}
+
+#[test]
+fn a_timeline_start_cut_by_the_segment_end_still_counts() {
+    // The first segment of timeline 2 keeps timeline 1's pages; when its end-of-recovery record
+    // starts in the last bytes, only its header is here. A commit there proves nothing.
+    let name = WalFileName::from_segment_number(2, 5, SEG as u64);
+    for last in [Rec::EndOfRecovery(2), Rec::Commit(1)] {
+        let seg = (40_000..SEG)
+            .step_by(8)
+            .map(|p| {
+                write_segment(
+                    5,
+                    0,
+                    &[
+                        Rec::Filler {
+                            blocks: 1,
+                            payload: p,
+                        },
+                        last.clone(),
+                    ],
+                )
+            })
+            .find(|(seg, written)| {
+                written.len() == 1
+                    && records::summarize_with_tail(&name, seg, SEG as u64, 15)
+                        .1
+                        .is_some()
+            })
+            .expect("a filler length that leaves the last record's header at the end")
+            .0;
+        let result = check_segment(&name, &seg, SYSID, SEG as u64, 15);
+        match last {
+            Rec::EndOfRecovery(_) => result.unwrap(),
+            _ => assert!(
+                matches!(result, Err(WalError::Foreign { .. })),
+                "{result:?}"
+            ),
+        }
+    }
+    // A whole end-of-recovery record to another timeline is no evidence for this one.
+    let (seg, _) = write_segment(5, 0, &[Rec::EndOfRecovery(3)]);
+    assert!(check_segment(&name, &seg, SYSID, SEG as u64, 15).is_err());
+    let (seg, _) = write_segment(5, 0, &[Rec::EndOfRecovery(2)]);
+    check_segment(&name, &seg, SYSID, SEG as u64, 15).unwrap();
 }
