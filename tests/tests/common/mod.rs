@@ -183,7 +183,7 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     );
     drop(c);
 
-    // A target after the newest archived WAL is refused up front, naming the window.
+    // A target after the newest archived WAL is refused up front, naming where the archive ends.
     let out = vault.pgvault([
         "restore",
         "--pgdata",
@@ -196,8 +196,8 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
         "a target in the future must be refused: {out}"
     );
     assert!(
-        out.stderr.contains("recoverable window"),
-        "the error names the window: {out}"
+        out.stderr.contains("beyond the end of the archived WAL") && out.stderr.contains("last commit at"),
+        "the error names the archive's end and its last commit: {out}"
     );
     assert!(
         !vault.restore_path("too-late").exists(),
