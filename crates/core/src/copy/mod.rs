@@ -97,7 +97,7 @@ pub enum CopyError {
     },
     #[error("the source repository is not encrypted and the target {target} is not on this machine's disk: the copy would store backups in the clear; set [encryption] cipher = \"none\" in the target configuration to do that on purpose")]
     RemoteUnencrypted { target: String },
-    #[error("{location}: {source}; this object of the source repository is damaged and was not copied (its backup stays out of the target): restore from another copy, or take a new backup")]
+    #[error("{location}: {source}; this object of the source repository is corrupted (damaged or replaced) and was not copied (its backup stays out of the target): restore from another copy, or take a new backup")]
     Object {
         location: String,
         source: FormatError,
