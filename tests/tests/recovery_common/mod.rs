@@ -309,7 +309,10 @@ fn timeline_path(line: &str) -> Vec<u32> {
         .to_lowercase()
         .replace("->", " -> ")
         .replace('→', " -> ");
-    let after = lower.rsplit_once("timeline").map_or("", |(_, r)| r);
+    let after = lower
+        .split_once("timeline path")
+        .or_else(|| lower.rsplit_once("timeline"))
+        .map_or("", |(_, r)| r);
     let mut out = Vec::new();
     for word in after.split_whitespace() {
         let word = word.trim_matches(|c: char| matches!(c, ',' | ':' | ';' | '.'));
@@ -330,6 +333,10 @@ fn timeline_paths_are_read() {
         [1, 2]
     );
     assert_eq!(timeline_path("Timelines: 1→2→3"), [1, 2, 3]);
+    assert_eq!(
+        timeline_path("timeline path: 1 -> 2 (recovery_target_timeline = 2)"),
+        [1, 2]
+    );
     assert_eq!(timeline_path("recovery follows timeline 2"), [2]);
     assert!(timeline_path("no such thing").is_empty());
 }
