@@ -324,7 +324,7 @@ impl Storage {
         }
     }
 
-    /// Streams an object. When the body is cut off, the rest is requested again from the
+    /// Streams an object. A request that fails transiently is tried again; when the body is cut off, the rest is requested again from the
     /// offset reached (pinned to the same object version by its ETag where the store gives one),
     /// a bounded number of times, so a dropped connection does not fail a restore.
     pub async fn get_stream(
@@ -333,10 +333,13 @@ impl Storage {
     ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         let path = self.path(key);
         let r = self
-            .inner
-            .get(&path)
-            .await
-            .map_err(|e| self.err("read", key, e))?;
+            .retrying("read", key, |_| async {
+                self.inner
+                    .get(&path)
+                    .await
+                    .map_err(|e| self.err("read", key, e))
+            })
+            .await?;
         let state = stream::ResumableRead {
             storage: self.clone(),
             key: key.to_string(),

@@ -30,7 +30,7 @@ fn transient(e: &StorageError) -> bool {
 impl Storage {
     /// Runs `attempt` (given the retry number, 0 first) until it succeeds, fails for good, or
     /// [`OP_RETRIES`] retries are spent.
-    async fn retrying<T, F, Fut>(
+    pub(super) async fn retrying<T, F, Fut>(
         &self,
         op: &str,
         key: &str,

@@ -107,3 +107,22 @@ async fn missing_and_refused_reads_are_not_retried() {
     assert_eq!(e.kind(), StorageErrorKind::Auth);
     assert_eq!(store.get_calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_streamed_read_whose_request_failed_is_tried_again() {
+    use futures::stream::TryStreamExt;
+    let (store, s) = faulty();
+    s.put(KEY, Bytes::from_static(b"bundle"))
+        .await
+        .expect("put");
+    store.fail_gets(&[Fault::Timeout]);
+    let parts: Vec<Bytes> = s
+        .get_stream(KEY)
+        .await
+        .expect("retried")
+        .try_collect()
+        .await
+        .expect("read");
+    assert_eq!(parts.concat(), b"bundle".to_vec());
+    assert_eq!(store.get_calls.load(Ordering::SeqCst), 2);
+}
