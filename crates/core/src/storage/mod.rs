@@ -8,12 +8,16 @@
 
 pub mod cloud;
 mod error;
+#[cfg(test)]
+mod faulty;
 pub mod local;
+mod retry;
 mod stream;
 mod tls;
 
 use error::{bounded, classify, error_text, http_status, names_missing_bucket};
 pub use error::{Backend, OperationError, StorageError, StorageErrorKind};
+pub use retry::OP_RETRIES;
 use stream::{body_backoff, BODY_RETRIES};
 pub use stream::{Upload, UPLOAD_PART_SIZE};
 
@@ -311,80 +315,6 @@ impl Storage {
         .into()
     }
 
-    /// Stores `data` under `key`, atomically replacing any previous object.
-    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner
-            .put(&self.path(key), PutPayload::from(data))
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err("write", key, e))
-    }
-
-    /// Stores `data` under `key` unless an object is already there; never overwrites.
-    pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome, StorageError> {
-        if !self.conditional_create {
-            if self.head(key).await?.is_some() {
-                return Ok(PutOutcome::AlreadyExists);
-            }
-            self.put(key, data).await?;
-            return Ok(PutOutcome::Created);
-        }
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .inner
-            .put_opts(&self.path(key), PutPayload::from(data), opts)
-            .await
-        {
-            Ok(_) => Ok(PutOutcome::Created),
-            // Some stores answer a conditional create on an existing object with 412
-            // "precondition failed" instead of 409: the object is there all the same.
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => match self.err("write", key, e) {
-                e if e.kind() == StorageErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
-                e => Err(e),
-            },
-        }
-    }
-
-    /// Reads a whole (small) object. A response cut off mid-body (which object_store does not
-    /// retry: its retries end when the headers arrive) is read again, a bounded number of times.
-    pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        let mut attempt = 0;
-        loop {
-            let r = self
-                .inner
-                .get(&self.path(key))
-                .await
-                .map_err(|e| self.err("read", key, e))?;
-            match r.bytes().await {
-                Ok(b) => return Ok(b),
-                Err(e)
-                    if attempt < BODY_RETRIES
-                        && !matches!(e, object_store::Error::NotFound { .. }) =>
-                {
-                    attempt += 1;
-                    tracing::warn!(key, attempt, "reading {key} was cut off ({e}); retrying");
-                    tokio::time::sleep(body_backoff(attempt)).await;
-                }
-                Err(e) => return Err(self.err("read", key, e)),
-            }
-        }
-    }
-
-    /// The first `len` bytes of `key` (fewer when the object is shorter): one ranged read, for
-    /// headers such as the metadata push stores with each WAL segment.
-    pub async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes, StorageError> {
-        let options = object_store::GetOptions { range: Some(object_store::GetRange::Bounded(0..len)), ..Default::default() };
-        let r = self.inner.get_opts(&self.path(key), options).await.map_err(|e| self.err("read", key, e))?;
-        r.bytes().await.map_err(|e| self.err("read", key, e))
-    }
-
     /// Reads a whole (small) object, `None` when it does not exist.
     pub async fn get_opt(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
         match self.get(key).await {
@@ -394,7 +324,7 @@ impl Storage {
         }
     }
 
-    /// Streams an object. When the body is cut off, the rest is requested again from the
+    /// Streams an object. A request that fails transiently is tried again; when the body is cut off, the rest is requested again from the
     /// offset reached (pinned to the same object version by its ETag where the store gives one),
     /// a bounded number of times, so a dropped connection does not fail a restore.
     pub async fn get_stream(
@@ -403,10 +333,13 @@ impl Storage {
     ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         let path = self.path(key);
         let r = self
-            .inner
-            .get(&path)
-            .await
-            .map_err(|e| self.err("read", key, e))?;
+            .retrying("read", key, |_| async {
+                self.inner
+                    .get(&path)
+                    .await
+                    .map_err(|e| self.err("read", key, e))
+            })
+            .await?;
         let state = stream::ResumableRead {
             storage: self.clone(),
             key: key.to_string(),
