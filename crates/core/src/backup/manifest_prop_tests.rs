@@ -116,14 +116,11 @@ fn mutated_manifests_are_refused_or_unchanged_in_meaning() {
                 let i = at.index(m.len());
                 m[i] = byte;
             }
-            match check(&m, &received(&files)) {
-                // Only the trailer (its hex case, the closing bytes) may change without a refusal,
-                // and then the listing it vouches for is the original one.
-                Ok(n) => {
-                    prop_assert_eq!(&m[..body_len], &original[..body_len]);
-                    prop_assert_eq!(n, files.len());
-                }
-                Err(_) => {}
+            // Only the trailer (its hex case, the closing bytes) may change without a refusal,
+            // and then the listing it vouches for is the original one.
+            if let Ok(n) = check(&m, &received(&files)) {
+                prop_assert_eq!(&m[..body_len], &original[..body_len]);
+                prop_assert_eq!(n, files.len());
             }
             Ok(())
         })
