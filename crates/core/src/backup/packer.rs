@@ -22,7 +22,10 @@ pub enum PackError {
     #[error("the backup stream is not what PostgreSQL sends: {0}")]
     Stream(String),
     #[error("reading tar archive {archive}: {source}")]
-    Tar { archive: String, source: std::io::Error },
+    Tar {
+        archive: String,
+        source: std::io::Error,
+    },
     #[error("file {path}: {source}")]
     File { path: String, source: AddFileError },
     #[error(transparent)]
@@ -76,12 +79,32 @@ impl Read for ArchiveReader<'_> {
 
 /// Normalizes a tar member name and refuses anything that could escape the data directory.
 fn clean_path(prefix: &str, raw: &std::path::Path) -> Result<String, PackError> {
-    let s = raw.to_str().ok_or_else(|| PackError::Stream(format!("non-UTF-8 file name {}", raw.display())))?;
+    let s = raw
+        .to_str()
+        .ok_or_else(|| PackError::Stream(format!("non-UTF-8 file name {}", raw.display())))?;
     let s = s.trim_start_matches("./").trim_end_matches('/');
     if s.is_empty() || s.starts_with('/') || s.split('/').any(|c| c == ".." || c.is_empty()) {
-        return Err(PackError::Stream(format!("unsafe file name '{s}' in archive")));
+        return Err(PackError::Stream(format!(
+            "unsafe file name '{s}' in archive"
+        )));
     }
     Ok(format!("{prefix}{s}"))
+}
+
+/// The largest `backup_manifest` kept in memory: about ten million files' worth. The manifest is
+/// the one part of the stream that is buffered whole, so a server sending endless manifest data
+/// must not exhaust memory.
+const MAX_MANIFEST_BYTES: usize = 2 << 30;
+
+/// Adds `data` to the manifest being received, refusing to grow it past `limit`.
+fn append_manifest(manifest: &mut Vec<u8>, data: &[u8], limit: usize) -> Result<(), PackError> {
+    if manifest.len().saturating_add(data.len()) > limit {
+        return Err(PackError::Stream(format!(
+            "the server's backup_manifest exceeds {limit} bytes; refusing to buffer it"
+        )));
+    }
+    manifest.extend_from_slice(data);
+    Ok(())
 }
 
 /// Drives the whole stream. Runs on a blocking thread.
@@ -133,46 +156,92 @@ fn pack_inner(
             BackupEvent::NewArchive { name, .. } => {
                 let prefix = if name == "base.tar" {
                     String::new()
-                } else if let Some(oid) = name.strip_suffix(".tar").filter(|o| o.bytes().all(|b| b.is_ascii_digit())) {
+                } else if let Some(oid) = name
+                    .strip_suffix(".tar")
+                    .filter(|o| o.bytes().all(|b| b.is_ascii_digit()))
+                {
                     format!("pg_tblspc/{oid}/")
                 } else {
-                    return Err(PackError::Stream(format!("unexpected archive '{name}' (compressed or non-tar output?)")));
+                    return Err(PackError::Stream(format!(
+                        "unexpected archive '{name}' (compressed or non-tar output?)"
+                    )));
                 };
-                let mut reader = ArchiveReader { rx, stash: &mut stash, cur: Bytes::new(), ended: false, progress };
-                let tar_err = |source| PackError::Tar { archive: name.clone(), source };
+                let mut reader = ArchiveReader {
+                    rx,
+                    stash: &mut stash,
+                    cur: Bytes::new(),
+                    ended: false,
+                    progress,
+                };
+                let tar_err = |source| PackError::Tar {
+                    archive: name.clone(),
+                    source,
+                };
                 {
                     let mut archive = tar::Archive::new(&mut reader);
-                    for entry in archive.entries().map_err(tar_err)? {
+                    // Raw entries: PostgreSQL writes plain ustar headers only (names over 99 bytes
+                    // are an error on its side), so GNU long-name and PAX members are refused
+                    // below as unexpected types, instead of the tar crate buffering whatever size
+                    // they claim.
+                    for entry in archive.entries().map_err(tar_err)?.raw(true) {
                         let mut entry = entry.map_err(tar_err)?;
                         let header = entry.header().clone();
                         let path = clean_path(&prefix, &entry.path().map_err(tar_err)?)?;
+                        let kind = header.entry_type();
+                        if !(kind.is_dir()
+                            || kind.is_symlink()
+                            || kind.is_file()
+                            || kind.is_contiguous())
+                        {
+                            return Err(PackError::Stream(format!(
+                                "unexpected tar member type {kind:?} for {path}"
+                            )));
+                        }
                         let mode = header.mode().map_err(tar_err)? & 0o7777;
                         if out.owner.is_none() {
                             if let (Ok(uid), Ok(gid)) = (header.uid(), header.gid()) {
                                 out.owner = Some((uid as u32, gid as u32));
                             }
                         }
-                        match header.entry_type() {
-                            tar::EntryType::Directory => out.directories.push(DirEntry { path, mode }),
+                        match kind {
+                            tar::EntryType::Directory => {
+                                out.directories.push(DirEntry { path, mode })
+                            }
                             tar::EntryType::Symlink => {
                                 let target = entry
                                     .link_name()
                                     .map_err(tar_err)?
                                     .and_then(|t| t.to_str().map(str::to_string))
-                                    .ok_or_else(|| PackError::Stream(format!("symlink {path} without a target")))?;
+                                    .ok_or_else(|| {
+                                        PackError::Stream(format!(
+                                            "symlink {path} without a target"
+                                        ))
+                                    })?;
                                 out.symlinks.push(LinkEntry { path, target });
                             }
                             tar::EntryType::Regular | tar::EntryType::Continuous => {
                                 let mtime = header.mtime().unwrap_or(0) as i64;
                                 let (pieces, crc, size) = bundles
                                     .add_file(&mut entry, &mut buf)
-                                    .map_err(|source| PackError::File { path: path.clone(), source })?;
+                                    .map_err(|source| PackError::File {
+                                        path: path.clone(),
+                                        source,
+                                    })?;
                                 out.size += size;
-                                out.received.insert(path.clone(), Received { size, crc32c: crc });
-                                out.files.push(FileEntry { path, size, mode, mtime, pieces });
+                                out.received
+                                    .insert(path.clone(), Received { size, crc32c: crc });
+                                out.files.push(FileEntry {
+                                    path,
+                                    size,
+                                    mode,
+                                    mtime,
+                                    pieces,
+                                });
                             }
                             other => {
-                                return Err(PackError::Stream(format!("unexpected tar member type {other:?} for {path}")))
+                                return Err(PackError::Stream(format!(
+                                    "unexpected tar member type {other:?} for {path}"
+                                )))
                             }
                         }
                     }
@@ -184,7 +253,9 @@ fn pack_inner(
                 let mut manifest = Vec::new();
                 loop {
                     match rx.blocking_recv() {
-                        Some(BackupEvent::ManifestData(b)) | Some(BackupEvent::ArchiveData(b)) => manifest.extend_from_slice(&b),
+                        Some(BackupEvent::ManifestData(b)) | Some(BackupEvent::ArchiveData(b)) => {
+                            append_manifest(&mut manifest, &b, MAX_MANIFEST_BYTES)?
+                        }
                         Some(BackupEvent::Progress(n)) => progress.position(n),
                         Some(other) => {
                             stash = Some(other);
@@ -202,3 +273,7 @@ fn pack_inner(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "packer_prop_tests.rs"]
+mod prop_tests;

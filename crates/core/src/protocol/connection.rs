@@ -11,9 +11,7 @@ use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use postgres_protocol::message::backend::{
-    DataRowBody, ErrorFields, Header, Message, RowDescriptionBody,
-};
+use postgres_protocol::message::backend::{DataRowBody, ErrorFields, Message, RowDescriptionBody};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
@@ -341,23 +339,7 @@ impl Connection {
     /// Reads the next complete backend message. Payloads are `Bytes` slices of the read buffer.
     pub(crate) async fn read_message(&mut self) -> Result<Message, ProtocolError> {
         loop {
-            if let Ok(Some(header)) = Header::parse(&self.rbuf) {
-                let len = header.len() as usize;
-                if len > MAX_MESSAGE_LEN {
-                    return Err(ProtocolError::Protocol(format!(
-                        "the server at {} announced a message of {len} bytes (tag {:?}), more than PostgreSQL ever sends; is this really a PostgreSQL server?",
-                        self.endpoint,
-                        header.tag() as char
-                    )));
-                }
-            }
-            let parsed = Message::parse(&mut self.rbuf).map_err(|e| {
-                ProtocolError::Protocol(format!(
-                    "cannot decode a message from {}: {e}",
-                    self.endpoint
-                ))
-            })?;
-            if let Some(message) = parsed {
+            if let Some(message) = decode_next(&mut self.rbuf, &self.endpoint)? {
                 return Ok(message);
             }
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
@@ -685,6 +667,31 @@ async fn negotiate_tls(
         ))
     })?;
     Ok(Transport::Tls(Box::new(stream)))
+}
+
+/// Takes the next complete backend message off `rbuf`, `None` if more bytes are needed.
+///
+/// A length field beyond [`MAX_MESSAGE_LEN`] is refused before `Message::parse` sees it, because
+/// that function reserves the claimed length up front: a hostile 4 GiB claim must not allocate.
+pub(crate) fn decode_next(
+    rbuf: &mut BytesMut,
+    endpoint: &str,
+) -> Result<Option<Message>, ProtocolError> {
+    // Read the length as PostgreSQL's unsigned 32-bit field ourselves: `Header::parse` rejects a
+    // length that is negative as an i32, which would skip this check while `Message::parse`
+    // still reserves it.
+    if let Some(&[tag, a, b, c, d]) = rbuf.get(..5) {
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
+        if len > MAX_MESSAGE_LEN {
+            return Err(ProtocolError::Protocol(format!(
+                "the server at {endpoint} announced a message of {len} bytes (tag {:?}), more than PostgreSQL ever sends; is this really a PostgreSQL server?",
+                tag as char
+            )));
+        }
+    }
+    Message::parse(rbuf).map_err(|e| {
+        ProtocolError::Protocol(format!("cannot decode a message from {endpoint}: {e}"))
+    })
 }
 
 /// Decodes a DataRow into text columns (NULL as `None`).

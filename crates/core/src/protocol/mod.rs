@@ -25,3 +25,6 @@ pub use pgpass::{lookup_pgpass, pgpass_dbname, resolve_password, resolve_passwor
 pub use replication::{
     BackupEnd, BackupEvent, BaseBackupOptions, BaseBackupStream, SystemIdentity, TablespaceInfo,
 };
+
+#[cfg(test)]
+mod prop_tests;

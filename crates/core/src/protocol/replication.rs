@@ -405,7 +405,10 @@ fn parse_lsn(text: &str, what: &str) -> Result<Lsn, ProtocolError> {
         .map_err(|e| ProtocolError::Protocol(format!("{what}: {e}")))
 }
 
-fn parse_position(row: &[Option<String>], what: &str) -> Result<(Lsn, u32), ProtocolError> {
+pub(crate) fn parse_position(
+    row: &[Option<String>],
+    what: &str,
+) -> Result<(Lsn, u32), ProtocolError> {
     let lsn = parse_lsn(column(row, 0, what)?, what)?;
     let tli = column(row, 1, what)?
         .parse()
@@ -413,7 +416,7 @@ fn parse_position(row: &[Option<String>], what: &str) -> Result<(Lsn, u32), Prot
     Ok((lsn, tli))
 }
 
-fn parse_tablespace(row: &[Option<String>]) -> Result<TablespaceInfo, ProtocolError> {
+pub(crate) fn parse_tablespace(row: &[Option<String>]) -> Result<TablespaceInfo, ProtocolError> {
     let what = "BASE_BACKUP tablespace list";
     let oid = row
         .first()
@@ -435,7 +438,9 @@ fn parse_tablespace(row: &[Option<String>]) -> Result<TablespaceInfo, ProtocolEr
     })
 }
 
-fn parse_identify_system(row: &[Option<String>]) -> Result<SystemIdentity, ProtocolError> {
+pub(crate) fn parse_identify_system(
+    row: &[Option<String>],
+) -> Result<SystemIdentity, ProtocolError> {
     let what = "IDENTIFY_SYSTEM";
     let system_identifier = column(row, 0, what)?
         .parse()
