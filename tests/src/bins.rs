@@ -98,14 +98,12 @@ pub fn newest_file(path: &Path) -> Option<(SystemTime, PathBuf)> {
 /// `Err` (with what to run) when binary `bin` is missing or older than any of `sources`
 /// (paths relative to `root`).
 pub fn check_fresh(bin: &Path, root: &Path, sources: &[&str]) -> std::result::Result<(), String> {
-    let built = std::fs::metadata(bin)
-        .and_then(|m| m.modified())
-        .map_err(|e| {
-            format!(
-                "{} cannot be used ({e}): run cargo build --workspace --bins",
-                bin.display()
-            )
-        })?;
+    let built = std::fs::metadata(bin).and_then(|m| m.modified()).map_err(|e| {
+        format!(
+            "{} cannot be used ({e}): run cargo build --workspace --bins",
+            bin.display()
+        )
+    })?;
     let newest = sources
         .iter()
         .filter_map(|s| newest_file(&root.join(s)))
@@ -144,12 +142,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 
 /// Runs workspace binary `name` as `postgres` with `args`, extra environment `envs`, and
 /// `timeout`. Returns the output whatever the exit status ([`CmdOutput::check`] for success).
-pub fn run_workspace_bin<I, S>(
-    name: &str,
-    args: I,
-    envs: &[(&str, &OsStr)],
-    timeout: Duration,
-) -> Result<CmdOutput>
+pub fn run_workspace_bin<I, S>(name: &str, args: I, envs: &[(&str, &OsStr)], timeout: Duration) -> Result<CmdOutput>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -170,10 +163,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let envs: Vec<(&str, &OsStr)> = config
-        .map(|c| ("PGVAULT_CONFIG", c.as_os_str()))
-        .into_iter()
-        .collect();
+    let envs: Vec<(&str, &OsStr)> = config.map(|c| ("PGVAULT_CONFIG", c.as_os_str())).into_iter().collect();
     run_workspace_bin("pgvault", args, &envs, default_cmd_timeout())
 }
 
@@ -183,10 +173,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let envs: Vec<(&str, &OsStr)> = config
-        .map(|c| ("PGVAULT_CONFIG", c.as_os_str()))
-        .into_iter()
-        .collect();
+    let envs: Vec<(&str, &OsStr)> = config.map(|c| ("PGVAULT_CONFIG", c.as_os_str())).into_iter().collect();
     run_workspace_bin("pgvault-archive", args, &envs, default_cmd_timeout())
 }
 
@@ -218,8 +205,7 @@ mod tests {
             err.contains("run cargo build --workspace --bins") && err.contains("lib.rs"),
             "{err}"
         );
-        let err = check_fresh(&dir.path().join("missing"), dir.path(), &["crates/core"])
-            .expect_err("missing");
+        let err = check_fresh(&dir.path().join("missing"), dir.path(), &["crates/core"]).expect_err("missing");
         assert!(err.contains("run cargo build --workspace --bins"), "{err}");
     }
 }

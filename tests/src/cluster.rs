@@ -198,17 +198,11 @@ impl PgCluster {
         let mut set = |k: &str, v: String| conf.push_str(&format!("{k} = {v}\n"));
         set("listen_addresses", conf_quote("127.0.0.1"));
         set("port", port.to_string());
-        set(
-            "unix_socket_directories",
-            conf_quote(&socket_dir.display().to_string()),
-        );
+        set("unix_socket_directories", conf_quote(&socket_dir.display().to_string()));
         set("wal_level", "replica".into());
         set("max_wal_senders", "10".into());
         set("max_replication_slots", "10".into());
-        set(
-            "archive_mode",
-            if opts.archive_mode { "on" } else { "off" }.into(),
-        );
+        set("archive_mode", if opts.archive_mode { "on" } else { "off" }.into());
         set(
             "archive_command",
             conf_quote(opts.archive_command.as_deref().unwrap_or("/bin/true")),
@@ -227,11 +221,9 @@ impl PgCluster {
             conf.push('\n');
         }
         let conf_path = data_dir.join("postgresql.conf");
-        let mut existing = fs::read_to_string(&conf_path)
-            .with_context(|| format!("read {}", conf_path.display()))?;
+        let mut existing = fs::read_to_string(&conf_path).with_context(|| format!("read {}", conf_path.display()))?;
         existing.push_str(&conf);
-        fs::write(&conf_path, existing)
-            .with_context(|| format!("write {}", conf_path.display()))?;
+        fs::write(&conf_path, existing).with_context(|| format!("write {}", conf_path.display()))?;
 
         let hba = opts.hba.clone().unwrap_or_else(|| {
             [
@@ -244,8 +236,7 @@ impl PgCluster {
             .to_vec()
         });
         let hba_path = data_dir.join("pg_hba.conf");
-        fs::write(&hba_path, hba.join("\n") + "\n")
-            .with_context(|| format!("write {}", hba_path.display()))?;
+        fs::write(&hba_path, hba.join("\n") + "\n").with_context(|| format!("write {}", hba_path.display()))?;
         chown_to_postgres_recursive(&data_dir)?;
 
         Ok(PgCluster {
@@ -271,15 +262,10 @@ impl PgCluster {
     /// directory is given to `postgres` (and mode 0700) if it is not already; it is **not**
     /// removed on drop (its owner, e.g. a [`TempRepoDir`], does that). `port` `None` picks a free
     /// one. Socket directory and log live in a new temp dir of their own.
-    pub fn from_data_dir(
-        install: &PgInstall,
-        data_dir: impl Into<PathBuf>,
-        port: Option<u16>,
-    ) -> Result<PgCluster> {
+    pub fn from_data_dir(install: &PgInstall, data_dir: impl Into<PathBuf>, port: Option<u16>) -> Result<PgCluster> {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let data_dir: PathBuf = data_dir.into();
-        let meta = fs::metadata(&data_dir)
-            .with_context(|| format!("data directory {}", data_dir.display()))?;
+        let meta = fs::metadata(&data_dir).with_context(|| format!("data directory {}", data_dir.display()))?;
         if !data_dir.join("PG_VERSION").is_file() {
             bail!(
                 "{} is not a PostgreSQL data directory (no PG_VERSION)",
@@ -400,8 +386,7 @@ impl PgCluster {
                 return self.wait_ready(Duration::from_secs(60));
             }
             let tail = self.log_tail();
-            let port_taken =
-                tail.contains("could not bind") || tail.contains("Address already in use");
+            let port_taken = tail.contains("could not bind") || tail.contains("Address already in use");
             if port_taken && !self.fixed_port && attempt < 3 {
                 eprintln!("port {} was taken; retrying on another", self.port);
                 self.port = free_port()?;
@@ -524,8 +509,7 @@ impl PgCluster {
             .query_one(sql, &[])
             .await
             .with_context(|| format!("query `{sql}`"))?;
-        row.try_get(0)
-            .with_context(|| format!("column 0 of `{sql}`"))
+        row.try_get(0).with_context(|| format!("column 0 of `{sql}`"))
     }
 
     /// Runs one or more statements (simple query protocol, no results).
@@ -540,8 +524,7 @@ impl PgCluster {
     /// `pg_switch_wal()`; returns the name of the segment switched *from* (the one now ready to
     /// be archived). If nothing was written since the last switch, that is the previous segment.
     pub async fn switch_wal(&self) -> Result<String> {
-        self.query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
-            .await
+        self.query_scalar("SELECT pg_walfile_name(pg_switch_wal())").await
     }
 
     /// `pg_current_wal_lsn()` as text, e.g. `0/3000148`.
@@ -602,9 +585,7 @@ impl PgCluster {
                 Err(_) => {}
             }
             if Instant::now() > deadline {
-                return Err(
-                    self.error_with_log(&format!("still in recovery after {timeout:?}"), "")
-                );
+                return Err(self.error_with_log(&format!("still in recovery after {timeout:?}"), ""));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -613,13 +594,11 @@ impl PgCluster {
     /// Writes some WAL, switches to a new segment and waits until the finished one is archived;
     /// returns its name. The archive-contract tests push and fetch that real segment.
     pub async fn archive_fresh_segment(&self) -> Result<String> {
-        self.execute("CREATE TABLE IF NOT EXISTS filler (x text)")
-            .await?;
+        self.execute("CREATE TABLE IF NOT EXISTS filler (x text)").await?;
         self.execute("INSERT INTO filler SELECT md5(g::text) FROM generate_series(1, 2000) g")
             .await?;
         let seg = self.switch_wal().await?;
-        self.wait_for_archived(&seg, Duration::from_secs(60))
-            .await?;
+        self.wait_for_archived(&seg, Duration::from_secs(60)).await?;
         Ok(seg)
     }
 
@@ -647,9 +626,7 @@ impl PgCluster {
                 let last_failed: String = row.try_get(2)?;
                 return Err(self.error_with_log(
                     &format!("{segment} not archived after {timeout:?}"),
-                    format!(
-                        "last archived {last:?}, {failed} failures, last failed {last_failed:?}"
-                    ),
+                    format!("last archived {last:?}, {failed} failures, last failed {last_failed:?}"),
                 ));
             }
             drop(client);
@@ -699,11 +676,7 @@ impl PgCluster {
             "--install-missing".as_ref(),
             "--heapallindexed".as_ref(),
         ];
-        let out = run_as_postgres(
-            self.install.bin("pg_amcheck"),
-            args,
-            Duration::from_secs(600),
-        )?;
+        let out = run_as_postgres(self.install.bin("pg_amcheck"), args, Duration::from_secs(600))?;
         if !out.success() || !out.stdout.trim().is_empty() {
             return Err(self.error_with_log("pg_amcheck found problems", out));
         }

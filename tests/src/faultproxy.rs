@@ -229,15 +229,12 @@ impl Upstream {
         match self {
             Upstream::Plain(_) => Ok(Box::new(tcp)),
             Upstream::Tls {
-                server_name,
-                connector,
-                ..
+                server_name, connector, ..
             } => {
                 let name = rustls::pki_types::ServerName::try_from(server_name.clone())?;
-                let tls =
-                    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
-                        .await
-                        .context("TLS handshake with the server timed out")??;
+                let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+                    .await
+                    .context("TLS handshake with the server timed out")??;
                 Ok(Box::new(tls))
             }
         }
@@ -273,8 +270,7 @@ impl State {
     fn choose(&self) -> Fault {
         let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        let r = (splitmix64(plan.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 11) as f64
-            / (1u64 << 53) as f64;
+        let r = (splitmix64(plan.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 11) as f64 / (1u64 << 53) as f64;
         let mut edge = plan.error_500;
         if r < edge {
             return Fault::Error500;
@@ -311,11 +307,7 @@ pub struct FaultProxy {
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "FaultProxy(http://{} -> {:?})",
-            self.addr, self.state.upstream
-        )
+        write!(f, "FaultProxy(http://{} -> {:?})", self.addr, self.state.upstream)
     }
 }
 
@@ -324,17 +316,12 @@ impl FaultProxy {
     /// loopback too). Must be called inside a tokio runtime.
     pub async fn start(upstream: Upstream, plan: FaultPlan) -> Result<FaultProxy> {
         if !upstream.addr().ip().is_loopback() {
-            bail!(
-                "the fault proxy only forwards to loopback, not {}",
-                upstream.addr()
-            );
+            bail!("the fault proxy only forwards to loopback, not {}", upstream.addr());
         }
         if plan.total() > 1.0 + 1e-9 {
             bail!("fault probabilities sum to {} > 1", plan.total());
         }
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("bind 127.0.0.1:0")?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.context("bind 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             upstream,
@@ -366,11 +353,7 @@ impl FaultProxy {
                 });
             }
         });
-        Ok(FaultProxy {
-            addr,
-            state,
-            accept,
-        })
+        Ok(FaultProxy { addr, state, accept })
     }
 
     /// `http://127.0.0.1:PORT`, for `[repository] endpoint` (with `allow_http = true`).
@@ -399,20 +382,12 @@ impl FaultProxy {
     /// Goes down for good as soon as a request's target contains `needle` (that request is
     /// already not answered).
     pub fn down_when_path_contains(&self, needle: &str) {
-        *self
-            .state
-            .down_trigger
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(needle.to_string());
+        *self.state.down_trigger.lock().unwrap_or_else(|e| e.into_inner()) = Some(needle.to_string());
     }
 
     /// Counts over the proxy's whole life.
     pub fn stats(&self) -> FaultStats {
-        self.state
-            .stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.state.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Names the phase the following requests belong to (the first phase is `""`).
@@ -537,8 +512,7 @@ async fn read_body<R: AsyncBufReadExt + Unpin>(r: &mut R, head: &Head) -> Result
             body.extend_from_slice(&line);
             let text = String::from_utf8_lossy(&line);
             let size_hex = text.trim().split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size_hex, 16)
-                .with_context(|| format!("bad chunk size line {text:?}"))?;
+            let size = u64::from_str_radix(size_hex, 16).with_context(|| format!("bad chunk size line {text:?}"))?;
             if size == 0 {
                 // Trailers up to the empty line.
                 for _ in 0..1000 {
@@ -607,11 +581,7 @@ async fn serve(client: TcpStream, st: Arc<State>) -> Result<()> {
             st.stat(|s| s.refused += 1);
             return Ok(());
         }
-        let keep = tokio::time::timeout(
-            REQUEST_DEADLINE,
-            one_request(&head, &mut cr, &mut cw, &mut up, &st),
-        )
-        .await;
+        let keep = tokio::time::timeout(REQUEST_DEADLINE, one_request(&head, &mut cr, &mut cw, &mut up, &st)).await;
         match keep {
             Ok(Ok(true)) => {}
             _ => return Ok(()),
@@ -629,17 +599,8 @@ async fn one_request(
     st: &State,
 ) -> Result<bool> {
     let body = read_body(cr, head).await?;
-    let reject = head.if_none_match
-        && st
-            .plan
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reject_conditional;
-    let fault = if reject {
-        Fault::RejectConditional
-    } else {
-        st.choose()
-    };
+    let reject = head.if_none_match && st.plan.lock().unwrap_or_else(|e| e.into_inner()).reject_conditional;
+    let fault = if reject { Fault::RejectConditional } else { st.choose() };
     let read = head.method.eq_ignore_ascii_case("GET") || head.method.eq_ignore_ascii_case("HEAD");
     st.stat(|s| s.count(fault, read));
     match fault {

@@ -20,10 +20,7 @@ async fn echo_server() -> Result<(SocketAddr, JoinHandle<()>)> {
                         break;
                     };
                     let text = format!("{} {} {}", head.method, head.target, body.len());
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
-                        text.len()
-                    );
+                    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
                     if w.write_all(resp.as_bytes()).await.is_err() {
                         break;
                     }
@@ -65,10 +62,7 @@ async fn request(addr: SocketAddr, req: &str) -> Result<(String, Duration)> {
             Err(_) => break,
         }
     }
-    Ok((
-        String::from_utf8_lossy(&out).into_owned(),
-        started.elapsed(),
-    ))
+    Ok((String::from_utf8_lossy(&out).into_owned(), started.elapsed()))
 }
 
 const PUT: &str = "PUT /bucket/key HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
@@ -79,10 +73,7 @@ async fn forwards_and_injects_each_fault() -> Result<()> {
     let (server, _h) = echo_server().await?;
     let proxy = FaultProxy::start(Upstream::Plain(server), FaultPlan::none()).await?;
     let (r, _) = request(proxy.addr(), PUT).await?;
-    assert!(
-        r.starts_with("HTTP/1.1 200") && r.ends_with("PUT /bucket/key 5"),
-        "{r}"
-    );
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("PUT /bucket/key 5"), "{r}");
     let (r, _) = request(proxy.addr(), CHUNKED).await?;
     // The chunked body is forwarded with its framing: 3 + 4 bytes of data, 28 bytes raw.
     assert!(
@@ -133,21 +124,11 @@ async fn forwards_and_injects_each_fault() -> Result<()> {
 
     let s = proxy.stats();
     assert_eq!(
-        (
-            s.requests,
-            s.passed,
-            s.error_500,
-            s.slow_down_503,
-            s.stalls,
-            s.drops
-        ),
+        (s.requests, s.passed, s.error_500, s.slow_down_503, s.stalls, s.drops),
         (6, 2, 1, 1, 1, 1),
         "{s:?}"
     );
-    assert_eq!(
-        s.stalls_client_gave_up, 0,
-        "the client waited the stall out: {s:?}"
-    );
+    assert_eq!(s.stalls_client_gave_up, 0, "the client waited the stall out: {s:?}");
 
     // A client that gives up during a stall is counted as such.
     proxy.set_phase("timeouts");
@@ -176,18 +157,14 @@ async fn forwards_and_injects_each_fault() -> Result<()> {
         reject_conditional: true,
         ..FaultPlan::none()
     });
-    let conditional =
-        "PUT /bucket/key HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\nContent-Length: 5\r\n\r\nhello";
+    let conditional = "PUT /bucket/key HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\nContent-Length: 5\r\n\r\nhello";
     let (r, _) = request(proxy.addr(), conditional).await?;
     assert!(
         r.starts_with("HTTP/1.1 501") && r.contains("<Code>NotImplemented</Code>"),
         "{r}"
     );
     let (r, _) = request(proxy.addr(), "GET /bucket/key HTTP/1.1\r\nHost: x\r\n\r\n").await?;
-    assert!(
-        r.starts_with("HTTP/1.1 200") && r.ends_with("GET /bucket/key 0"),
-        "{r}"
-    );
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("GET /bucket/key 0"), "{r}");
     let p = proxy.phase_stats("no-conditional");
     assert_eq!(
         (p.requests, p.rejected_conditional, p.passed, p.faults()),
@@ -236,10 +213,7 @@ async fn faults_are_deterministic_and_near_the_rate() -> Result<()> {
     let sb: Vec<Fault> = (0..2000).map(|_| b.state.choose()).collect();
     assert_eq!(sa, sb, "same seed, same faults");
     let faulted = sa.iter().filter(|f| **f != Fault::Pass).count();
-    assert!(
-        (400..600).contains(&faulted),
-        "about 25% faulted: {faulted}/2000"
-    );
+    assert!((400..600).contains(&faulted), "about 25% faulted: {faulted}/2000");
     Ok(())
 }
 
@@ -250,10 +224,7 @@ async fn stops_on_drop_and_refuses_other_hosts() -> Result<()> {
     let addr = proxy.addr();
     drop(proxy);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "the listener is gone"
-    );
+    assert!(TcpStream::connect(addr).await.is_err(), "the listener is gone");
     let far: SocketAddr = "192.0.2.1:80".parse()?;
     assert!(
         FaultProxy::start(Upstream::Plain(far), FaultPlan::none())

@@ -36,9 +36,7 @@ fn postgres_ids() -> Result<Option<(u32, u32)>> {
     }
     let user = nix::unistd::User::from_name(POSTGRES_USER)
         .with_context(|| format!("looking up OS user {POSTGRES_USER}"))?
-        .with_context(|| {
-            format!("OS user {POSTGRES_USER} does not exist: run scripts/install-test-deps.sh")
-        })?;
+        .with_context(|| format!("OS user {POSTGRES_USER} does not exist: run scripts/install-test-deps.sh"))?;
     Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
 }
 

@@ -98,8 +98,7 @@ impl GcsAdapter {
     /// (plain HTTP), keeping multipart parts under `spool` (created if missing).
     pub fn start(upstream: SocketAddr, spool: &Path) -> Result<GcsAdapter> {
         std::fs::create_dir_all(spool).with_context(|| format!("create {}", spool.display()))?;
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("bind the GCS adapter")?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind the GCS adapter")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,8 +113,7 @@ impl GcsAdapter {
             spool: spool.to_path_buf(),
             uploads: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
-            log: std::env::var_os("PGVAULT_GCS_ADAPTER_LOG")
-                .is_some_and(|v| !v.is_empty() && v != "0"),
+            log: std::env::var_os("PGVAULT_GCS_ADAPTER_LOG").is_some_and(|v| !v.is_empty() && v != "0"),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -199,11 +197,7 @@ impl State {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    state: Arc<State>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
+async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -274,12 +268,7 @@ impl Failure {
     fn response(&self) -> Response<Body> {
         // Its own faults; an unreachable server (502) is expected while it starts.
         if self.status == StatusCode::INTERNAL_SERVER_ERROR {
-            eprintln!(
-                "gcs adapter: {} {}: {}",
-                self.status.as_u16(),
-                self.code,
-                self.message
-            );
+            eprintln!("gcs adapter: {} {}: {}", self.status.as_u16(), self.code, self.message);
         }
         xml_error(self.status, self.code, &self.message)
     }
@@ -363,12 +352,7 @@ fn classify(method: &Method, path: &str, query: Option<&str>, headers: &HeaderMa
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
-    let route = classify(
-        req.method(),
-        req.uri().path(),
-        req.uri().query(),
-        req.headers(),
-    );
+    let route = classify(req.method(), req.uri().path(), req.uri().query(), req.headers());
     let line = state
         .log
         .then(|| format!("{} {} -> {}", req.method(), req.uri(), route.name()));
@@ -421,31 +405,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 async fn forward(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
     let (mut parts, body) = req.into_parts();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = path_and_query.parse().map_err(|e| {
-        Failure::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidURI",
-            format!("gcs adapter: {e}"),
-        )
-    })?;
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    parts.uri = path_and_query
+        .parse()
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "InvalidURI", format!("gcs adapter: {e}")))?;
     parts.version = hyper::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::HOST, state.upstream_host.clone());
+    parts.headers.insert(header::HOST, state.upstream_host.clone());
     let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
     let resp = send(state, req).await?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed_unsync(),
-    ))
+    Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()))
 }
 
 /// Sends one request to fake-gcs-server on a fresh connection (loopback: cheap, and no pool to
@@ -530,9 +501,7 @@ fn generation_match(headers: &HeaderMap) -> Result<Option<String>, Failure> {
             return Err(Failure::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "NotImplemented",
-                format!(
-                    "gcs adapter: precondition header {n} is not translated for fake-gcs-server"
-                ),
+                format!("gcs adapter: precondition header {n} is not translated for fake-gcs-server"),
             ));
         }
     }
@@ -554,10 +523,7 @@ fn envelope(state: &State, key: &str, meta: &ObjectMeta) -> (String, Bytes, Byte
     let boundary = format!("pgvault-gcs-adapter-{}-{}", random_hex(12), state.unique());
     let mut json = meta.json.clone();
     json.insert("name".into(), key.into());
-    let content_type = meta
-        .content_type
-        .as_deref()
-        .unwrap_or("application/octet-stream");
+    let content_type = meta.content_type.as_deref().unwrap_or("application/octet-stream");
     let head = format!(
         "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{}\r\n--{boundary}\r\nContent-Type: {content_type}\r\n\r\n",
         serde_json::Value::Object(json)
@@ -602,8 +568,7 @@ async fn json_upload(
     h.insert(header::HOST, state.upstream_host.clone());
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&format!("multipart/related; boundary={boundary}"))
-            .map_err(Failure::internal)?,
+        HeaderValue::from_str(&format!("multipart/related; boundary={boundary}")).map_err(Failure::internal)?,
     );
     if let Some(len) = length {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -621,9 +586,7 @@ async fn json_upload(
     };
     let (status, headers, body) = tokio::time::timeout(UPSTREAM_TIMEOUT, exchange)
         .await
-        .map_err(|_| {
-            Failure::upstream(format!("upload did not finish in {UPSTREAM_TIMEOUT:?}"))
-        })??;
+        .map_err(|_| Failure::upstream(format!("upload did not finish in {UPSTREAM_TIMEOUT:?}")))??;
     if status == StatusCode::PRECONDITION_FAILED {
         return Ok(Uploaded::Refused(xml_error(
             status,
@@ -653,10 +616,9 @@ async fn json_upload(
         }
     };
     let header_value = |s: String| HeaderValue::from_str(&s).map_err(Failure::upstream);
-    let etag = field("etag")
-        .ok_or_else(|| Failure::upstream(format!("no etag in its upload answer: {json}")))?;
-    let generation = field("generation")
-        .ok_or_else(|| Failure::upstream(format!("no generation in its upload answer: {json}")))?;
+    let etag = field("etag").ok_or_else(|| Failure::upstream(format!("no etag in its upload answer: {json}")))?;
+    let generation =
+        field("generation").ok_or_else(|| Failure::upstream(format!("no generation in its upload answer: {json}")))?;
     Ok(Uploaded::Stored {
         etag: header_value(format!("\"{}\"", etag.trim_matches('"')))?,
         generation: header_value(generation)?,
@@ -679,11 +641,7 @@ fn stored_headers(
 }
 
 /// `PUT /{bucket}/{object}`: the XML API's single-request upload.
-async fn put_object(
-    state: &State,
-    target: Target,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Failure> {
+async fn put_object(state: &State, target: Target, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
     let (parts, body) = req.into_parts();
     let generation_match = generation_match(&parts.headers)?;
     let meta = ObjectMeta::from_headers(&parts.headers)?;
@@ -701,16 +659,7 @@ async fn put_object(
         )
         .chain(stream::once(async move { Ok(Frame::data(tail)) }));
     let content = StreamBody::new(content).boxed_unsync();
-    match json_upload(
-        state,
-        &target,
-        generation_match.as_deref(),
-        &boundary,
-        content,
-        length,
-    )
-    .await?
-    {
+    match json_upload(state, &target, generation_match.as_deref(), &boundary, content, length).await? {
         Uploaded::Refused(resp) => Ok(resp),
         Uploaded::Stored {
             etag,
@@ -778,9 +727,7 @@ async fn put_part(
     }
     check_upload(&mut state.uploads(), &target, upload_id)?;
     // Each attempt writes its own file, so a retried part never mixes with an earlier attempt.
-    let path = state
-        .spool
-        .join(format!("{upload_id}.{part}.{}", state.unique()));
+    let path = state.spool.join(format!("{upload_id}.{part}.{}", state.unique()));
     let written = write_part(&path, body).await;
     let (etag, size) = match written {
         Ok(v) => v,
@@ -816,10 +763,8 @@ async fn put_part(
         }
     }
     let mut resp = Response::new(empty_body());
-    resp.headers_mut().insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).map_err(Failure::internal)?,
-    );
+    resp.headers_mut()
+        .insert(header::ETAG, HeaderValue::from_str(&etag).map_err(Failure::internal)?);
     Ok(resp)
 }
 
@@ -925,9 +870,7 @@ async fn complete(
         let mut files = Vec::with_capacity(listed.len());
         for (number, etag) in &listed {
             match upload.parts.get(number) {
-                Some(p) if p.etag.trim_matches('"') == etag.trim_matches('"') => {
-                    files.push((p.path.clone(), p.size))
-                }
+                Some(p) if p.etag.trim_matches('"') == etag.trim_matches('"') => files.push((p.path.clone(), p.size)),
                 _ => {
                     return Err(Failure::new(
                         StatusCode::BAD_REQUEST,
@@ -1070,15 +1013,11 @@ async fn abort(state: &State, target: &Target, upload_id: &str) -> Result<Respon
 // Small helpers.
 
 fn empty_body() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 fn full_body(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 fn xml_response(status: StatusCode, xml: String) -> Response<Body> {
@@ -1232,30 +1171,15 @@ mod tests {
             }
         );
         assert_eq!(
-            classify(
-                &Method::POST,
-                "/pgvault/repos%2Fa%20b%2Fwal",
-                Some("uploads="),
-                &h
-            ),
+            classify(&Method::POST, "/pgvault/repos%2Fa%20b%2Fwal", Some("uploads="), &h),
             Route::Initiate(t.clone())
         );
         assert_eq!(
-            classify(
-                &Method::POST,
-                "/pgvault/repos%2Fa%20b%2Fwal",
-                Some("uploads"),
-                &h
-            ),
+            classify(&Method::POST, "/pgvault/repos%2Fa%20b%2Fwal", Some("uploads"), &h),
             Route::Initiate(t.clone())
         );
         assert_eq!(
-            classify(
-                &Method::POST,
-                "/pgvault/repos%2Fa%20b%2Fwal",
-                Some("uploadId=abc"),
-                &h
-            ),
+            classify(&Method::POST, "/pgvault/repos%2Fa%20b%2Fwal", Some("uploadId=abc"), &h),
             Route::Complete {
                 target: t.clone(),
                 upload_id: "abc".into()
@@ -1289,10 +1213,7 @@ mod tests {
         }
         let mut copy = HeaderMap::new();
         copy.insert("x-goog-copy-source", HeaderValue::from_static("pgvault/a"));
-        assert_eq!(
-            classify(&Method::PUT, "/pgvault/b", None, &copy),
-            Route::Copy
-        );
+        assert_eq!(classify(&Method::PUT, "/pgvault/b", None, &copy), Route::Copy);
     }
 
     #[test]
@@ -1302,19 +1223,10 @@ mod tests {
         h.insert(GENERATION_MATCH, HeaderValue::from_static("0"));
         assert_eq!(generation_match(&h).unwrap().as_deref(), Some("0"));
         h.insert(GENERATION_MATCH, HeaderValue::from_static("12x"));
-        assert_eq!(
-            generation_match(&h).unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
+        assert_eq!(generation_match(&h).unwrap_err().status, StatusCode::BAD_REQUEST);
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-goog-if-metageneration-match",
-            HeaderValue::from_static("1"),
-        );
-        assert_eq!(
-            generation_match(&h).unwrap_err().status,
-            StatusCode::NOT_IMPLEMENTED
-        );
+        h.insert("x-goog-if-metageneration-match", HeaderValue::from_static("1"));
+        assert_eq!(generation_match(&h).unwrap_err().status, StatusCode::NOT_IMPLEMENTED);
     }
 
     #[test]
@@ -1333,10 +1245,7 @@ mod tests {
     #[test]
     fn encoding() {
         assert_eq!(percent_encode("repos/a b+c~"), "repos%2Fa%20b%2Bc~");
-        assert_eq!(
-            percent_decode("repos%2Fa%20b%2Bc~", false).unwrap(),
-            "repos/a b+c~"
-        );
+        assert_eq!(percent_decode("repos%2Fa%20b%2Bc~", false).unwrap(), "repos/a b+c~");
         assert_eq!(percent_decode("a+b", true).unwrap(), "a b");
         assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
         assert!(percent_decode("%zz", false).is_none());
@@ -1369,20 +1278,13 @@ mod tests {
         let s = store.storage("adapter").unwrap();
 
         // fake-gcs-server honours ifGenerationMatch=0 on uploads: the probe must see it.
+        assert_eq!(s.probe_create_mode().await.unwrap(), CreateMode::Conditional);
         assert_eq!(
-            s.probe_create_mode().await.unwrap(),
-            CreateMode::Conditional
-        );
-        assert_eq!(
-            s.put_if_absent("wal/a", Bytes::from_static(b"first"))
-                .await
-                .unwrap(),
+            s.put_if_absent("wal/a", Bytes::from_static(b"first")).await.unwrap(),
             PutOutcome::Created
         );
         assert_eq!(
-            s.put_if_absent("wal/a", Bytes::from_static(b"second"))
-                .await
-                .unwrap(),
+            s.put_if_absent("wal/a", Bytes::from_static(b"second")).await.unwrap(),
             PutOutcome::AlreadyExists
         );
         assert_eq!(s.get("wal/a").await.unwrap(), Bytes::from_static(b"first"));
@@ -1399,13 +1301,7 @@ mod tests {
             s.put(key, data.clone()).await.unwrap();
             assert_eq!(s.get(key).await.unwrap(), data, "{key}");
         }
-        let mut keys: Vec<String> = s
-            .list("odd")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let mut keys: Vec<String> = s.list("odd").await.unwrap().into_iter().map(|o| o.key).collect();
         keys.sort();
         assert_eq!(keys, ["odd/a b+c=d&e", "odd/empty", "odd/x:y,z;(1)"]);
 
@@ -1437,11 +1333,7 @@ mod tests {
         // Every part file is gone once its upload completed or was aborted.
         let spool = store.dir.join("gcs-adapter");
         let left: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
-        assert!(
-            left.is_empty(),
-            "parts left in {}: {left:?}",
-            spool.display()
-        );
+        assert!(left.is_empty(), "parts left in {}: {left:?}", spool.display());
 
         s.delete("big").await.unwrap();
         assert!(s.get_opt("big").await.unwrap().is_none());

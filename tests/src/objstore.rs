@@ -37,8 +37,7 @@ const S3_KEY_ID: &str = "pgvaulttestkey";
 const S3_SECRET: &str = "pgvaulttestsecret";
 /// Azurite's well-known development account and key.
 const AZ_ACCOUNT: &str = "devstoreaccount1";
-const AZ_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const AZ_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 /// Node loads Azurite in about a minute on a loaded 2-core machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -76,8 +75,7 @@ impl StoreKind {
     /// Whether the server is installed. Missing: `false` with a `SKIP:` notice, and a panic in
     /// CI ([`missing_dependency`]).
     pub fn available(self) -> bool {
-        let ok = self.binary().is_some_and(|p| p.exists())
-            && (self != StoreKind::Azure || which("node"));
+        let ok = self.binary().is_some_and(|p| p.exists()) && (self != StoreKind::Azure || which("node"));
         if !ok {
             missing_dependency(
                 &format!("the {} emulator", self.name()),
@@ -114,14 +112,9 @@ const START_ATTEMPTS: usize = 4;
 /// Whether a failed start-up was a port conflict (the message carries the server's log tail).
 fn port_was_taken(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    [
-        "address already in use",
-        "eaddrinuse",
-        "failed to listen",
-        "bind: ",
-    ]
-    .iter()
-    .any(|n| m.contains(n))
+    ["address already in use", "eaddrinuse", "failed to listen", "bind: "]
+        .iter()
+        .any(|n| m.contains(n))
 }
 
 impl ObjStore {
@@ -134,7 +127,10 @@ impl ObjStore {
             match Self::start_once(kind).await {
                 Ok(store) => return Ok(store),
                 Err(e) if attempt < START_ATTEMPTS && port_was_taken(&format!("{e:#}")) => {
-                    eprintln!("{}: a port was taken during start-up (attempt {attempt}); retrying on others", kind.name());
+                    eprintln!(
+                        "{}: a port was taken during start-up (attempt {attempt}); retrying on others",
+                        kind.name()
+                    );
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -165,11 +161,7 @@ impl ObjStore {
                     .env("AWS_SECRET_ACCESS_KEY", S3_SECRET);
                 cmd.arg("mini")
                     .arg(format!("-dir={}", dir.subdir("data")?.display()))
-                    .args([
-                        "-ip=127.0.0.1",
-                        "-ip.bind=127.0.0.1",
-                        "-master.telemetry=false",
-                    ])
+                    .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false"])
                     .arg(format!("-bucket={BUCKET}"))
                     .args([
                         "-webdav=false",
@@ -280,12 +272,8 @@ impl ObjStore {
         if !kind.available() {
             return None;
         }
-        let store = ObjStore::start(kind)
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let s = store
-            .storage("write-check")
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        let store = ObjStore::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"));
+        let s = store.storage("write-check").unwrap_or_else(|e| panic!("{e:#}"));
         if let Err(e) = s.put("write-check", bytes::Bytes::from_static(b"ok")).await {
             panic!(
                 "{}: cannot write a test object through object_store: {e}\nserver log tail:\n{}",
@@ -323,8 +311,7 @@ impl ObjStore {
             }
             if self.kind == StoreKind::Azure && !created {
                 created =
-                    azure_create_container(self.template.endpoint.as_deref().unwrap_or_default())
-                        .unwrap_or(false);
+                    azure_create_container(self.template.endpoint.as_deref().unwrap_or_default()).unwrap_or(false);
             }
             let last = match storage.list("").await {
                 Ok(_) => return Ok(()),
@@ -375,17 +362,11 @@ impl ObjStore {
         opt(&mut t, "secret_access_key", &c.secret_access_key);
         opt(&mut t, "account", &c.account);
         opt(&mut t, "access_key", &c.access_key);
-        opt(
-            &mut t,
-            "ca_file",
-            &c.ca_file.as_ref().map(|p| p.display().to_string()),
-        );
+        opt(&mut t, "ca_file", &c.ca_file.as_ref().map(|p| p.display().to_string()));
         opt(
             &mut t,
             "service_account_file",
-            &c.service_account_file
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            &c.service_account_file.as_ref().map(|p| p.display().to_string()),
         );
         if c.allow_http {
             t.push_str("allow_http = true\n");
@@ -521,11 +502,7 @@ fn make_certs(dir: &TempRepoDir, private_ca: bool) -> Result<(PathBuf, PathBuf, 
         let p = f?.path();
         crate::fsutil::chown_to_postgres(&p)?;
     }
-    let ca = if private_ca {
-        d.join("ca.crt")
-    } else {
-        d.join("s3.crt")
-    };
+    let ca = if private_ca { d.join("ca.crt") } else { d.join("s3.crt") };
     Ok((d.join("s3.crt"), d.join("s3.key"), ca))
 }
 
@@ -534,13 +511,10 @@ fn make_certs(dir: &TempRepoDir, private_ca: bool) -> Result<(PathBuf, PathBuf, 
 fn azure_create_container(endpoint: &str) -> Result<bool> {
     let rest = endpoint.strip_prefix("http://").context("http endpoint")?;
     let (host, path) = rest.split_once('/').context("endpoint path")?;
-    let date = chrono::Utc::now()
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string();
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
     let version = "2021-08-06";
     let resource = format!("/{AZ_ACCOUNT}/{path}/{BUCKET}\nrestype:container");
-    let sts =
-        format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
+    let sts = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &base64_decode(AZ_KEY));
     let sig = base64_encode(ring::hmac::sign(&key, sts.as_bytes()).as_ref());
     let req = format!(
@@ -561,11 +535,7 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64_encode(data: &[u8]) -> String {
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {

@@ -24,24 +24,15 @@ pub fn gnu_time_available() -> bool {
 /// The arguments of [`GNU_TIME`] that write the peak resident set size (KiB) of the program
 /// that follows them to `report`.
 pub fn time_args(report: &Path) -> Vec<OsString> {
-    vec![
-        "-f".into(),
-        "%M".into(),
-        "-o".into(),
-        report.as_os_str().to_owned(),
-    ]
+    vec!["-f".into(), "%M".into(), "-o".into(), report.as_os_str().to_owned()]
 }
 
 /// The peak resident set size (KiB) GNU time wrote to `report` (its last line; a line saying
 /// the command failed may come first).
 pub fn read_peak_kib(report: &Path) -> Result<u64> {
-    let text = std::fs::read_to_string(report)
-        .with_context(|| format!("no peak-memory report at {}", report.display()))?;
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or_default();
+    let text =
+        std::fs::read_to_string(report).with_context(|| format!("no peak-memory report at {}", report.display()))?;
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
     last.trim()
         .parse()
         .with_context(|| format!("{} holds no peak memory figure: {text:?}", report.display()))
@@ -60,8 +51,7 @@ mod tests {
             .arg("dd")
             .args(["if=/dev/zero", "of=/dev/null", "count=1"])
             .arg(format!("bs={block}"));
-        let out =
-            crate::process::run_with_timeout(&mut cmd, Duration::from_secs(60)).expect("time dd");
+        let out = crate::process::run_with_timeout(&mut cmd, Duration::from_secs(60)).expect("time dd");
         assert!(out.success(), "{out}");
         read_peak_kib(&report).expect("report")
     }

@@ -98,11 +98,7 @@ pub fn postgres_command(program: impl AsRef<OsStr>) -> Command {
 }
 
 /// Runs `program args...` as `postgres` with a timeout; see [`run_with_timeout`].
-pub fn run_as_postgres<I, S>(
-    program: impl AsRef<OsStr>,
-    args: I,
-    timeout: Duration,
-) -> Result<CmdOutput>
+pub fn run_as_postgres<I, S>(program: impl AsRef<OsStr>, args: I, timeout: Duration) -> Result<CmdOutput>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -141,9 +137,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<CmdOutpu
         .stderr(Stdio::piped())
         .process_group(0);
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{command}`"))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot start `{command}`"))?;
     let out_rx = child.stdout.take().map(spawn_reader);
     let err_rx = child.stderr.take().map(spawn_reader);
 
@@ -155,10 +149,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<CmdOutpu
     };
 
     loop {
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("waiting for `{command}`"))?
-        {
+        if let Some(status) = child.try_wait().with_context(|| format!("waiting for `{command}`"))? {
             return Ok(CmdOutput {
                 command,
                 status,

@@ -54,13 +54,7 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
 }
 
 /// `openssl req` arguments for a new EC P-256 key (unencrypted).
-const EC_KEY: &[&str] = &[
-    "-nodes",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-];
+const EC_KEY: &[&str] = &["-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
 
 impl TestCerts {
     /// Generates a CA, a server certificate signed by it and a wrong CA.
@@ -80,14 +74,7 @@ impl TestCerts {
         }
         let mut args = vec!["req", "-new"];
         args.extend_from_slice(EC_KEY);
-        args.extend_from_slice(&[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
+        args.extend_from_slice(&["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
         openssl(p, &args).context("creating the server key")?;
         fs::write(
             p.join("server.ext"),

@@ -86,22 +86,14 @@ impl Vault {
     /// what tests use to look at, or damage, stored objects on any backend.
     pub fn raw_storage(&self) -> Result<pgvault_core::storage::Storage> {
         let config = pgvault_core::config::Config::load(Some(&self.config))?;
-        Ok(pgvault_core::storage::Storage::open(
-            &config.repository,
-            false,
-        )?)
+        Ok(pgvault_core::storage::Storage::open(&config.repository, false)?)
     }
 
     /// PostgreSQL's rules for a repeated `archive_command`, checked on the stored object of
     /// archived segment `seg` whose original bytes are `original`: the same content pushed
     /// again exits 0 and rewrites nothing; different content under that name exits 1, says why
     /// and leaves the object as it was. `work` holds the pushed copies.
-    pub async fn check_duplicate_pushes(
-        &self,
-        seg: &str,
-        original: &[u8],
-        work: &Path,
-    ) -> Result<()> {
+    pub async fn check_duplicate_pushes(&self, seg: &str, original: &[u8], work: &Path) -> Result<()> {
         let raw = self.raw_storage()?;
         let key = wal_key(seg)?;
         let stored = raw
@@ -114,11 +106,7 @@ impl Vault {
         write_postgres_file(&again, original, 0o600)?;
         let out = self.archive(["push", &again.display().to_string()])?;
         assert_eq!(out.code(), Some(0), "identical re-push must succeed: {out}");
-        assert_eq!(
-            raw.get(&key).await?,
-            stored,
-            "identical re-push rewrote nothing"
-        );
+        assert_eq!(raw.get(&key).await?, stored, "identical re-push rewrote nothing");
         assert_eq!(
             raw.head(&key).await?.context("head")?.last_modified,
             before.last_modified,
@@ -131,15 +119,8 @@ impl Vault {
         write_postgres_file(&again, &changed, 0o600)?;
         let out = self.archive(["push", &again.display().to_string()])?;
         assert_eq!(out.code(), Some(1), "different content must fail: {out}");
-        assert!(
-            out.stderr.contains("different content"),
-            "the message says why: {out}"
-        );
-        assert_eq!(
-            raw.get(&key).await?,
-            stored,
-            "the archived object is unchanged"
-        );
+        assert!(out.stderr.contains("different content"), "the message says why: {out}");
+        assert_eq!(raw.get(&key).await?, stored, "the archived object is unchanged");
         Ok(())
     }
 
@@ -177,8 +158,7 @@ impl Vault {
             .as_ref()
             .context("keep_archived_copies() was not called")?;
         let path = dir.join(name);
-        std::fs::read(&path)
-            .with_context(|| format!("PostgreSQL never archived {name} ({})", path.display()))
+        std::fs::read(&path).with_context(|| format!("PostgreSQL never archived {name} ({})", path.display()))
     }
 
     /// Writes the configuration for `cluster`; `extra` is appended verbatim (more sections).
@@ -188,13 +168,7 @@ impl Vault {
 
     /// Writes a configuration like [`Vault::write_config`] to another path, with another
     /// passphrase file (for wrong-passphrase tests).
-    pub fn write_config_to(
-        &self,
-        path: &Path,
-        cluster: &PgCluster,
-        passphrase: &Path,
-        extra: &str,
-    ) -> Result<()> {
+    pub fn write_config_to(&self, path: &Path, cluster: &PgCluster, passphrase: &Path, extra: &str) -> Result<()> {
         let repository = match &self.repository_toml {
             Some(t) => t.clone(),
             None => format!("url = \"file://{}\"\n", self.repo.display()),
@@ -219,8 +193,7 @@ impl Vault {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut all: Vec<std::ffi::OsString> =
-            vec!["--config".into(), self.config.clone().into_os_string()];
+        let mut all: Vec<std::ffi::OsString> = vec!["--config".into(), self.config.clone().into_os_string()];
         all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         run_workspace_bin("pgvault", all, &[], default_cmd_timeout())
     }
@@ -231,8 +204,7 @@ impl Vault {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut all: Vec<std::ffi::OsString> =
-            vec!["--config".into(), self.config.clone().into_os_string()];
+        let mut all: Vec<std::ffi::OsString> = vec!["--config".into(), self.config.clone().into_os_string()];
         all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         run_workspace_bin("pgvault-archive", all, &[], default_cmd_timeout())
     }
@@ -260,8 +232,7 @@ impl Vault {
     /// `pgvault list --json`, parsed.
     pub fn list(&self) -> Result<serde_json::Value> {
         let out = self.pgvault(["list", "--json"])?.check()?;
-        serde_json::from_str(&out.stdout)
-            .with_context(|| format!("list --json printed {}", out.stdout))
+        serde_json::from_str(&out.stdout).with_context(|| format!("list --json printed {}", out.stdout))
     }
 
     /// Takes a backup and returns its id.
@@ -286,25 +257,14 @@ impl Vault {
     /// Restores with `args` (after `--pgdata DIR`) into a new directory `name`, then opens it as a
     /// cluster (not started) whose archiving is off, so restored copies do not write into the
     /// repository unless a test wants them to (`keep_archiving`).
-    pub fn restore(
-        &self,
-        install: &PgInstall,
-        name: &str,
-        args: &[&str],
-        keep_archiving: bool,
-    ) -> Result<PgCluster> {
+    pub fn restore(&self, install: &PgInstall, name: &str, args: &[&str], keep_archiving: bool) -> Result<PgCluster> {
         let dir = self.restore_path(name);
-        let mut all = vec![
-            "restore".to_string(),
-            "--pgdata".to_string(),
-            dir.display().to_string(),
-        ];
+        let mut all = vec!["restore".to_string(), "--pgdata".to_string(), dir.display().to_string()];
         all.extend(args.iter().map(|s| s.to_string()));
         self.pgvault(&all)?.check()?;
         if !keep_archiving {
             let auto = dir.join("postgresql.auto.conf");
-            let mut text =
-                std::fs::read_to_string(&auto).with_context(|| auto.display().to_string())?;
+            let mut text = std::fs::read_to_string(&auto).with_context(|| auto.display().to_string())?;
             text.push_str("archive_mode = off\n");
             write_postgres_file(&auto, text, 0o600)?;
         }
@@ -315,18 +275,13 @@ impl Vault {
 /// The repository key of WAL file `name` (a segment, `.partial`, `.backup` or `.history` file), as
 /// pgvault's own layout spells it: tests never format keys by hand.
 pub fn wal_key(name: &str) -> Result<String> {
-    let parsed = WalFileName::parse(name)
-        .map_err(|e| anyhow::anyhow!("{name} is not a WAL file name: {e}"))?;
+    let parsed = WalFileName::parse(name).map_err(|e| anyhow::anyhow!("{name} is not a WAL file name: {e}"))?;
     Ok(layout::wal_key(&parsed))
 }
 
 /// A started cluster that archives into `vault` with `pgvault-archive`, and an initialized
 /// repository.
-pub async fn archiving_cluster(
-    install: &PgInstall,
-    vault: &Vault,
-    opts: ClusterOptions,
-) -> Result<PgCluster> {
+pub async fn archiving_cluster(install: &PgInstall, vault: &Vault, opts: ClusterOptions) -> Result<PgCluster> {
     let mut cluster = PgCluster::init(install, opts.archive_command(vault.archive_command()))?;
     vault.write_config(&cluster, "")?;
     cluster.start()?;

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use pgvault_tests::{
-    archiving_cluster, install_under_test, wal_key, write_postgres_file, ClusterOptions, PgInstall,
-    Vault,
+    archiving_cluster, install_under_test, wal_key, write_postgres_file, ClusterOptions, PgInstall, Vault,
 };
 
 /// The stored object of WAL file `name` in the vault's (local) repository, at the key pgvault's
@@ -41,20 +40,12 @@ async fn inner(install: PgInstall) -> Result<()> {
     let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
     let seg = cluster.archive_fresh_segment().await?;
     let stored = object_path(&vault, &seg)?;
-    assert!(
-        stored.is_file(),
-        "{seg} is archived at {}",
-        stored.display()
-    );
+    assert!(stored.is_file(), "{seg} is archived at {}", stored.display());
     let stored_bytes = std::fs::read(&stored)?;
 
     // Fetch restores the exact bytes PostgreSQL archived.
     let original = vault.archived_copy(&seg)?;
-    assert_eq!(
-        original.len(),
-        16 * 1024 * 1024,
-        "a whole segment was archived"
-    );
+    assert_eq!(original.len(), 16 * 1024 * 1024, "a whole segment was archived");
     let work = vault.dir.subdir("work")?;
     let fetched = work.join("fetched");
     fetch_to(&vault, &seg, &fetched)?.check()?;
@@ -78,11 +69,7 @@ async fn inner(install: PgInstall) -> Result<()> {
     let bytes = std::fs::read(&foreign)?;
     write_postgres_file(&renamed, &bytes, 0o600)?;
     let out = vault.archive(["push", &renamed.display().to_string()])?;
-    assert_eq!(
-        out.code(),
-        Some(1),
-        "a foreign segment must be refused: {out}"
-    );
+    assert_eq!(out.code(), Some(1), "a foreign segment must be refused: {out}");
     assert!(
         out.stderr.contains("system identifier"),
         "the message names the system identifier: {out}"
@@ -103,10 +90,7 @@ async fn inner(install: PgInstall) -> Result<()> {
     for missing in ["0000000100000000000000FE", "00000009.history"] {
         let out = fetch_to(&vault, missing, &work.join("missing"))?;
         assert_eq!(out.code(), Some(1), "missing {missing}: {out}");
-        assert!(
-            out.stderr.trim().is_empty(),
-            "missing files are quiet: {out}"
-        );
+        assert!(out.stderr.trim().is_empty(), "missing files are quiet: {out}");
         assert!(!work.join("missing").exists());
     }
 
@@ -138,14 +122,8 @@ async fn inner(install: PgInstall) -> Result<()> {
     write_postgres_file(&stored, &flipped, 0o600)?;
     let out = fetch_to(&vault, &seg, &work.join("flipped"))?;
     assert_eq!(out.code(), Some(126), "flipped byte: {out}");
-    assert!(
-        out.stderr.contains("corrupt"),
-        "the message says corrupted: {out}"
-    );
-    assert!(
-        !work.join("flipped").exists(),
-        "nothing half-written on failure"
-    );
+    assert!(out.stderr.contains("corrupt"), "the message says corrupted: {out}");
+    assert!(!work.join("flipped").exists(), "nothing half-written on failure");
 
     // A truncated stored object.
     write_postgres_file(&stored, &stored_bytes[..stored_bytes.len() - 100], 0o600)?;
@@ -159,11 +137,7 @@ async fn inner(install: PgInstall) -> Result<()> {
     // A torn object (as a crash could leave) is repaired by the next push of the real file.
     write_postgres_file(&again, &original, 0o600)?;
     let out = vault.archive(["push", &again.display().to_string()])?;
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "push over an unreadable object repairs it: {out}"
-    );
+    assert_eq!(out.code(), Some(0), "push over an unreadable object repairs it: {out}");
     fetch_to(&vault, &seg, &work.join("repaired"))?.check()?;
     assert!(
         std::fs::read(work.join("repaired"))? == original,

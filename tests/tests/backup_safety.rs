@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use pgvault_core::repository::layout;
 use pgvault_tests::{
-    archiving_cluster, install_under_test, write_postgres_file, ClusterOptions, ObjStore,
-    PgCluster, StoreKind, Vault,
+    archiving_cluster, install_under_test, write_postgres_file, ClusterOptions, ObjStore, PgCluster, StoreKind, Vault,
 };
 
 fn pg15() -> Option<pgvault_tests::PgInstall> {
@@ -24,12 +23,10 @@ async fn wal_that_never_arrives_fails_the_backup_and_leaves_nothing() {
         let vault = Vault::new()?;
         // Archiving is on but pgvault-archive fails (its configuration file is missing): the
         // backup cannot become consistent from the repository.
-        let broken = vault.archive_command().replace(
-            &vault.config.display().to_string(),
-            "/nonexistent/pgvault.toml",
-        );
-        let mut cluster =
-            PgCluster::init(&install, ClusterOptions::default().archive_command(broken))?;
+        let broken = vault
+            .archive_command()
+            .replace(&vault.config.display().to_string(), "/nonexistent/pgvault.toml");
+        let mut cluster = PgCluster::init(&install, ClusterOptions::default().archive_command(broken))?;
         vault.write_config(&cluster, "")?;
         cluster.start()?;
         vault.pgvault(["init"])?.check()?;
@@ -43,10 +40,7 @@ async fn wal_that_never_arrives_fails_the_backup_and_leaves_nothing() {
             out.stderr.contains("pg_stat_archiver"),
             "quotes the archiver status: {out}"
         );
-        assert!(
-            out.elapsed < Duration::from_secs(60),
-            "fails within its bound: {out}"
-        );
+        assert!(out.elapsed < Duration::from_secs(60), "fails within its bound: {out}");
         let list = vault.list()?;
         assert_eq!(
             list["backups"].as_array().map(|a| a.len()),
@@ -83,10 +77,7 @@ async fn wal_that_never_arrives_fails_the_backup_and_leaves_nothing() {
         cluster.execute("SELECT pg_reload_conf()").await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let out = vault.pgvault(["backup", "--archive-wait-timeout", "3"])?;
-        assert!(
-            out.success(),
-            "backup with a foreign archive_command succeeds: {out}"
-        );
+        assert!(out.success(), "backup with a foreign archive_command succeeds: {out}");
         assert!(
             out.stderr.contains("does not call pgvault-archive"),
             "explains why the WAL is included: {out}"
@@ -97,11 +88,7 @@ async fn wal_that_never_arrives_fails_the_backup_and_leaves_nothing() {
             .and_then(|a| a.last())
             .cloned()
             .unwrap_or_default();
-        assert_eq!(
-            last["wal_included"],
-            serde_json::json!(true),
-            "self-contained: {list}"
-        );
+        assert_eq!(last["wal_included"], serde_json::json!(true), "self-contained: {list}");
         Ok::<_, anyhow::Error>(())
     }
     .await
@@ -138,10 +125,7 @@ async fn archive_off_is_refused_up_front() {
         vault.pgvault(["init"])?.check()?;
         let out = vault.pgvault(["backup"])?;
         assert!(!out.success(), "{out}");
-        assert!(
-            out.stderr.contains("archive_mode"),
-            "says what to fix: {out}"
-        );
+        assert!(out.stderr.contains("archive_mode"), "says what to fix: {out}");
         Ok::<_, anyhow::Error>(())
     }
     .await
@@ -155,17 +139,11 @@ async fn corrupted_backup_and_bad_inputs_are_clear_errors() {
         let vault = Vault::new()?;
         let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
         cluster
-            .execute(
-                "CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g",
-            )
+            .execute("CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g")
             .await?;
         let id = vault.backup(&[])?;
         assert!(
-            vault
-                .pgvault(["init"])?
-                .check()?
-                .stdout
-                .contains("already initialized"),
+            vault.pgvault(["init"])?.check()?.stdout.contains("already initialized"),
             "init is idempotent"
         );
 
@@ -181,16 +159,14 @@ async fn corrupted_backup_and_bad_inputs_are_clear_errors() {
         write_postgres_file(&wrong, "definitely the wrong passphrase\n", 0o600)?;
         let cfg = vault.dir.join("wrong.toml");
         vault.write_config_to(&cfg, &cluster, &wrong, "")?;
-        let out =
-            pgvault_tests::run_pgvault(["--config", &cfg.display().to_string(), "list"], None)?;
+        let out = pgvault_tests::run_pgvault(["--config", &cfg.display().to_string(), "list"], None)?;
         assert!(!out.success() && out.stderr.contains("passphrase"), "{out}");
 
         // A loose passphrase file is refused.
         let loose = vault.dir.join("loose-pass");
         write_postgres_file(&loose, "test passphrase, long enough\n", 0o644)?;
         vault.write_config_to(&cfg, &cluster, &loose, "")?;
-        let out =
-            pgvault_tests::run_pgvault(["--config", &cfg.display().to_string(), "list"], None)?;
+        let out = pgvault_tests::run_pgvault(["--config", &cfg.display().to_string(), "list"], None)?;
         assert!(!out.success() && out.stderr.contains("chmod 600"), "{out}");
 
         // A malformed configuration names the key and the file.
@@ -199,8 +175,7 @@ async fn corrupted_backup_and_bad_inputs_are_clear_errors() {
             "[postgres]\nprot = 5432\n[repository]\nurl = \"file:///tmp/x\"\n",
             0o600,
         )?;
-        let out =
-            pgvault_tests::run_pgvault(["--config", &cfg.display().to_string(), "list"], None)?;
+        let out = pgvault_tests::run_pgvault(["--config", &cfg.display().to_string(), "list"], None)?;
         assert!(
             !out.success() && out.stderr.contains("prot") && out.stderr.contains("wrong.toml"),
             "{out}"
@@ -218,10 +193,7 @@ async fn corrupted_backup_and_bad_inputs_are_clear_errors() {
             &vault.restore_path("from-corrupt").display().to_string(),
         ])?;
         assert!(!out.success(), "{out}");
-        assert!(
-            out.stderr.contains("corrupt"),
-            "says the backup is corrupted: {out}"
-        );
+        assert!(out.stderr.contains("corrupt"), "says the backup is corrupted: {out}");
         Ok::<_, anyhow::Error>(())
     }
     .await
@@ -240,10 +212,7 @@ const PEAK_BOUND_MIB: u64 = 100;
 
 /// `pgvault backup` of [`BULK_MIB`] of random bytes with compression off stays under
 /// [`PEAK_BOUND_MIB`] of resident memory, measured from outside the process (GNU time).
-async fn backup_memory_bound(
-    install: pgvault_tests::PgInstall,
-    store: Option<&ObjStore>,
-) -> anyhow::Result<()> {
+async fn backup_memory_bound(install: pgvault_tests::PgInstall, store: Option<&ObjStore>) -> anyhow::Result<()> {
     if !pgvault_tests::peakmem::gnu_time_available() {
         pgvault_tests::missing_dependency("GNU time (/usr/bin/time)", "apt-get install time");
         return Ok(());
@@ -270,21 +239,15 @@ async fn backup_memory_bound(
              DROP TABLE stage;"
         ))
         .await?;
-    let stored: i64 = cluster
-        .query_scalar("SELECT pg_total_relation_size('bulk')")
-        .await?;
+    let stored: i64 = cluster.query_scalar("SELECT pg_total_relation_size('bulk')").await?;
     assert!(
         stored as u64 >= bytes,
         "the table holds all {BULK_MIB} MiB: {stored} bytes"
     );
     cluster.execute("CHECKPOINT").await?;
     let skipped = cluster.switch_wal().await?;
-    cluster
-        .wait_for_archived(&skipped, Duration::from_secs(120))
-        .await?;
-    cluster
-        .execute("ALTER SYSTEM RESET archive_command")
-        .await?;
+    cluster.wait_for_archived(&skipped, Duration::from_secs(120)).await?;
+    cluster.execute("ALTER SYSTEM RESET archive_command").await?;
     cluster.execute("SELECT pg_reload_conf()").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (out, peak_kib) = vault.pgvault_peak_memory(["-v", "backup"])?;

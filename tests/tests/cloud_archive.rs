@@ -11,8 +11,7 @@
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use pgvault_tests::{
-    archiving_cluster, install_under_test, wal_key, write_postgres_file, ClusterOptions, ObjStore,
-    StoreKind, Vault,
+    archiving_cluster, install_under_test, wal_key, write_postgres_file, ClusterOptions, ObjStore, StoreKind, Vault,
 };
 
 async fn contract(kind: StoreKind, force_fallback: bool) {
@@ -24,20 +23,10 @@ async fn contract(kind: StoreKind, force_fallback: bool) {
     };
     inner(&install, &store, force_fallback)
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e:#}\nstore log tail:\n{}",
-                kind.name(),
-                store.log_tail()
-            )
-        });
+        .unwrap_or_else(|e| panic!("{}: {e:#}\nstore log tail:\n{}", kind.name(), store.log_tail()));
 }
 
-async fn inner(
-    install: &pgvault_tests::PgInstall,
-    store: &ObjStore,
-    force_fallback: bool,
-) -> Result<()> {
+async fn inner(install: &pgvault_tests::PgInstall, store: &ObjStore, force_fallback: bool) -> Result<()> {
     let mut vault = Vault::with_store(store)?;
     vault.keep_archived_copies()?;
     if force_fallback {
@@ -53,17 +42,9 @@ async fn inner(
     } else {
         "conditional-create"
     };
-    assert_eq!(
-        info["wal_push_mode"],
-        expected,
-        "{}: info: {info}",
-        store.kind.name()
-    );
+    assert_eq!(info["wal_push_mode"], expected, "{}: info: {info}", store.kind.name());
     let text = vault.pgvault(["info"])?.check()?;
-    assert!(
-        text.stdout.contains(expected),
-        "info shows the mode: {text}"
-    );
+    assert!(text.stdout.contains(expected), "info shows the mode: {text}");
 
     let raw = store.storage(vault.store_prefix().context("cloud vault")?)?;
     let seg = cluster.archive_fresh_segment().await?;
@@ -74,11 +55,7 @@ async fn inner(
         .with_context(|| format!("{seg} is archived under {key}"))?;
 
     let original = vault.archived_copy(&seg)?;
-    assert_eq!(
-        original.len(),
-        16 * 1024 * 1024,
-        "a whole segment was archived"
-    );
+    assert_eq!(original.len(), 16 * 1024 * 1024, "a whole segment was archived");
     let work = vault.dir.subdir("work")?;
     let fetched = work.join("fetched");
     vault
@@ -96,16 +73,9 @@ async fn inner(
 
     // Missing on fetch: quiet exit 1.
     for missing in ["0000000100000000000000FE", "00000009.history"] {
-        let out = vault.archive([
-            "fetch",
-            missing,
-            &work.join("missing").display().to_string(),
-        ])?;
+        let out = vault.archive(["fetch", missing, &work.join("missing").display().to_string()])?;
         assert_eq!(out.code(), Some(1), "missing {missing}: {out}");
-        assert!(
-            out.stderr.trim().is_empty(),
-            "missing files are quiet: {out}"
-        );
+        assert!(out.stderr.trim().is_empty(), "missing files are quiet: {out}");
         assert!(!work.join("missing").exists());
     }
 
@@ -116,23 +86,13 @@ async fn inner(
     raw.put(&key, Bytes::from(flipped)).await?;
     let out = vault.archive(["fetch", &seg, &work.join("flipped").display().to_string()])?;
     assert_eq!(out.code(), Some(126), "corrupted object: {out}");
-    assert!(
-        out.stderr.contains("corrupt"),
-        "the message says corrupted: {out}"
-    );
-    assert!(
-        !work.join("flipped").exists(),
-        "nothing half-written on failure"
-    );
+    assert!(out.stderr.contains("corrupt"), "the message says corrupted: {out}");
+    assert!(!work.join("flipped").exists(), "nothing half-written on failure");
 
     // The next push of the real file repairs it.
     write_postgres_file(&again, &original, 0o600)?;
     let out = vault.archive(["push", &again.display().to_string()])?;
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "push over an unreadable object repairs it: {out}"
-    );
+    assert_eq!(out.code(), Some(0), "push over an unreadable object repairs it: {out}");
     let repaired = work.join("repaired");
     vault
         .archive(["fetch", &seg, &repaired.display().to_string()])?

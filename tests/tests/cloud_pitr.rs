@@ -15,13 +15,8 @@ async fn pitr_on(kind: StoreKind) {
         return;
     };
     let run = async { common::pitr_scenario(install, Vault::with_store(&store)?).await };
-    run.await.unwrap_or_else(|e: anyhow::Error| {
-        panic!(
-            "{}: {e:#}\nstore log tail:\n{}",
-            kind.name(),
-            store.log_tail()
-        )
-    });
+    run.await
+        .unwrap_or_else(|e: anyhow::Error| panic!("{}: {e:#}\nstore log tail:\n{}", kind.name(), store.log_tail()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,9 +18,7 @@ async fn seam(kind: StoreKind) {
     if !kind.available() {
         return;
     }
-    let store = ObjStore::start(kind)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let store = ObjStore::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"));
     let s = store.storage("seam").unwrap();
 
     // The probe, as `init` runs it.
@@ -28,11 +26,7 @@ async fn seam(kind: StoreKind) {
         .probe_create_mode()
         .await
         .unwrap_or_else(|e| panic!("{} probe: {e}", kind.name()));
-    eprintln!(
-        "{}: conditional create probe -> {}",
-        kind.name(),
-        mode.name()
-    );
+    eprintln!("{}: conditional create probe -> {}", kind.name(), mode.name());
     assert_eq!(mode, expected_mode(kind), "{}: probe result", kind.name());
     assert!(
         s.list("")
@@ -55,10 +49,7 @@ async fn seam(kind: StoreKind) {
         raw.set_create_mode(CreateMode::Conditional);
         let first = raw.put_if_absent("ignored", Bytes::from_static(b"1")).await;
         let second = raw.put_if_absent("ignored", Bytes::from_static(b"2")).await;
-        eprintln!(
-            "{}: conditional create -> {first:?}, then {second:?}",
-            kind.name()
-        );
+        eprintln!("{}: conditional create -> {first:?}, then {second:?}", kind.name());
         raw.delete("ignored").await.unwrap();
         vec![CreateMode::CheckThenWrite]
     };
@@ -67,15 +58,11 @@ async fn seam(kind: StoreKind) {
         s.set_create_mode(m);
         let key = format!("wal/x/{}", m.name());
         assert_eq!(
-            s.put_if_absent(&key, Bytes::from_static(b"first"))
-                .await
-                .unwrap(),
+            s.put_if_absent(&key, Bytes::from_static(b"first")).await.unwrap(),
             PutOutcome::Created
         );
         assert_eq!(
-            s.put_if_absent(&key, Bytes::from_static(b"second"))
-                .await
-                .unwrap(),
+            s.put_if_absent(&key, Bytes::from_static(b"second")).await.unwrap(),
             PutOutcome::AlreadyExists
         );
         assert_eq!(
@@ -115,39 +102,24 @@ async fn seam(kind: StoreKind) {
         "aborted upload left an object"
     );
 
-    let mut keys: Vec<String> = s
-        .list("backups")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let mut keys: Vec<String> = s.list("backups").await.unwrap().into_iter().map(|o| o.key).collect();
     keys.sort();
     assert_eq!(keys, ["backups/b1/bundles/000000"]);
     assert_eq!(s.list_dirs("backups").await.unwrap(), ["b1"]);
-    assert!(
-        s.get_opt("wal/none").await.unwrap().is_none(),
-        "missing object is None"
-    );
+    assert!(s.get_opt("wal/none").await.unwrap().is_none(), "missing object is None");
     s.delete("backups/b1/bundles/000000").await.unwrap();
     s.delete("backups/b1/bundles/000000").await.unwrap();
 
     // Errors name the store, bucket, object, status and what to check.
     let mut bad = store.repository_config("seam");
     match kind {
-        StoreKind::S3PrivateCa | StoreKind::S3SelfSigned => {
-            bad.secret_access_key = Some("wrong".into())
-        }
+        StoreKind::S3PrivateCa | StoreKind::S3SelfSigned => bad.secret_access_key = Some("wrong".into()),
         StoreKind::Azure => bad.access_key = Some("d3Jvbmcga2V5IGZvciB0ZXN0aW5nIG9ubHk=".into()),
         StoreKind::Gcs => bad.url = "gs://no-such-bucket/seam".into(),
     }
     bad.retry_max = 1;
     let bad = Storage::open(&bad, false).unwrap();
-    let err = bad
-        .get("wal/x/conditional-create")
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = bad.get("wal/x/conditional-create").await.unwrap_err().to_string();
     eprintln!("{}: {err}", kind.name());
     if kind == StoreKind::Gcs {
         // A missing bucket is named as such on a write (what `init` does first), not reported
@@ -159,17 +131,11 @@ async fn seam(kind: StoreKind) {
             .to_string();
         eprintln!("{}: {werr}", kind.name());
         assert!(
-            werr.contains("no-such-bucket")
-                && werr.contains("does not exist")
-                && werr.contains("HTTP status 404"),
+            werr.contains("no-such-bucket") && werr.contains("does not exist") && werr.contains("HTTP status 404"),
             "{werr}"
         );
     }
-    assert!(
-        err.contains("wal/x/conditional-create"),
-        "{}: {err}",
-        kind.name()
-    );
+    assert!(err.contains("wal/x/conditional-create"), "{}: {err}", kind.name());
     if kind != StoreKind::Gcs {
         // (On GCS a read from a missing bucket is a plain 404, indistinguishable from a missing
         // object; the write above is where the bucket gets named.)
@@ -216,8 +182,5 @@ async fn s3_untrusted_certificate_is_explained() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("ca_file"),
-        "the message points at ca_file: {err}"
-    );
+    assert!(err.contains("ca_file"), "the message points at ca_file: {err}");
 }

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use pgvault_core::repository::layout;
-use pgvault_tests::{
-    archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault,
-};
+use pgvault_tests::{archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault};
 
 fn pg15() -> Option<PgInstall> {
     install_under_test(15)
@@ -22,10 +20,7 @@ fn pg15() -> Option<PgInstall> {
 async fn phases(c: &PgCluster) -> Result<String> {
     let client = c.client().await?;
     let rows = client
-        .query(
-            "SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase",
-            &[],
-        )
+        .query("SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase", &[])
         .await?;
     Ok(rows
         .iter()
@@ -73,9 +68,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_resume_restore_from_the_copy_and_corruption() {
     let Some(install) = pg15() else { return };
-    copy_inner(install)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    copy_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn copy_inner(install: PgInstall) -> Result<()> {
@@ -90,11 +83,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
     // Several bundles, so that "one bundle missing" leaves others to reuse.
     let id = {
         let out = source.pgvault(["backup"])?.check()?;
-        out.stdout
-            .split_whitespace()
-            .nth(1)
-            .context("backup id")?
-            .to_string()
+        out.stdout.split_whitespace().nth(1).context("backup id")?.to_string()
     };
     primary
         .execute("INSERT INTO t (phase) SELECT 't1' FROM generate_series(1, 100)")
@@ -109,9 +98,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
         .execute("INSERT INTO t (phase) SELECT 't2' FROM generate_series(1, 100)")
         .await?;
     let last = primary.switch_wal().await?;
-    primary
-        .wait_for_archived(&last, Duration::from_secs(60))
-        .await?;
+    primary.wait_for_archived(&last, Duration::from_secs(60)).await?;
 
     // The target: another repository directory, its own config, the same passphrase.
     let dr = Vault::new()?;
@@ -119,33 +106,19 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
 
     // Dry run: lists the backup and the WAL, writes nothing (not even the directory).
     let out = copy_to(&source, &dr, &["--dry-run"])?.check()?;
-    assert!(
-        out.stdout.contains(&format!("would copy backup {id}")),
-        "{out}"
-    );
-    assert!(
-        out.stdout.contains("would copy WAL 0000000100000000000000"),
-        "{out}"
-    );
-    assert!(
-        out.stdout.contains("dry run: would copy 1 backup(s)"),
-        "{out}"
-    );
+    assert!(out.stdout.contains(&format!("would copy backup {id}")), "{out}");
+    assert!(out.stdout.contains("would copy WAL 0000000100000000000000"), "{out}");
+    assert!(out.stdout.contains("dry run: would copy 1 backup(s)"), "{out}");
     assert!(!dr.repo.exists(), "a dry run creates nothing: {out}");
 
     // The copy.
     let out = copy_to(&source, &dr, &[])?.check()?;
     assert!(out.stdout.contains("copied 1 backup(s)"), "{out}");
     assert!(
-        out.stdout
-            .contains("already there: 0 backup(s), 0 WAL file(s)"),
+        out.stdout.contains("already there: 0 backup(s), 0 WAL file(s)"),
         "{out}"
     );
-    assert_eq!(
-        backup_ids(&dr)?,
-        vec![id.clone()],
-        "the target lists the backup"
-    );
+    assert_eq!(backup_ids(&dr)?, vec![id.clone()], "the target lists the backup");
     assert_eq!(
         std::fs::read(source.repo.join("pgvault.repo"))?,
         std::fs::read(dr.repo.join("pgvault.repo"))?,
@@ -160,10 +133,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
 
     // Again: nothing to do.
     let out = copy_to(&source, &dr, &[])?.check()?;
-    assert!(
-        out.stdout.contains("copied 0 backup(s), 0 WAL file(s)"),
-        "{out}"
-    );
+    assert!(out.stdout.contains("copied 0 backup(s), 0 WAL file(s)"), "{out}");
     assert!(out.stdout.contains("already there: 1 backup(s)"), "{out}");
 
     // An interrupted copy: the catalog and one bundle never made it. Resume, then restore from
@@ -171,12 +141,8 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
     let backup_dir = dr.repo.join(layout::backup_dir(&id));
     std::fs::remove_file(dr.repo.join(layout::catalog_key(&id)))?;
     let removed = dr.repo.join(layout::bundle_key(&id, 0));
-    std::fs::remove_file(&removed).with_context(|| {
-        format!(
-            "no first bundle in the target under {}",
-            backup_dir.display()
-        )
-    })?;
+    std::fs::remove_file(&removed)
+        .with_context(|| format!("no first bundle in the target under {}", backup_dir.display()))?;
     assert!(
         dr.repo.join(layout::manifest_key(&id)).is_file(),
         "the backup's manifest stays in the target"
@@ -186,10 +152,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
         "without its catalog the backup does not exist"
     );
     let out = copy_to(&source, &dr, &[])?.check()?;
-    assert!(
-        out.stdout.contains("copied 1 backup(s), 0 WAL file(s)"),
-        "{out}"
-    );
+    assert!(out.stdout.contains("copied 1 backup(s), 0 WAL file(s)"), "{out}");
     assert!(removed.exists(), "the missing bundle was copied again");
     // The manifest (at least) was still there: the copy kept it rather than copying it again.
     assert!(
@@ -213,11 +176,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
         .await?;
     let id2 = {
         let out = source.pgvault(["backup"])?.check()?;
-        out.stdout
-            .split_whitespace()
-            .nth(1)
-            .context("backup id")?
-            .to_string()
+        out.stdout.split_whitespace().nth(1).context("backup id")?.to_string()
     };
     let victim = files_under(&source.repo.join(layout::backup_dir(&id2)).join("bundles"))
         .into_iter()
@@ -228,15 +187,9 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
     bytes[at] ^= 0x40;
     std::fs::write(&victim, bytes)?;
     let out = copy_to(&source, &dr, &[])?;
-    assert!(
-        !out.success(),
-        "a corrupted source object must fail the copy: {out}"
-    );
+    assert!(!out.success(), "a corrupted source object must fail the copy: {out}");
     let rel = victim.strip_prefix(&source.repo)?.display().to_string();
-    assert!(
-        out.stderr.contains(&rel),
-        "the error names the object: {out}"
-    );
+    assert!(out.stderr.contains(&rel), "the error names the object: {out}");
     assert!(
         out.stderr.contains("corrupted") && out.stderr.contains("was not copied"),
         "and says what happened: {out}"
@@ -245,10 +198,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
         out.stderr.contains(&format!("backup {id2} was not copied")),
         "and which backup is missing: {out}"
     );
-    assert!(
-        out.stderr.contains("run `pgvault copy` again"),
-        "and what to do: {out}"
-    );
+    assert!(out.stderr.contains("run `pgvault copy` again"), "and what to do: {out}");
     assert!(
         !dr.repo.join(layout::catalog_key(&id2)).exists(),
         "no catalog for the damaged backup"
@@ -272,27 +222,14 @@ async fn copy_refuses_another_clusters_repository_and_itself() {
         let before = files_under(&b.repo);
 
         let out = copy_to(&a, &b, &[])?;
-        assert!(
-            !out.success(),
-            "another cluster's repository must be refused: {out}"
-        );
-        assert!(
-            out.stderr.contains("system identifier"),
-            "names the mismatch: {out}"
-        );
+        assert!(!out.success(), "another cluster's repository must be refused: {out}");
+        assert!(out.stderr.contains("system identifier"), "names the mismatch: {out}");
         assert!(out.stderr.contains("nothing was copied"), "{out}");
-        assert_eq!(
-            files_under(&b.repo),
-            before,
-            "the foreign repository is untouched"
-        );
+        assert_eq!(files_under(&b.repo), before, "the foreign repository is untouched");
 
         // The source as its own target.
         let out = copy_to(&a, &a, &[])?;
-        assert!(
-            !out.success() && out.stderr.contains("same repository"),
-            "{out}"
-        );
+        assert!(!out.success() && out.stderr.contains("same repository"), "{out}");
 
         // A target that is another `init` of the same cluster has another key: refused.
         let c = Vault::new()?;
@@ -304,10 +241,7 @@ async fn copy_refuses_another_clusters_repository_and_itself() {
         if out.success() {
             bail!("a separately initialized repository must be refused: {out}");
         }
-        assert!(
-            out.stderr.contains("another repository of this cluster"),
-            "{out}"
-        );
+        assert!(out.stderr.contains("another repository of this cluster"), "{out}");
         Ok::<_, anyhow::Error>(())
     }
     .await
@@ -335,9 +269,7 @@ async fn copy_local_to_s3_and_restore_from_s3() {
             .execute("INSERT INTO t (phase) SELECT 'after' FROM generate_series(1, 100)")
             .await?;
         let last = primary.switch_wal().await?;
-        primary
-            .wait_for_archived(&last, Duration::from_secs(60))
-            .await?;
+        primary.wait_for_archived(&last, Duration::from_secs(60)).await?;
 
         let dr = Vault::with_store(&store)?;
         dr.write_config(&primary, "")?;
@@ -346,11 +278,7 @@ async fn copy_local_to_s3_and_restore_from_s3() {
             out.stdout.contains("copied 1 backup(s)") && out.stdout.contains("s3://"),
             "{out}"
         );
-        assert_eq!(
-            backup_ids(&dr)?,
-            vec![id.clone()],
-            "the S3 copy lists the backup"
-        );
+        assert_eq!(backup_ids(&dr)?, vec![id.clone()], "the S3 copy lists the backup");
         let out = copy_to(&source, &dr, &[])?.check()?;
         assert!(
             out.stdout.contains("copied 0 backup(s), 0 WAL file(s)"),
@@ -360,11 +288,7 @@ async fn copy_local_to_s3_and_restore_from_s3() {
         let mut c = dr.restore(&install, "from-s3", &[], false)?;
         c.start()?;
         c.wait_for_recovery_end(Duration::from_secs(180)).await?;
-        assert_eq!(
-            phases(&c).await?,
-            "after:100 base:1000",
-            "restore from the S3 copy"
-        );
+        assert_eq!(phases(&c).await?, "after:100 base:1000", "restore from the S3 copy");
         Ok::<_, anyhow::Error>(())
     }
     .await

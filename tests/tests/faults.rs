@@ -22,8 +22,7 @@ use anyhow::{Context, Result};
 use pgvault_core::config::RepositoryConfig;
 use pgvault_tests::faultproxy::{FaultPlan, FaultProxy, Upstream};
 use pgvault_tests::{
-    archiving_cluster, install_under_test, run_workspace_bin, ClusterOptions, ObjStore, PgCluster,
-    StoreKind, Vault,
+    archiving_cluster, install_under_test, run_workspace_bin, ClusterOptions, ObjStore, PgCluster, StoreKind, Vault,
 };
 
 /// `[repository]` body for the repository under `direct.url`, reached through `proxy`.
@@ -62,7 +61,8 @@ const STALL: Duration = Duration::from_secs(8);
 
 /// Row count and an md5 over every row of `t` in id order: equal only if the contents are.
 async fn contents(c: &PgCluster) -> Result<String> {
-    c.query_scalar("SELECT count(*)::text || ' rows, md5 ' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t").await
+    c.query_scalar("SELECT count(*)::text || ' rows, md5 ' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t")
+        .await
 }
 
 /// The restore's plan: faults of every kind on about a third of the requests, dropped responses
@@ -92,9 +92,7 @@ async fn s3_under_faults_and_down_for_good() {
     if !StoreKind::S3PrivateCa.available() {
         return;
     }
-    faults_inner(install)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    faults_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,9 +103,7 @@ async fn s3_without_conditional_writes_falls_back_to_check_then_write() {
     if !StoreKind::S3PrivateCa.available() {
         return;
     }
-    no_conditional_inner(install)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    no_conditional_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn no_conditional_inner(install: pgvault_tests::PgInstall) -> Result<()> {
@@ -152,10 +148,7 @@ async fn no_conditional_inner(install: pgvault_tests::PgInstall) -> Result<()> {
         "the probe chose the fallback: {info}"
     );
     let text = vault.pgvault(["info"])?.check()?;
-    assert!(
-        text.stdout.contains("check-then-write"),
-        "info shows the mode: {text}"
-    );
+    assert!(text.stdout.contains("check-then-write"), "info shows the mode: {text}");
 
     // Pushes work, and never send a conditional write again.
     let mut segs = Vec::new();
@@ -165,10 +158,7 @@ async fn no_conditional_inner(install: pgvault_tests::PgInstall) -> Result<()> {
     let failed: i64 = primary
         .query_scalar("SELECT failed_count FROM pg_stat_archiver")
         .await?;
-    assert_eq!(
-        failed, 0,
-        "no archiver failure on a store without conditional writes"
-    );
+    assert_eq!(failed, 0, "no archiver failure on a store without conditional writes");
     assert_eq!(
         proxy.stats().rejected_conditional,
         init.rejected_conditional,
@@ -178,9 +168,7 @@ async fn no_conditional_inner(install: pgvault_tests::PgInstall) -> Result<()> {
     let work = vault.dir.subdir("work")?;
     for seg in &segs {
         let dest = work.join(seg);
-        vault
-            .archive(["fetch", seg, &dest.display().to_string()])?
-            .check()?;
+        vault.archive(["fetch", seg, &dest.display().to_string()])?.check()?;
         assert!(
             std::fs::read(&dest)? == vault.archived_copy(seg)?,
             "{seg}: fetch returns the bytes PostgreSQL archived"
@@ -229,9 +217,7 @@ async fn faults_inner(install: pgvault_tests::PgInstall) -> Result<()> {
             .await?;
         last = primary.switch_wal().await?;
     }
-    primary
-        .wait_for_archived(&last, Duration::from_secs(180))
-        .await?;
+    primary.wait_for_archived(&last, Duration::from_secs(180)).await?;
     let failed: i64 = primary
         .query_scalar("SELECT failed_count FROM pg_stat_archiver")
         .await?;
@@ -320,11 +306,7 @@ async fn faults_inner(install: pgvault_tests::PgInstall) -> Result<()> {
         .iter()
         .filter_map(|b| b["id"].as_str())
         .collect();
-    assert_eq!(
-        ids,
-        vec![id.as_str()],
-        "no partial backup is listed: {list}"
-    );
+    assert_eq!(ids, vec![id.as_str()], "no partial backup is listed: {list}");
     // Last, so that every other check above has run: the person reading the error must learn
     // which store died.
     assert!(

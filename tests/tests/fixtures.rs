@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pgvault_tests::{
-    archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault,
-};
+use pgvault_tests::{archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault};
 
 /// The backup in `fixtures/v1/repo` and the rows its README promises.
 const V1_BACKUP: &str = "20261201-213016F";
@@ -47,18 +45,11 @@ fn fixture_vault() -> Result<Vault> {
 }
 
 async fn digest(c: &PgCluster) -> Result<String> {
-    c.query_scalar(
-        "SELECT count(*) || ' ' || md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM fixture",
-    )
-    .await
+    c.query_scalar("SELECT count(*) || ' ' || md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM fixture")
+        .await
 }
 
-async fn restore_and_digest(
-    install: &PgInstall,
-    vault: &Vault,
-    name: &str,
-    args: &[&str],
-) -> Result<String> {
+async fn restore_and_digest(install: &PgInstall, vault: &Vault, name: &str, args: &[&str]) -> Result<String> {
     let mut c = vault.restore(install, name, args, false)?;
     c.start()?;
     c.wait_for_recovery_end(Duration::from_secs(180)).await?;
@@ -86,8 +77,7 @@ async fn v1_inner(install: PgInstall) -> Result<()> {
         .collect();
     assert_eq!(ids, vec![V1_BACKUP], "the v1 backup is listed: {list}");
 
-    let at_backup =
-        restore_and_digest(&install, &vault, "at-backup", &["--target-immediate"]).await?;
+    let at_backup = restore_and_digest(&install, &vault, "at-backup", &["--target-immediate"]).await?;
     assert_eq!(at_backup, V1_AT_BACKUP, "rows at the backup");
     let at_end = restore_and_digest(&install, &vault, "at-end", &[]).await?;
     assert_eq!(at_end, V1_AT_END, "rows at the end of the archive");
@@ -105,19 +95,18 @@ async fn formatv2_new_repository_is_identity_bound() {
 async fn v2_inner(install: PgInstall) -> Result<()> {
     let vault = Vault::new()?;
     let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
-    cluster.execute("CREATE TABLE fixture AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1,300) g").await?;
+    cluster
+        .execute("CREATE TABLE fixture AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1,300) g")
+        .await?;
     let id = vault.backup(&[])?;
     cluster
         .execute("INSERT INTO fixture SELECT g, md5(g::text) FROM generate_series(301,600) g")
         .await?;
     let expected = digest(&cluster).await?;
     let last = cluster.switch_wal().await?;
-    cluster
-        .wait_for_archived(&last, Duration::from_secs(60))
-        .await?;
+    cluster.wait_for_archived(&last, Duration::from_secs(60)).await?;
 
-    let descriptor: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(vault.repo.join("pgvault.repo"))?)?;
+    let descriptor: serde_json::Value = serde_json::from_slice(&std::fs::read(vault.repo.join("pgvault.repo"))?)?;
     assert_eq!(
         descriptor["format_version"], 2,
         "a new repository writes format 2: {descriptor}"
@@ -155,9 +144,6 @@ async fn v2_inner(install: PgInstall) -> Result<()> {
 
     drop(cluster);
     let restored = restore_and_digest(&install, &vault, "restored", &[]).await?;
-    assert_eq!(
-        restored, expected,
-        "every row comes back from a v2 repository"
-    );
+    assert_eq!(restored, expected, "every row comes back from a v2 repository");
     Ok(())
 }

@@ -8,9 +8,7 @@
 
 use std::time::Duration;
 
-use pgvault_tests::{
-    copy_dir_for_postgres, run_as_postgres, ClusterOptions, PgCluster, TempRepoDir,
-};
+use pgvault_tests::{copy_dir_for_postgres, run_as_postgres, ClusterOptions, PgCluster, TempRepoDir};
 
 pgvault_tests::per_pg_version!(smoke, smoke_test);
 pgvault_tests::per_pg_version!(from_data_dir, from_data_dir_test);
@@ -19,10 +17,7 @@ pgvault_tests::per_pg_version!(archiving, archiving_test);
 /// init, start, write, switch WAL, checkpoint, amcheck, crash + recovery, stop.
 async fn smoke_test(install: pgvault_tests::PgInstall) {
     let mut pg = PgCluster::start_new(&install, ClusterOptions::default()).expect("start cluster");
-    let version: String = pg
-        .query_scalar("SHOW server_version")
-        .await
-        .expect("server_version");
+    let version: String = pg.query_scalar("SHOW server_version").await.expect("server_version");
     assert!(
         version.starts_with(&format!("{}.", install.major())),
         "server reports {version}, expected major {}",
@@ -34,10 +29,7 @@ async fn smoke_test(install: pgvault_tests::PgInstall) {
         ("archive_mode", "on"),
         ("fsync", "off"),
     ] {
-        let v: String = pg
-            .query_scalar(&format!("SHOW {setting}"))
-            .await
-            .expect("SHOW");
+        let v: String = pg.query_scalar(&format!("SHOW {setting}")).await.expect("SHOW");
         assert_eq!(v, expected, "setting {setting}");
     }
 
@@ -52,9 +44,7 @@ async fn smoke_test(install: pgvault_tests::PgInstall) {
     assert_eq!(seg.len(), 24, "segment name {seg:?}");
     let txid = pg.txid_current().await.expect("txid_current");
     assert!(txid > 0);
-    pg.create_restore_point("smoke")
-        .await
-        .expect("restore point");
+    pg.create_restore_point("smoke").await.expect("restore point");
     let now = pg.now().await.expect("now");
     assert!(
         (chrono::Utc::now() - now).num_seconds().abs() < 60,
@@ -74,10 +64,7 @@ async fn smoke_test(install: pgvault_tests::PgInstall) {
         .expect("insert");
     pg.stop_immediate().expect("stop immediate");
     pg.start().expect("restart after crash");
-    let n: i64 = pg
-        .query_scalar("SELECT count(*) FROM t")
-        .await
-        .expect("count");
+    let n: i64 = pg.query_scalar("SELECT count(*) FROM t").await.expect("count");
     assert_eq!(n, 1001);
     pg.stop().expect("stop");
     assert!(!pg.is_running());
@@ -97,31 +84,21 @@ async fn from_data_dir_test(install: pgvault_tests::PgInstall) {
     copy_dir_for_postgres(pg.data_dir(), &copy).expect("copy data dir");
 
     pg.start().expect("restart original");
-    let mut restored =
-        PgCluster::from_data_dir(&install, &copy, None).expect("wrap copied data dir");
+    let mut restored = PgCluster::from_data_dir(&install, &copy, None).expect("wrap copied data dir");
     assert_ne!(restored.port(), pg.port());
     restored.start().expect("start copy");
     restored
         .wait_for_recovery_end(Duration::from_secs(60))
         .await
         .expect("not in recovery");
-    let n: i64 = restored
-        .query_scalar("SELECT count(*) FROM t")
-        .await
-        .expect("count");
+    let n: i64 = restored.query_scalar("SELECT count(*) FROM t").await.expect("count");
     assert_eq!(n, 500);
     restored
         .execute("INSERT INTO t VALUES (501)")
         .await
         .expect("copy is writable");
-    let original: i64 = pg
-        .query_scalar("SELECT count(*) FROM t")
-        .await
-        .expect("count");
-    assert_eq!(
-        original, 500,
-        "the copy must be independent of the original"
-    );
+    let original: i64 = pg.query_scalar("SELECT count(*) FROM t").await.expect("count");
+    assert_eq!(original, 500, "the copy must be independent of the original");
     restored.pg_amcheck().expect("pg_amcheck on copy");
     restored.stop().expect("stop copy");
     drop(restored);
@@ -136,8 +113,7 @@ async fn from_data_dir_test(install: pgvault_tests::PgInstall) {
 async fn archiving_test(install: pgvault_tests::PgInstall) {
     let repo = TempRepoDir::new().expect("repo dir");
     let cmd = format!("test ! -f {0}/%f && cp %p {0}/%f", repo.path().display());
-    let pg = PgCluster::start_new(&install, ClusterOptions::default().archive_command(cmd))
-        .expect("start cluster");
+    let pg = PgCluster::start_new(&install, ClusterOptions::default().archive_command(cmd)).expect("start cluster");
     pg.execute("CREATE TABLE t AS SELECT 1 AS x")
         .await
         .expect("create table");
@@ -201,11 +177,7 @@ fn every_version_found_with_its_tools() {
             i.major()
         );
         for tool in ["initdb", "pg_ctl", "pg_verifybackup", "pg_config"] {
-            assert!(
-                i.bin(tool).is_file(),
-                "{} has no {tool}",
-                i.bin_dir().display()
-            );
+            assert!(i.bin(tool).is_file(), "{} has no {tool}", i.bin_dir().display());
         }
         assert!(
             i.has_amcheck() || i.amcheck_exception().is_some(),
@@ -229,24 +201,14 @@ fn object_store_emulators_present() {
     let checks = [
         // The versions pinned in scripts/install-test-deps.sh; for fake-gcs (which has no
         // version flag) one of its own flags.
-        (
-            "seaweedfs (weed)",
-            pgvault_tests::weed_bin(),
-            vec!["version"],
-            " 4.48 ",
-        ),
+        ("seaweedfs (weed)", pgvault_tests::weed_bin(), vec!["version"], " 4.48 "),
         (
             "fake-gcs-server",
             pgvault_tests::fake_gcs_bin(),
             vec!["--help"],
             "-external-url",
         ),
-        (
-            "azurite",
-            pgvault_tests::azurite_bin(),
-            vec!["--version"],
-            "3.37.0",
-        ),
+        ("azurite", pgvault_tests::azurite_bin(), vec!["--version"], "3.37.0"),
     ];
     for (name, bin, args, expect) in checks {
         let Some(bin) = bin else {
@@ -259,10 +221,7 @@ fn object_store_emulators_present() {
         let out = pgvault_tests::run_with_timeout(&mut cmd, Duration::from_secs(180))
             .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let text = format!("{}{}", out.stdout, out.stderr);
-        assert!(
-            text.contains(expect),
-            "{name} output lacks {expect:?}: {out}"
-        );
+        assert!(text.contains(expect), "{name} output lacks {expect:?}: {out}");
         eprintln!("{name}: {}", text.lines().next().unwrap_or(""));
     }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use pgvault_core::lsn::Lsn;
 use pgvault_core::protocol::{
-    parse_server_version, BackupEvent, BaseBackupOptions, ConnParams, Connection, ProtocolError,
-    SslMode, MIN_SERVER_VERSION_NUM,
+    parse_server_version, BackupEvent, BaseBackupOptions, ConnParams, Connection, ProtocolError, SslMode,
+    MIN_SERVER_VERSION_NUM,
 };
 use pgvault_tests::cluster::free_port;
 use pgvault_tests::{install_under_test, ClusterOptions, PgCluster, PgInstall, TlsCluster};
@@ -147,11 +147,7 @@ fn tar_entries(tar: &[u8]) -> Vec<TarEntry> {
         if h.iter().all(|b| *b == 0) {
             break;
         }
-        assert_eq!(
-            &h[257..262],
-            b"ustar",
-            "header at offset {off} is not ustar"
-        );
+        assert_eq!(&h[257..262], b"ustar", "header at offset {off} is not ustar");
         let cstr = |b: &[u8]| {
             let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
             String::from_utf8_lossy(&b[..end]).into_owned()
@@ -164,8 +160,7 @@ fn tar_entries(tar: &[u8]) -> Vec<TarEntry> {
             format!("{prefix}/{name}")
         };
         let size_text = cstr(&h[124..136]);
-        let size = u64::from_str_radix(size_text.trim(), 8)
-            .unwrap_or_else(|_| panic!("bad tar size {size_text:?}"));
+        let size = u64::from_str_radix(size_text.trim(), 8).unwrap_or_else(|_| panic!("bad tar size {size_text:?}"));
         out.push(TarEntry {
             name,
             size,
@@ -219,12 +214,9 @@ async fn authentication_methods(cluster: &PgCluster) {
         ("pwuser", CLEARTEXT_PASSWORD),
     ] {
         for replication in [false, true] {
-            let mut c =
-                Connection::connect(&tcp_params(cluster, user, Some(password)), replication)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!("{user} (replication={replication}) with the right password: {e}")
-                    });
+            let mut c = Connection::connect(&tcp_params(cluster, user, Some(password)), replication)
+                .await
+                .unwrap_or_else(|e| panic!("{user} (replication={replication}) with the right password: {e}"));
             if !replication {
                 let rows = c.simple_query("SELECT current_user").await.unwrap();
                 assert_eq!(rows, vec![vec![Some(user.to_string())]]);
@@ -326,72 +318,35 @@ async fn ssl_modes(tls: &TlsCluster) {
     }
 
     // SCRAM over plain TCP is not bound; md5 over TLS is not either; SCRAM over TLS is.
-    let c = connect(
-        SslMode::Disable,
-        "127.0.0.1",
-        None,
-        "scramuser",
-        Some(SCRAM_PASSWORD),
-    )
-    .await
-    .unwrap();
+    let c = connect(SslMode::Disable, "127.0.0.1", None, "scramuser", Some(SCRAM_PASSWORD))
+        .await
+        .unwrap();
     assert!(!c.is_channel_bound());
     c.close().await.unwrap();
-    let c = connect(
-        SslMode::Require,
-        "127.0.0.1",
-        None,
-        "md5user",
-        Some(MD5_PASSWORD),
-    )
-    .await
-    .unwrap();
+    let c = connect(SslMode::Require, "127.0.0.1", None, "md5user", Some(MD5_PASSWORD))
+        .await
+        .unwrap();
     assert!(c.is_tls() && !c.is_channel_bound());
     c.close().await.unwrap();
-    let mut c = connect(
-        SslMode::Prefer,
-        "127.0.0.1",
-        None,
-        "scramuser",
-        Some(SCRAM_PASSWORD),
-    )
-    .await
-    .unwrap();
-    assert!(
-        c.is_channel_bound(),
-        "SCRAM over TLS should use SCRAM-SHA-256-PLUS"
-    );
+    let mut c = connect(SslMode::Prefer, "127.0.0.1", None, "scramuser", Some(SCRAM_PASSWORD))
+        .await
+        .unwrap();
+    assert!(c.is_channel_bound(), "SCRAM over TLS should use SCRAM-SHA-256-PLUS");
     let rows = c.simple_query("SELECT current_user").await.unwrap();
     assert_eq!(rows, vec![vec![Some("scramuser".to_string())]]);
     c.close().await.unwrap();
 
     // hostssl-only user: refused without TLS, accepted (with SCRAM-PLUS) over TLS.
     let text = expect_server_error(
-        connect(
-            SslMode::Disable,
-            "127.0.0.1",
-            None,
-            "ssluser",
-            Some(SSL_PASSWORD),
-        )
-        .await,
+        connect(SslMode::Disable, "127.0.0.1", None, "ssluser", Some(SSL_PASSWORD)).await,
         "28000",
     );
     assert!(text.contains("no encryption"), "{text}");
-    let c = connect(
-        SslMode::Require,
-        "127.0.0.1",
-        None,
-        "ssluser",
-        Some(SSL_PASSWORD),
-    )
-    .await
-    .unwrap();
+    let c = connect(SslMode::Require, "127.0.0.1", None, "ssluser", Some(SSL_PASSWORD))
+        .await
+        .unwrap();
     assert!(c.is_tls());
-    assert!(
-        c.is_channel_bound(),
-        "SCRAM over TLS should use SCRAM-SHA-256-PLUS"
-    );
+    assert!(c.is_channel_bound(), "SCRAM over TLS should use SCRAM-SHA-256-PLUS");
     c.close().await.unwrap();
     let mut p = tcp_params(cluster, "ssluser", Some(SSL_PASSWORD));
     p.sslmode = SslMode::VerifyFull;
@@ -400,9 +355,7 @@ async fn ssl_modes(tls: &TlsCluster) {
         .await
         .expect("replication over verify-full TLS");
     assert!(c.is_channel_bound());
-    c.identify_system()
-        .await
-        .expect("IDENTIFY_SYSTEM over verify-full TLS");
+    c.identify_system().await.expect("IDENTIFY_SYSTEM over verify-full TLS");
     c.close().await.unwrap();
 }
 
@@ -414,12 +367,9 @@ async fn identify_system(cluster: &PgCluster) {
         .unwrap();
     let current: Lsn = cluster.current_lsn().await.unwrap().parse().unwrap();
 
-    let mut repl = Connection::connect(
-        &tcp_params(cluster, "scramuser", Some(SCRAM_PASSWORD)),
-        true,
-    )
-    .await
-    .unwrap();
+    let mut repl = Connection::connect(&tcp_params(cluster, "scramuser", Some(SCRAM_PASSWORD)), true)
+        .await
+        .unwrap();
     assert!(repl.is_replication());
     let id = repl.identify_system().await.unwrap();
     assert_eq!(id.system_identifier.to_string(), sysid.to_string());
@@ -428,9 +378,7 @@ async fn identify_system(cluster: &PgCluster) {
     assert_eq!(id.dbname, None);
     repl.close().await.unwrap();
 
-    let mut repl = Connection::connect(&socket_params(cluster), true)
-        .await
-        .unwrap();
+    let mut repl = Connection::connect(&socket_params(cluster), true).await.unwrap();
     assert!(repl.is_replication());
     let id = repl.identify_system().await.unwrap();
     assert_eq!(id.system_identifier.to_string(), sysid.to_string());
@@ -493,10 +441,7 @@ async fn unix_socket_and_simple_query(cluster: &PgCluster) {
     assert!(c.simple_query("").await.unwrap().is_empty());
 
     // Replication commands need a replication connection.
-    assert!(matches!(
-        c.identify_system().await,
-        Err(ProtocolError::Config(_))
-    ));
+    assert!(matches!(c.identify_system().await, Err(ProtocolError::Config(_))));
     c.close().await.unwrap();
 }
 
@@ -521,9 +466,7 @@ async fn sslmode_on_a_server_without_tls(cluster: &PgCluster) {
 /// A refused BASE_BACKUP is a server error and leaves the connection usable; a stream dropped
 /// half-way poisons the connection clearly; `finish()` skips what was not read.
 async fn base_backup_errors(cluster: &PgCluster) {
-    let mut repl = Connection::connect(&socket_params(cluster), true)
-        .await
-        .unwrap();
+    let mut repl = Connection::connect(&socket_params(cluster), true).await.unwrap();
     // The server limits labels to MAXPGPATH - 1 bytes.
     let opts = BaseBackupOptions {
         label: "x".repeat(2000),
@@ -531,10 +474,7 @@ async fn base_backup_errors(cluster: &PgCluster) {
     };
     match repl.base_backup(&opts).await {
         Err(e @ ProtocolError::Server { .. }) => assert!(e.to_string().contains("label"), "{e}"),
-        other => panic!(
-            "expected a server error, got {:?}",
-            other.map(|s| s.start_lsn)
-        ),
+        other => panic!("expected a server error, got {:?}", other.map(|s| s.start_lsn)),
     }
     // Usable after the error; and a stream dropped half-way poisons the connection clearly.
     let mut stream = repl
@@ -554,9 +494,7 @@ async fn base_backup_errors(cluster: &PgCluster) {
         other => panic!("expected a protocol error, got {other:?}"),
     }
     // finish() skips what was not read and still reports the end.
-    let mut repl = Connection::connect(&socket_params(cluster), true)
-        .await
-        .unwrap();
+    let mut repl = Connection::connect(&socket_params(cluster), true).await.unwrap();
     let stream = repl
         .base_backup(&BaseBackupOptions {
             manifest: false,
@@ -625,18 +563,9 @@ fn servers_older_than_15_are_refused_with_a_clear_message() {
         let num = parse_server_version(old).unwrap_or_else(|| panic!("cannot parse {old:?}"));
         assert!(num < MIN_SERVER_VERSION_NUM, "{old} -> {num} is accepted");
     }
-    for supported in [
-        "15.0",
-        "15.18 (Debian 15.18-0+deb12u1)",
-        "16.2",
-        "18beta1",
-        "18.1",
-    ] {
+    for supported in ["15.0", "15.18 (Debian 15.18-0+deb12u1)", "16.2", "18beta1", "18.1"] {
         let num = parse_server_version(supported).unwrap();
-        assert!(
-            num >= MIN_SERVER_VERSION_NUM,
-            "{supported} -> {num} is refused"
-        );
+        assert!(num >= MIN_SERVER_VERSION_NUM, "{supported} -> {num} is refused");
     }
     let e = ProtocolError::UnsupportedVersion {
         found: "14.10".into(),
@@ -656,12 +585,10 @@ pgvault_tests::per_pg_version!(base_backup_with_tablespace, base_backup_test);
 /// build supports it.
 async fn base_backup_test(install: PgInstall) {
     if install.has_openssl() {
-        let tls =
-            TlsCluster::start_new(&install, ClusterOptions::default()).expect("start cluster");
+        let tls = TlsCluster::start_new(&install, ClusterOptions::default()).expect("start cluster");
         base_backup_with_tablespace(&tls, true).await;
     } else {
-        let cluster =
-            PgCluster::start_new(&install, ClusterOptions::default()).expect("start cluster");
+        let cluster = PgCluster::start_new(&install, ClusterOptions::default()).expect("start cluster");
         base_backup_with_tablespace(&cluster, false).await;
     }
 }
@@ -677,9 +604,7 @@ struct BackupResult {
 async fn base_backup_with_tablespace(cluster: &PgCluster, tls: bool) {
     let ts_dir: PathBuf = cluster.tablespace_dir("ts1").unwrap();
     let ts_path = ts_dir.to_str().unwrap();
-    let mut sql = Connection::connect(&socket_params(cluster), false)
-        .await
-        .unwrap();
+    let mut sql = Connection::connect(&socket_params(cluster), false).await.unwrap();
     sql.simple_query(&format!(
         "CREATE TABLESPACE ts1 LOCATION '{}'",
         ts_path.replace('\'', "''")
@@ -705,11 +630,7 @@ async fn base_backup_with_tablespace(cluster: &PgCluster, tls: bool) {
     sql.close().await.unwrap();
 
     let mut params = tcp_params(cluster, "postgres", None);
-    params.sslmode = if tls {
-        SslMode::Require
-    } else {
-        SslMode::Prefer
-    };
+    params.sslmode = if tls { SslMode::Require } else { SslMode::Prefer };
     let mut repl = Connection::connect(&params, true).await.unwrap();
     assert_eq!(repl.is_tls(), tls, "PG{major}");
     let opts = BaseBackupOptions {
@@ -731,17 +652,9 @@ async fn base_backup_with_tablespace(cluster: &PgCluster, tls: bool) {
         .tablespaces
         .iter()
         .find(|t| t.oid == Some(ts_oid))
-        .unwrap_or_else(|| {
-            panic!(
-                "PG{major}: tablespace {ts_oid} not listed: {:?}",
-                stream.tablespaces
-            )
-        });
+        .unwrap_or_else(|| panic!("PG{major}: tablespace {ts_oid} not listed: {:?}", stream.tablespaces));
     assert_eq!(ts.location.as_deref(), Some(ts_path));
-    assert!(
-        ts.size_kb.unwrap() > 0,
-        "PG{major}: no size estimate with PROGRESS"
-    );
+    assert!(ts.size_kb.unwrap() > 0, "PG{major}: no size estimate with PROGRESS");
     let main = stream
         .tablespaces
         .iter()
@@ -752,30 +665,19 @@ async fn base_backup_with_tablespace(cluster: &PgCluster, tls: bool) {
     let mut result = BackupResult::default();
     let mut current: Option<String> = None;
     let mut manifest_started = false;
-    while let Some(event) = stream
-        .next()
-        .await
-        .unwrap_or_else(|e| panic!("PG{major}: {e}"))
-    {
+    while let Some(event) = stream.next().await.unwrap_or_else(|e| panic!("PG{major}: {e}")) {
         match event {
             BackupEvent::NewArchive {
                 name,
                 tablespace_location,
             } => {
                 assert!(!manifest_started, "PG{major}: archive after the manifest");
-                result
-                    .archives
-                    .insert(name.clone(), (tablespace_location, Vec::new()));
+                result.archives.insert(name.clone(), (tablespace_location, Vec::new()));
                 current = Some(name);
             }
             BackupEvent::ArchiveData(bytes) => {
                 let name = current.as_ref().expect("data after an archive header");
-                result
-                    .archives
-                    .get_mut(name)
-                    .unwrap()
-                    .1
-                    .extend_from_slice(&bytes);
+                result.archives.get_mut(name).unwrap().1.extend_from_slice(&bytes);
             }
             BackupEvent::Progress(n) => result.progress.push(n),
             BackupEvent::ManifestStart => manifest_started = true,
@@ -786,10 +688,7 @@ async fn base_backup_with_tablespace(cluster: &PgCluster, tls: bool) {
         }
     }
     assert!(stream.next().await.unwrap().is_none(), "stays finished");
-    let end = stream
-        .finish()
-        .await
-        .unwrap_or_else(|e| panic!("PG{major}: {e}"));
+    let end = stream.finish().await.unwrap_or_else(|e| panic!("PG{major}: {e}"));
     assert!(
         end.stop_lsn >= start_lsn,
         "PG{major}: stop {} < start {}",
@@ -807,26 +706,15 @@ async fn base_backup_with_tablespace(cluster: &PgCluster, tls: bool) {
     assert_eq!(&base[257..262], b"ustar");
     let entries = tar_entries(base);
     let has = |n: &str| entries.iter().any(|e| e.name == n);
+    assert!(has("backup_label"), "PG{major}: no backup_label in base.tar");
+    assert!(has("global/pg_control"), "PG{major}: no pg_control in base.tar");
     assert!(
-        has("backup_label"),
-        "PG{major}: no backup_label in base.tar"
-    );
-    assert!(
-        has("global/pg_control"),
-        "PG{major}: no pg_control in base.tar"
-    );
-    assert!(
-        entries
-            .iter()
-            .any(|e| e.name.starts_with("pg_wal/0000000100000000")),
+        entries.iter().any(|e| e.name.starts_with("pg_wal/0000000100000000")),
         "PG{major}: WAL not included"
     );
     let label = tar_file_text(base, &entries, "backup_label").unwrap();
     assert!(label.contains("LABEL: pgvault's test"), "{label}");
-    assert!(
-        label.contains(&format!("START WAL LOCATION: {start_lsn}")),
-        "{label}"
-    );
+    assert!(label.contains(&format!("START WAL LOCATION: {start_lsn}")), "{label}");
     // TABLESPACE_MAP: the map names the tablespace, and replaces the pg_tblspc symlink.
     let map = tar_file_text(base, &entries, "tablespace_map")
         .unwrap_or_else(|| panic!("PG{major}: no tablespace_map in base.tar with TABLESPACE_MAP"));
@@ -834,9 +722,7 @@ async fn base_backup_with_tablespace(cluster: &PgCluster, tls: bool) {
     // PostgreSQL writes directories and symlinks to directories with a trailing slash.
     let symlink = format!("pg_tblspc/{ts_oid}");
     assert!(
-        !entries
-            .iter()
-            .any(|e| e.name.trim_end_matches('/') == symlink),
+        !entries.iter().any(|e| e.name.trim_end_matches('/') == symlink),
         "PG{major}: {symlink} sent although the tablespace map replaces it"
     );
 
@@ -845,20 +731,13 @@ async fn base_backup_with_tablespace(cluster: &PgCluster, tls: bool) {
     assert_eq!(&ts_bytes[257..262], b"ustar");
     let ts_entries = tar_entries(ts_bytes);
     assert!(
-        ts_entries
-            .iter()
-            .any(|e| e.name.starts_with(&format!("PG_{major}_"))),
+        ts_entries.iter().any(|e| e.name.starts_with(&format!("PG_{major}_"))),
         "PG{major}: tablespace tar lacks PG_{major}_* dir: {:?}",
-        ts_entries
-            .iter()
-            .take(5)
-            .map(|e| &e.name)
-            .collect::<Vec<_>>()
+        ts_entries.iter().take(5).map(|e| &e.name).collect::<Vec<_>>()
     );
 
     // Manifest: JSON listing the files, its WAL range starting at the backup start.
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&result.manifest).expect("manifest is JSON");
+    let manifest: serde_json::Value = serde_json::from_slice(&result.manifest).expect("manifest is JSON");
     assert!(manifest.get("PostgreSQL-Backup-Manifest-Version").is_some());
     let files = manifest["Files"].as_array().expect("Files array");
     for name in ["backup_label", "tablespace_map"] {
@@ -875,17 +754,11 @@ async fn base_backup_with_tablespace(cluster: &PgCluster, tls: bool) {
     assert_eq!(wal_start, start_lsn, "PG{major}");
 
     // Progress: reported, monotonic, and at most the size of the archives.
-    assert!(
-        !result.progress.is_empty(),
-        "PG{major}: no progress messages"
-    );
+    assert!(!result.progress.is_empty(), "PG{major}: no progress messages");
     assert!(result.progress.windows(2).all(|w| w[0] <= w[1]));
     let total: u64 = result.archives.values().map(|(_, b)| b.len() as u64).sum();
     let last = *result.progress.last().unwrap();
-    assert!(
-        last > 0 && last <= total,
-        "PG{major}: progress {last} of {total}"
-    );
+    assert!(last > 0 && last <= total, "PG{major}: progress {last} of {total}");
 
     // The connection is usable again.
     let id = repl.identify_system().await.unwrap();

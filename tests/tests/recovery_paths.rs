@@ -28,9 +28,7 @@ mod recovery_common;
 
 use anyhow::{Context, Result};
 use pgvault_core::lsn::Lsn;
-use pgvault_tests::{
-    archiving_cluster, per_pg_version, ClusterOptions, CmdOutput, PgInstall, Vault,
-};
+use pgvault_tests::{archiving_cluster, per_pg_version, ClusterOptions, CmdOutput, PgInstall, Vault};
 use recovery_common::*;
 
 per_pg_version!(restore_of_restore, restore_of_restore_test);
@@ -45,15 +43,11 @@ async fn restore_of_restore_test(install: PgInstall) {
 }
 
 async fn archive_gap_test(install: PgInstall) {
-    archive_gap_scenario(install)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    archive_gap_scenario(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn branches_test(install: PgInstall) {
-    branches_scenario(install)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    branches_scenario(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn archive_off_and_standby_test(install: PgInstall) {
@@ -74,13 +68,8 @@ async fn restore_of_restore_scenario(install: PgInstall) -> Result<()> {
     a.stop()?;
 
     // B: restored to T, promoted onto timeline 2, archiving into the same repository.
-    let (mut b, _) =
-        restore_and_promote(&install, &vault, "b", &["--target-time", &t], true).await?;
-    assert_eq!(
-        phases(&b).await?,
-        "base:1 r1:10",
-        "the first restore stops at {t}"
-    );
+    let (mut b, _) = restore_and_promote(&install, &vault, "b", &["--target-time", &t], true).await?;
+    assert_eq!(phases(&b).await?, "base:1 r1:10", "the first restore stops at {t}");
     vault.write_config(&b, "")?;
     let b_backup = vault.backup(&[])?;
     insert_phase(&b, "r3a").await?;
@@ -88,15 +77,9 @@ async fn restore_of_restore_scenario(install: PgInstall) -> Result<()> {
     let t_mid = server_time_between(&b).await?;
     insert_phase(&b, "r3b").await?;
     let last = switch_and_archive(&b).await?;
-    assert!(
-        last.starts_with("00000002"),
-        "B archives on timeline 2 (got {last})"
-    );
+    assert!(last.starts_with("00000002"), "B archives on timeline 2 (got {last})");
     let all_of_b = phases(&b).await?;
-    assert_eq!(
-        all_of_b, "base:1 r1:10 r3a:10 r3b:10",
-        "B holds its own rows"
-    );
+    assert_eq!(all_of_b, "base:1 r1:10 r3a:10 r3b:10", "B holds its own rows");
     b.stop()?;
 
     // C: no target. Every row of B, not a stop at B's own (stale) target time.
@@ -137,24 +120,12 @@ async fn restore_of_restore_scenario(install: PgInstall) -> Result<()> {
 
 /// Restores that must be refused because of the gap at `missing`: exit 1, the segment and a
 /// reachable point before it named, nothing written.
-fn assert_refused_at_gap(
-    vault: &Vault,
-    name: &str,
-    args: &[&str],
-    missing: &str,
-    reachable_from: Lsn,
-) -> Result<()> {
+fn assert_refused_at_gap(vault: &Vault, name: &str, args: &[&str], missing: &str, reachable_from: Lsn) -> Result<()> {
     let out = restore_raw(vault, name, args)?;
     check_refusal(vault, name, &out, missing, reachable_from)
 }
 
-fn check_refusal(
-    vault: &Vault,
-    name: &str,
-    out: &CmdOutput,
-    missing: &str,
-    reachable_from: Lsn,
-) -> Result<()> {
+fn check_refusal(vault: &Vault, name: &str, out: &CmdOutput, missing: &str, reachable_from: Lsn) -> Result<()> {
     assert!(
         !out.success(),
         "restore into {name} must be refused: segment {missing} is missing from the archive: {out}"
@@ -166,7 +137,9 @@ fn check_refusal(
     );
     let gap_start = segment_start(missing)?;
     assert!(
-        lsns_in(&out.stderr).iter().any(|l| *l >= reachable_from && *l <= gap_start),
+        lsns_in(&out.stderr)
+            .iter()
+            .any(|l| *l >= reachable_from && *l <= gap_start),
         "the refusal names the furthest reachable point (between {reachable_from} and {gap_start}): {out}"
     );
     assert_nothing_written(&vault.restore_path(name), out);
@@ -225,29 +198,14 @@ async fn archive_gap_scenario(install: PgInstall) -> Result<()> {
     );
     drop(c);
     check_fetches(&dry, &fetched)?;
-    let (c, _) = restore_and_promote(
-        &install,
-        &vault,
-        "by-time",
-        &["--target-time", &t_g1],
-        false,
-    )
-    .await?;
-    assert_eq!(
-        phases(&c).await?,
-        "base:1 g1:10",
-        "--target-time {t_g1} before the gap"
-    );
+    let (c, _) = restore_and_promote(&install, &vault, "by-time", &["--target-time", &t_g1], false).await?;
+    assert_eq!(phases(&c).await?, "base:1 g1:10", "--target-time {t_g1} before the gap");
     drop(c);
 
     // list: the window ends at the gap.
     let w = windows(&vault.list()?)?;
     let before: Vec<_> = w.iter().filter(|w| w.timeline == 1).collect();
-    assert_eq!(
-        before.len(),
-        1,
-        "one window on timeline 1, ending at the gap: {w:?}"
-    );
+    assert_eq!(before.len(), 1, "one window on timeline 1, ending at the gap: {w:?}");
     assert_eq!(
         before[0].ends_at_gap.as_deref(),
         Some(missing.as_str()),
@@ -259,10 +217,7 @@ async fn archive_gap_scenario(install: PgInstall) -> Result<()> {
         "the window ends before {missing}: {w:?}"
     );
     let text = vault.pgvault(["list"])?.check()?;
-    assert!(
-        text.stdout.contains(&missing),
-        "`pgvault list` names the gap: {text}"
-    );
+    assert!(text.stdout.contains(&missing), "`pgvault list` names the gap: {text}");
 
     // A backup after the gap: a second window, and a restore without a target reaches the end.
     insert_phase(&a, "g6").await?;
@@ -322,10 +277,7 @@ async fn branches_scenario(install: PgInstall) -> Result<()> {
     let (x, _) = restore_and_promote(&install, &vault, "x", &["--target-time", &t1], true).await?;
     insert_phase(&x, "x1").await?;
     let seg = switch_and_archive(&x).await?;
-    assert!(
-        seg.starts_with("00000002"),
-        "the first branch is timeline 2 ({seg})"
-    );
+    assert!(seg.starts_with("00000002"), "the first branch is timeline 2 ({seg})");
     // Branch 3: to T2 along timeline 1, promoted (timeline 3: 2 is taken), written to, backed up.
     let (y, _) = restore_and_promote(
         &install,
@@ -340,10 +292,7 @@ async fn branches_scenario(install: PgInstall) -> Result<()> {
     let tl3_backup = vault.backup(&[])?;
     insert_phase(&y, "y2").await?;
     let seg = switch_and_archive(&y).await?;
-    assert!(
-        seg.starts_with("00000003"),
-        "the second branch is timeline 3 ({seg})"
-    );
+    assert!(seg.starts_with("00000003"), "the second branch is timeline 3 ({seg})");
     // More on branch 2, after the timeline-3 backup finished: a target there is later than that
     // backup, which is nevertheless not on the way to timeline 2.
     insert_phase(&x, "x2").await?;
@@ -355,7 +304,10 @@ async fn branches_scenario(install: PgInstall) -> Result<()> {
     let along2 = ["--target-timeline", "2", "--target-time", t_x.as_str()];
     let dry = dry_run_check(&vault, &along2, &tl1_backup, &tl3_backup)?;
     let (c, out, fetched) = restore_logging_fetches(&install, &vault, "along2", &along2).await?;
-    assert!(out.stdout.contains(&tl1_backup) && !out.stdout.contains(&tl3_backup), "timeline 2 is restored from the timeline-1 backup {tl1_backup}, never {tl3_backup} of timeline 3: {out}");
+    assert!(
+        out.stdout.contains(&tl1_backup) && !out.stdout.contains(&tl3_backup),
+        "timeline 2 is restored from the timeline-1 backup {tl1_backup}, never {tl3_backup} of timeline 3: {out}"
+    );
     assert_eq!(
         phases(&c).await?,
         "base:1 r1:10 x1:10 x2:10",
@@ -364,14 +316,7 @@ async fn branches_scenario(install: PgInstall) -> Result<()> {
     drop(c);
     // Across the switch point: what the dry run planned is what PostgreSQL read.
     check_fetches(&dry, &fetched)?;
-    let (c, _) = restore_and_promote(
-        &install,
-        &vault,
-        "along3",
-        &["--target-timeline", "3"],
-        false,
-    )
-    .await?;
+    let (c, _) = restore_and_promote(&install, &vault, "along3", &["--target-timeline", "3"], false).await?;
     assert_eq!(
         phases(&c).await?,
         "base:1 r1:10 r2:10 y1:10 y2:10",
@@ -382,12 +327,7 @@ async fn branches_scenario(install: PgInstall) -> Result<()> {
 
 /// `restore --dry-run` for timeline 2: the backup, the timeline path 1 → 2, segments, bytes and
 /// the furthest reachable point; exit 0 and nothing written.
-fn dry_run_check(
-    vault: &Vault,
-    args: &[&str],
-    expected_backup: &str,
-    wrong_backup: &str,
-) -> Result<CmdOutput> {
+fn dry_run_check(vault: &Vault, args: &[&str], expected_backup: &str, wrong_backup: &str) -> Result<CmdOutput> {
     let out = restore_raw(vault, "dry", &[args, &["--dry-run"]].concat())?;
     assert_eq!(out.code(), Some(0), "the dry run succeeds: {out}");
     assert_nothing_written(&vault.restore_path("dry"), &out);
@@ -402,14 +342,9 @@ fn dry_run_check(
         "the timeline path is 1 -> 2 (\"{}\")",
         report.timeline_line
     );
+    assert!(report.segments > 0, "the dry run counts the segments it needs: {out}");
     assert!(
-        report.segments > 0,
-        "the dry run counts the segments it needs: {out}"
-    );
-    assert!(
-        ["bytes", "KiB", "MiB", "GiB"]
-            .iter()
-            .any(|u| out.stdout.contains(u)),
+        ["bytes", "KiB", "MiB", "GiB"].iter().any(|u| out.stdout.contains(u)),
         "the dry run gives the bytes to fetch: {out}"
     );
     assert!(
@@ -437,9 +372,7 @@ async fn archive_off_and_standby_scenario(install: PgInstall) -> Result<()> {
     assert_eq!(phases(&c).await?, "base:1 s1:10");
     // The timeline the promoted copy writes on (its name's first 8 digits); pg_control only
     // learns it at the next checkpoint.
-    let current: String = c
-        .query_scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        .await?;
+    let current: String = c.query_scalar("SELECT pg_walfile_name(pg_current_wal_lsn())").await?;
     let tli = current.get(..8).context("a WAL file name")?;
     assert_ne!(tli, "00000001", "the promoted copy is on a new timeline");
     let history = format!("{tli}.history");

@@ -25,8 +25,8 @@ use pgvault_core::restore::{self, ArchiveMode, RestoreRequest, RestoreType, Targ
 use pgvault_tests::bins::default_cmd_timeout;
 use pgvault_tests::cluster::free_port;
 use pgvault_tests::{
-    archiving_cluster, install_under_test, run_as_postgres, run_with_timeout, run_workspace_bin,
-    workspace_bin, write_postgres_file, ClusterOptions, CmdOutput, PgCluster, PgInstall, Vault,
+    archiving_cluster, install_under_test, run_as_postgres, run_with_timeout, run_workspace_bin, workspace_bin,
+    write_postgres_file, ClusterOptions, CmdOutput, PgCluster, PgInstall, Vault,
 };
 
 const RECOVERY: Duration = Duration::from_secs(180);
@@ -43,16 +43,16 @@ async fn primary_with_backup(install: &PgInstall, vault: &Vault) -> Result<(PgCl
         .execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL, pad text)")
         .await?;
     // Some megabytes, so that byte-count failpoints land inside the files.
-    primary.execute("INSERT INTO t (phase, pad) SELECT 'base', repeat(md5(g::text), 30) FROM generate_series(1, 8000) g").await?;
+    primary
+        .execute("INSERT INTO t (phase, pad) SELECT 'base', repeat(md5(g::text), 30) FROM generate_series(1, 8000) g")
+        .await?;
     primary.checkpoint().await?;
     let id = vault.backup(&[])?;
     primary
         .execute("INSERT INTO t (phase) SELECT 'after' FROM generate_series(1, 100)")
         .await?;
     let seg = primary.switch_wal().await?;
-    primary
-        .wait_for_archived(&seg, Duration::from_secs(60))
-        .await?;
+    primary.wait_for_archived(&seg, Duration::from_secs(60)).await?;
     Ok((primary, id))
 }
 
@@ -61,10 +61,7 @@ async fn phases(c: &PgCluster) -> Result<String> {
     let rows = c
         .client()
         .await?
-        .query(
-            "SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase",
-            &[],
-        )
+        .query("SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase", &[])
         .await?;
     Ok(rows
         .iter()
@@ -75,12 +72,7 @@ async fn phases(c: &PgCluster) -> Result<String> {
 
 /// `pgvault --config CONFIG restore --pgdata DIR args…` as `postgres`, with `failpoint` in
 /// `PGVAULT_FAILPOINT` when given.
-fn restore_cmd(
-    config: &Path,
-    dir: &Path,
-    args: &[&str],
-    failpoint: Option<&str>,
-) -> Result<CmdOutput> {
+fn restore_cmd(config: &Path, dir: &Path, args: &[&str], failpoint: Option<&str>) -> Result<CmdOutput> {
     let mut all: Vec<String> = vec![
         "--config".into(),
         config.display().to_string(),
@@ -90,10 +82,7 @@ fn restore_cmd(
     ];
     all.extend(args.iter().map(|s| s.to_string()));
     let fp = failpoint.map(std::ffi::OsString::from);
-    let envs: Vec<(&str, &std::ffi::OsStr)> = fp
-        .iter()
-        .map(|v| ("PGVAULT_FAILPOINT", v.as_os_str()))
-        .collect();
+    let envs: Vec<(&str, &std::ffi::OsStr)> = fp.iter().map(|v| ("PGVAULT_FAILPOINT", v.as_os_str())).collect();
     run_workspace_bin("pgvault", all, &envs, default_cmd_timeout())
 }
 
@@ -175,10 +164,7 @@ async fn kill_nine_at_any_instant() {
             let dir = vault.restore_path(&format!("killed-{i}"));
             let out = restore_cmd(&vault.config, &dir, &backup, Some(fp))?;
             ensure!(killed(&out), "{fp}: the restore was not killed: {out}");
-            ensure!(
-                dir.join("pgvault_restore.json").is_file(),
-                "{fp}: the marker is there"
-            );
+            ensure!(dir.join("pgvault_restore.json").is_file(), "{fp}: the marker is there");
             ensure!(
                 !dir.join("global/pg_control").exists(),
                 "{fp}: pg_control is written last"
@@ -186,16 +172,12 @@ async fn kill_nine_at_any_instant() {
             assert_does_not_start(&install, &dir, fp)?;
             if i % 4 == 1 {
                 // Killed again while the re-run cleans up: still not startable, and a third run finishes.
-                let out =
-                    restore_cmd(&vault.config, &dir, &backup, Some("restore:during-cleanup"))?;
+                let out = restore_cmd(&vault.config, &dir, &backup, Some("restore:during-cleanup"))?;
                 ensure!(killed(&out), "{fp}: the cleanup was not killed: {out}");
                 assert_does_not_start(&install, &dir, "during cleanup")?;
             }
             let out = restore_cmd(&vault.config, &dir, &backup, None)?;
-            ensure!(
-                out.success(),
-                "{fp}: the re-run must resume and finish: {out}"
-            );
+            ensure!(out.success(), "{fp}: the re-run must resume and finish: {out}");
             ensure!(
                 !dir.join("pgvault_restore.json").exists(),
                 "{fp}: the marker is removed at the end"
@@ -211,12 +193,7 @@ async fn kill_nine_at_any_instant() {
 
         // Killed, then asked for another backup: refused, saying how to finish or start over.
         let dir = vault.restore_path("killed-other");
-        let out = restore_cmd(
-            &vault.config,
-            &dir,
-            &backup,
-            Some("restore:after-bytes=1000000"),
-        )?;
+        let out = restore_cmd(&vault.config, &dir, &backup, Some("restore:after-bytes=1000000"))?;
         ensure!(killed(&out), "{out}");
         let out = restore_cmd(&vault.config, &dir, &["--backup", &second], None)?;
         ensure!(
@@ -245,11 +222,7 @@ async fn kill_nine_at_any_instant() {
 
 /// Replaces backup `id`'s catalog with `forge(catalog)`. The one place that knows how catalogs are
 /// stored (the format may change: adapt here).
-async fn forge_catalog(
-    config: &Path,
-    id: &str,
-    forge: impl FnOnce(&mut BackupCatalog),
-) -> Result<()> {
+async fn forge_catalog(config: &Path, id: &str, forge: impl FnOnce(&mut BackupCatalog)) -> Result<()> {
     let config = Config::load(Some(config))?;
     let repo = Repository::open(&config).await?;
     let mut cat = repo.load_catalog(id).await?;
@@ -336,11 +309,10 @@ async fn forged_catalog_is_refused_as_root() {
                 Box::new({
                     let c = canary_s.clone();
                     move |cat| {
-                        cat.symlinks
-                            .push(pgvault_core::repository::catalog::LinkEntry {
-                                path: "escape".into(),
-                                target: c,
-                            });
+                        cat.symlinks.push(pgvault_core::repository::catalog::LinkEntry {
+                            path: "escape".into(),
+                            target: c,
+                        });
                         cat.files[1].path = "escape/evil".into();
                     }
                 }),
@@ -369,10 +341,7 @@ async fn forged_catalog_is_refused_as_root() {
                 &id,
             ]);
             let out = run_with_timeout(&mut cmd, default_cmd_timeout())?;
-            ensure!(
-                !out.success(),
-                "{what}: a forged catalog must be refused: {out}"
-            );
+            ensure!(!out.success(), "{what}: a forged catalog must be refused: {out}");
             ensure!(
                 out.stderr.contains("unsafe path"),
                 "{what}: the refusal names the unsafe path: {out}"
@@ -450,11 +419,7 @@ async fn archive_mode_off_and_standby() {
 
         // archive_mode off: recovers, promotes, and archives nothing on its new timeline.
         let dir = vault.restore_path("no-archive");
-        restore_lib(
-            &vault,
-            &request(&dir, &id, RestoreType::Default, ArchiveMode::Off),
-        )
-        .await?;
+        restore_lib(&vault, &request(&dir, &id, RestoreType::Default, ArchiveMode::Off)).await?;
         let mut c = PgCluster::from_data_dir(&install, &dir, None)?;
         c.start()?;
         c.wait_for_recovery_end(RECOVERY).await?;
@@ -463,13 +428,8 @@ async fn archive_mode_off_and_standby() {
         c.execute("INSERT INTO t (phase) VALUES ('copy')").await?;
         c.switch_wal().await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let archived: i64 = c
-            .query_scalar("SELECT archived_count FROM pg_stat_archiver")
-            .await?;
-        assert_eq!(
-            archived, 0,
-            "a restored copy with archive_mode off archives nothing"
-        );
+        let archived: i64 = c.query_scalar("SELECT archived_count FROM pg_stat_archiver").await?;
+        assert_eq!(archived, 0, "a restored copy with archive_mode off archives nothing");
         let tl2: Vec<String> = vault
             .raw_storage()?
             .list("wal")
@@ -486,11 +446,7 @@ async fn archive_mode_off_and_standby() {
 
         // standby: standby.signal, stays in recovery and follows the archive.
         let dir = vault.restore_path("standby");
-        restore_lib(
-            &vault,
-            &request(&dir, &id, RestoreType::Standby, ArchiveMode::Preserve),
-        )
-        .await?;
+        restore_lib(&vault, &request(&dir, &id, RestoreType::Standby, ArchiveMode::Preserve)).await?;
         ensure!(dir.join("standby.signal").is_file() && !dir.join("recovery.signal").exists());
         let mut s = PgCluster::from_data_dir(&install, &dir, None)?;
         s.start()?;
@@ -499,9 +455,7 @@ async fn archive_mode_off_and_standby() {
             .execute("INSERT INTO t (phase) SELECT 'late' FROM generate_series(1, 7)")
             .await?;
         let seg = primary.switch_wal().await?;
-        primary
-            .wait_for_archived(&seg, Duration::from_secs(60))
-            .await?;
+        primary.wait_for_archived(&seg, Duration::from_secs(60)).await?;
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let p = phases(&s).await?;
@@ -514,10 +468,7 @@ async fn archive_mode_off_and_standby() {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        ensure!(
-            s.is_in_recovery().await?,
-            "still a standby after catching up"
-        );
+        ensure!(s.is_in_recovery().await?, "still a standby after catching up");
         s.stop()?;
         Ok(())
     };

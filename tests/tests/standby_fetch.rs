@@ -18,8 +18,8 @@ use anyhow::{bail, Context, Result};
 use pgvault_core::config::RepositoryConfig;
 use pgvault_tests::faultproxy::{FaultPlan, FaultProxy, Upstream};
 use pgvault_tests::{
-    archiving_cluster, install_under_test, run_workspace_bin, write_postgres_file, ClusterOptions,
-    ObjStore, PgCluster, StoreKind, Vault,
+    archiving_cluster, install_under_test, run_workspace_bin, write_postgres_file, ClusterOptions, ObjStore, PgCluster,
+    StoreKind, Vault,
 };
 
 /// `[repository]` body for the repository under `direct.url`, reached through `proxy`, with small
@@ -74,9 +74,7 @@ async fn storage_standby_rides_out_a_store_outage() {
     if !StoreKind::S3PrivateCa.available() {
         return;
     }
-    standby_inner(install)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    standby_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 async fn standby_inner(install: pgvault_tests::PgInstall) -> Result<()> {
@@ -134,10 +132,7 @@ async fn standby_inner(install: pgvault_tests::PgInstall) -> Result<()> {
     write_postgres_file(&dir.join("standby.signal"), "", 0o600)?;
     let mut standby = PgCluster::from_data_dir(&install, &dir, None)?;
     standby.start()?;
-    assert!(
-        standby.is_in_recovery().await?,
-        "a standby stays in recovery"
-    );
+    assert!(standby.is_in_recovery().await?, "a standby stays in recovery");
     wait_for_rows(&standby, count(&primary).await?, Duration::from_secs(120)).await?;
 
     // The store goes down (for the standby); the primary keeps writing and archiving.
@@ -146,9 +141,7 @@ async fn standby_inner(install: pgvault_tests::PgInstall) -> Result<()> {
         .execute("INSERT INTO t (phase) SELECT 'during' FROM generate_series(1, 500)")
         .await?;
     let seg = primary.switch_wal().await?;
-    primary
-        .wait_for_archived(&seg, Duration::from_secs(120))
-        .await?;
+    primary.wait_for_archived(&seg, Duration::from_secs(120)).await?;
     wait_for_log(&standby, "not yet available", Duration::from_secs(120))?;
     let log = std::fs::read_to_string(standby.log_path())?;
     assert!(
@@ -171,19 +164,14 @@ async fn standby_inner(install: pgvault_tests::PgInstall) -> Result<()> {
         .execute("INSERT INTO t (phase) SELECT 'after' FROM generate_series(1, 250)")
         .await?;
     let seg = primary.switch_wal().await?;
-    primary
-        .wait_for_archived(&seg, Duration::from_secs(120))
-        .await?;
+    primary.wait_for_archived(&seg, Duration::from_secs(120)).await?;
     let want = count(&primary).await?;
     assert_eq!(want, 1750);
     wait_for_rows(&standby, want, Duration::from_secs(180)).await?;
     let after: i64 = standby
         .query_scalar("SELECT count(*) FROM t WHERE phase = 'after'")
         .await?;
-    assert_eq!(
-        after, 250,
-        "rows written after the outage reached the standby"
-    );
+    assert_eq!(after, 250, "rows written after the outage reached the standby");
     drop(standby);
     drop(primary);
     Ok(())
@@ -198,10 +186,7 @@ fn wait_for_log(c: &PgCluster, needle: &str, timeout: Duration) -> Result<()> {
             return Ok(());
         }
         if start.elapsed() > timeout {
-            bail!(
-                "no '{needle}' in the log after {timeout:?}:\n{}",
-                tail(c.log_path())
-            );
+            bail!("no '{needle}' in the log after {timeout:?}:\n{}", tail(c.log_path()));
         }
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -70,16 +70,11 @@ fn main() -> ExitCode {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            _ if a.starts_with("--config=") => {
-                config_path = Some(PathBuf::from(&a["--config=".len()..]))
-            }
+            _ if a.starts_with("--config=") => config_path = Some(PathBuf::from(&a["--config=".len()..])),
             _ => rest.push(a),
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgvault-archive: cannot start: {e}");
@@ -88,9 +83,7 @@ fn main() -> ExitCode {
     };
     match rest.as_slice() {
         [cmd, path] if cmd == "push" => rt.block_on(push(config_path.as_deref(), Path::new(path))),
-        [cmd, name, dest] if cmd == "fetch" => {
-            rt.block_on(fetch(config_path.as_deref(), name, Path::new(dest)))
-        }
+        [cmd, name, dest] if cmd == "fetch" => rt.block_on(fetch(config_path.as_deref(), name, Path::new(dest))),
         [] => usage("no command given"),
         _ => usage("unexpected arguments"),
     }
@@ -163,8 +156,7 @@ async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitCode 
             Err(e) => e,
         };
         let kind = storage_kind(&e);
-        let standby = kind.is_some_and(StorageErrorKind::is_unavailable)
-            && Path::new(STANDBY_SIGNAL).exists();
+        let standby = kind.is_some_and(StorageErrorKind::is_unavailable) && Path::new(STANDBY_SIGNAL).exists();
         match verdict(kind, standby, is_history(name), attempt < STANDBY_ATTEMPTS) {
             Verdict::Retry => {
                 eprintln!(
@@ -174,9 +166,7 @@ async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitCode 
                 tokio::time::sleep(STANDBY_RETRY_DELAY).await;
                 attempt += 1;
             }
-            Verdict::Missing if kind == Some(StorageErrorKind::NotFound) => {
-                return ExitCode::from(FETCH_MISSING)
-            }
+            Verdict::Missing if kind == Some(StorageErrorKind::NotFound) => return ExitCode::from(FETCH_MISSING),
             Verdict::Missing => {
                 eprintln!("pgvault-archive: fetch {name}: the repository is still unavailable after {STANDBY_ATTEMPTS} attempts ({e}); reporting {name} as not yet available so that this standby keeps running and asks again");
                 return ExitCode::from(FETCH_MISSING);
@@ -210,16 +200,13 @@ fn fetch_failed(name: &str, e: &anyhow::Error) -> ExitCode {
 /// The storage error kind behind a failed fetch, if the store is what failed.
 fn storage_kind(e: &ArchiveError) -> Option<StorageErrorKind> {
     match e {
-        ArchiveError::Storage(s) | ArchiveError::Repository(RepositoryError::Storage(s)) => {
-            Some(s.kind())
-        }
+        ArchiveError::Storage(s) | ArchiveError::Repository(RepositoryError::Storage(s)) => Some(s.kind()),
         _ => None,
     }
 }
 
 fn is_history(name: &str) -> bool {
-    pgvault_core::wal::WalFileName::parse(name)
-        .is_ok_and(|n| n.kind == pgvault_core::wal::WalKind::History)
+    pgvault_core::wal::WalFileName::parse(name).is_ok_and(|n| n.kind == pgvault_core::wal::WalKind::History)
 }
 
 /// What to do about a failed fetch attempt.
@@ -288,10 +275,7 @@ mod tests {
             }
             // Corruption, wrong passphrase, foreign WAL: not storage errors.
             assert_eq!(verdict(None, standby, false, true), Verdict::Fatal);
-            assert_eq!(
-                verdict(Some(K::NotFound), standby, true, false),
-                Verdict::Missing
-            );
+            assert_eq!(verdict(Some(K::NotFound), standby, true, false), Verdict::Missing);
         }
     }
 
@@ -306,10 +290,7 @@ mod tests {
                 "connection refused",
             ))
         };
-        assert_eq!(
-            storage_kind(&ArchiveError::Storage(down())),
-            Some(K::Transient)
-        );
+        assert_eq!(storage_kind(&ArchiveError::Storage(down())), Some(K::Transient));
         assert_eq!(
             storage_kind(&ArchiveError::Repository(RepositoryError::Storage(down()))),
             Some(K::Transient)

@@ -71,7 +71,11 @@ pub async fn init(ctx: &Context) -> Result<()> {
     let (identity, _) = server::cluster_identity(&mut conn, &config).await?;
     let _ = conn.close().await;
     let (repo, created) = Repository::init(&config, identity.clone(), None).await?;
-    let enc = if repo.is_encrypted() { "encrypted (AES-256-GCM)" } else { "NOT encrypted" };
+    let enc = if repo.is_encrypted() {
+        "encrypted (AES-256-GCM)"
+    } else {
+        "NOT encrypted"
+    };
     if created {
         println!(
             "initialized repository {} for cluster {} (PostgreSQL {}, {} WAL segments), {enc}",
@@ -84,7 +88,10 @@ pub async fn init(ctx: &Context) -> Result<()> {
             eprintln!("pgvault: note: backups in this repository are stored unencrypted; set [encryption] passphrase_file to encrypt a new repository");
         }
     } else {
-        println!("repository {} already initialized for this cluster, {enc}", repo.storage());
+        println!(
+            "repository {} already initialized for this cluster, {enc}",
+            repo.storage()
+        );
     }
     Ok(())
 }
@@ -146,8 +153,20 @@ pub async fn info(ctx: &Context, args: ListArgs) -> Result<()> {
     println!("id              {}", m.repository_id);
     println!("format          version {}", m.format_version);
     println!("created         {} by {}", m.created_at.to_rfc3339(), m.created_by);
-    println!("cluster         {} (PostgreSQL {}, {} WAL segments)", m.cluster.system_identifier, m.cluster.major(), display::bytes(m.cluster.wal_segment_size));
-    println!("encryption      {}", if repo.is_encrypted() { "AES-256-GCM, Argon2id-wrapped key" } else { "none" });
+    println!(
+        "cluster         {} (PostgreSQL {}, {} WAL segments)",
+        m.cluster.system_identifier,
+        m.cluster.major(),
+        display::bytes(m.cluster.wal_segment_size)
+    );
+    println!(
+        "encryption      {}",
+        if repo.is_encrypted() {
+            "AES-256-GCM, Argon2id-wrapped key"
+        } else {
+            "none"
+        }
+    );
     println!("compression     {}", repo.compression_name());
     println!("WAL push mode   {}", repo.wal_push_mode().description());
     Ok(())
@@ -155,22 +174,35 @@ pub async fn info(ctx: &Context, args: ListArgs) -> Result<()> {
 
 pub async fn copy(ctx: &Context, args: CopyArgs) -> Result<()> {
     let config = ctx.config()?;
-    let target_config = Config::load(Some(&args.to)).with_context(|| format!("target configuration (--to {})", args.to.display()))?;
+    let target_config =
+        Config::load(Some(&args.to)).with_context(|| format!("target configuration (--to {})", args.to.display()))?;
     for w in &target_config.warnings {
         eprintln!("pgvault: warning: {w}");
     }
     let repo = Repository::open(&config).await?;
-    let opts = CopyOptions { dry_run: args.dry_run, parallel: args.parallel.clamp(1, 64) };
+    let opts = CopyOptions {
+        dry_run: args.dry_run,
+        parallel: args.parallel.clamp(1, 64),
+    };
     let started = Instant::now();
     let bar = progress::for_terminal(ctx.show_progress && !args.dry_run);
     let summary = pgvault_core::copy::run(&repo, &target_config, &opts, bar).await?;
     if args.dry_run {
         for item in &summary.plan {
             match item {
-                PlanItem::Backup { id, objects, bytes, objects_present } => println!(
+                PlanItem::Backup {
+                    id,
+                    objects,
+                    bytes,
+                    objects_present,
+                } => println!(
                     "would copy backup {id}: {objects} object(s), {}{}",
                     display::bytes(*bytes),
-                    if *objects_present > 0 { format!(" ({objects_present} already there from an earlier run)") } else { String::new() }
+                    if *objects_present > 0 {
+                        format!(" ({objects_present} already there from an earlier run)")
+                    } else {
+                        String::new()
+                    }
                 ),
                 PlanItem::Wal { name, bytes } => println!("would copy WAL {name} ({})", display::bytes(*bytes)),
             }
@@ -195,7 +227,11 @@ pub async fn upgrade(ctx: &Context) -> Result<()> {
             repo.meta().format_version
         );
     } else {
-        println!("repository {} already writes format {}", repo.storage(), repo.meta().format_version);
+        println!(
+            "repository {} already writes format {}",
+            repo.storage(),
+            repo.meta().format_version
+        );
     }
     Ok(())
 }

@@ -5,14 +5,12 @@ use pgvault_core::restore::{RestoreError, TargetError};
 use pgvault_core::timeline::ChoiceError;
 
 fn choice_error(e: &anyhow::Error) -> Option<&ChoiceError> {
-    e.chain().find_map(|c| {
-        match c.downcast_ref::<RestoreError>() {
-            Some(RestoreError::Target(TargetError::Choice(ce))) => Some(ce),
-            _ => c.downcast_ref::<TargetError>().and_then(|t| match t {
-                TargetError::Choice(ce) => Some(ce),
-                _ => None,
-            }),
-        }
+    e.chain().find_map(|c| match c.downcast_ref::<RestoreError>() {
+        Some(RestoreError::Target(TargetError::Choice(ce))) => Some(ce),
+        _ => c.downcast_ref::<TargetError>().and_then(|t| match t {
+            TargetError::Choice(ce) => Some(ce),
+            _ => None,
+        }),
     })
 }
 

@@ -61,7 +61,11 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
     let gaps = s.model.gaps();
     let segments: Vec<_> = s.wal.iter().filter(|(n, _)| n.has_page_header()).collect();
     let latest = s.model.tree().latest();
-    let latest_w: Vec<&Window> = by_tli.iter().filter(|t| t.tli == latest).flat_map(|t| t.windows.iter()).collect();
+    let latest_w: Vec<&Window> = by_tli
+        .iter()
+        .filter(|t| t.tli == latest)
+        .flat_map(|t| t.windows.iter())
+        .collect();
     if args.json {
         let out = json!({
             "repository": repo.storage().to_string(),
@@ -102,13 +106,25 @@ fn print_human(
     gaps: &[Gap],
     segments: &[&(pgvault_core::wal::WalFileName, pgvault_core::storage::ObjectInfo)],
 ) {
-    println!("repository {} (cluster {}, PostgreSQL {})", repo.storage(), repo.cluster().system_identifier, repo.cluster().major());
+    println!(
+        "repository {} (cluster {}, PostgreSQL {})",
+        repo.storage(),
+        repo.cluster().system_identifier,
+        repo.cluster().major()
+    );
     if s.catalogs.is_empty() {
         println!("no backups yet: run `pgvault backup`");
     } else {
-        println!("{:<17} {:<5} {:<25} {:<25} {:<23} {:>10} {:>10}", "BACKUP", "TLI", "STARTED", "FINISHED", "LSN RANGE", "SIZE", "STORED");
+        println!(
+            "{:<17} {:<5} {:<25} {:<25} {:<23} {:>10} {:>10}",
+            "BACKUP", "TLI", "STARTED", "FINISHED", "LSN RANGE", "SIZE", "STORED"
+        );
         for b in &s.catalogs {
-            let tli = if b.timeline == b.stop_timeline { b.timeline.to_string() } else { format!("{}>{}", b.timeline, b.stop_timeline) };
+            let tli = if b.timeline == b.stop_timeline {
+                b.timeline.to_string()
+            } else {
+                format!("{}>{}", b.timeline, b.stop_timeline)
+            };
             println!(
                 "{:<17} {:<5} {:<25} {:<25} {:<23} {:>10} {:>10}{}",
                 b.id,
@@ -133,13 +149,19 @@ fn print_human(
         if g.first_missing == g.last_missing {
             println!("GAP on timeline {}: {} is missing", g.tli, g.first_missing);
         } else {
-            println!("GAP on timeline {}: {} .. {} are missing", g.tli, g.first_missing, g.last_missing);
+            println!(
+                "GAP on timeline {}: {} .. {} are missing",
+                g.tli, g.first_missing, g.last_missing
+            );
         }
     }
     let latest = s.model.tree().latest();
     for t in by_tli {
         for w in &t.windows {
-            let end_time = w.end_time.map(|t| t.to_rfc3339()).unwrap_or_else(|| "(time not recorded)".into());
+            let end_time = w
+                .end_time
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "(time not recorded)".into());
             println!(
                 "recoverable{}: timeline {} from {} ({}) to {} ({}){}",
                 if t.tli == latest { " (latest)" } else { "" },
@@ -148,7 +170,9 @@ fn print_human(
                 w.start_lsn,
                 end_time,
                 w.end_lsn,
-                w.ends_at_gap.map(|g| format!(", then a gap at {g}")).unwrap_or_default()
+                w.ends_at_gap
+                    .map(|g| format!(", then a gap at {g}"))
+                    .unwrap_or_default()
             );
         }
     }

@@ -16,7 +16,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pgvault", version, about = "Back up PostgreSQL and restore it to any point in time")]
+#[command(
+    name = "pgvault",
+    version,
+    about = "Back up PostgreSQL and restore it to any point in time"
+)]
 struct Cli {
     /// Configuration file (default: $PGVAULT_CONFIG, then /etc/pgvault/pgvault.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -58,7 +62,8 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGVAULT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+            tracing_subscriber::EnvFilter::try_from_env("PGVAULT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -71,7 +76,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ctx = commands::Context { config_path: cli.config, show_progress: !cli.no_progress };
+    let ctx = commands::Context {
+        config_path: cli.config,
+        show_progress: !cli.no_progress,
+    };
     let result = rt.block_on(async move {
         match cli.command {
             Command::Init => commands::init(&ctx).await,

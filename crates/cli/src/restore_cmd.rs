@@ -92,7 +92,10 @@ fn archive_command_path(config: &Config) -> Result<PathBuf> {
     if beside.exists() {
         return Ok(beside);
     }
-    bail!("pgvault-archive is not installed beside {} ; install it there or set [restore] archive_command_path", exe.display())
+    bail!(
+        "pgvault-archive is not installed beside {} ; install it there or set [restore] archive_command_path",
+        exe.display()
+    )
 }
 
 fn target_of(args: &RestoreArgs) -> Result<Target> {
@@ -149,9 +152,17 @@ fn print_plan(plan: &RestorePlan, choice: Option<&Choice>, list_segments: bool) 
     let Some(choice) = choice else { return };
     let p = &choice.plan;
     let path: Vec<String> = p.timeline_path.iter().map(|t| t.to_string()).collect();
-    println!("timeline path: {} (recovery_target_timeline = {})", path.join(" -> "), choice.target_tli);
+    println!(
+        "timeline path: {} (recovery_target_timeline = {})",
+        path.join(" -> "),
+        choice.target_tli
+    );
     match (p.segments.first(), p.segments.last()) {
-        (Some(f), Some(l)) => println!("WAL segments from the archive: {} ({}), {f} .. {l}", p.segment_count(), display::bytes(p.bytes())),
+        (Some(f), Some(l)) => println!(
+            "WAL segments from the archive: {} ({}), {f} .. {l}",
+            p.segment_count(),
+            display::bytes(p.bytes())
+        ),
         _ => println!("WAL segments from the archive: 0 (0 B)"),
     }
     if list_segments {
@@ -159,10 +170,18 @@ fn print_plan(plan: &RestorePlan, choice: Option<&Choice>, list_segments: bool) 
             println!("  {s}");
         }
     }
-    let time = p.reachable_end_time.map(|t| format!(", last commit at {}", t.to_rfc3339())).unwrap_or_default();
+    let time = p
+        .reachable_end_time
+        .map(|t| format!(", last commit at {}", t.to_rfc3339()))
+        .unwrap_or_default();
     println!("furthest reachable point: {}{time}", p.reachable_end);
     if let Some(rp) = &choice.restore_point {
-        println!("restore point '{}' at {} ({})", rp.point.name, rp.point.lsn, rp.point.time.to_rfc3339());
+        println!(
+            "restore point '{}' at {} ({})",
+            rp.point.name,
+            rp.point.lsn,
+            rp.point.time.to_rfc3339()
+        );
     }
 }
 
@@ -179,7 +198,10 @@ pub async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         return Ok(());
     }
     if plan.resume.is_some() {
-        println!("{} holds an interrupted restore of this backup: starting it over", req.pgdata.display());
+        println!(
+            "{} holds an interrupted restore of this backup: starting it over",
+            req.pgdata.display()
+        );
     }
     let started = Instant::now();
     let bar = progress::for_terminal(ctx.show_progress);

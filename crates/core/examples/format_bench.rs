@@ -108,8 +108,7 @@ fn main() {
             let (mut best_w, mut best_r, mut ratio) = (0f64, 0f64, 0f64);
             for _round in 0..2 {
                 let t0 = Instant::now();
-                let mut w =
-                    ObjectWriter::new(Vec::with_capacity(size / 2), &codec, k).expect("writer");
+                let mut w = ObjectWriter::new(Vec::with_capacity(size / 2), &codec, k).expect("writer");
                 for piece in data.chunks(1 << 20) {
                     w.write_all(piece).expect("write");
                 }

@@ -13,7 +13,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = args.get(2).map(|p| p.parse()).transpose()?.unwrap_or(55432);
     let params = ConnParams::new(host, port, "postgres");
     let mut conn = Connection::connect(&params, true).await?;
-    let opts = BaseBackupOptions { tablespace_map: false, ..Default::default() };
+    let opts = BaseBackupOptions {
+        tablespace_map: false,
+        ..Default::default()
+    };
     let started = Instant::now();
     let mut stream = conn.base_backup(&opts).await?;
     let (mut bytes, mut messages) = (0u64, 0u64);
@@ -25,6 +28,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     stream.finish().await?;
     let secs = started.elapsed().as_secs_f64();
-    println!("{bytes} bytes in {messages} messages, {secs:.2}s, {:.0} MB/s", bytes as f64 / secs / 1e6);
+    println!(
+        "{bytes} bytes in {messages} messages, {secs:.2}s, {:.0} MB/s",
+        bytes as f64 / secs / 1e6
+    );
     Ok(())
 }

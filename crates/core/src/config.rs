@@ -24,10 +24,7 @@ pub const PASSPHRASE_ENV: &str = "PGVAULT_PASSPHRASE";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source} (give the file with --config or {CONFIG_ENV})")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("configuration file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("configuration file {path}: key {key}: {message}")]
@@ -36,7 +33,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("{what} {path} is readable by group or others (mode {mode:o}); it holds secrets: run `chmod 600 {path}`{hint}")]
+    #[error(
+        "{what} {path} is readable by group or others (mode {mode:o}); it holds secrets: run `chmod 600 {path}`{hint}"
+    )]
     LoosePermissions {
         what: &'static str,
         path: PathBuf,
@@ -387,25 +386,16 @@ impl Config {
         }
         let r = &self.repository;
         if r.request_timeout == 0 || r.request_timeout > 3600 {
-            return Err(self.invalid(
-                "repository.request_timeout",
-                "must be between 1 and 3600 seconds",
-            ));
+            return Err(self.invalid("repository.request_timeout", "must be between 1 and 3600 seconds"));
         }
         if r.connect_timeout == 0 || r.connect_timeout > 600 {
-            return Err(self.invalid(
-                "repository.connect_timeout",
-                "must be between 1 and 600 seconds",
-            ));
+            return Err(self.invalid("repository.connect_timeout", "must be between 1 and 600 seconds"));
         }
         if r.retry_max > 100 {
             return Err(self.invalid("repository.retry_max", "must be at most 100"));
         }
         if r.retry_timeout == 0 || r.retry_timeout > 86400 {
-            return Err(self.invalid(
-                "repository.retry_timeout",
-                "must be between 1 and 86400 seconds",
-            ));
+            return Err(self.invalid("repository.retry_timeout", "must be between 1 and 86400 seconds"));
         }
         match self.compression.algorithm.as_str() {
             "zstd" => {
@@ -417,12 +407,7 @@ impl Config {
                 }
             }
             "none" => {}
-            other => {
-                return Err(self.invalid(
-                    "compression.algorithm",
-                    format!("'{other}' is not one of zstd, none"),
-                ))
-            }
+            other => return Err(self.invalid("compression.algorithm", format!("'{other}' is not one of zstd, none"))),
         }
         match self.encryption.cipher.as_deref() {
             None | Some("aes-256-gcm") | Some("none") => {}
@@ -433,9 +418,7 @@ impl Config {
                 ))
             }
         }
-        if self.encryption.cipher.as_deref() == Some("none")
-            && self.encryption.passphrase_file.is_some()
-        {
+        if self.encryption.cipher.as_deref() == Some("none") && self.encryption.passphrase_file.is_some() {
             return Err(self.invalid(
                 "encryption.passphrase_file",
                 "is set while cipher = \"none\": remove one of them",
@@ -528,11 +511,7 @@ impl Config {
 }
 
 /// Refuses a secret-bearing file that group or others may read.
-pub fn check_private(
-    path: &Path,
-    what: &'static str,
-    hint: &'static str,
-) -> Result<(), ConfigError> {
+pub fn check_private(path: &Path, what: &'static str, hint: &'static str) -> Result<(), ConfigError> {
     let meta = std::fs::metadata(path).map_err(|source| ConfigError::ReadSecret {
         what,
         path: path.to_path_buf(),
@@ -595,8 +574,7 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let err =
-            parse("[postgres]\nhots = \"x\"\n[repository]\nurl = \"file:///r\"\n").unwrap_err();
+        let err = parse("[postgres]\nhots = \"x\"\n[repository]\nurl = \"file:///r\"\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("/etc/pgvault/test.toml"), "{msg}");
         assert!(msg.contains("hots"), "{msg}");
@@ -628,17 +606,13 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
     #[test]
     fn every_sslmode_the_client_supports_is_accepted() {
         for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
-            let text =
-                format!("[postgres]\nsslmode = \"{mode}\"\n[repository]\nurl = \"file:///r\"\n");
+            let text = format!("[postgres]\nsslmode = \"{mode}\"\n[repository]\nurl = \"file:///r\"\n");
             assert!(parse(&text).is_ok(), "sslmode {mode} refused");
         }
         let err = parse("[postgres]\nsslmode = \"allow\"\n[repository]\nurl = \"file:///r\"\n")
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("postgres.sslmode") && err.contains("prefer"),
-            "{err}"
-        );
+        assert!(err.contains("postgres.sslmode") && err.contains("prefer"), "{err}");
     }
 
     #[test]
@@ -654,15 +628,9 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
         let c = parse(&text).unwrap();
         // The environment variable would take precedence; this test relies on it being unset.
         if std::env::var_os(PASSPHRASE_ENV).is_none() {
-            assert!(matches!(
-                c.passphrase(),
-                Err(ConfigError::LoosePermissions { .. })
-            ));
+            assert!(matches!(c.passphrase(), Err(ConfigError::LoosePermissions { .. })));
             std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
-            assert_eq!(
-                &c.passphrase().unwrap().unwrap()[..],
-                b"correct horse battery staple"
-            );
+            assert_eq!(&c.passphrase().unwrap().unwrap()[..], b"correct horse battery staple");
         }
     }
 

@@ -18,7 +18,11 @@ pub enum ServerError {
     #[error("cannot reach PostgreSQL at {target}: {source}")]
     Connect { target: String, source: Box<ProtocolError> },
     #[error("PostgreSQL at {target}: {context}: {source}")]
-    Query { target: String, context: &'static str, source: Box<ProtocolError> },
+    Query {
+        target: String,
+        context: &'static str,
+        source: Box<ProtocolError>,
+    },
     #[error("PostgreSQL at {target}: {0}", target = .1)]
     Unexpected(String, String),
 }
@@ -28,14 +32,18 @@ pub enum ServerError {
 pub fn conn_params(config: &Config, replication: bool) -> Result<ConnParams, ServerError> {
     let pg = &config.postgres;
     let target = describe(config);
-    let sslmode: SslMode = pg
-        .sslmode
-        .parse()
-        .map_err(|e: ProtocolError| ServerError::Connect { target: target.clone(), source: Box::new(e) })?;
+    let sslmode: SslMode = pg.sslmode.parse().map_err(|e: ProtocolError| ServerError::Connect {
+        target: target.clone(),
+        source: Box::new(e),
+    })?;
     let password_file = pg.password_file.as_ref().map(|p| config.relative_to_config(p));
     let dbname = protocol::pgpass_dbname(&pg.dbname, replication);
-    let password = protocol::resolve_password(&pg.host, pg.port, dbname, &pg.user, password_file.as_deref())
-        .map_err(|source| ServerError::Connect { target: target.clone(), source: Box::new(source) })?;
+    let password = protocol::resolve_password(&pg.host, pg.port, dbname, &pg.user, password_file.as_deref()).map_err(
+        |source| ServerError::Connect {
+            target: target.clone(),
+            source: Box::new(source),
+        },
+    )?;
     Ok(ConnParams {
         host: pg.host.clone(),
         port: pg.port,
@@ -59,15 +67,24 @@ pub async fn connect(config: &Config, replication: bool) -> Result<Connection, S
     let params = conn_params(config, replication)?;
     Connection::connect(&params, replication)
         .await
-        .map_err(|source| ServerError::Connect { target: describe(config), source: Box::new(source) })
+        .map_err(|source| ServerError::Connect {
+            target: describe(config),
+            source: Box::new(source),
+        })
 }
 
 /// Runs a query expected to return one row.
-pub async fn query_row(conn: &mut Connection, config: &Config, context: &'static str, sql: &str) -> Result<Vec<Option<String>>, ServerError> {
-    let rows = conn
-        .simple_query(sql)
-        .await
-        .map_err(|source| ServerError::Query { target: describe(config), context, source: Box::new(source) })?;
+pub async fn query_row(
+    conn: &mut Connection,
+    config: &Config,
+    context: &'static str,
+    sql: &str,
+) -> Result<Vec<Option<String>>, ServerError> {
+    let rows = conn.simple_query(sql).await.map_err(|source| ServerError::Query {
+        target: describe(config),
+        context,
+        source: Box::new(source),
+    })?;
     rows.into_iter()
         .next()
         .ok_or_else(|| ServerError::Unexpected(format!("{context}: no row returned"), describe(config)))
@@ -100,11 +117,15 @@ pub fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// The identity of the cluster behind a replication connection.
-pub async fn cluster_identity(conn: &mut Connection, config: &Config) -> Result<(ClusterIdentity, protocol::SystemIdentity), ServerError> {
-    let sys = conn
-        .identify_system()
-        .await
-        .map_err(|source| ServerError::Query { target: describe(config), context: "IDENTIFY_SYSTEM", source: Box::new(source) })?;
+pub async fn cluster_identity(
+    conn: &mut Connection,
+    config: &Config,
+) -> Result<(ClusterIdentity, protocol::SystemIdentity), ServerError> {
+    let sys = conn.identify_system().await.map_err(|source| ServerError::Query {
+        target: describe(config),
+        context: "IDENTIFY_SYSTEM",
+        source: Box::new(source),
+    })?;
     let seg = show(conn, config, "wal_segment_size").await?;
     let wal_segment_size = parse_size(&seg)
         .ok_or_else(|| ServerError::Unexpected(format!("unexpected wal_segment_size '{seg}'"), describe(config)))?;

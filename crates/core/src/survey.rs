@@ -18,7 +18,8 @@ use crate::lsn::TimelineId;
 use crate::repository::{BackupCatalog, Repository, RepositoryError};
 use crate::storage::ObjectInfo;
 use crate::timeline::{
-    parse_history, ArchiveModel, BackupPoint, HistoryEntry, ModelError, RestorePoint, SegmentTimes, TimelineError, TimelineTree,
+    parse_history, ArchiveModel, BackupPoint, HistoryEntry, ModelError, RestorePoint, SegmentTimes, TimelineError,
+    TimelineTree,
 };
 use crate::wal::{WalFileName, WalKind, WalSummary};
 
@@ -66,7 +67,11 @@ impl Survey {
 /// Reads the repository's WAL listing, history files and catalogs, and builds the model.
 pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyError> {
     let listing = repo.backup_listing().await?;
-    let unreadable = listing.unreadable.iter().map(|(id, e)| (id.clone(), e.to_string())).collect();
+    let unreadable = listing
+        .unreadable
+        .iter()
+        .map(|(id, e)| (id.clone(), e.to_string()))
+        .collect();
     let wal = repo.list_wal().await?;
     let tree = read_tree(repo, &wal).await?;
     let seg = repo.cluster().wal_segment_size;
@@ -74,7 +79,11 @@ pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyErr
     let times = match times {
         Times::None => HashMap::new(),
         Times::AfterOldestBackup => {
-            let from = backups.iter().map(|b| b.start_lsn.segment(seg)).min().unwrap_or(u64::MAX);
+            let from = backups
+                .iter()
+                .map(|b| b.start_lsn.segment(seg))
+                .min()
+                .unwrap_or(u64::MAX);
             let wanted: Vec<WalFileName> = wal
                 .iter()
                 .map(|(n, _)| *n)
@@ -84,7 +93,12 @@ pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyErr
         }
     };
     let model = ArchiveModel::new(seg, tree, wal.iter().map(|(n, _)| *n), backups, times)?;
-    Ok(Survey { model, catalogs: listing.backups, unreadable, wal })
+    Ok(Survey {
+        model,
+        catalogs: listing.backups,
+        unreadable,
+        wal,
+    })
 }
 
 /// Parses every archived `.history` file into the timeline tree.
@@ -92,16 +106,23 @@ async fn read_tree(repo: &Repository, wal: &[(WalFileName, ObjectInfo)]) -> Resu
     let mut histories: Vec<(TimelineId, Vec<HistoryEntry>)> = Vec::new();
     for (name, _) in wal.iter().filter(|(n, _)| n.kind == WalKind::History) {
         // Listed a moment ago: gone now means another command removed it; treat as absent.
-        let Some(content) = repo.get_wal(name).await? else { continue };
-        let entries = parse_history(name.timeline, &content)
-            .map_err(|source| SurveyError::History { name: name.to_string(), source })?;
+        let Some(content) = repo.get_wal(name).await? else {
+            continue;
+        };
+        let entries = parse_history(name.timeline, &content).map_err(|source| SurveyError::History {
+            name: name.to_string(),
+            source,
+        })?;
         histories.push((name.timeline, entries));
     }
     TimelineTree::from_histories(histories).map_err(SurveyError::Tree)
 }
 
 /// The times push recorded with each segment (segments pushed before it recorded them have none).
-async fn read_times(repo: &Repository, names: Vec<WalFileName>) -> Result<HashMap<WalFileName, SegmentTimes>, SurveyError> {
+async fn read_times(
+    repo: &Repository,
+    names: Vec<WalFileName>,
+) -> Result<HashMap<WalFileName, SegmentTimes>, SurveyError> {
     let found: Vec<Option<(WalFileName, SegmentTimes)>> = stream::iter(names)
         .map(|name| async move { Ok::<_, RepositoryError>(segment_times(repo, &name).await?.map(|t| (name, t))) })
         .buffer_unordered(TIMES_PARALLEL)
@@ -113,7 +134,9 @@ async fn read_times(repo: &Repository, names: Vec<WalFileName>) -> Result<HashMa
 /// The commit times and restore points push recorded with segment `name`, if it recorded them
 /// (segments pushed before pgvault recorded them, or in a v1 repository, have none).
 pub async fn segment_times(repo: &Repository, name: &WalFileName) -> Result<Option<SegmentTimes>, RepositoryError> {
-    let Some(meta) = repo.wal_metadata(name).await? else { return Ok(None) };
+    let Some(meta) = repo.wal_metadata(name).await? else {
+        return Ok(None);
+    };
     // Unparseable metadata is treated as absent: the segment itself is still good WAL.
     let Ok(summary) = serde_json::from_slice::<WalSummary>(&meta) else {
         tracing::warn!(wal = %name, "the metadata stored with this segment is not a WAL summary; its times are ignored");
@@ -130,7 +153,11 @@ pub fn times_of(s: &WalSummary) -> SegmentTimes {
         restore_points: s
             .restore_points
             .iter()
-            .map(|r| RestorePoint { name: r.name.clone(), lsn: r.lsn, time: r.time })
+            .map(|r| RestorePoint {
+                name: r.name.clone(),
+                lsn: r.lsn,
+                time: r.time,
+            })
             .collect(),
     }
 }

@@ -26,7 +26,10 @@ pub(crate) enum Policy {
     ChainOnly(Arc<WebPkiServerVerifier>),
     /// A certificate byte-identical to a pinned one is accepted; any other must pass `webpki`
     /// (chain and name), and with no `webpki` (no usable root) it is refused (`ca_file`).
-    PinnedOrWebPki { pinned: Vec<CertificateDer<'static>>, webpki: Option<Arc<WebPkiServerVerifier>> },
+    PinnedOrWebPki {
+        pinned: Vec<CertificateDer<'static>>,
+        webpki: Option<Arc<WebPkiServerVerifier>>,
+    },
 }
 
 /// A [`Policy`] for the certificate; handshake signatures checked with `provider`'s algorithms.

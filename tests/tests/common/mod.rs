@@ -61,18 +61,17 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     let primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
     let ts_dir = vault.dir.subdir("tablespace")?;
     primary
-        .execute(&format!(
-            "CREATE TABLESPACE ts LOCATION '{}'",
-            ts_dir.display()
-        ))
+        .execute(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts_dir.display()))
         .await?;
-    primary.execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL, at timestamptz DEFAULT clock_timestamp())").await?;
+    primary
+        .execute(
+            "CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL, at timestamptz DEFAULT clock_timestamp())",
+        )
+        .await?;
     primary
         .execute("CREATE TABLE ts_t (id serial PRIMARY KEY, phase text NOT NULL) TABLESPACE ts")
         .await?;
-    primary
-        .execute("INSERT INTO t (phase) VALUES ('base')")
-        .await?;
+    primary.execute("INSERT INTO t (phase) VALUES ('base')").await?;
 
     let backup_id = vault.backup(&[])?;
     let list = vault.list()?;
@@ -94,15 +93,15 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     let lsn_after_t2 = primary.current_lsn().await?;
     primary.create_restore_point("after_t2").await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let between: String = primary.query_scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'").await?;
+    let between: String = primary
+        .query_scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+        .await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     primary.switch_wal().await?;
     // T3
     insert_phase(&primary, "t3").await?;
     let last = primary.switch_wal().await?;
-    primary
-        .wait_for_archived(&last, Duration::from_secs(60))
-        .await?;
+    primary.wait_for_archived(&last, Duration::from_secs(60)).await?;
 
     let expected = "base:1 t1:100 t2:100";
     // The original tablespace directory belongs to the running primary: every restore maps it.
@@ -131,11 +130,7 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     );
     let c = start_restored(c).await?;
     assert_eq!(phases(&c, "t").await?, expected, "restore by time");
-    assert_eq!(
-        phases(&c, "ts_t").await?,
-        expected_ts,
-        "tablespace contents"
-    );
+    assert_eq!(phases(&c, "ts_t").await?, expected_ts, "tablespace contents");
     let link = std::fs::read_link(
         c.data_dir()
             .join("pg_tblspc")
@@ -168,19 +163,11 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     let c = start_restored(vault.restore(
         &install,
         "immediate",
-        &[
-            "--target-immediate",
-            "--tablespace-map",
-            &ts_map("immediate"),
-        ],
+        &["--target-immediate", "--tablespace-map", &ts_map("immediate")],
         false,
     )?)
     .await?;
-    assert_eq!(
-        phases(&c, "t").await?,
-        "base:1",
-        "restore --target-immediate"
-    );
+    assert_eq!(phases(&c, "t").await?, "base:1", "restore --target-immediate");
     drop(c);
 
     // A target after the newest archived WAL is refused up front, naming where the archive ends.
@@ -191,10 +178,7 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
         "--target-time",
         "2999-01-01 00:00:00+00",
     ])?;
-    assert!(
-        !out.success(),
-        "a target in the future must be refused: {out}"
-    );
+    assert!(!out.success(), "a target in the future must be refused: {out}");
     assert!(
         out.stderr.contains("beyond the end of the archived WAL") && out.stderr.contains("last commit at"),
         "the error names the archive's end and its last commit: {out}"
@@ -208,12 +192,7 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     let mut tl2 = start_restored(vault.restore(
         &install,
         "timeline2",
-        &[
-            "--target-time",
-            &between,
-            "--tablespace-map",
-            &ts_map("timeline2"),
-        ],
+        &["--target-time", &between, "--tablespace-map", &ts_map("timeline2")],
         true,
     )?)
     .await?;
@@ -224,13 +203,14 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     tl2.execute("CHECKPOINT").await?;
     insert_phase(&tl2, "t4").await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let on_tl2: String = tl2.query_scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'").await?;
+    let on_tl2: String = tl2
+        .query_scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+        .await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     tl2.switch_wal().await?;
     insert_phase(&tl2, "t5").await?;
     let last = tl2.switch_wal().await?;
-    tl2.wait_for_archived(&last, Duration::from_secs(60))
-        .await?;
+    tl2.wait_for_archived(&last, Duration::from_secs(60)).await?;
     assert!(
         last.starts_with("00000002"),
         "the promoted cluster archives on timeline 2 (got {last}, checkpoint tli {tli})"
@@ -241,12 +221,7 @@ pub async fn pitr_scenario(install: PgInstall, vault: Vault) -> Result<()> {
     let c = start_restored(vault.restore(
         &install,
         "on-timeline2",
-        &[
-            "--target-time",
-            &on_tl2,
-            "--tablespace-map",
-            &ts_map("on-timeline2"),
-        ],
+        &["--target-time", &on_tl2, "--tablespace-map", &ts_map("on-timeline2")],
         false,
     )?)
     .await?;
@@ -290,10 +265,7 @@ pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> R
     let mut primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
     let ts_dir = vault.dir.subdir("tablespace")?;
     primary
-        .execute(&format!(
-            "CREATE TABLESPACE ts LOCATION '{}'",
-            ts_dir.display()
-        ))
+        .execute(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts_dir.display()))
         .await?;
     primary
         .execute("CREATE TABLE ts_t (id serial PRIMARY KEY, phase text NOT NULL) TABLESPACE ts")
@@ -307,15 +279,11 @@ pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> R
         .execute("INSERT INTO ts_t (phase) SELECT 't1' FROM generate_series(1, 10)")
         .await?;
     let last = primary.switch_wal().await?;
-    primary
-        .wait_for_archived(&last, Duration::from_secs(60))
-        .await?;
+    primary.wait_for_archived(&last, Duration::from_secs(60)).await?;
     let ts_oid: String = primary
         .query_scalar("SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts'")
         .await?;
-    let relpath: String = primary
-        .query_scalar("SELECT pg_relation_filepath('ts_t')")
-        .await?;
+    let relpath: String = primary.query_scalar("SELECT pg_relation_filepath('ts_t')").await?;
     // pg_tblspc/<oid>/PG_<major>_<catversion>/<db>/<relfilenode>: its place inside the tablespace.
     let inner = relpath
         .strip_prefix(&format!("pg_tblspc/{ts_oid}/"))
@@ -325,13 +293,13 @@ pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> R
 
     // The original directory still holds the source's tablespace: restore must not touch it.
     let before = tree_listing(&ts_dir)?;
-    assert!(
-        !before.is_empty(),
-        "the source tablespace directory holds files"
-    );
+    assert!(!before.is_empty(), "the source tablespace directory holds files");
     let refused = vault.restore_path("ts-in-use");
     let out = vault.pgvault(["restore", "--pgdata", &refused.display().to_string()])?;
-    assert!(!out.success(), "restore without --tablespace-map into a non-empty original tablespace directory must be refused: {out}");
+    assert!(
+        !out.success(),
+        "restore without --tablespace-map into a non-empty original tablespace directory must be refused: {out}"
+    );
     assert!(
         out.stderr.contains(&ts_dir.display().to_string())
             && out.stderr.contains("not empty")
@@ -351,8 +319,7 @@ pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> R
 
     // Moved aside, the original path is free: restore puts the tablespace back there.
     let aside = vault.restore_path("tablespace-aside");
-    std::fs::rename(&ts_dir, &aside)
-        .with_context(|| format!("moving {} aside", ts_dir.display()))?;
+    std::fs::rename(&ts_dir, &aside).with_context(|| format!("moving {} aside", ts_dir.display()))?;
     let c = start_restored(vault.restore(&install, "no-map", &[], false)?).await?;
     assert_eq!(
         phases(&c, "ts_t").await?,
@@ -368,10 +335,7 @@ pub async fn tablespace_original_location(install: PgInstall, vault: Vault) -> R
         "pg_tablespace names the original location"
     );
     let link = std::fs::read_link(c.data_dir().join("pg_tblspc").join(&ts_oid))?;
-    assert_eq!(
-        link, ts_dir,
-        "the pg_tblspc link points at the original location"
-    );
+    assert_eq!(link, ts_dir, "the pg_tblspc link points at the original location");
     assert!(
         aside.join(&inner).is_file(),
         "the source's table file {inner} is in the directory moved aside"

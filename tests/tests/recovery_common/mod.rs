@@ -39,10 +39,7 @@ pub async fn insert_phase(c: &PgCluster, phase: &str) -> Result<()> {
 pub async fn phases(c: &PgCluster) -> Result<String> {
     let client = c.client().await?;
     let rows = client
-        .query(
-            "SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase",
-            &[],
-        )
+        .query("SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase", &[])
         .await
         .context("counting rows per phase")?;
     Ok(rows
@@ -74,11 +71,7 @@ pub async fn switch_and_archive(c: &PgCluster) -> Result<String> {
 /// `pgvault restore --pgdata <vault dir>/<name> args…`, whatever its outcome.
 pub fn restore_raw(vault: &Vault, name: &str, args: &[&str]) -> Result<CmdOutput> {
     let dir = vault.restore_path(name);
-    let mut all = vec![
-        "restore".to_string(),
-        "--pgdata".to_string(),
-        dir.display().to_string(),
-    ];
+    let mut all = vec!["restore".to_string(), "--pgdata".to_string(), dir.display().to_string()];
     all.extend(args.iter().map(|s| s.to_string()));
     vault.pgvault(&all)
 }
@@ -115,12 +108,7 @@ pub fn disable_archiving(pgdata: &Path) -> Result<()> {
 
 /// `pgvault restore` that must succeed, opened as a cluster (not started) with nothing added to
 /// the configuration pgvault wrote; returns the restore's output too.
-pub fn restore_as_is(
-    install: &PgInstall,
-    vault: &Vault,
-    name: &str,
-    args: &[&str],
-) -> Result<(PgCluster, CmdOutput)> {
+pub fn restore_as_is(install: &PgInstall, vault: &Vault, name: &str, args: &[&str]) -> Result<(PgCluster, CmdOutput)> {
     let out = restore_raw(vault, name, args)?.check()?;
     let c = PgCluster::from_data_dir(install, vault.restore_path(name), None)?;
     Ok((c, out))
@@ -169,9 +157,7 @@ pub fn segment_names(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
         if word.len() == 24
-            && word
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+            && word.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
             && seen.insert(word.to_string())
         {
             out.push(word.to_string());
@@ -183,11 +169,8 @@ pub fn segment_names(text: &str) -> Vec<String> {
 /// Removes archived segment `seg` from a local repository by hand, as a lifecycle rule or an
 /// operator would. The key is spelled by pgvault's own layout, so the test cannot miss it.
 pub fn remove_archived_segment(vault: &Vault, seg: &str) -> Result<()> {
-    let name = pgvault_core::wal::WalFileName::parse(seg)
-        .with_context(|| format!("{seg} is not a WAL file name"))?;
-    let path = vault
-        .repo
-        .join(pgvault_core::repository::layout::wal_key(&name));
+    let name = pgvault_core::wal::WalFileName::parse(seg).with_context(|| format!("{seg} is not a WAL file name"))?;
+    let path = vault.repo.join(pgvault_core::repository::layout::wal_key(&name));
     if !path.is_file() {
         bail!("{seg} is not archived at {}", path.display());
     }
@@ -196,8 +179,7 @@ pub fn remove_archived_segment(vault: &Vault, seg: &str) -> Result<()> {
 
 /// Whether `name` (a WAL segment, `.history`, …) is in the local repository.
 pub fn archived(vault: &Vault, name: &str) -> Result<bool> {
-    let name = pgvault_core::wal::WalFileName::parse(name)
-        .with_context(|| format!("{name} is not a WAL file name"))?;
+    let name = pgvault_core::wal::WalFileName::parse(name).with_context(|| format!("{name} is not a WAL file name"))?;
     Ok(vault
         .repo
         .join(pgvault_core::repository::layout::wal_key(&name))
@@ -233,9 +215,7 @@ pub fn windows(list: &serde_json::Value) -> Result<Vec<Window>> {
     arr.iter()
         .map(|w| {
             let timeline = match w.get("timeline") {
-                Some(serde_json::Value::Number(n)) => {
-                    n.as_u64().and_then(|n| u32::try_from(n).ok())
-                }
+                Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
                 Some(serde_json::Value::String(s)) => s.parse().ok(),
                 _ => None,
             }
@@ -305,10 +285,7 @@ impl DryRun {
 /// The timeline ids of a path such as "timeline path: 1 -> 2 (switch at 0/3000148)": the numbers
 /// after the last "timeline", joined by arrows, up to the first other word.
 fn timeline_path(line: &str) -> Vec<u32> {
-    let lower = line
-        .to_lowercase()
-        .replace("->", " -> ")
-        .replace('→', " -> ");
+    let lower = line.to_lowercase().replace("->", " -> ").replace('→', " -> ");
     let after = lower
         .split_once("timeline path")
         .or_else(|| lower.rsplit_once("timeline"))
@@ -328,10 +305,7 @@ fn timeline_path(line: &str) -> Vec<u32> {
 
 #[test]
 fn timeline_paths_are_read() {
-    assert_eq!(
-        timeline_path("timeline path: 1 -> 2 (switch at 0/3000148)"),
-        [1, 2]
-    );
+    assert_eq!(timeline_path("timeline path: 1 -> 2 (switch at 0/3000148)"), [1, 2]);
     assert_eq!(timeline_path("Timelines: 1→2→3"), [1, 2, 3]);
     assert_eq!(
         timeline_path("timeline path: 1 -> 2 (recovery_target_timeline = 2)"),
@@ -360,10 +334,7 @@ pub fn log_fetches(pgdata: &Path, log: &Path) -> Result<()> {
         .and_then(|v| v.strip_suffix('\''))
         .context("restore_command is not quoted")?;
     pgvault_tests::write_postgres_file(log, "", 0o600)?;
-    let wrapped = format!(
-        "restore_command = 'echo %f >> {} && {inner}'\n",
-        log.display()
-    );
+    let wrapped = format!("restore_command = 'echo %f >> {} && {inner}'\n", log.display());
     pgvault_tests::write_postgres_file(&auto, format!("{text}{wrapped}"), 0o600)
 }
 
@@ -426,14 +397,14 @@ pub fn check_fetches(dry: &CmdOutput, log: &str) -> Result<()> {
     }
     let last = needed.last().context("needed")?;
     let seg = pgvault_core::wal::WalFileName::parse(last)?;
-    let ahead = pgvault_core::wal::WalFileName::from_segment_number(
-        seg.timeline,
-        seg.segment_number(16 << 20) + 1,
-        16 << 20,
-    )
-    .to_string();
+    let ahead =
+        pgvault_core::wal::WalFileName::from_segment_number(seg.timeline, seg.segment_number(16 << 20) + 1, 16 << 20)
+            .to_string();
     for f in &fetched {
-        assert!(needed.contains(f) || *f == ahead, "PostgreSQL fetched {f}, which the dry run did not list ({needed:?}) and is not read-ahead");
+        assert!(
+            needed.contains(f) || *f == ahead,
+            "PostgreSQL fetched {f}, which the dry run did not list ({needed:?}) and is not read-ahead"
+        );
     }
     Ok(())
 }

@@ -26,15 +26,9 @@ pub enum ArchiveError {
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source} (check free space and permissions of the directory)")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{name} is already archived in {location} with different content; nothing was overwritten. Two clusters may be archiving into one repository, or this cluster was restored without a new timeline: check archive_command on every server pointing at this repository")]
     DifferentContent { name: String, location: String },
     #[error("{name} is not a valid timeline history file: {source}; nothing was stored")]
@@ -69,7 +63,9 @@ fn summarize(name: &WalFileName, data: &[u8]) -> Option<WalSummary> {
         return None;
     }
     let h = wal::read_segment_header(name, data).ok()?;
-    let major = [15, 16, 17, 18].into_iter().find(|m| wal::page_magic_for_major(*m) == Some(h.magic))?;
+    let major = [15, 16, 17, 18]
+        .into_iter()
+        .find(|m| wal::page_magic_for_major(*m) == Some(h.magic))?;
     Some(wal::summarize_segment(name, data, u64::from(h.segment_size), major))
 }
 
@@ -85,11 +81,10 @@ pub fn prepare_push(path: &Path, codec: &Codec) -> Result<PreparedWal, ArchiveEr
         path: path.to_path_buf(),
         source,
     })?;
-    let compressed =
-        format::compress_for_seal(&data, codec).map_err(|source| RepositoryError::Object {
-            location: "(new object)".into(),
-            source,
-        })?;
+    let compressed = format::compress_for_seal(&data, codec).map_err(|source| RepositoryError::Object {
+        location: "(new object)".into(),
+        source,
+    })?;
     let summary = summarize(&name, &data);
     Ok(PreparedWal {
         name,
@@ -104,14 +99,25 @@ pub fn prepare_push(path: &Path, codec: &Codec) -> Result<PreparedWal, ArchiveEr
 /// header; a `.history` or `.backup` file's content), seals it with its summary and writes it
 /// create-if-absent.
 pub async fn push_prepared(repo: &Repository, wal: PreparedWal) -> Result<PushOutcome, ArchiveError> {
-    let PreparedWal { name, data, compressed, codec, summary } = wal;
+    let PreparedWal {
+        name,
+        data,
+        compressed,
+        codec,
+        summary,
+    } = wal;
     repo.check_wal(&name, &data)?;
     check_content(repo, &name, &data)?;
     let metadata = summary.and_then(|s| serde_json::to_vec(&s).ok());
     // Compressed ahead with the configuration's codec; used only if it is the repository's.
     let compressed = compressed.filter(|_| codec.compression == repo.codec().compression);
-    match repo.put_wal(&name, &data, compressed.as_deref(), metadata.as_deref()).await {
-        Err(RepositoryError::WalDifferentContent { name, location }) => Err(ArchiveError::DifferentContent { name, location }),
+    match repo
+        .put_wal(&name, &data, compressed.as_deref(), metadata.as_deref())
+        .await
+    {
+        Err(RepositoryError::WalDifferentContent { name, location }) => {
+            Err(ArchiveError::DifferentContent { name, location })
+        }
         other => Ok(other?),
     }
 }
@@ -121,7 +127,10 @@ pub async fn push_prepared(repo: &Repository, wal: PreparedWal) -> Result<PushOu
 fn check_content(repo: &Repository, name: &WalFileName, data: &[u8]) -> Result<(), ArchiveError> {
     match name.kind {
         WalKind::History => {
-            parse_history(name.timeline, data).map_err(|source| ArchiveError::BadHistory { name: name.to_string(), source })?;
+            parse_history(name.timeline, data).map_err(|source| ArchiveError::BadHistory {
+                name: name.to_string(),
+                source,
+            })?;
         }
         WalKind::Backup { .. } => {
             let info = wal::parse_backup_file(data)?;
@@ -143,21 +152,16 @@ pub enum FetchOutcome {
 }
 
 /// Restores one WAL file `name` (`%f`) to `dest` (`%p`), atomically.
-pub async fn fetch(
-    repo: &Repository,
-    name: &str,
-    dest: &Path,
-) -> Result<FetchOutcome, ArchiveError> {
+pub async fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome, ArchiveError> {
     let name = WalFileName::parse(name)?;
     let Some(plain) = repo.get_wal(&name).await? else {
         return Ok(FetchOutcome::NotFound);
     };
-    repo.check_wal(&name, &plain)
-        .map_err(|source| ArchiveError::Invalid {
-            name: name.to_string(),
-            location: repo.storage().to_string(),
-            source,
-        })?;
+    repo.check_wal(&name, &plain).map_err(|source| ArchiveError::Invalid {
+        name: name.to_string(),
+        location: repo.storage().to_string(),
+        source,
+    })?;
     write_atomically(dest, &plain, false)?;
     Ok(FetchOutcome::Restored {
         bytes: plain.len() as u64,

@@ -58,10 +58,7 @@ impl UploadSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(SEND_CHUNK),
-        ));
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_CHUNK)));
         self.tx.blocking_send(Msg::Data(chunk)).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
@@ -127,23 +124,11 @@ impl BundleWriter {
         key: Option<Arc<MasterKey>>,
         target: u64,
     ) -> Self {
-        Self::with_sealing(
-            rt,
-            storage,
-            backup_id,
-            ObjectSealing::v1(codec, key),
-            target,
-        )
+        Self::with_sealing(rt, storage, backup_id, ObjectSealing::v1(codec, key), target)
     }
 
     /// A writer sealing bundles with `sealing` (v2 bundles are bound to their keys).
-    pub fn with_sealing(
-        rt: Handle,
-        storage: Storage,
-        backup_id: &str,
-        sealing: ObjectSealing,
-        target: u64,
-    ) -> Self {
+    pub fn with_sealing(rt: Handle, storage: Storage, backup_id: &str, sealing: ObjectSealing, target: u64) -> Self {
         BundleWriter {
             rt,
             storage,
@@ -195,19 +180,11 @@ impl BundleWriter {
             .sealing
             .writer(sink, &layout::bundle_key(&self.backup_id, id))
             .map_err(|source| BundleError::Format { bundle: id, source })?;
-        self.current = Some(OpenBundle {
-            id,
-            writer,
-            plain: 0,
-        });
+        self.current = Some(OpenBundle { id, writer, plain: 0 });
         Ok(())
     }
 
-    fn await_upload(
-        &self,
-        id: u32,
-        h: JoinHandle<Result<(), StorageError>>,
-    ) -> Result<(), BundleError> {
+    fn await_upload(&self, id: u32, h: JoinHandle<Result<(), StorageError>>) -> Result<(), BundleError> {
         match self.rt.block_on(h) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
@@ -297,10 +274,7 @@ impl BundleWriter {
                     self.close_bundle()?;
                     self.open_bundle()?;
                 }
-                let bundle = self
-                    .current
-                    .as_mut()
-                    .ok_or(BundleError::UploadGone(u32::MAX))?;
+                let bundle = self.current.as_mut().ok_or(BundleError::UploadGone(u32::MAX))?;
                 let room = (self.target - bundle.plain).min(data.len() as u64) as usize;
                 let piece = self.piece.get_or_insert_with(|| PieceState {
                     bundle: bundle.id,

@@ -15,15 +15,13 @@ use sha2::{Digest, Sha256};
 pub enum ManifestError {
     #[error("the server's backup_manifest is not valid: {0}")]
     Malformed(String),
-    #[error(
-        "the server's backup_manifest fails its own checksum: the stream was damaged in transit"
-    )]
+    #[error("the server's backup_manifest fails its own checksum: the stream was damaged in transit")]
     ChecksumMismatch,
-    #[error(
-        "file {path} is listed in the server's backup_manifest but was not in the backup stream"
-    )]
+    #[error("file {path} is listed in the server's backup_manifest but was not in the backup stream")]
     Missing { path: String },
-    #[error("file {path}: the server's manifest says {expected}, pgvault received {found}; the backup stream was damaged")]
+    #[error(
+        "file {path}: the server's manifest says {expected}, pgvault received {found}; the backup stream was damaged"
+    )]
     Mismatch {
         path: String,
         expected: String,
@@ -60,25 +58,19 @@ pub struct Received {
 
 /// Verifies the manifest's trailer and checks every listed file against `received`
 /// (keyed by the path relative to the data directory, tablespaces under `pg_tblspc/<oid>/`).
-pub fn check(
-    manifest: &[u8],
-    received: &HashMap<String, Received>,
-) -> Result<usize, ManifestError> {
+pub fn check(manifest: &[u8], received: &HashMap<String, Received>) -> Result<usize, ManifestError> {
     verify_trailer(manifest)?;
-    let raw: RawManifest =
-        serde_json::from_slice(manifest).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let raw: RawManifest = serde_json::from_slice(manifest).map_err(|e| ManifestError::Malformed(e.to_string()))?;
     let mut checked = 0;
     for f in raw.files {
         let path = match (f.path, f.encoded_path) {
             (Some(p), _) => p,
             (None, Some(hexed)) => {
-                let bytes = hex::decode(&hexed)
-                    .map_err(|e| ManifestError::Malformed(format!("Encoded-Path {hexed}: {e}")))?;
+                let bytes =
+                    hex::decode(&hexed).map_err(|e| ManifestError::Malformed(format!("Encoded-Path {hexed}: {e}")))?;
                 String::from_utf8_lossy(&bytes).into_owned()
             }
-            (None, None) => {
-                return Err(ManifestError::Malformed("a file entry has no path".into()))
-            }
+            (None, None) => return Err(ManifestError::Malformed("a file entry has no path".into())),
         };
         let got = received
             .get(&path)
@@ -109,8 +101,7 @@ pub fn check(
 
 /// The manifest ends with `"Manifest-Checksum": "<sha256 of everything before this line>"}`.
 fn verify_trailer(manifest: &[u8]) -> Result<(), ManifestError> {
-    let text =
-        std::str::from_utf8(manifest).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let text = std::str::from_utf8(manifest).map_err(|e| ManifestError::Malformed(e.to_string()))?;
     let marker = "\"Manifest-Checksum\": \"";
     let at = text
         .rfind(marker)
@@ -131,8 +122,7 @@ mod tests {
     use super::*;
 
     fn manifest(files: &str) -> Vec<u8> {
-        let body =
-            format!("{{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{files}\n],\n");
+        let body = format!("{{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{files}\n],\n");
         let sum = hex::encode(Sha256::digest(body.as_bytes()));
         format!("{body}\"Manifest-Checksum\": \"{sum}\"}}\n").into_bytes()
     }
@@ -145,13 +135,7 @@ mod tests {
             hex::encode(crc.to_le_bytes())
         ));
         let mut got = HashMap::new();
-        got.insert(
-            "base/1/1".to_string(),
-            Received {
-                size: 5,
-                crc32c: crc,
-            },
-        );
+        got.insert("base/1/1".to_string(), Received { size: 5, crc32c: crc });
         assert_eq!(check(&m, &got).unwrap(), 1);
 
         got.insert(
@@ -161,22 +145,13 @@ mod tests {
                 crc32c: crc ^ 1,
             },
         );
-        assert!(matches!(
-            check(&m, &got),
-            Err(ManifestError::Mismatch { .. })
-        ));
+        assert!(matches!(check(&m, &got), Err(ManifestError::Mismatch { .. })));
         got.clear();
-        assert!(matches!(
-            check(&m, &got),
-            Err(ManifestError::Missing { .. })
-        ));
+        assert!(matches!(check(&m, &got), Err(ManifestError::Missing { .. })));
 
         let mut damaged = m.clone();
         damaged[30] ^= 0x20;
-        assert!(matches!(
-            check(&damaged, &got),
-            Err(ManifestError::ChecksumMismatch)
-        ));
+        assert!(matches!(check(&damaged, &got), Err(ManifestError::ChecksumMismatch)));
     }
 }
 

@@ -44,10 +44,7 @@ fn manifest(files: &[(String, u64, u32, bool)]) -> (Vec<u8>, usize) {
         entries.join(",\n")
     );
     let sum = hex::encode(Sha256::digest(body.as_bytes()));
-    (
-        format!("{body}{MARKER}{sum}\"}}\n").into_bytes(),
-        body.len(),
-    )
+    (format!("{body}{MARKER}{sum}\"}}\n").into_bytes(), body.len())
 }
 
 fn files() -> impl Strategy<Value = Vec<(String, u64, u32, bool)>> {
@@ -129,12 +126,7 @@ fn mutated_manifests_are_refused_or_unchanged_in_meaning() {
 
 #[test]
 fn mutated_received_sizes_and_checksums_are_refused() {
-    let strategy = (
-        files(),
-        any::<prop::sample::Index>(),
-        any::<bool>(),
-        1u64..u64::MAX,
-    );
+    let strategy = (files(), any::<prop::sample::Index>(), any::<bool>(), 1u64..u64::MAX);
     runner(256)
         .run(&strategy, |(files, which, size, delta)| {
             let (m, _) = manifest(&files);

@@ -24,13 +24,13 @@ use crate::lsn::{Lsn, TimelineId};
 use crate::progress::Progress;
 use crate::protocol::{BackupEvent, BaseBackupOptions, ProtocolError};
 use crate::repository::catalog::{self, BackupCatalog, BackupKind, TablespaceEntry};
+use crate::repository::lock::{LockError, LockGuard};
 use crate::repository::{Repository, RepositoryError};
 use crate::server::{self, ServerError};
 use crate::storage::StorageError;
 use crate::survey::{self, SurveyError, Times};
 use crate::timeline::{ArchiveModel, BackupPoint, TimelineTree};
 use crate::wal::WalFileName;
-use crate::repository::lock::{LockError, LockGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -51,7 +51,12 @@ pub enum BackupError {
     #[error("{0}")]
     NotArchiving(String),
     #[error("WAL segment {segment} (needed to make backup {id} consistent) did not reach the repository within {waited}s. {status}. Fix archive_command (it should be `pgvault-archive push %p` with this repository's configuration), or raise [backup] archive_wait_timeout, or take the backup with --include-wal. The unfinished backup was removed.")]
-    WalTimeout { id: String, segment: String, waited: u64, status: String },
+    WalTimeout {
+        id: String,
+        segment: String,
+        waited: u64,
+        status: String,
+    },
     #[error(transparent)]
     Survey(#[from] SurveyError),
     #[error(transparent)]
@@ -99,7 +104,12 @@ fn archives_to_pgvault(archive_command: &str) -> bool {
 /// Unless `opts.include_wal`, the backup is complete only once the archiver has stored the WAL
 /// that makes it consistent. When `archive_command` does not call pgvault-archive, that WAL would
 /// never reach this repository, so the backup includes it instead (and says so in the log).
-pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupCatalog, BackupError> {
+pub async fn run(
+    config: &Config,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupCatalog, BackupError> {
     // One backup at a time per repository (the lease survives a crash for at most its length).
     let lock = repo.lock(BACKUP_LOCK, LOCK_LEASE, "pgvault backup").await?;
     let result = run_locked(config, repo, opts, progress, &lock).await;
@@ -113,7 +123,13 @@ pub async fn run(config: &Config, repo: &Repository, opts: &BackupOptions, progr
 const BACKUP_LOCK: &str = "backup";
 const LOCK_LEASE: Duration = Duration::from_secs(300);
 
-async fn run_locked(config: &Config, repo: &Repository, opts: &BackupOptions, progress: Arc<dyn Progress>, lock: &LockGuard) -> Result<BackupCatalog, BackupError> {
+async fn run_locked(
+    config: &Config,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: Arc<dyn Progress>,
+    lock: &LockGuard,
+) -> Result<BackupCatalog, BackupError> {
     let target = server::describe(config);
     let mut repl = server::connect(config, true).await?;
     let (identity, _sys) = server::cluster_identity(&mut repl, config).await?;
@@ -143,7 +159,10 @@ async fn run_locked(config: &Config, repo: &Repository, opts: &BackupOptions, pr
             include_wal = true;
         }
     }
-    let opts = &BackupOptions { include_wal, ..opts.clone() };
+    let opts = &BackupOptions {
+        include_wal,
+        ..opts.clone()
+    };
 
     // Times on the server's clock: recovery targets are compared with commit timestamps, which
     // the server writes with its own clock.
@@ -177,10 +196,15 @@ async fn run_locked(config: &Config, repo: &Repository, opts: &BackupOptions, pr
     };
     let _ = repl.close().await;
 
-    let snapshot = server::query_row(&mut sql, config, "reading the snapshot after the backup", "SELECT pg_current_snapshot()::text")
-        .await
-        .ok()
-        .and_then(|r| r.into_iter().next().flatten());
+    let snapshot = server::query_row(
+        &mut sql,
+        config,
+        "reading the snapshot after the backup",
+        "SELECT pg_current_snapshot()::text",
+    )
+    .await
+    .ok()
+    .and_then(|r| r.into_iter().next().flatten());
 
     let seg = repo.cluster().wal_segment_size;
     let start_wal = WalFileName::segment_for(streamed.start_tli, streamed.start_lsn, seg);
@@ -273,7 +297,10 @@ async fn stream_backup(
     progress: Arc<dyn Progress>,
 ) -> Result<Streamed, BackupError> {
     let target = server::describe(config);
-    let stream_err = |source| BackupError::Stream { target: target.clone(), source };
+    let stream_err = |source| BackupError::Stream {
+        target: target.clone(),
+        source,
+    };
     let mut stream = repl.base_backup(bb).await.map_err(stream_err)?;
     let start_lsn = stream.start_lsn;
     let start_tli = stream.start_timeline;
@@ -285,7 +312,12 @@ async fn stream_backup(
     let tablespaces: Vec<TablespaceEntry> = stream
         .tablespaces
         .iter()
-        .filter_map(|t| Some(TablespaceEntry { oid: t.oid?, location: t.location.clone()? }))
+        .filter_map(|t| {
+            Some(TablespaceEntry {
+                oid: t.oid?,
+                location: t.location.clone()?,
+            })
+        })
         .collect();
 
     // At most 16 coalesced pieces (8 MiB) in flight between the network and the packer.
@@ -304,14 +336,23 @@ async fn stream_backup(
             Ok(Some(BackupEvent::ArchiveData(data))) => {
                 pending.extend_from_slice(&data);
                 if pending.len() >= FORWARD_CHUNK {
-                    if tx.send(BackupEvent::ArchiveData(pending.split().freeze())).await.is_err() {
+                    if tx
+                        .send(BackupEvent::ArchiveData(pending.split().freeze()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     pending.reserve(FORWARD_CHUNK + 64 * 1024);
                 }
             }
             Ok(Some(ev)) => {
-                if !pending.is_empty() && tx.send(BackupEvent::ArchiveData(pending.split().freeze())).await.is_err() {
+                if !pending.is_empty()
+                    && tx
+                        .send(BackupEvent::ArchiveData(pending.split().freeze()))
+                        .await
+                        .is_err()
+                {
                     break;
                 }
                 if tx.send(ev).await.is_err() {
@@ -331,7 +372,9 @@ async fn stream_backup(
         }
     }
     drop(tx);
-    let packed = packer.await.map_err(|e| BackupError::Internal(format!("packing thread: {e}")))?;
+    let packed = packer
+        .await
+        .map_err(|e| BackupError::Internal(format!("packing thread: {e}")))?;
     if let Some(e) = forward_err {
         return Err(stream_err(e));
     }
@@ -361,7 +404,14 @@ async fn stream_backup(
 /// start to the stop segment, each on the timeline recovery will read it from (the archive
 /// model's answer, which follows a timeline switch during the backup once the new timeline's
 /// history file is archived).
-async fn wait_for_wal(repo: &Repository, id: &str, point: &BackupPoint, timeout: Duration, sql: &mut crate::protocol::Connection, config: &Config) -> Result<(), BackupError> {
+async fn wait_for_wal(
+    repo: &Repository,
+    id: &str,
+    point: &BackupPoint,
+    timeout: Duration,
+    sql: &mut crate::protocol::Connection,
+    config: &Config,
+) -> Result<(), BackupError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(50);
     loop {
@@ -375,7 +425,12 @@ async fn wait_for_wal(repo: &Repository, id: &str, point: &BackupPoint, timeout:
                 Ok(s) => s.to_string(),
                 Err(e) => format!("(pg_stat_archiver unavailable: {e})"),
             };
-            return Err(BackupError::WalTimeout { id: id.to_string(), segment: missing.to_string(), waited: timeout.as_secs(), status });
+            return Err(BackupError::WalTimeout {
+                id: id.to_string(),
+                segment: missing.to_string(),
+                waited: timeout.as_secs(),
+                status,
+            });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
@@ -383,7 +438,10 @@ async fn wait_for_wal(repo: &Repository, id: &str, point: &BackupPoint, timeout:
 }
 
 /// The first segment the backup needs for consistency that is not archived yet.
-async fn first_missing_for_consistency(repo: &Repository, point: &BackupPoint) -> Result<Option<WalFileName>, BackupError> {
+async fn first_missing_for_consistency(
+    repo: &Repository,
+    point: &BackupPoint,
+) -> Result<Option<WalFileName>, BackupError> {
     // With a timeline switch inside the backup the model needs the new timeline's history.
     let needed = if point.start_tli == point.stop_tli {
         let seg = repo.cluster().wal_segment_size;
@@ -391,7 +449,10 @@ async fn first_missing_for_consistency(repo: &Repository, point: &BackupPoint) -
             .map_err(|e| BackupError::Internal(e.to_string()))?;
         model.consistency_segments(point)
     } else {
-        survey::survey(repo, Times::None).await?.model.consistency_segments(point)
+        survey::survey(repo, Times::None)
+            .await?
+            .model
+            .consistency_segments(point)
     };
     for name in needed {
         if !repo.wal_exists(&name).await? {
@@ -409,4 +470,3 @@ async fn cleanup(repo: &Repository, id: &str) {
         tracing::warn!(backup = %id, "could not remove everything the unfinished backup stored ({e}); without a catalog it is invisible");
     }
 }
-

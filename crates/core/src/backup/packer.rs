@@ -22,10 +22,7 @@ pub enum PackError {
     #[error("the backup stream is not what PostgreSQL sends: {0}")]
     Stream(String),
     #[error("reading tar archive {archive}: {source}")]
-    Tar {
-        archive: String,
-        source: std::io::Error,
-    },
+    Tar { archive: String, source: std::io::Error },
     #[error("file {path}: {source}")]
     File { path: String, source: AddFileError },
     #[error(transparent)]
@@ -84,9 +81,7 @@ fn clean_path(prefix: &str, raw: &std::path::Path) -> Result<String, PackError> 
         .ok_or_else(|| PackError::Stream(format!("non-UTF-8 file name {}", raw.display())))?;
     let s = s.trim_start_matches("./").trim_end_matches('/');
     if s.is_empty() || s.starts_with('/') || s.split('/').any(|c| c == ".." || c.is_empty()) {
-        return Err(PackError::Stream(format!(
-            "unsafe file name '{s}' in archive"
-        )));
+        return Err(PackError::Stream(format!("unsafe file name '{s}' in archive")));
     }
     Ok(format!("{prefix}{s}"))
 }
@@ -188,11 +183,7 @@ fn pack_inner(
                         let header = entry.header().clone();
                         let path = clean_path(&prefix, &entry.path().map_err(tar_err)?)?;
                         let kind = header.entry_type();
-                        if !(kind.is_dir()
-                            || kind.is_symlink()
-                            || kind.is_file()
-                            || kind.is_contiguous())
-                        {
+                        if !(kind.is_dir() || kind.is_symlink() || kind.is_file() || kind.is_contiguous()) {
                             return Err(PackError::Stream(format!(
                                 "unexpected tar member type {kind:?} for {path}"
                             )));
@@ -204,32 +195,26 @@ fn pack_inner(
                             }
                         }
                         match kind {
-                            tar::EntryType::Directory => {
-                                out.directories.push(DirEntry { path, mode })
-                            }
+                            tar::EntryType::Directory => out.directories.push(DirEntry { path, mode }),
                             tar::EntryType::Symlink => {
                                 let target = entry
                                     .link_name()
                                     .map_err(tar_err)?
                                     .and_then(|t| t.to_str().map(str::to_string))
-                                    .ok_or_else(|| {
-                                        PackError::Stream(format!(
-                                            "symlink {path} without a target"
-                                        ))
-                                    })?;
+                                    .ok_or_else(|| PackError::Stream(format!("symlink {path} without a target")))?;
                                 out.symlinks.push(LinkEntry { path, target });
                             }
                             tar::EntryType::Regular | tar::EntryType::Continuous => {
                                 let mtime = header.mtime().unwrap_or(0) as i64;
-                                let (pieces, crc, size) = bundles
-                                    .add_file(&mut entry, &mut buf)
-                                    .map_err(|source| PackError::File {
-                                        path: path.clone(),
-                                        source,
-                                    })?;
+                                let (pieces, crc, size) =
+                                    bundles
+                                        .add_file(&mut entry, &mut buf)
+                                        .map_err(|source| PackError::File {
+                                            path: path.clone(),
+                                            source,
+                                        })?;
                                 out.size += size;
-                                out.received
-                                    .insert(path.clone(), Received { size, crc32c: crc });
+                                out.received.insert(path.clone(), Received { size, crc32c: crc });
                                 out.files.push(FileEntry {
                                     path,
                                     size,

@@ -61,8 +61,7 @@ fn tar_of(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(0o700);
     h.set_size(0);
-    b.append_data(&mut h, "base", std::io::empty())
-        .expect("tar dir");
+    b.append_data(&mut h, "base", std::io::empty()).expect("tar dir");
     for (path, data) in files {
         let mut h = tar::Header::new_ustar();
         h.set_mode(0o600);
@@ -74,17 +73,12 @@ fn tar_of(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_mode(0o777);
     h.set_size(0);
-    b.append_link(&mut h, "pg_wal", "/wal/elsewhere")
-        .expect("tar link");
+    b.append_link(&mut h, "pg_wal", "/wal/elsewhere").expect("tar link");
     b.into_inner().expect("tar end")
 }
 
 fn files() -> impl Strategy<Value = BTreeMap<String, Vec<u8>>> {
-    prop::collection::btree_map(
-        "base/[0-9]{1,5}",
-        prop::collection::vec(any::<u8>(), 0..3000),
-        1..5,
-    )
+    prop::collection::btree_map("base/[0-9]{1,5}", prop::collection::vec(any::<u8>(), 0..3000), 1..5)
 }
 
 /// The events of one base archive sent in chunks cut at `cuts`.
@@ -128,13 +122,10 @@ fn valid_archives_split_anywhere_pack_to_their_files() {
     let rt = runtime();
     runner(64)
         .run(
-            &(
-                files(),
-                prop::collection::vec(any::<prop::sample::Index>(), 0..6),
-            ),
+            &(files(), prop::collection::vec(any::<prop::sample::Index>(), 0..6)),
             |(files, cuts)| {
-                let packed = run(&rt, events(&tar_of(&files), &cuts))
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let packed =
+                    run(&rt, events(&tar_of(&files), &cuts)).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(packed_files(&packed), expected(&files));
                 prop_assert_eq!(packed.directories.len(), 1);
                 prop_assert_eq!(packed.symlinks.len(), 1);
@@ -220,10 +211,7 @@ fn manifest_buffering_is_bounded() {
     let mut m = Vec::new();
     assert!(append_manifest(&mut m, b"0123456789", 16).is_ok());
     assert!(append_manifest(&mut m, b"012345", 16).is_ok());
-    assert!(matches!(
-        append_manifest(&mut m, b"x", 16),
-        Err(PackError::Stream(_))
-    ));
+    assert!(matches!(append_manifest(&mut m, b"x", 16), Err(PackError::Stream(_))));
     assert_eq!(m.len(), 16);
 }
 
@@ -241,8 +229,7 @@ fn random_event_sequences_never_panic() {
             name,
             tablespace_location: None
         }),
-        prop::collection::vec(any::<u8>(), 0..1100)
-            .prop_map(|b| BackupEvent::ArchiveData(b.into())),
+        prop::collection::vec(any::<u8>(), 0..1100).prop_map(|b| BackupEvent::ArchiveData(b.into())),
         any::<u64>().prop_map(BackupEvent::Progress),
         Just(BackupEvent::ManifestStart),
         prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| BackupEvent::ManifestData(b.into())),

@@ -98,10 +98,7 @@ pub enum CopyError {
     #[error("the source repository is not encrypted and the target {target} is not on this machine's disk: the copy would store backups in the clear; set [encryption] cipher = \"none\" in the target configuration to do that on purpose")]
     RemoteUnencrypted { target: String },
     #[error("{location}: {source}; this object of the source repository is corrupted (damaged or replaced) and was not copied (its backup stays out of the target): restore from another copy, or take a new backup")]
-    Object {
-        location: String,
-        source: FormatError,
-    },
+    Object { location: String, source: FormatError },
     #[error("{location}: checksum mismatch for {path} at bundle offset {offset} (expected {expected}, got {found}); the source backup is corrupted and was not copied")]
     Checksum {
         location: String,
@@ -133,10 +130,7 @@ fn quote_failures(failures: &[String]) -> String {
         .map(|f| format!("  - {f}"))
         .collect();
     if failures.len() > QUOTED_FAILURES {
-        s.push(format!(
-            "  - … and {} more",
-            failures.len() - QUOTED_FAILURES
-        ));
+        s.push(format!("  - … and {} more", failures.len() - QUOTED_FAILURES));
     }
     s.join("\n")
 }
@@ -208,7 +202,11 @@ impl CopySummary {
             self.target,
             self.backups_present,
             self.wal_present,
-            if self.objects_reused > 0 { format!(", {} object(s) of unfinished backups", self.objects_reused) } else { String::new() }
+            if self.objects_reused > 0 {
+                format!(", {} object(s) of unfinished backups", self.objects_reused)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -243,8 +241,7 @@ pub async fn run(
         summary.wal_copied = wal.jobs.len();
         summary.backups_copied = backups.len();
         summary.objects_reused = backups.iter().map(|b| b.reused).sum();
-        summary.objects_copied =
-            wal.jobs.len() + backups.iter().map(|b| b.jobs.len() + 1).sum::<usize>();
+        summary.objects_copied = wal.jobs.len() + backups.iter().map(|b| b.jobs.len() + 1).sum::<usize>();
         summary.bytes_copied = plan_bytes(&summary.plan);
         return Ok(summary);
     }
@@ -275,16 +272,7 @@ pub async fn run(
     }
     progress.phase("copying backups");
     for work in backups {
-        copy_backup(
-            source,
-            &ctx,
-            work,
-            parallel,
-            &mut present,
-            &mut summary,
-            &mut failures,
-        )
-        .await;
+        copy_backup(source, &ctx, work, parallel, &mut present, &mut summary, &mut failures).await;
     }
     progress.finish();
     if !failures.is_empty() {

@@ -25,11 +25,7 @@ use super::{CopyError, BUFFERED_OBJECT_LIMIT};
 /// The long page header and a little more: what the streamed header check reads.
 const SEGMENT_HEAD: u64 = 64;
 
-pub(super) async fn copy_catalog(
-    source: &Repository,
-    target: &Storage,
-    cat: &BackupCatalog,
-) -> Result<u64, CopyError> {
+pub(super) async fn copy_catalog(source: &Repository, target: &Storage, cat: &BackupCatalog) -> Result<u64, CopyError> {
     let key = layout::catalog_key(&cat.id);
     let raw = source.storage().get(&key).await?;
     let plain = source.unseal(&key, &raw)?;
@@ -57,11 +53,7 @@ pub(super) struct Ctx {
     pub progress: Arc<dyn Progress>,
 }
 
-pub(super) async fn run_jobs(
-    ctx: &Ctx,
-    jobs: Vec<Job>,
-    parallel: usize,
-) -> Vec<(Job, Result<u64, CopyError>)> {
+pub(super) async fn run_jobs(ctx: &Ctx, jobs: Vec<Job>, parallel: usize) -> Vec<(Job, Result<u64, CopyError>)> {
     stream::iter(jobs)
         .map(|job| {
             let ctx = ctx.clone();
@@ -96,13 +88,7 @@ async fn copy_object(ctx: &Ctx, job: &Job) -> Result<u64, CopyError> {
         job.key.clone(),
     );
     let verifier = tokio::task::spawn_blocking(move || {
-        verify(
-            ChannelReader::from_receiver(rx),
-            &sealing,
-            &object_key,
-            &check,
-            &loc,
-        )
+        verify(ChannelReader::from_receiver(rx), &sealing, &object_key, &check, &loc)
     });
     let mut sink = if job.create_only && job.size <= BUFFERED_OBJECT_LIMIT {
         Sink::Buffer(Vec::with_capacity(job.size as usize))
@@ -204,25 +190,23 @@ pub(super) fn verify<R: Read>(
         Check::Bundle { pieces, size } => {
             // The one bundle verifier (restore uses it too), with a sink that keeps nothing.
             let nop = |_: usize, _: &Piece, _: u64, _: &[u8]| Ok::<(), CopyError>(());
-            walk_bundle(&mut obj, pieces.iter().map(|(_, p)| p), Some(*size), nop).map_err(
-                |e| match e {
-                    WalkError::Read(e) => read_err(e),
-                    WalkError::Checksum {
-                        index,
-                        offset,
-                        expected,
-                        found,
-                    } => CopyError::Checksum {
-                        location: location.to_string(),
-                        path: pieces[index].0.clone(),
-                        offset,
-                        expected,
-                        found,
-                    },
-                    WalkError::Sink(e) => e,
-                    other => invalid(other.to_string()),
+            walk_bundle(&mut obj, pieces.iter().map(|(_, p)| p), Some(*size), nop).map_err(|e| match e {
+                WalkError::Read(e) => read_err(e),
+                WalkError::Checksum {
+                    index,
+                    offset,
+                    expected,
+                    found,
+                } => CopyError::Checksum {
+                    location: location.to_string(),
+                    path: pieces[index].0.clone(),
+                    offset,
+                    expected,
+                    found,
                 },
-            )?;
+                WalkError::Sink(e) => e,
+                other => invalid(other.to_string()),
+            })?;
         }
     }
     Ok(())
@@ -257,22 +241,16 @@ fn check_streamed_segment<R: Read>(
     name: &WalFileName,
     cluster: &ClusterIdentity,
 ) -> Result<(), SegmentReadError> {
-    let (sysid, seg, major) = (
-        cluster.system_identifier,
-        cluster.wal_segment_size,
-        cluster.major(),
-    );
+    let (sysid, seg, major) = (cluster.system_identifier, cluster.wal_segment_size, cluster.major());
     let mut head = Vec::with_capacity(SEGMENT_HEAD as usize);
     obj.take(SEGMENT_HEAD)
         .read_to_end(&mut head)
         .map_err(SegmentReadError::Read)?;
-    let same_timeline =
-        wal::read_segment_header(name, &head).map_or(true, |h| h.timeline == name.timeline);
+    let same_timeline = wal::read_segment_header(name, &head).map_or(true, |h| h.timeline == name.timeline);
     if same_timeline {
         let rest = io::copy(obj, &mut io::sink()).map_err(SegmentReadError::Read)?;
         let len = head.len() as u64 + rest;
-        wal::check_segment_header(name, &head, len, sysid, seg, major)
-            .map_err(SegmentReadError::Wal)?;
+        wal::check_segment_header(name, &head, len, sysid, seg, major).map_err(SegmentReadError::Wal)?;
         return Ok(());
     }
     // Bounded: one byte past a segment is enough to tell that the length is wrong.
@@ -283,8 +261,7 @@ fn check_streamed_segment<R: Read>(
     let beyond = io::copy(obj, &mut io::sink()).map_err(SegmentReadError::Read)?;
     if beyond > 0 {
         let len = data.len() as u64 + beyond;
-        wal::check_segment_header(name, &data, len, sysid, seg, major)
-            .map_err(SegmentReadError::Wal)?;
+        wal::check_segment_header(name, &data, len, sysid, seg, major).map_err(SegmentReadError::Wal)?;
     }
     wal::check_segment(name, &data, sysid, seg, major).map_err(SegmentReadError::Wal)
 }

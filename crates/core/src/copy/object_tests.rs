@@ -25,9 +25,7 @@ fn bundle_check_finds_a_bad_piece_and_a_wrong_size() {
     };
     let sealed = sealing.seal("k", &data, None, None).unwrap();
     let v1 = seal_bytes(&data, &Codec::default(), None).unwrap();
-    let verify = |bytes: &[u8], _: Option<()>, check: &Check, loc: &str| {
-        verify(bytes, &sealing, "k", check, loc)
-    };
+    let verify = |bytes: &[u8], _: Option<()>, check: &Check, loc: &str| verify(bytes, &sealing, "k", check, loc);
     verify(&v1[..], None, &Check::Opens, "x").unwrap();
     // Identity-bound: the same bytes under another key are refused.
     let moved = super::verify(&sealed[..], &sealing, "other", &Check::Opens, "x");
@@ -125,9 +123,7 @@ fn segment(name: &WalFileName, first_tli: u32, rest_tli: u32) -> Vec<u8> {
 
 fn check_wal(name: &str, data: &[u8]) -> Result<(), CopyError> {
     let name = WalFileName::parse(name).unwrap();
-    let sealed = sealing()
-        .seal(name.to_string().as_str(), data, None, None)
-        .unwrap();
+    let sealed = sealing().seal(name.to_string().as_str(), data, None, None).unwrap();
     let check = Check::Segment {
         name,
         cluster: cluster(),
@@ -146,10 +142,7 @@ fn segments_are_checked_by_the_wal_module() {
     let mut foreign = good.clone();
     foreign[24] ^= 1;
     let foreign = check_wal("000000010000000000000003", &foreign);
-    assert!(
-        matches!(foreign, Err(CopyError::Invalid { .. })),
-        "{foreign:?}"
-    );
+    assert!(matches!(foreign, Err(CopyError::Invalid { .. })), "{foreign:?}");
     let moved = check_wal("000000010000000000000004", &good);
     assert!(matches!(moved, Err(CopyError::Invalid { .. })), "{moved:?}");
     // Pages of a newer timeline than the name's are refused from the header alone.
@@ -164,10 +157,7 @@ fn first_segment_of_a_promoted_timeline_is_told_from_a_renamed_one() {
     check_wal("000000020000000000000003", &segment(&name, 1, 2)).unwrap();
     // Timeline 1's segment under timeline 2's name: every page is timeline 1's.
     let renamed = check_wal("000000020000000000000003", &segment(&name, 1, 1));
-    assert!(
-        matches!(renamed, Err(CopyError::Invalid { .. })),
-        "{renamed:?}"
-    );
+    assert!(matches!(renamed, Err(CopyError::Invalid { .. })), "{renamed:?}");
     // A switch segment that is too long is still refused (read bounded, length checked).
     let mut long = segment(&name, 1, 2);
     long.extend_from_slice(&[0u8; 100]);

@@ -27,10 +27,7 @@ pub(super) enum Check {
         cluster: ClusterIdentity,
     },
     /// A bundle: every piece has its catalog SHA-256, and the plaintext is `size` bytes.
-    Bundle {
-        pieces: Vec<(String, Piece)>,
-        size: u64,
-    },
+    Bundle { pieces: Vec<(String, Piece)>, size: u64 },
 }
 
 /// One object to copy.
@@ -107,10 +104,7 @@ pub(super) fn plan_backup(
     let mut pieces: HashMap<u32, Vec<(String, Piece)>> = HashMap::new();
     for f in &cat.files {
         for p in &f.pieces {
-            pieces
-                .entry(p.bundle)
-                .or_default()
-                .push((f.path.clone(), p.clone()));
+            pieces.entry(p.bundle).or_default().push((f.path.clone(), p.clone()));
         }
     }
     let mut wanted: Vec<(String, Check)> = Vec::new();
@@ -144,10 +138,7 @@ pub(super) fn plan_backup(
             create_only: false,
         });
     }
-    let catalog_bytes = stored
-        .get(&layout::catalog_key(&cat.id))
-        .copied()
-        .unwrap_or(0);
+    let catalog_bytes = stored.get(&layout::catalog_key(&cat.id)).copied().unwrap_or(0);
     let item = PlanItem::Backup {
         id: cat.id.clone(),
         objects: jobs.len() + 1,

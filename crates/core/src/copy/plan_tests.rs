@@ -92,11 +92,7 @@ fn objects_of_an_interrupted_copy_are_reused_only_with_the_right_size() {
         (layout::catalog_key(id), 5),
     ]
     .into();
-    let present: HashMap<String, u64> = [
-        (layout::bundle_key(id, 0), 100),
-        (layout::bundle_key(id, 1), 150),
-    ]
-    .into();
+    let present: HashMap<String, u64> = [(layout::bundle_key(id, 0), 100), (layout::bundle_key(id, 1), 150)].into();
     let plan = plan_backup(&cat, &stored, &present);
     assert_eq!(plan.reused, 1);
     let keys: Vec<String> = plan.jobs.iter().map(|j| j.key.clone()).collect();
@@ -139,10 +135,7 @@ fn model_with_switch() -> ArchiveModel {
 fn a_backup_across_a_timeline_switch_needs_the_switch_segment() {
     let model = model_with_switch();
     let mut cat = catalog(serde_json::json!({}));
-    let names: Vec<String> = needed_wal(&model, &cat)
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
+    let names: Vec<String> = needed_wal(&model, &cat).iter().map(|n| n.to_string()).collect();
     assert_eq!(
         names,
         [
@@ -152,8 +145,7 @@ fn a_backup_across_a_timeline_switch_needs_the_switch_segment() {
         ]
     );
     let needed = needed_wal(&model, &cat);
-    let mut present: HashMap<String, u64> =
-        needed.iter().map(|n| (layout::wal_key(n), SEG)).collect();
+    let mut present: HashMap<String, u64> = needed.iter().map(|n| (layout::wal_key(n), SEG)).collect();
     assert!(missing_wal(&needed, &present).is_empty());
     present.remove(&layout::wal_key(&needed[1]));
     assert_eq!(missing_wal(&needed, &present), ["000000020000000000000004"]);

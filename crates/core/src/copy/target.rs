@@ -30,9 +30,7 @@ async fn target_meta(target: &Storage) -> Result<Option<RepoMeta>, CopyError> {
     };
     match crate::repository::parse_meta(&target.to_string(), &raw) {
         Ok(meta) => Ok(Some(meta)),
-        Err(crate::repository::RepositoryError::BadMeta { message, .. }) => {
-            Err(store_err(target, message))
-        }
+        Err(crate::repository::RepositoryError::BadMeta { message, .. }) => Err(store_err(target, message)),
         Err(crate::repository::RepositoryError::NewerFormat { found, .. }) => Err(store_err(
             target,
             format!("format version {found}, newer than this pgvault understands: upgrade pgvault"),
@@ -42,11 +40,7 @@ async fn target_meta(target: &Storage) -> Result<Option<RepoMeta>, CopyError> {
 }
 
 /// Refuses a target that is not (a copy of) the source repository.
-fn check_same_repository(
-    source: &Repository,
-    target: &Storage,
-    meta: &RepoMeta,
-) -> Result<(), CopyError> {
+fn check_same_repository(source: &Repository, target: &Storage, meta: &RepoMeta) -> Result<(), CopyError> {
     let src = source.meta();
     if meta.cluster.system_identifier != src.cluster.system_identifier {
         return Err(CopyError::ForeignCluster {
@@ -140,9 +134,7 @@ pub(super) async fn prepare_target(
     summary: &mut CopySummary,
 ) -> Result<Repository, CopyError> {
     let Some(target_store) = &target.store else {
-        return Err(CopyError::Internal(
-            "the target store was not opened".into(),
-        ));
+        return Err(CopyError::Internal("the target store was not opened".into()));
     };
     // The descriptor, byte for byte: same repository id, same wrapped key. Only whether the
     // store honours conditional create is the target store's own (probed as `init` does); when
@@ -156,8 +148,7 @@ pub(super) async fn prepare_target(
         } else {
             let mut meta = source.meta().clone();
             meta.conditional_create = Some(honoured);
-            let text = serde_json::to_vec_pretty(&meta)
-                .map_err(|e| CopyError::Internal(format!("descriptor: {e}")))?;
+            let text = serde_json::to_vec_pretty(&meta).map_err(|e| CopyError::Internal(format!("descriptor: {e}")))?;
             Bytes::from(text)
         };
         match target_store.put_if_absent(layout::META_KEY, body).await? {
@@ -171,10 +162,7 @@ pub(super) async fn prepare_target(
         }
     }
     let repo = Repository::open(target_config).await?;
-    let (skey, tkey) = (
-        source.key().map(|k| k.key_id_hex()),
-        repo.key().map(|k| k.key_id_hex()),
-    );
+    let (skey, tkey) = (source.key().map(|k| k.key_id_hex()), repo.key().map(|k| k.key_id_hex()));
     if skey != tkey {
         return Err(CopyError::DifferentKey {
             target: target.name.clone(),

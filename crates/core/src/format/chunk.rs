@@ -42,12 +42,7 @@ impl ChunkSealer {
     }
 
     /// Seals `buf` (plaintext) in place and appends the tag.
-    pub(crate) fn seal(
-        &self,
-        nonce: &[u8; 12],
-        header: &[u8],
-        buf: &mut Vec<u8>,
-    ) -> Result<(), FormatError> {
+    pub(crate) fn seal(&self, nonce: &[u8; 12], header: &[u8], buf: &mut Vec<u8>) -> Result<(), FormatError> {
         let tag: [u8; TAG_LEN] = match self {
             ChunkSealer::Aes(c) => c
                 .encrypt_in_place_detached(Nonce::from_slice(nonce), header, buf)
@@ -69,12 +64,7 @@ impl ChunkSealer {
         let (body, tag) = chunk.split_at_mut(chunk.len() - TAG_LEN);
         match self {
             ChunkSealer::Aes(c) => c
-                .decrypt_in_place_detached(
-                    Nonce::from_slice(nonce),
-                    header,
-                    body,
-                    Tag::from_slice(tag),
-                )
+                .decrypt_in_place_detached(Nonce::from_slice(nonce), header, body, Tag::from_slice(tag))
                 .is_ok(),
             ChunkSealer::Digest => {
                 let expect = Self::digest_tag(header, nonce, body);
@@ -147,9 +137,7 @@ impl<W: Write> ChunkWriter<W> {
 
     fn emit(&mut self, last: bool) -> Result<(), FormatError> {
         let nonce = chunk_nonce(&self.ctx.prefix, self.counter, last);
-        self.ctx
-            .sealer
-            .seal(&nonce, &self.ctx.header, &mut self.buf)?;
+        self.ctx.sealer.seal(&nonce, &self.ctx.header, &mut self.buf)?;
         self.inner.write_all(&self.buf).map_err(FormatError::Io)?;
         self.stored += self.buf.len() as u64;
         self.buf.clear();
@@ -241,9 +229,7 @@ impl<R: Read> ChunkReader<R> {
 
     fn open(&mut self, idx: u32, last: bool) -> bool {
         let nonce = chunk_nonce(&self.ctx.prefix, idx, last);
-        self.ctx
-            .sealer
-            .open(&nonce, &self.ctx.header, &mut self.buf)
+        self.ctx.sealer.open(&nonce, &self.ctx.header, &mut self.buf)
     }
 
     fn auth_failed(&self, idx: u32) -> FormatError {
@@ -302,9 +288,9 @@ impl<R: Read> ChunkReader<R> {
                 return Err(self.auth_failed(idx));
             }
         } else if self.open(idx, false) {
-            self.counter = idx.checked_add(1).ok_or_else(|| {
-                FormatError::corrupt("more chunks than the 32-bit chunk counter allows")
-            })?;
+            self.counter = idx
+                .checked_add(1)
+                .ok_or_else(|| FormatError::corrupt("more chunks than the 32-bit chunk counter allows"))?;
         } else if self.open(idx, true) {
             return Err(FormatError::corrupt(format!(
                 "unexpected data after the final chunk {idx}"

@@ -18,16 +18,12 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use crate::format::chunk::{
-    metadata_nonce, ChunkContext, ChunkReader, ChunkSealer, ChunkWriter, TAG_LEN,
-};
+use crate::format::chunk::{metadata_nonce, ChunkContext, ChunkReader, ChunkSealer, ChunkWriter, TAG_LEN};
 use crate::format::codec::{Codec, Compression};
 use crate::format::error::{into_format_error, is_format_error, FormatError};
 #[cfg(doc)]
 use crate::format::header::MAX_HEADER_LEN;
-use crate::format::header::{
-    Header, ObjectIdentity, SealedPart, MAX_METADATA_LEN, NONCE_PREFIX_LEN, WRAP_AAD_LEN,
-};
+use crate::format::header::{Header, ObjectIdentity, SealedPart, MAX_METADATA_LEN, NONCE_PREFIX_LEN, WRAP_AAD_LEN};
 use crate::format::keyring::MasterKey;
 
 /// Sizes of a finished object.
@@ -85,13 +81,7 @@ impl<W: Write> ObjectWriter<W> {
         identity: ObjectIdentity<'_>,
         metadata: Option<&[u8]>,
     ) -> Result<Self, FormatError> {
-        Self::with_body(
-            inner,
-            codec,
-            key,
-            false,
-            Some(Binding { identity, metadata }),
-        )
+        Self::with_body(inner, codec, key, false, Some(Binding { identity, metadata }))
     }
 
     /// The general constructor: `precompressed` means the caller writes a payload that is
@@ -156,9 +146,7 @@ impl<W: Write> ObjectWriter<W> {
                     .map_err(|_| FormatError::corrupt("wrapping the data key failed"))?;
                 let mut wrapped_dek = [0u8; 48];
                 if wrapped.len() != wrapped_dek.len() {
-                    return Err(FormatError::corrupt(
-                        "wrapped data key has the wrong length",
-                    ));
+                    return Err(FormatError::corrupt("wrapped data key has the wrong length"));
                 }
                 wrapped_dek.copy_from_slice(&wrapped);
                 header.sealed = Some(SealedPart {
@@ -166,9 +154,7 @@ impl<W: Write> ObjectWriter<W> {
                     wrap_nonce,
                     wrapped_dek,
                 });
-                ChunkSealer::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(
-                    dek.as_ref(),
-                ))))
+                ChunkSealer::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(dek.as_ref()))))
             }
         };
         if let Some(m) = metadata {
@@ -195,8 +181,7 @@ impl<W: Write> ObjectWriter<W> {
             _ if precompressed => WriteStage::Plain(chunks),
             Compression::None => WriteStage::Plain(chunks),
             Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(chunks, codec.zstd_level)
-                    .map_err(zstd_err)?;
+                let mut enc = zstd::stream::write::Encoder::new(chunks, codec.zstd_level).map_err(zstd_err)?;
                 enc.include_checksum(true).map_err(zstd_err)?;
                 if codec.zstd_workers > 0 {
                     enc.multithread(codec.zstd_workers).map_err(zstd_err)?;
@@ -204,10 +189,7 @@ impl<W: Write> ObjectWriter<W> {
                 WriteStage::Zstd(enc)
             }
         };
-        Ok(ObjectWriter {
-            stage,
-            plain_bytes: 0,
-        })
+        Ok(ObjectWriter { stage, plain_bytes: 0 })
     }
 
     /// Completes the object (flushes compression, seals the final chunk,
@@ -304,16 +286,12 @@ fn sealer_for(
                                 detail: "header or wrapped data key".into(),
                             }
                         } else {
-                            FormatError::corrupt(
-                                "the header or its wrapped data key failed authentication",
-                            )
+                            FormatError::corrupt("the header or its wrapped data key failed authentication")
                         }
                     })?,
             );
             if dek.len() != 32 {
-                return Err(FormatError::corrupt(
-                    "unwrapped data key has the wrong length",
-                ));
+                return Err(FormatError::corrupt("unwrapped data key has the wrong length"));
             }
             Ok(ChunkSealer::Aes(Box::new(Aes256Gcm::new(
                 Key::<Aes256Gcm>::from_slice(&dek),
@@ -345,10 +323,7 @@ fn open_metadata(
 }
 
 /// The identity bytes a header needs: empty for v1, the identity for v2 (required).
-fn identity_bytes(
-    header: &Header,
-    identity: Option<ObjectIdentity<'_>>,
-) -> Result<Vec<u8>, FormatError> {
+fn identity_bytes(header: &Header, identity: Option<ObjectIdentity<'_>>) -> Result<Vec<u8>, FormatError> {
     match (header.version, identity) {
         (1, _) => Ok(Vec::new()),
         (_, Some(id)) => Ok(id.to_bytes()),

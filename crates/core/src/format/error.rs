@@ -37,7 +37,7 @@ pub enum FormatError {
 
     /// A v2 object failed authentication under the identity (repository id and key) the
     /// reader supplied: it is damaged, or it was moved or swapped from another key.
-    #[error("object failed authentication: damaged, or not the object stored under this name (moved or swapped) ({detail})")]
+    #[error("object failed authentication: it is corrupted, or it is not the object stored under this name (moved or swapped) ({detail})")]
     NotThisObject { detail: String },
 
     /// A v2 (identity-bound) object was opened without saying which key it was read from.
@@ -107,33 +107,23 @@ pub enum FormatError {
 
 impl FormatError {
     pub(crate) fn corrupt(detail: impl Into<String>) -> Self {
-        FormatError::Corrupt {
-            detail: detail.into(),
-        }
+        FormatError::Corrupt { detail: detail.into() }
     }
 
     pub(crate) fn truncated(detail: impl Into<String>) -> Self {
-        FormatError::Truncated {
-            detail: detail.into(),
-        }
+        FormatError::Truncated { detail: detail.into() }
     }
 
     pub(crate) fn not_an_object(detail: impl Into<String>) -> Self {
-        FormatError::NotAnObject {
-            detail: detail.into(),
-        }
+        FormatError::NotAnObject { detail: detail.into() }
     }
 
     pub(crate) fn bad_keyring(detail: impl Into<String>) -> Self {
-        FormatError::BadKeyring {
-            detail: detail.into(),
-        }
+        FormatError::BadKeyring { detail: detail.into() }
     }
 
     pub(crate) fn invalid_settings(detail: impl Into<String>) -> Self {
-        FormatError::InvalidSettings {
-            detail: detail.into(),
-        }
+        FormatError::InvalidSettings { detail: detail.into() }
     }
 
     /// A copy for a reader/writer that keeps failing after its first error
@@ -142,52 +132,28 @@ impl FormatError {
         use FormatError::*;
         match self {
             WrongPassphrase => WrongPassphrase,
-            WeakPassphrase { reason } => WeakPassphrase {
-                reason: reason.clone(),
-            },
-            BadKeyring { detail } => BadKeyring {
-                detail: detail.clone(),
-            },
-            Corrupt { detail } => Corrupt {
-                detail: detail.clone(),
-            },
-            NotThisObject { detail } => NotThisObject {
-                detail: detail.clone(),
-            },
+            WeakPassphrase { reason } => WeakPassphrase { reason: reason.clone() },
+            BadKeyring { detail } => BadKeyring { detail: detail.clone() },
+            Corrupt { detail } => Corrupt { detail: detail.clone() },
+            NotThisObject { detail } => NotThisObject { detail: detail.clone() },
             IdentityRequired => IdentityRequired,
-            MetadataTooLarge { len, max } => MetadataTooLarge {
-                len: *len,
-                max: *max,
-            },
+            MetadataTooLarge { len, max } => MetadataTooLarge { len: *len, max: *max },
             MetadataNeedsV2 => MetadataNeedsV2,
-            Truncated { detail } => Truncated {
-                detail: detail.clone(),
-            },
-            NotAnObject { detail } => NotAnObject {
-                detail: detail.clone(),
-            },
-            UnsupportedVersion {
-                what,
-                found,
-                supported,
-            } => UnsupportedVersion {
+            Truncated { detail } => Truncated { detail: detail.clone() },
+            NotAnObject { detail } => NotAnObject { detail: detail.clone() },
+            UnsupportedVersion { what, found, supported } => UnsupportedVersion {
                 what,
                 found: *found,
                 supported: *supported,
             },
-            UnsupportedFeature { field, value } => UnsupportedFeature {
-                field,
-                value: *value,
-            },
+            UnsupportedFeature { field, value } => UnsupportedFeature { field, value: *value },
             KeyRequired => KeyRequired,
             NotEncrypted => NotEncrypted,
             WrongKey { found, expected } => WrongKey {
                 found: found.clone(),
                 expected: expected.clone(),
             },
-            InvalidSettings { detail } => InvalidSettings {
-                detail: detail.clone(),
-            },
+            InvalidSettings { detail } => InvalidSettings { detail: detail.clone() },
             TooLarge { chunk_size } => TooLarge {
                 chunk_size: *chunk_size,
             },

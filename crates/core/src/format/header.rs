@@ -46,9 +46,7 @@ impl<'a> ObjectIdentity<'a> {
 
     /// `"pgvault-object-v2\0" || repository_id || "\0" || key`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            IDENTITY_DOMAIN.len() + self.repository_id.len() + 1 + self.key.len(),
-        );
+        let mut out = Vec::with_capacity(IDENTITY_DOMAIN.len() + self.repository_id.len() + 1 + self.key.len());
         out.extend_from_slice(IDENTITY_DOMAIN);
         out.extend_from_slice(self.repository_id.as_bytes());
         out.push(0);
@@ -104,13 +102,7 @@ impl Header {
     /// Length of the header up to the metadata bytes (the metadata's AAD), i.e. including
     /// the metadata length field when there is one.
     pub fn metadata_aad_len(&self) -> usize {
-        FIXED_LEN
-            + if self.sealed.is_some() {
-                SEALED_EXTRA_LEN
-            } else {
-                0
-            }
-            + 4
+        FIXED_LEN + if self.sealed.is_some() { SEALED_EXTRA_LEN } else { 0 } + 4
     }
 
     /// The fixed part (everything before the sealing part).
@@ -203,8 +195,7 @@ impl Header {
             });
         }
         let chunk_size = u32::from_be_bytes([raw[12], raw[13], raw[14], raw[15]]);
-        validate_chunk_size(chunk_size)
-            .map_err(|d| FormatError::corrupt(format!("header: {d}")))?;
+        validate_chunk_size(chunk_size).map_err(|d| FormatError::corrupt(format!("header: {d}")))?;
         let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
         nonce_prefix.copy_from_slice(&raw[16..FIXED_LEN]);
 
@@ -251,9 +242,7 @@ impl Header {
 fn read_metadata_block<R: Read>(r: &mut R, raw: &mut Vec<u8>) -> Result<Vec<u8>, FormatError> {
     let mut len = [0u8; 4];
     if read_full(r, &mut len)? < 4 {
-        return Err(FormatError::truncated(
-            "the header is cut short (metadata length)",
-        ));
+        return Err(FormatError::truncated("the header is cut short (metadata length)"));
     }
     let n = u32::from_be_bytes(len) as usize;
     if n > MAX_METADATA_LEN {

@@ -100,20 +100,10 @@ impl KdfParams {
     }
 
     /// Derives the key-encryption key.
-    fn derive(
-        &self,
-        passphrase: &[u8],
-        salt: &[u8],
-    ) -> Result<Zeroizing<[u8; KEY_LEN]>, FormatError> {
-        let params = argon2::Params::new(
-            self.memory_kib,
-            self.iterations,
-            self.parallelism,
-            Some(KEY_LEN),
-        )
-        .map_err(|e| FormatError::bad_keyring(format!("argon2id parameters: {e}")))?;
-        let argon =
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    fn derive(&self, passphrase: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, FormatError> {
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(KEY_LEN))
+            .map_err(|e| FormatError::bad_keyring(format!("argon2id parameters: {e}")))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut kek = Zeroizing::new([0u8; KEY_LEN]);
         argon
             .hash_password_into(passphrase, salt, kek.as_mut())
@@ -188,9 +178,7 @@ fn check_passphrase(p: &[u8]) -> Result<(), FormatError> {
         let reason = if p.is_empty() {
             "the passphrase is empty".to_string()
         } else {
-            format!(
-                "the passphrase has {chars} characters; at least {MIN_PASSPHRASE_CHARS} are required"
-            )
+            format!("the passphrase has {chars} characters; at least {MIN_PASSPHRASE_CHARS} are required")
         };
         return Err(FormatError::WeakPassphrase { reason });
     }
@@ -198,19 +186,14 @@ fn check_passphrase(p: &[u8]) -> Result<(), FormatError> {
 }
 
 fn decode_fixed<const N: usize>(field: &str, s: &str) -> Result<[u8; N], FormatError> {
-    let v = hex::decode(s)
-        .map_err(|e| FormatError::bad_keyring(format!("field {field} is not hex: {e}")))?;
-    <[u8; N]>::try_from(v.as_slice()).map_err(|_| {
-        FormatError::bad_keyring(format!("field {field} has {} bytes, expected {N}", v.len()))
-    })
+    let v = hex::decode(s).map_err(|e| FormatError::bad_keyring(format!("field {field} is not hex: {e}")))?;
+    <[u8; N]>::try_from(v.as_slice())
+        .map_err(|_| FormatError::bad_keyring(format!("field {field} has {} bytes, expected {N}", v.len())))
 }
 
 impl Keyring {
     /// Creates a new master key and wraps it under `passphrase`.
-    pub fn create(
-        passphrase: &[u8],
-        params: KdfParams,
-    ) -> Result<(Keyring, MasterKey), FormatError> {
+    pub fn create(passphrase: &[u8], params: KdfParams) -> Result<(Keyring, MasterKey), FormatError> {
         check_passphrase(passphrase)?;
         params.check_create()?;
         let master = MasterKey::generate();
@@ -218,11 +201,7 @@ impl Keyring {
         Ok((keyring, master))
     }
 
-    fn wrap(
-        master: &MasterKey,
-        passphrase: &[u8],
-        params: KdfParams,
-    ) -> Result<Keyring, FormatError> {
+    fn wrap(master: &MasterKey, passphrase: &[u8], params: KdfParams) -> Result<Keyring, FormatError> {
         let mut salt = [0u8; SALT_LEN];
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut salt);
@@ -275,9 +254,7 @@ impl Keyring {
                 self.kdf
             )));
         }
-        self.params
-            .check_bounds()
-            .map_err(FormatError::bad_keyring)?;
+        self.params.check_bounds().map_err(FormatError::bad_keyring)?;
         let salt: [u8; SALT_LEN] = decode_fixed("salt", &self.salt)?;
         let nonce: [u8; NONCE_LEN] = decode_fixed("nonce", &self.nonce)?;
         let wrapped: [u8; KEY_LEN + TAG_LEN] = decode_fixed("wrapped_key", &self.wrapped_key)?;
@@ -296,9 +273,7 @@ impl Keyring {
         );
         let mut key = [0u8; KEY_LEN];
         if plain.len() != KEY_LEN {
-            return Err(FormatError::bad_keyring(
-                "unwrapped key has the wrong length",
-            ));
+            return Err(FormatError::bad_keyring("unwrapped key has the wrong length"));
         }
         key.copy_from_slice(&plain);
         Ok(MasterKey(key))

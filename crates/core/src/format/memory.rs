@@ -14,11 +14,7 @@ use crate::format::keyring::MasterKey;
 
 /// Seals a small in-memory object (WAL segment, catalog, keyring-protected metadata) in one go,
 /// as a version-1 object.
-pub fn seal_bytes(
-    data: &[u8],
-    codec: &Codec,
-    key: Option<&MasterKey>,
-) -> Result<Vec<u8>, FormatError> {
+pub fn seal_bytes(data: &[u8], codec: &Codec, key: Option<&MasterKey>) -> Result<Vec<u8>, FormatError> {
     let compressed = compress_for_seal(data, codec)?;
     seal_precompressed(data, compressed.as_deref(), codec, key)
 }
@@ -66,13 +62,7 @@ pub fn seal_bound(
     identity: ObjectIdentity<'_>,
     metadata: Option<&[u8]>,
 ) -> Result<Vec<u8>, FormatError> {
-    seal_object(
-        data,
-        compressed,
-        codec,
-        key,
-        Some(Binding { identity, metadata }),
-    )
+    seal_object(data, compressed, codec, key, Some(Binding { identity, metadata }))
 }
 
 fn seal_object(

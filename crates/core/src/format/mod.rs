@@ -34,11 +34,9 @@ pub use codec::{Codec, Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUN
 pub use envelope::{read_metadata, ObjectReader, ObjectStats, ObjectWriter};
 pub use error::{into_format_error, FormatError};
 pub use header::{
-    ObjectIdentity, FIXED_LEN, FORMAT_VERSION, MAGIC, MAGIC_V2, MAX_HEADER_LEN, MAX_METADATA_LEN,
-    SEALED_EXTRA_LEN,
+    ObjectIdentity, FIXED_LEN, FORMAT_VERSION, MAGIC, MAGIC_V2, MAX_HEADER_LEN, MAX_METADATA_LEN, SEALED_EXTRA_LEN,
 };
 pub use keyring::{KdfParams, Keyring, MasterKey, KEYRING_VERSION, MIN_PASSPHRASE_CHARS};
 pub use memory::{
-    compress_for_seal, open_bytes, open_object, seal_bound, seal_bytes, seal_precompressed,
-    OpenedObject,
+    compress_for_seal, open_bytes, open_object, seal_bound, seal_bytes, seal_precompressed, OpenedObject,
 };

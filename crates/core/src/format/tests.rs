@@ -20,9 +20,7 @@ fn fast_params() -> KdfParams {
 }
 
 fn new_key() -> MasterKey {
-    Keyring::create(PASS, fast_params())
-        .expect("create keyring")
-        .1
+    Keyring::create(PASS, fast_params()).expect("create keyring").1
 }
 
 fn codec(compression: Compression, chunk: usize) -> Codec {
@@ -209,11 +207,7 @@ fn layout_sizes_match_the_spec() {
         let h = header_len(sealed);
         let t = TAG_LEN;
         let size = |len: usize| raw_object(len, k).1.len();
-        assert_eq!(
-            size(0),
-            h + t,
-            "empty object = header + one empty final chunk"
-        );
+        assert_eq!(size(0), h + t, "empty object = header + one empty final chunk");
         assert_eq!(size(1), h + 1 + t);
         assert_eq!(size(C), h + C + t, "a full chunk can be the final chunk");
         assert_eq!(size(C + 1), h + C + 1 + 2 * t);
@@ -221,10 +215,7 @@ fn layout_sizes_match_the_spec() {
         let (_, obj) = raw_object(10, k);
         assert_eq!(&obj[..8], MAGIC);
         assert_eq!(obj[9], u8::from(sealed));
-        assert_eq!(
-            u32::from_be_bytes([obj[12], obj[13], obj[14], obj[15]]),
-            C as u32
-        );
+        assert_eq!(u32::from_be_bytes([obj[12], obj[13], obj[14], obj[15]]), C as u32);
     }
     assert_eq!(header_len(false), 23);
     assert_eq!(header_len(true), 91);
@@ -235,23 +226,15 @@ fn layout_sizes_match_the_spec() {
 #[test]
 fn wrong_passphrase() {
     let (kr, _) = Keyring::create(PASS, fast_params()).expect("create");
-    assert_err!(
-        kr.unlock(b"incorrect horse battery"),
-        FormatError::WrongPassphrase
-    );
+    assert_err!(kr.unlock(b"incorrect horse battery"), FormatError::WrongPassphrase);
     assert_err!(kr.unlock(b""), FormatError::WrongPassphrase);
     let e = kr.unlock(b"nope nope nope").unwrap_err();
-    assert!(e
-        .to_string()
-        .contains("passphrase_file / PGVAULT_PASSPHRASE"));
+    assert!(e.to_string().contains("passphrase_file / PGVAULT_PASSPHRASE"));
 }
 
 #[test]
 fn weak_passphrases_refused() {
-    assert_err!(
-        Keyring::create(b"", fast_params()),
-        FormatError::WeakPassphrase { .. }
-    );
+    assert_err!(Keyring::create(b"", fast_params()), FormatError::WeakPassphrase { .. });
     assert_err!(
         Keyring::create(b"short", fast_params()),
         FormatError::WeakPassphrase { .. }
@@ -274,18 +257,12 @@ fn weak_kdf_params_refused_at_creation() {
         iterations: 1,
         parallelism: 1,
     };
-    assert_err!(
-        Keyring::create(PASS, weak),
-        FormatError::InvalidSettings { .. }
-    );
+    assert_err!(Keyring::create(PASS, weak), FormatError::InvalidSettings { .. });
     let zero = KdfParams {
         iterations: 0,
         ..fast_params()
     };
-    assert_err!(
-        Keyring::create(PASS, zero),
-        FormatError::InvalidSettings { .. }
-    );
+    assert_err!(Keyring::create(PASS, zero), FormatError::InvalidSettings { .. });
 }
 
 #[test]
@@ -307,10 +284,7 @@ fn keyring_unlock_json_round_trip_and_rewrap() {
         FormatError::WrongPassphrase
     );
     let k3 = kr3.unlock(new_pass).expect("unlock new");
-    assert_eq!(
-        open_bytes(&obj, Some(&k3)).expect("old objects still open"),
-        b"hello"
-    );
+    assert_eq!(open_bytes(&obj, Some(&k3)).expect("old objects still open"), b"hello");
 }
 
 #[test]
@@ -330,20 +304,14 @@ fn tampered_or_malformed_keyrings() {
     assert_err!(t.unlock(PASS), FormatError::BadKeyring { .. });
     let mut t = kr.clone();
     t.version = 2;
-    assert_err!(
-        t.unlock(PASS),
-        FormatError::UnsupportedVersion { found: 2, .. }
-    );
+    assert_err!(t.unlock(PASS), FormatError::UnsupportedVersion { found: 2, .. });
     let mut t = kr.clone();
     t.kdf = "scrypt".into();
     assert_err!(t.unlock(PASS), FormatError::BadKeyring { .. });
     let mut t = kr.clone();
     t.params.memory_kib = u32::MAX;
     assert_err!(t.unlock(PASS), FormatError::BadKeyring { .. });
-    assert_err!(
-        Keyring::from_json("{\"version\":1}"),
-        FormatError::BadKeyring { .. }
-    );
+    assert_err!(Keyring::from_json("{\"version\":1}"), FormatError::BadKeyring { .. });
 }
 
 #[test]
@@ -386,14 +354,8 @@ fn chunk_from_another_object_with_the_same_key() {
     let h = header_len(true);
     let mut spliced = a.clone();
     spliced[h..h + C + TAG_LEN].copy_from_slice(&b[h..h + C + TAG_LEN]);
-    let e = assert_err!(
-        open_bytes(&spliced, Some(&key)),
-        FormatError::Corrupt { .. }
-    );
-    assert!(
-        e.to_string().contains("chunk 0 failed authentication"),
-        "{e}"
-    );
+    let e = assert_err!(open_bytes(&spliced, Some(&key)), FormatError::Corrupt { .. });
+    assert!(e.to_string().contains("chunk 0 failed authentication"), "{e}");
 }
 
 // ---------------------------------------------------------------- not ours / newer
@@ -417,10 +379,7 @@ fn header_fields_from_the_future_or_damaged() {
         let (_, obj) = raw_object(100, k);
         let mut o = obj.clone();
         o[7] = 3;
-        let e = assert_err!(
-            open_bytes(&o, k),
-            FormatError::UnsupportedVersion { found: 3, .. }
-        );
+        let e = assert_err!(open_bytes(&o, k), FormatError::UnsupportedVersion { found: 3, .. });
         assert!(e.to_string().contains("newer pgvault: format version 3"));
         let mut o = obj.clone();
         o[7] = 0;
@@ -449,10 +408,7 @@ fn header_fields_from_the_future_or_damaged() {
         let mut o = obj.clone();
         o[12] = 0xff; // chunk size out of range
         assert_err!(open_bytes(&o, k), FormatError::Corrupt { .. });
-        assert_err!(
-            open_bytes(&obj[..FIXED_LEN - 1], k),
-            FormatError::Truncated { .. }
-        );
+        assert_err!(open_bytes(&obj[..FIXED_LEN - 1], k), FormatError::Truncated { .. });
     }
 }
 
@@ -483,10 +439,7 @@ fn flipped_bit_in_the_wrapped_dek() {
     let key = new_key();
     let (_, obj) = raw_object(100, Some(&key));
     for at in [31, 42, 43, 60, 90] {
-        let e = assert_err!(
-            open_bytes(&flip(&obj, at), Some(&key)),
-            FormatError::Corrupt { .. }
-        );
+        let e = assert_err!(open_bytes(&flip(&obj, at), Some(&key)), FormatError::Corrupt { .. });
         assert!(e.to_string().contains("data key"), "{e}");
     }
 }
@@ -498,18 +451,11 @@ fn flipped_bit_in_first_middle_and_last_chunk() {
         let h = header_len(sealed);
         let (_, obj) = raw_object(4 * C + 5, k);
         let full = C + TAG_LEN;
-        for (chunk, offset) in [
-            (0, 0),
-            (0, full - 1),
-            (2, 500),
-            (4, 2),
-            (4, 5 + TAG_LEN - 1),
-        ] {
+        for (chunk, offset) in [(0, 0), (0, full - 1), (2, 500), (4, 2), (4, 5 + TAG_LEN - 1)] {
             let at = h + chunk * full + offset;
             let e = assert_err!(open_bytes(&flip(&obj, at), k), FormatError::Corrupt { .. });
             assert!(
-                e.to_string()
-                    .contains(&format!("chunk {chunk} failed authentication")),
+                e.to_string().contains(&format!("chunk {chunk} failed authentication")),
                 "sealed={sealed} at={at}: {e}"
             );
         }
@@ -522,10 +468,7 @@ fn flipped_bit_in_a_zstd_object() {
     let data = mixed(20 * C, 1);
     let obj = seal_bytes(&data, &codec(Compression::Zstd, C), Some(&key)).expect("seal");
     for at in [header_len(true), obj.len() / 2, obj.len() - 1] {
-        assert_err!(
-            open_bytes(&flip(&obj, at), Some(&key)),
-            FormatError::Corrupt { .. }
-        );
+        assert_err!(open_bytes(&flip(&obj, at), Some(&key)), FormatError::Corrupt { .. });
     }
 }
 
@@ -565,11 +508,7 @@ fn dropped_last_chunk() {
         let (_, obj) = raw_object(3 * C + 5, k);
         let cut = h + 3 * (C + TAG_LEN);
         let e = assert_err!(open_bytes(&obj[..cut], k), FormatError::Truncated { .. });
-        assert!(
-            e.to_string()
-                .contains("chunk 2, which is not the final chunk"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("chunk 2, which is not the final chunk"), "{e}");
         // Full final chunk dropped.
         let (_, obj) = raw_object(3 * C, k);
         let cut = h + 2 * (C + TAG_LEN);
@@ -584,8 +523,7 @@ fn unfinished_writer_reads_as_truncated() {
     let key = new_key();
     let mut out = Vec::new();
     {
-        let mut w =
-            ObjectWriter::new(&mut out, &codec(Compression::None, C), Some(&key)).expect("w");
+        let mut w = ObjectWriter::new(&mut out, &codec(Compression::None, C), Some(&key)).expect("w");
         w.write_all(&mixed(5 * C, 2)).expect("write");
         // dropped without finish()
     }
@@ -654,15 +592,9 @@ fn streaming_errors_are_invalid_data_and_sticky() {
     let e = r.read_to_end(&mut sink).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert!(sink.len() <= 3 * C, "only verified chunks are released");
-    assert_err!(
-        Err::<(), _>(into_format_error(e)),
-        FormatError::Corrupt { .. }
-    );
+    assert_err!(Err::<(), _>(into_format_error(e)), FormatError::Corrupt { .. });
     let again = r.read(&mut [0u8; 10]).unwrap_err();
-    assert_err!(
-        Err::<(), _>(FormatError::from(again)),
-        FormatError::Corrupt { .. }
-    );
+    assert_err!(Err::<(), _>(FormatError::from(again)), FormatError::Corrupt { .. });
 }
 
 #[test]

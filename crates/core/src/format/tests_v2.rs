@@ -37,9 +37,7 @@ fn id(key: &str) -> ObjectIdentity<'_> {
 }
 
 fn data(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i * 31 % 251) as u8 ^ (i / 700) as u8)
-        .collect()
+    (0..len).map(|i| (i * 31 % 251) as u8 ^ (i / 700) as u8).collect()
 }
 
 #[test]
@@ -50,8 +48,7 @@ fn v2_round_trip_every_combination() {
             for len in [0, 1, 1023, 1024, 1025, 5000] {
                 for meta in [None, Some(&b"{\"first\":1}"[..]), Some(&[][..])] {
                     let d = data(len);
-                    let obj =
-                        seal_bound(&d, None, &small_codec(c), k, id(KEY), meta).expect("seal");
+                    let obj = seal_bound(&d, None, &small_codec(c), k, id(KEY), meta).expect("seal");
                     assert_eq!(&obj[..8], MAGIC_V2);
                     let o = open_object(&obj, k, Some(id(KEY))).expect("open");
                     assert_eq!(o.data, d);
@@ -79,18 +76,9 @@ fn moved_or_swapped_objects_fail_to_open() {
     ];
     for k in [None, Some(&key)] {
         for meta in [None, Some(&b"m"[..])] {
-            let obj = seal_bound(
-                &data(3000),
-                None,
-                &small_codec(Compression::Zstd),
-                k,
-                id(KEY),
-                meta,
-            )
-            .expect("seal");
+            let obj = seal_bound(&data(3000), None, &small_codec(Compression::Zstd), k, id(KEY), meta).expect("seal");
             for other in others {
-                let e =
-                    open_object(&obj, k, Some(other)).expect_err("opened under another identity");
+                let e = open_object(&obj, k, Some(other)).expect_err("opened under another identity");
                 assert!(matches!(e, FormatError::NotThisObject { .. }), "{e:?}");
                 assert!(e.to_string().contains("moved or swapped"), "{e}");
                 if meta.is_some() {
@@ -101,10 +89,7 @@ fn moved_or_swapped_objects_fail_to_open() {
                 }
             }
             // Without an identity a v2 object is refused, never read unauthenticated.
-            assert!(matches!(
-                open_bytes(&obj, k),
-                Err(FormatError::IdentityRequired)
-            ));
+            assert!(matches!(open_bytes(&obj, k), Err(FormatError::IdentityRequired)));
         }
     }
 }
@@ -177,14 +162,8 @@ fn metadata_tampering_is_detected() {
         for at in start..start + 4 + 14 + 16 {
             let mut o = obj.clone();
             o[at] ^= 0x01;
-            assert!(
-                open_object(&o, k, Some(id(KEY))).is_err(),
-                "flip at {at} accepted"
-            );
-            assert!(
-                read_metadata(&o, k, id(KEY)).is_err(),
-                "metadata flip at {at} accepted"
-            );
+            assert!(open_object(&o, k, Some(id(KEY))).is_err(), "flip at {at} accepted");
+            assert!(read_metadata(&o, k, id(KEY)).is_err(), "metadata flip at {at} accepted");
         }
         // Clearing the metadata flag does not turn the object into one without metadata.
         let mut o = obj.clone();
@@ -195,15 +174,7 @@ fn metadata_tampering_is_detected() {
 
 #[test]
 fn unknown_v2_flags_are_refused() {
-    let obj = seal_bound(
-        b"abc",
-        None,
-        &small_codec(Compression::None),
-        None,
-        id(KEY),
-        None,
-    )
-    .expect("seal");
+    let obj = seal_bound(b"abc", None, &small_codec(Compression::None), None, id(KEY), None).expect("seal");
     let mut o = obj.clone();
     o[10] = 0x80;
     assert!(matches!(
@@ -239,10 +210,7 @@ fn runner(cases: u32, seed: u8) -> TestRunner {
         failure_persistence: None,
         ..PtConfig::default()
     };
-    TestRunner::new_with_rng(
-        config,
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
-    )
+    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]))
 }
 
 #[test]
@@ -250,10 +218,7 @@ fn prop_random_bytes_never_panic_or_open() {
     let key = new_key();
     let mut r = runner(400, 1);
     r.run(
-        &(
-            proptest::collection::vec(any::<u8>(), 0..3000),
-            any::<bool>(),
-        ),
+        &(proptest::collection::vec(any::<u8>(), 0..3000), any::<bool>()),
         |(bytes, v2)| {
             // A valid magic makes the parser go further than the first check.
             let mut b = bytes;
@@ -277,14 +242,11 @@ fn prop_mutated_objects_are_never_accepted() {
     let objects: Vec<(Option<&MasterKey>, Vec<u8>, Vec<u8>)> = [None, Some(&key)]
         .into_iter()
         .flat_map(|k| {
-            [Compression::None, Compression::Zstd]
-                .into_iter()
-                .map(move |c| {
-                    let d = data(4000);
-                    let o = seal_bound(&d, None, &small_codec(c), k, id(KEY), Some(b"meta"))
-                        .expect("seal");
-                    (k, d, o)
-                })
+            [Compression::None, Compression::Zstd].into_iter().map(move |c| {
+                let d = data(4000);
+                let o = seal_bound(&d, None, &small_codec(c), k, id(KEY), Some(b"meta")).expect("seal");
+                (k, d, o)
+            })
         })
         .collect();
     let mut r = runner(600, 2);

@@ -35,11 +35,7 @@ pub(crate) enum Transport {
 }
 
 impl AsyncRead for Transport {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -49,11 +45,7 @@ impl AsyncRead for Transport {
 }
 
 impl AsyncWrite for Transport {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -114,10 +106,7 @@ impl Connection {
     /// Connects, negotiates TLS per `params.sslmode`, authenticates and checks that the server
     /// is PostgreSQL 15 or newer. With `replication`, the session is a physical-replication
     /// walsender (startup parameter `replication=true`).
-    pub async fn connect(
-        params: &ConnParams,
-        replication: bool,
-    ) -> Result<Connection, ProtocolError> {
+    pub async fn connect(params: &ConnParams, replication: bool) -> Result<Connection, ProtocolError> {
         let fut = Self::connect_inner(params, replication);
         if params.connect_timeout.is_zero() {
             return fut.await;
@@ -131,10 +120,7 @@ impl Connection {
         }
     }
 
-    async fn connect_inner(
-        params: &ConnParams,
-        replication: bool,
-    ) -> Result<Connection, ProtocolError> {
+    async fn connect_inner(params: &ConnParams, replication: bool) -> Result<Connection, ProtocolError> {
         let transport = open_transport(params).await?;
         let end_point_hash = match &transport {
             Transport::Tls(stream) => stream
@@ -160,10 +146,7 @@ impl Connection {
             channel_bound: false,
         };
         conn.startup(params).await?;
-        let version_text = conn
-            .parameter("server_version")
-            .unwrap_or_default()
-            .to_string();
+        let version_text = conn.parameter("server_version").unwrap_or_default().to_string();
         let Some(num) = parse_server_version(&version_text) else {
             return Err(ProtocolError::Protocol(format!(
                 "the server at {} reported server_version \"{version_text}\", which is not a PostgreSQL version number",
@@ -226,43 +209,28 @@ impl Connection {
 
     /// Runs one simple-protocol query (possibly several statements) and returns all data rows
     /// as text. A server error becomes [`ProtocolError::Server`]; the connection stays usable.
-    pub async fn simple_query(
-        &mut self,
-        sql: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, ProtocolError> {
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ProtocolError> {
         self.ensure_idle()?;
-        frontend::query(sql, &mut self.wbuf).map_err(|e| {
-            ProtocolError::Config(format!(
-                "cannot send this query: {e} (does it contain a NUL byte?)"
-            ))
-        })?;
+        frontend::query(sql, &mut self.wbuf)
+            .map_err(|e| ProtocolError::Config(format!("cannot send this query: {e} (does it contain a NUL byte?)")))?;
         self.flush().await?;
         let mut rows = Vec::new();
         let mut error = None;
         loop {
             match self.read_message().await? {
-                Message::RowDescription(_)
-                | Message::CommandComplete(_)
-                | Message::EmptyQueryResponse => {}
+                Message::RowDescription(_) | Message::CommandComplete(_) | Message::EmptyQueryResponse => {}
                 Message::DataRow(body) => rows.push(decode_data_row(&body)?),
                 Message::ErrorResponse(body) => {
                     error = Some(server_error(
                         body.fields(),
-                        Some(format!(
-                            "running \"{}\" on {}",
-                            abbreviate(sql),
-                            self.endpoint
-                        )),
+                        Some(format!("running \"{}\" on {}", abbreviate(sql), self.endpoint)),
                     ));
                 }
                 Message::NoticeResponse(body) => log_notice(body.fields()),
                 Message::ParameterStatus(body) => self.record_parameter(&body)?,
                 Message::CopyInResponse(_) => {
-                    frontend::copy_fail(
-                        "pgvault's simple_query does not feed COPY FROM STDIN",
-                        &mut self.wbuf,
-                    )
-                    .map_err(|e| ProtocolError::Protocol(e.to_string()))?;
+                    frontend::copy_fail("pgvault's simple_query does not feed COPY FROM STDIN", &mut self.wbuf)
+                        .map_err(|e| ProtocolError::Protocol(e.to_string()))?;
                     self.flush().await?;
                 }
                 Message::CopyOutResponse(_) | Message::CopyData(_) | Message::CopyDone => {
@@ -320,20 +288,16 @@ impl Connection {
     pub(crate) async fn flush(&mut self) -> Result<(), ProtocolError> {
         if !self.wbuf.is_empty() {
             let endpoint = &self.endpoint;
-            self.transport.write_all(&self.wbuf).await.map_err(|e| {
-                ProtocolError::io(
-                    format!("lost the connection to {endpoint} while sending"),
-                    e,
-                )
-            })?;
+            self.transport
+                .write_all(&self.wbuf)
+                .await
+                .map_err(|e| ProtocolError::io(format!("lost the connection to {endpoint} while sending"), e))?;
             self.wbuf.clear();
         }
-        self.transport.flush().await.map_err(|e| {
-            ProtocolError::io(
-                format!("lost the connection to {} while sending", self.endpoint),
-                e,
-            )
-        })
+        self.transport
+            .flush()
+            .await
+            .map_err(|e| ProtocolError::io(format!("lost the connection to {} while sending", self.endpoint), e))
     }
 
     /// Reads the next complete backend message. Payloads are `Bytes` slices of the read buffer.
@@ -345,12 +309,10 @@ impl Connection {
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
                 self.rbuf.reserve(READ_CHUNK);
             }
-            let n = self.transport.read_buf(&mut self.rbuf).await.map_err(|e| {
-                ProtocolError::io(
-                    format!("lost the connection to {} while reading", self.endpoint),
-                    e,
-                )
-            })?;
+            let n =
+                self.transport.read_buf(&mut self.rbuf).await.map_err(|e| {
+                    ProtocolError::io(format!("lost the connection to {} while reading", self.endpoint), e)
+                })?;
             if n == 0 {
                 return Err(ProtocolError::io(
                     format!(
@@ -409,9 +371,7 @@ impl Connection {
         loop {
             match self.read_message().await? {
                 Message::ParameterStatus(body) => self.record_parameter(&body)?,
-                Message::BackendKeyData(body) => {
-                    self.backend_key = Some((body.process_id(), body.secret_key()))
-                }
+                Message::BackendKeyData(body) => self.backend_key = Some((body.process_id(), body.secret_key())),
                 Message::NoticeResponse(body) => log_notice(body.fields()),
                 Message::ReadyForQuery(_) => return Ok(()),
                 Message::ErrorResponse(body) => {
@@ -440,18 +400,13 @@ impl Connection {
 
     async fn send_password(&mut self, password: &[u8]) -> Result<(), ProtocolError> {
         frontend::password_message(password, &mut self.wbuf).map_err(|e| {
-            ProtocolError::Config(format!(
-                "cannot send the password: {e} (does it contain a NUL byte?)"
-            ))
+            ProtocolError::Config(format!("cannot send the password: {e} (does it contain a NUL byte?)"))
         })?;
         self.flush().await
     }
 
     async fn authenticate(&mut self, params: &ConnParams) -> Result<(), ProtocolError> {
-        let context = format!(
-            "authenticating as user \"{}\" at {}",
-            params.user, self.endpoint
-        );
+        let context = format!("authenticating as user \"{}\" at {}", params.user, self.endpoint);
         loop {
             match self.read_message().await? {
                 Message::AuthenticationOk => return Ok(()),
@@ -467,9 +422,10 @@ impl Connection {
                 Message::AuthenticationSasl(body) => {
                     let mut mechanisms = Vec::new();
                     let mut iter = body.mechanisms();
-                    while let Some(m) = iter.next().map_err(|e| {
-                        ProtocolError::Protocol(format!("bad SASL mechanism list: {e}"))
-                    })? {
+                    while let Some(m) = iter
+                        .next()
+                        .map_err(|e| ProtocolError::Protocol(format!("bad SASL mechanism list: {e}")))?
+                    {
                         mechanisms.push(m.to_string());
                     }
                     let offers_plus = mechanisms.iter().any(|m| m == "SCRAM-SHA-256-PLUS");
@@ -481,15 +437,12 @@ impl Connection {
                     }
                     let pw = self.password(params)?.to_string();
                     let (mechanism, binding) = match (&self.end_point_hash, offers_plus) {
-                        (Some(hash), true) => (
-                            "SCRAM-SHA-256-PLUS",
-                            ChannelBinding::tls_server_end_point(hash.clone()),
-                        ),
+                        (Some(hash), true) => {
+                            ("SCRAM-SHA-256-PLUS", ChannelBinding::tls_server_end_point(hash.clone()))
+                        }
                         // On TLS but the server does not offer binding: say we could have ('y'),
                         // so a server that does support it detects a stripped offer.
-                        (_, false) if self.is_tls() => {
-                            ("SCRAM-SHA-256", ChannelBinding::unrequested())
-                        }
+                        (_, false) if self.is_tls() => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
                         _ => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
                     };
                     self.scram(&pw, mechanism, binding, &context).await?;
@@ -529,14 +482,10 @@ impl Connection {
             match self.read_message().await? {
                 Message::AuthenticationSaslContinue(body) => {
                     scram.update(body.data()).map_err(|e| {
-                        ProtocolError::Auth(format!(
-                            "SCRAM exchange with {} failed: {e}",
-                            self.endpoint
-                        ))
+                        ProtocolError::Auth(format!("SCRAM exchange with {} failed: {e}", self.endpoint))
                     })?;
-                    frontend::sasl_response(scram.message(), &mut self.wbuf).map_err(|e| {
-                        ProtocolError::Auth(format!("cannot build the SCRAM message: {e}"))
-                    })?;
+                    frontend::sasl_response(scram.message(), &mut self.wbuf)
+                        .map_err(|e| ProtocolError::Auth(format!("cannot build the SCRAM message: {e}")))?;
                     self.flush().await?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
@@ -548,10 +497,7 @@ impl Connection {
                     });
                 }
                 Message::ErrorResponse(body) => {
-                    return Err(add_auth_hint(server_error(
-                        body.fields(),
-                        Some(context.to_string()),
-                    )));
+                    return Err(add_auth_hint(server_error(body.fields(), Some(context.to_string()))));
                 }
                 Message::NoticeResponse(body) => log_notice(body.fields()),
                 other => return Err(unexpected(&other, "SCRAM authentication")),
@@ -601,19 +547,13 @@ async fn tcp_connect(params: &ConnParams) -> Result<TcpStream, ProtocolError> {
     Ok(tcp)
 }
 
-async fn negotiate_tls(
-    mut tcp: TcpStream,
-    params: &ConnParams,
-) -> Result<Transport, ProtocolError> {
+async fn negotiate_tls(mut tcp: TcpStream, params: &ConnParams) -> Result<Transport, ProtocolError> {
     let endpoint = params.endpoint();
     let mut buf = BytesMut::with_capacity(8);
     frontend::ssl_request(&mut buf);
-    tcp.write_all(&buf).await.map_err(|e| {
-        ProtocolError::io(
-            format!("lost the connection to {endpoint} while requesting TLS"),
-            e,
-        )
-    })?;
+    tcp.write_all(&buf)
+        .await
+        .map_err(|e| ProtocolError::io(format!("lost the connection to {endpoint} while requesting TLS"), e))?;
     // Read exactly one byte: anything after it must come from inside TLS.
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await.map_err(|e| {
@@ -652,12 +592,20 @@ async fn negotiate_tls(
         let advice = match params.sslmode {
             SslMode::VerifyFull => format!(
                 "the server certificate must chain to a CA in {} and name \"{}\" (DNS name or IP address SAN)",
-                params.sslrootcert.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "~/.postgresql/root.crt or the public web roots".into()),
+                params
+                    .sslrootcert
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "~/.postgresql/root.crt or the public web roots".into()),
                 params.host
             ),
             SslMode::VerifyCa => format!(
                 "the server certificate must chain to a CA in {}",
-                params.sslrootcert.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "~/.postgresql/root.crt or the public web roots".into()),
+                params
+                    .sslrootcert
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "~/.postgresql/root.crt or the public web roots".into()),
             ),
             _ => "check the server's ssl_cert_file/ssl_key_file and its log".into(),
         };
@@ -673,10 +621,7 @@ async fn negotiate_tls(
 ///
 /// A length field beyond [`MAX_MESSAGE_LEN`] is refused before `Message::parse` sees it, because
 /// that function reserves the claimed length up front: a hostile 4 GiB claim must not allocate.
-pub(crate) fn decode_next(
-    rbuf: &mut BytesMut,
-    endpoint: &str,
-) -> Result<Option<Message>, ProtocolError> {
+pub(crate) fn decode_next(rbuf: &mut BytesMut, endpoint: &str) -> Result<Option<Message>, ProtocolError> {
     // Read the length as PostgreSQL's unsigned 32-bit field ourselves: `Header::parse` rejects a
     // length that is negative as an i32, which would skip this check while `Message::parse`
     // still reserves it.
@@ -689,9 +634,7 @@ pub(crate) fn decode_next(
             )));
         }
     }
-    Message::parse(rbuf).map_err(|e| {
-        ProtocolError::Protocol(format!("cannot decode a message from {endpoint}: {e}"))
-    })
+    Message::parse(rbuf).map_err(|e| ProtocolError::Protocol(format!("cannot decode a message from {endpoint}: {e}")))
 }
 
 /// Decodes a DataRow into text columns (NULL as `None`).
@@ -705,9 +648,10 @@ pub(crate) fn decode_data_row(body: &DataRowBody) -> Result<Vec<Option<String>>,
     {
         row.push(match range {
             None => None,
-            Some(r) => Some(String::from_utf8(buf[r].to_vec()).map_err(|_| {
-                ProtocolError::Protocol("a DataRow column is not valid UTF-8".into())
-            })?),
+            Some(r) => Some(
+                String::from_utf8(buf[r].to_vec())
+                    .map_err(|_| ProtocolError::Protocol("a DataRow column is not valid UTF-8".into()))?,
+            ),
         });
     }
     Ok(row)
@@ -747,9 +691,7 @@ pub(crate) fn server_error(mut fields: ErrorFields<'_>, context: Option<String>)
         }
     }
     ProtocolError::Server {
-        severity: severity
-            .or(severity_localized)
-            .unwrap_or_else(|| "ERROR".into()),
+        severity: severity.or(severity_localized).unwrap_or_else(|| "ERROR".into()),
         code,
         message,
         detail,

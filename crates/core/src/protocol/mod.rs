@@ -18,13 +18,9 @@ mod tls;
 
 pub use connection::Connection;
 pub use error::ProtocolError;
-pub use params::{
-    parse_server_version, quote_literal, ConnParams, SslMode, MIN_SERVER_VERSION_NUM,
-};
+pub use params::{parse_server_version, quote_literal, ConnParams, SslMode, MIN_SERVER_VERSION_NUM};
 pub use pgpass::{lookup_pgpass, pgpass_dbname, resolve_password, resolve_password_from};
-pub use replication::{
-    BackupEnd, BackupEvent, BaseBackupOptions, BaseBackupStream, SystemIdentity, TablespaceInfo,
-};
+pub use replication::{BackupEnd, BackupEvent, BaseBackupOptions, BaseBackupStream, SystemIdentity, TablespaceInfo};
 
 #[cfg(test)]
 mod prop_tests;

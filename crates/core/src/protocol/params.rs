@@ -172,17 +172,11 @@ mod tests {
     #[test]
     fn parses_server_versions() {
         assert_eq!(parse_server_version("15.4"), Some(150004));
-        assert_eq!(
-            parse_server_version("16.2 (Debian 16.2-1.pgdg120+2)"),
-            Some(160002)
-        );
+        assert_eq!(parse_server_version("16.2 (Debian 16.2-1.pgdg120+2)"), Some(160002));
         assert_eq!(parse_server_version("18beta1"), Some(180000));
         assert_eq!(parse_server_version("17rc1"), Some(170000));
         assert_eq!(parse_server_version("18devel"), Some(180000));
-        assert_eq!(
-            parse_server_version("15.18 (Debian 15.18-0+deb12u1)"),
-            Some(150018)
-        );
+        assert_eq!(parse_server_version("15.18 (Debian 15.18-0+deb12u1)"), Some(150018));
         assert_eq!(parse_server_version("9.6.24"), Some(90624));
         assert_eq!(parse_server_version("14.10"), Some(140010));
         assert_eq!(parse_server_version(""), None);
@@ -197,10 +191,7 @@ mod tests {
         assert_eq!("prefer".parse::<SslMode>().unwrap(), SslMode::Prefer);
         assert_eq!("Require".parse::<SslMode>().unwrap(), SslMode::Require);
         assert_eq!("verify-ca".parse::<SslMode>().unwrap(), SslMode::VerifyCa);
-        assert_eq!(
-            "verify-full".parse::<SslMode>().unwrap(),
-            SslMode::VerifyFull
-        );
+        assert_eq!("verify-full".parse::<SslMode>().unwrap(), SslMode::VerifyFull);
         let err = "allow".parse::<SslMode>().unwrap_err().to_string();
         assert!(err.contains("prefer"), "{err}");
         let err = "verify".parse::<SslMode>().unwrap_err().to_string();

@@ -63,18 +63,12 @@ pub fn resolve_password_from(
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            tracing::warn!(
-                "cannot read password file {}: {e}; ignoring it",
-                passfile.display()
-            );
+            tracing::warn!("cannot read password file {}: {e}; ignoring it", passfile.display());
             return Ok(None);
         }
     };
     if !meta.is_file() {
-        tracing::warn!(
-            "password file {} is not a plain file; ignoring it",
-            passfile.display()
-        );
+        tracing::warn!("password file {} is not a plain file; ignoring it", passfile.display());
         return Ok(None);
     }
     #[cfg(unix)]
@@ -100,13 +94,7 @@ pub fn resolve_password_from(
     } else {
         host
     };
-    Ok(lookup_pgpass(
-        &contents,
-        lookup_host,
-        &port.to_string(),
-        dbname,
-        user,
-    ))
+    Ok(lookup_pgpass(&contents, lookup_host, &port.to_string(), dbname, user))
 }
 
 /// The database name a session is looked up under in `.pgpass`: `replication` for a physical
@@ -142,13 +130,7 @@ fn read_password_file(path: &Path) -> Result<String, ProtocolError> {
 
 /// Finds the first matching line of a `.pgpass` text. Fields are `host:port:db:user:password`;
 /// a field that is exactly `*` matches anything; `\:` and `\\` stand for `:` and `\`.
-pub fn lookup_pgpass(
-    contents: &str,
-    host: &str,
-    port: &str,
-    dbname: &str,
-    user: &str,
-) -> Option<String> {
+pub fn lookup_pgpass(contents: &str, host: &str, port: &str, dbname: &str, user: &str) -> Option<String> {
     for raw in contents.lines() {
         let line = raw.trim_end_matches('\r');
         if line.is_empty() || line.starts_with('#') {
@@ -268,14 +250,8 @@ db\\:weird:*:*:carol:carolpw
             Some("fallback")
         );
         assert_eq!(lookup_pgpass("h:1:d:u:p\n", "h", "2", "d", "u"), None);
-        assert_eq!(
-            lookup_pgpass("too:few:fields\n", "too", "few", "fields", ""),
-            None
-        );
-        assert_eq!(
-            lookup_pgpass("h:1:d:u:p\r\n", "h", "1", "d", "u").as_deref(),
-            Some("p")
-        );
+        assert_eq!(lookup_pgpass("too:few:fields\n", "too", "few", "fields", ""), None);
+        assert_eq!(lookup_pgpass("h:1:d:u:p\r\n", "h", "1", "d", "u").as_deref(), Some("p"));
     }
 
     #[cfg(unix)]
@@ -306,16 +282,7 @@ db\\:weird:*:*:carol:carolpw
         std::fs::write(&explicit, "fromfile\n").unwrap();
 
         let r = |pf: Option<&Path>, env: Option<&str>| {
-            resolve_password_from(
-                "h",
-                5432,
-                "d",
-                "u",
-                pf,
-                env.map(String::from),
-                Some(&pgpass),
-            )
-            .unwrap()
+            resolve_password_from("h", 5432, "d", "u", pf, env.map(String::from), Some(&pgpass)).unwrap()
         };
         assert_eq!(r(Some(&explicit), Some("env")).as_deref(), Some("fromfile"));
         assert_eq!(r(None, Some("env")).as_deref(), Some("env"));
@@ -329,9 +296,7 @@ db\\:weird:*:*:carol:carolpw
         // Socket directory hosts match "localhost" lines.
         std::fs::write(&pgpass, "localhost:5432:*:u:sockpw\n").unwrap();
         std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let got =
-            resolve_password_from("/run/postgresql", 5432, "d", "u", None, None, Some(&pgpass))
-                .unwrap();
+        let got = resolve_password_from("/run/postgresql", 5432, "d", "u", None, None, Some(&pgpass)).unwrap();
         assert_eq!(got.as_deref(), Some("sockpw"));
 
         // Missing files.

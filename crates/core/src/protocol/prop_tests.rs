@@ -10,9 +10,7 @@ use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use super::connection::tests::{data_row, frame};
 use super::connection::{column_names, decode_data_row, decode_next, server_error};
-use super::replication::{
-    decode_copy_payload, parse_identify_system, parse_position, parse_tablespace,
-};
+use super::replication::{decode_copy_payload, parse_identify_system, parse_position, parse_tablespace};
 use super::{BackupEvent, ProtocolError};
 
 fn runner(cases: u32) -> TestRunner {
@@ -133,10 +131,7 @@ fn huge_length_claims_are_refused_without_allocating() {
             let Err(err) = decode_next(&mut b, "fuzz") else {
                 panic!("a {len}-byte claim was not refused");
             };
-            assert!(
-                err.to_string().contains("more than PostgreSQL ever sends"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("more than PostgreSQL ever sends"), "{err}");
             assert!(b.capacity() < 1 << 20, "reserved {}", b.capacity());
         }
     }
@@ -144,11 +139,7 @@ fn huge_length_claims_are_refused_without_allocating() {
 
 #[test]
 fn random_copy_payloads_never_panic() {
-    let strategy = (
-        prop::collection::vec(any::<u8>(), 0..64),
-        any::<bool>(),
-        any::<bool>(),
-    );
+    let strategy = (prop::collection::vec(any::<u8>(), 0..64), any::<bool>(), any::<bool>());
     runner(1024)
         .run(&strategy, |(bytes, in_manifest, seen_archive)| {
             let payload = Bytes::from(bytes.clone());

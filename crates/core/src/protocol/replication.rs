@@ -5,9 +5,7 @@
 use bytes::{Buf, Bytes};
 use postgres_protocol::message::backend::Message;
 
-use super::connection::{
-    column_names, decode_data_row, log_notice, server_error, unexpected, Connection,
-};
+use super::connection::{column_names, decode_data_row, log_notice, server_error, unexpected, Connection};
 use super::error::ProtocolError;
 use super::params::quote_literal;
 use crate::lsn::Lsn;
@@ -67,30 +65,16 @@ impl BaseBackupOptions {
         let mut opts = vec![format!("LABEL {}", quote_literal(&self.label)?)];
         opts.push(format!(
             "CHECKPOINT '{}'",
-            if self.fast_checkpoint {
-                "fast"
-            } else {
-                "spread"
-            }
+            if self.fast_checkpoint { "fast" } else { "spread" }
         ));
-        opts.push(format!(
-            "MANIFEST '{}'",
-            if self.manifest { "yes" } else { "no" }
-        ));
+        opts.push(format!("MANIFEST '{}'", if self.manifest { "yes" } else { "no" }));
         if self.progress {
             opts.push("PROGRESS".into());
         }
         if self.wal {
             opts.push("WAL".into());
         }
-        opts.push(format!(
-            "WAIT {}",
-            if self.wait_for_archive {
-                "true"
-            } else {
-                "false"
-            }
-        ));
+        opts.push(format!("WAIT {}", if self.wait_for_archive { "true" } else { "false" }));
         if let Some(rate) = self.max_rate_kb {
             if !(32..=1_048_576).contains(&rate) {
                 return Err(ProtocolError::Config(format!(
@@ -178,10 +162,7 @@ impl Connection {
 
     /// Starts BASE_BACKUP and reads up to the first archive: the start position and the
     /// tablespace list are in the returned stream.
-    pub async fn base_backup(
-        &mut self,
-        opts: &BaseBackupOptions,
-    ) -> Result<BaseBackupStream<'_>, ProtocolError> {
+    pub async fn base_backup(&mut self, opts: &BaseBackupOptions) -> Result<BaseBackupStream<'_>, ProtocolError> {
         self.ensure_replication("BASE_BACKUP")?;
         let command = opts.command()?;
         tracing::debug!(%command, endpoint = %self.describe_endpoint(), "starting base backup");
@@ -201,11 +182,7 @@ impl Connection {
                     let row = decode_data_row(&body)?;
                     result_sets
                         .last_mut()
-                        .ok_or_else(|| {
-                            ProtocolError::Protocol(
-                                "DataRow before RowDescription in BASE_BACKUP".into(),
-                            )
-                        })?
+                        .ok_or_else(|| ProtocolError::Protocol("DataRow before RowDescription in BASE_BACKUP".into()))?
                         .push(row);
                 }
                 Message::CommandComplete(_) => {}
@@ -231,10 +208,7 @@ impl Connection {
             .transpose()?
             .ok_or_else(|| ProtocolError::Protocol("BASE_BACKUP sent no start position".into()))?;
         let tablespaces = match result_sets.get(1) {
-            Some(rows) => rows
-                .iter()
-                .map(|r| parse_tablespace(r))
-                .collect::<Result<_, _>>()?,
+            Some(rows) => rows.iter().map(|r| parse_tablespace(r)).collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
         self.in_copy = true;
@@ -259,11 +233,7 @@ impl BaseBackupStream<'_> {
         loop {
             match self.conn.read_message().await? {
                 Message::CopyData(body) => {
-                    let event = decode_copy_payload(
-                        body.into_bytes(),
-                        self.in_manifest,
-                        self.seen_archive,
-                    )?;
+                    let event = decode_copy_payload(body.into_bytes(), self.in_manifest, self.seen_archive)?;
                     match &event {
                         BackupEvent::ManifestStart => self.in_manifest = true,
                         BackupEvent::NewArchive { .. } => self.seen_archive = true,
@@ -279,10 +249,7 @@ impl BaseBackupStream<'_> {
                 Message::ErrorResponse(body) => {
                     let err = server_error(
                         body.fields(),
-                        Some(format!(
-                            "streaming BASE_BACKUP from {}",
-                            self.conn.describe_endpoint()
-                        )),
+                        Some(format!("streaming BASE_BACKUP from {}", self.conn.describe_endpoint())),
                     );
                     self.conn.drain_to_ready().await?;
                     self.conn.in_copy = false;
@@ -316,10 +283,7 @@ impl BaseBackupStream<'_> {
                 Message::RowDescription(_) | Message::CommandComplete(_) => {}
                 Message::DataRow(body) => {
                     if end.is_none() {
-                        end = Some(parse_position(
-                            &decode_data_row(&body)?,
-                            "BASE_BACKUP end position",
-                        )?);
+                        end = Some(parse_position(&decode_data_row(&body)?, "BASE_BACKUP end position")?);
                     }
                 }
                 Message::NoticeResponse(body) => log_notice(body.fields()),
@@ -350,9 +314,7 @@ pub(crate) fn decode_copy_payload(
     seen_archive: bool,
 ) -> Result<BackupEvent, ProtocolError> {
     if payload.is_empty() {
-        return Err(ProtocolError::Protocol(
-            "empty CopyData in BASE_BACKUP".into(),
-        ));
+        return Err(ProtocolError::Protocol("empty CopyData in BASE_BACKUP".into()));
     }
     let kind = payload.get_u8();
     match kind {
@@ -385,9 +347,10 @@ pub(crate) fn decode_copy_payload(
 }
 
 fn take_cstr(buf: &mut Bytes, what: &str) -> Result<String, ProtocolError> {
-    let end = buf.iter().position(|b| *b == 0).ok_or_else(|| {
-        ProtocolError::Protocol(format!("BASE_BACKUP {what} is not NUL-terminated"))
-    })?;
+    let end = buf
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| ProtocolError::Protocol(format!("BASE_BACKUP {what} is not NUL-terminated")))?;
     let s = String::from_utf8(buf.split_to(end).to_vec())
         .map_err(|_| ProtocolError::Protocol(format!("BASE_BACKUP {what} is not UTF-8")))?;
     buf.advance(1);
@@ -405,10 +368,7 @@ fn parse_lsn(text: &str, what: &str) -> Result<Lsn, ProtocolError> {
         .map_err(|e| ProtocolError::Protocol(format!("{what}: {e}")))
 }
 
-pub(crate) fn parse_position(
-    row: &[Option<String>],
-    what: &str,
-) -> Result<(Lsn, u32), ProtocolError> {
+pub(crate) fn parse_position(row: &[Option<String>], what: &str) -> Result<(Lsn, u32), ProtocolError> {
     let lsn = parse_lsn(column(row, 0, what)?, what)?;
     let tli = column(row, 1, what)?
         .parse()
@@ -431,16 +391,10 @@ pub(crate) fn parse_tablespace(row: &[Option<String>]) -> Result<TablespaceInfo,
         .map(|s| s.parse::<i64>())
         .transpose()
         .map_err(|_| ProtocolError::Protocol(format!("{what}: size is not a number")))?;
-    Ok(TablespaceInfo {
-        oid,
-        location,
-        size_kb,
-    })
+    Ok(TablespaceInfo { oid, location, size_kb })
 }
 
-pub(crate) fn parse_identify_system(
-    row: &[Option<String>],
-) -> Result<SystemIdentity, ProtocolError> {
+pub(crate) fn parse_identify_system(row: &[Option<String>]) -> Result<SystemIdentity, ProtocolError> {
     let what = "IDENTIFY_SYSTEM";
     let system_identifier = column(row, 0, what)?
         .parse()
@@ -491,11 +445,7 @@ mod tests {
             max_rate_kb: Some(1),
             ..Default::default()
         };
-        assert!(too_slow
-            .command()
-            .unwrap_err()
-            .to_string()
-            .contains("32 to 1048576"));
+        assert!(too_slow.command().unwrap_err().to_string().contains("32 to 1048576"));
         let nul = BaseBackupOptions {
             label: "a\0b".into(),
             ..Default::default()
@@ -513,8 +463,7 @@ mod tests {
                 tablespace_location: None
             }
         );
-        let ev =
-            decode_copy_payload(Bytes::from_static(b"n16385.tar\0/srv/ts\0"), false, true).unwrap();
+        let ev = decode_copy_payload(Bytes::from_static(b"n16385.tar\0/srv/ts\0"), false, true).unwrap();
         assert_eq!(
             ev,
             BackupEvent::NewArchive {
@@ -550,8 +499,7 @@ mod tests {
     #[test]
     fn parses_rows() {
         let s = |v: &str| Some(v.to_string());
-        let id = parse_identify_system(&[s("7301234567890123456"), s("1"), s("0/3000148"), None])
-            .unwrap();
+        let id = parse_identify_system(&[s("7301234567890123456"), s("1"), s("0/3000148"), None]).unwrap();
         assert_eq!(id.system_identifier, 7301234567890123456);
         assert_eq!(id.timeline, 1);
         assert_eq!(id.xlogpos, Lsn(0x3000148));

@@ -20,20 +20,13 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The rustls client configuration for a TLS-using sslmode.
-pub(crate) fn client_config(
-    mode: SslMode,
-    sslrootcert: Option<&Path>,
-) -> Result<Arc<ClientConfig>, ProtocolError> {
+pub(crate) fn client_config(mode: SslMode, sslrootcert: Option<&Path>) -> Result<Arc<ClientConfig>, ProtocolError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ProtocolError::Tls(format!("cannot set up TLS protocol versions: {e}")))?;
     let mut config = match mode {
-        SslMode::Disable => {
-            return Err(ProtocolError::Config(
-                "TLS requested with sslmode=disable".into(),
-            ))
-        }
+        SslMode::Disable => return Err(ProtocolError::Config("TLS requested with sslmode=disable".into())),
         // libpq's prefer/require: any certificate, but the handshake must be signed by the key
         // in it (so the session keys are not trivially forged).
         SslMode::Prefer | SslMode::Require => builder
@@ -44,9 +37,7 @@ pub(crate) fn client_config(
             let roots = Arc::new(root_store(sslrootcert)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
-                .map_err(|e| {
-                    ProtocolError::Tls(format!("cannot build the certificate verifier: {e}"))
-                })?;
+                .map_err(|e| ProtocolError::Tls(format!("cannot build the certificate verifier: {e}")))?;
             if mode == SslMode::VerifyFull {
                 builder.with_webpki_verifier(webpki).with_no_client_auth()
             } else {
@@ -54,10 +45,7 @@ pub(crate) fn client_config(
                 // checked.
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Verifier::new(
-                        Policy::ChainOnly(webpki),
-                        provider,
-                    ))
+                    .with_custom_certificate_verifier(Verifier::new(Policy::ChainOnly(webpki), provider))
                     .with_no_client_auth()
             }
         }
@@ -207,18 +195,12 @@ mod tests {
     fn der_parsing_finds_signature_algorithms() {
         // Certificate { tbs: SEQUENCE{}, alg: SEQUENCE { OID ecdsa-with-SHA256 }, sig: BIT STRING }
         let ecdsa256 = [
-            0x30, 0x10, 0x30, 0x00, 0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04,
-            0x03, 0x02, 0x03, 0x00,
+            0x30, 0x10, 0x30, 0x00, 0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02, 0x03, 0x00,
         ];
         let hash = tls_server_end_point(&ecdsa256).unwrap();
-        assert_eq!(
-            hash,
-            ring::digest::digest(&ring::digest::SHA256, &ecdsa256).as_ref()
-        );
+        assert_eq!(hash, ring::digest::digest(&ring::digest::SHA256, &ecdsa256).as_ref());
         let mut rsa384 = vec![0x30, 0x11, 0x30, 0x00, 0x30, 0x0B, 0x06, 0x09];
-        rsa384.extend_from_slice(&[
-            0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C, 0x03, 0x00,
-        ]);
+        rsa384.extend_from_slice(&[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C, 0x03, 0x00]);
         assert_eq!(tls_server_end_point(&rsa384).unwrap().len(), 48);
         // Ed25519 (1.3.101.112): no mapping.
         let ed = [
@@ -229,31 +211,16 @@ mod tests {
         for cut in 0..ecdsa256.len() {
             let _ = tls_server_end_point(&ecdsa256[..cut]);
         }
-        assert_eq!(
-            tls_server_end_point(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]),
-            None
-        );
+        assert_eq!(tls_server_end_point(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]), None);
         // Long-form lengths.
-        assert_eq!(
-            der_tlv(&[0x04, 0x81, 0x01, 0xAA]),
-            Some((0x04, &[0xAA][..], &[][..]))
-        );
+        assert_eq!(der_tlv(&[0x04, 0x81, 0x01, 0xAA]), Some((0x04, &[0xAA][..], &[][..])));
     }
 
     #[test]
     fn server_names() {
-        assert!(matches!(
-            server_name("127.0.0.1").unwrap(),
-            ServerName::IpAddress(_)
-        ));
-        assert!(matches!(
-            server_name("::1").unwrap(),
-            ServerName::IpAddress(_)
-        ));
-        assert!(matches!(
-            server_name("db.example.com").unwrap(),
-            ServerName::DnsName(_)
-        ));
+        assert!(matches!(server_name("127.0.0.1").unwrap(), ServerName::IpAddress(_)));
+        assert!(matches!(server_name("::1").unwrap(), ServerName::IpAddress(_)));
+        assert!(matches!(server_name("db.example.com").unwrap(), ServerName::DnsName(_)));
         assert!(server_name("bad name!").is_err());
     }
 

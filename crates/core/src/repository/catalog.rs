@@ -155,13 +155,7 @@ mod tests {
         assert_eq!(a, "20260102-030405F");
         assert!(a < b);
         assert!(is_backup_id(&a));
-        for bad in [
-            "",
-            "latest",
-            "../../etc",
-            "20260102-030405",
-            "20260102x030405F",
-        ] {
+        for bad in ["", "latest", "../../etc", "20260102-030405", "20260102x030405F"] {
             assert!(!is_backup_id(bad), "{bad}");
         }
     }

@@ -123,12 +123,7 @@ pub struct RepoLock;
 impl RepoLock {
     /// Takes the lock `name` for `command` with a lease of `ttl`, renewed in the background until
     /// the returned guard is released or dropped. Must run inside a tokio runtime.
-    pub async fn acquire(
-        storage: &Storage,
-        name: &str,
-        ttl: Duration,
-        command: &str,
-    ) -> Result<LockGuard, LockError> {
+    pub async fn acquire(storage: &Storage, name: &str, ttl: Duration, command: &str) -> Result<LockGuard, LockError> {
         acquire_with_margin(storage, name, ttl, command, CLOCK_SKEW_MARGIN).await
     }
 }
@@ -179,19 +174,13 @@ async fn acquire_with_margin(
         let Some(current) = ctx.read().await? else {
             continue;
         };
-        let takeover_from = current
-            .expires_at
-            .checked_add_signed(chrono_duration(margin));
+        let takeover_from = current.expires_at.checked_add_signed(chrono_duration(margin));
         if takeover_from.is_none_or(|t| Utc::now() < t) {
             return Err(ctx.held(current));
         }
         tracing::warn!(lock = %ctx.key, holder = %current.holder, expired = %current.expires_at, "taking over an expired repository lock");
         // Delete only what was seen expired: a lease renewed or taken over meanwhile stays.
-        if ctx
-            .read()
-            .await?
-            .is_some_and(|again| again.token == current.token)
-        {
+        if ctx.read().await?.is_some_and(|again| again.token == current.token) {
             storage.delete(&ctx.key).await?;
         }
         last_seen = Some(current);
@@ -221,13 +210,9 @@ impl Ctx {
         let Some(raw) = self.storage.get_opt(&self.key).await? else {
             return Ok(None);
         };
-        let lease: Lease =
-            serde_json::from_slice(&raw).map_err(|e| self.unreadable(e.to_string()))?;
+        let lease: Lease = serde_json::from_slice(&raw).map_err(|e| self.unreadable(e.to_string()))?;
         if lease.format != LEASE_FORMAT {
-            return Err(self.unreadable(format!(
-                "format '{}', expected '{LEASE_FORMAT}'",
-                lease.format
-            )));
+            return Err(self.unreadable(format!("format '{}', expected '{LEASE_FORMAT}'", lease.format)));
         }
         Ok(Some(lease))
     }
@@ -299,10 +284,7 @@ pub struct LockGuard {
 
 impl LockGuard {
     fn start(ctx: Ctx, expires_at: DateTime<Utc>) -> LockGuard {
-        let state = Arc::new(Mutex::new(State {
-            expires_at,
-            lost: None,
-        }));
+        let state = Arc::new(Mutex::new(State { expires_at, lost: None }));
         let renewer = tokio::spawn(renew_loop(ctx.clone(), state.clone()));
         LockGuard {
             ctx,
@@ -419,10 +401,7 @@ mod tests {
             holder,
             expires_at,
         };
-        storage
-            .put(&layout::lock_key(name), lease.encode())
-            .await
-            .unwrap();
+        storage.put(&layout::lock_key(name), lease.encode()).await.unwrap();
     }
 
     async fn token_in_store(storage: &Storage, name: &str) -> Option<String> {
@@ -433,9 +412,7 @@ mod tests {
     #[tokio::test]
     async fn second_acquire_fails_and_names_the_holder() {
         let s = Storage::memory();
-        let first = RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
-            .await
-            .unwrap();
+        let first = RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.unwrap();
         let err = RepoLock::acquire(&s, "backup", TTL, "pgvault backup --full")
             .await
             .err()
@@ -449,23 +426,15 @@ mod tests {
         }
         let text = err.to_string();
         assert!(
-            text.contains("pgvault backup")
-                && text.contains("locks/backup")
-                && text.contains("Wait"),
+            text.contains("pgvault backup") && text.contains("locks/backup") && text.contains("Wait"),
             "{text}"
         );
         // Another lock name is independent.
-        let other = RepoLock::acquire(&s, "expire", TTL, "pgvault expire")
-            .await
-            .unwrap();
+        let other = RepoLock::acquire(&s, "expire", TTL, "pgvault expire").await.unwrap();
         first.check().unwrap();
         first.release().await.unwrap();
         other.release().await.unwrap();
-        assert_eq!(
-            token_in_store(&s, "backup").await,
-            None,
-            "release deletes the lease"
-        );
+        assert_eq!(token_in_store(&s, "backup").await, None, "release deletes the lease");
         RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
             .await
             .unwrap()
@@ -477,60 +446,29 @@ mod tests {
     #[tokio::test]
     async fn an_expired_lease_is_taken_over_a_live_one_is_not() {
         let s = Storage::memory();
-        plant(
-            &s,
-            "backup",
-            "crashed",
-            Utc::now() - chrono::Duration::hours(2),
-        )
-        .await;
-        let g = RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
-            .await
-            .unwrap();
-        assert_eq!(
-            token_in_store(&s, "backup").await.as_deref(),
-            Some(g.token())
-        );
+        plant(&s, "backup", "crashed", Utc::now() - chrono::Duration::hours(2)).await;
+        let g = RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.unwrap();
+        assert_eq!(token_in_store(&s, "backup").await.as_deref(), Some(g.token()));
         g.release().await.unwrap();
 
         // Expired, but within the clock-skew margin: still held.
-        plant(
-            &s,
-            "backup",
-            "recent",
-            Utc::now() - chrono::Duration::seconds(5),
-        )
-        .await;
+        plant(&s, "backup", "recent", Utc::now() - chrono::Duration::seconds(5)).await;
         let err = RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
             .await
             .err()
             .unwrap();
         assert!(matches!(err, LockError::Held { .. }), "{err}");
-        assert_eq!(
-            token_in_store(&s, "backup").await.as_deref(),
-            Some("recent")
-        );
+        assert_eq!(token_in_store(&s, "backup").await.as_deref(), Some("recent"));
     }
 
     #[tokio::test]
     async fn release_by_the_wrong_token_does_not_delete() {
         let s = Storage::memory();
-        let g = RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
-            .await
-            .unwrap();
+        let g = RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.unwrap();
         // The lease was taken over by another run (e.g. this one was paused past its expiry).
-        plant(
-            &s,
-            "backup",
-            "someone-else",
-            Utc::now() + chrono::Duration::hours(1),
-        )
-        .await;
+        plant(&s, "backup", "someone-else", Utc::now() + chrono::Duration::hours(1)).await;
         g.release().await.unwrap();
-        assert_eq!(
-            token_in_store(&s, "backup").await.as_deref(),
-            Some("someone-else")
-        );
+        assert_eq!(token_in_store(&s, "backup").await.as_deref(), Some("someone-else"));
     }
 
     #[tokio::test]
@@ -551,13 +489,7 @@ mod tests {
             "a renewed lease must not be taken over: {err}"
         );
 
-        plant(
-            &s,
-            "backup",
-            "thief",
-            Utc::now() + chrono::Duration::hours(1),
-        )
-        .await;
+        plant(&s, "backup", "thief", Utc::now() + chrono::Duration::hours(1)).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(matches!(g.check(), Err(LockError::Lost { .. })));
         drop(g);
@@ -572,11 +504,7 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_guard_releases_in_the_background() {
         let s = Storage::memory();
-        drop(
-            RepoLock::acquire(&s, "backup", TTL, "pgvault backup")
-                .await
-                .unwrap(),
-        );
+        drop(RepoLock::acquire(&s, "backup", TTL, "pgvault backup").await.unwrap());
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(token_in_store(&s, "backup").await, None);
     }
@@ -591,10 +519,7 @@ mod tests {
         s.put(&layout::lock_key("backup"), Bytes::from_static(b"garbage"))
             .await
             .unwrap();
-        let err = RepoLock::acquire(&s, "backup", TTL, "c")
-            .await
-            .err()
-            .unwrap();
+        let err = RepoLock::acquire(&s, "backup", TTL, "c").await.err().unwrap();
         assert!(matches!(err, LockError::Unreadable { .. }), "{err}");
     }
 }

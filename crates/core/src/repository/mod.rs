@@ -35,13 +35,8 @@ pub enum RepositoryError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{location}: {source}")]
-    Object {
-        location: String,
-        source: FormatError,
-    },
-    #[error(
-        "no pgvault repository at {location}: run `pgvault init` first (or check [repository] url)"
-    )]
+    Object { location: String, source: FormatError },
+    #[error("no pgvault repository at {location}: run `pgvault init` first (or check [repository] url)")]
     NotInitialized { location: String },
     #[error("{location}: the repository descriptor {key} is unreadable: {message}")]
     BadMeta {
@@ -69,7 +64,9 @@ pub enum RepositoryError {
         repo_seg: u64,
         server_seg: u64,
     },
-    #[error("{location} is encrypted: set [encryption] passphrase_file or the PGVAULT_PASSPHRASE environment variable")]
+    #[error(
+        "{location} is encrypted: set [encryption] passphrase_file or the PGVAULT_PASSPHRASE environment variable"
+    )]
     PassphraseRequired { location: String },
     #[error("{location} was created without encryption, but a passphrase is configured: remove it (or set [encryption] cipher = \"none\"), or use a new, encrypted repository")]
     UnexpectedPassphrase { location: String },
@@ -123,10 +120,7 @@ pub fn parse_meta(location: &str, raw: &[u8]) -> Result<RepoMeta, RepositoryErro
     if value.get("format").and_then(|v| v.as_str()) != Some(meta::FORMAT_NAME) {
         return Err(bad("not a pgvault repository descriptor".into()));
     }
-    let version = value
-        .get("format_version")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0);
+    let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
     if version > u64::from(meta::FORMAT_VERSION) {
         return Err(RepositoryError::NewerFormat {
             location: location.to_string(),
@@ -136,10 +130,7 @@ pub fn parse_meta(location: &str, raw: &[u8]) -> Result<RepoMeta, RepositoryErro
     }
     let meta: RepoMeta = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     if !meta::READABLE_VERSIONS.contains(&meta.format_version) {
-        return Err(bad(format!(
-            "format_version {} does not exist",
-            meta.format_version
-        )));
+        return Err(bad(format!("format_version {} does not exist", meta.format_version)));
     }
     meta.cluster.check_bounds().map_err(bad)?;
     if let Some(keyring) = &meta.encryption {
@@ -169,11 +160,10 @@ impl Repository {
             let encryption = match &passphrase {
                 Some(p) => {
                     let params = kdf.unwrap_or_default();
-                    let (keyring, _key) =
-                        Keyring::create(p, params).map_err(|source| RepositoryError::Object {
-                            location: storage.to_string(),
-                            source,
-                        })?;
+                    let (keyring, _key) = Keyring::create(p, params).map_err(|source| RepositoryError::Object {
+                        location: storage.to_string(),
+                        source,
+                    })?;
                     Some(keyring)
                 }
                 None if storage.is_local() || config.encryption_disabled() => None,
@@ -208,10 +198,7 @@ impl Repository {
                 key: layout::META_KEY,
                 message: e.to_string(),
             })?;
-            let created = storage
-                .put_if_absent(layout::META_KEY, Bytes::from(body))
-                .await?
-                == PutOutcome::Created;
+            let created = storage.put_if_absent(layout::META_KEY, Bytes::from(body)).await? == PutOutcome::Created;
             let repo = Self::open_with(config, storage).await?;
             repo.check_cluster(&cluster)?;
             return Ok((repo, created));
@@ -227,10 +214,7 @@ impl Repository {
         Self::open_with(config, storage).await
     }
 
-    async fn open_with(
-        config: &Config,
-        mut storage: Storage,
-    ) -> Result<Repository, RepositoryError> {
+    async fn open_with(config: &Config, mut storage: Storage) -> Result<Repository, RepositoryError> {
         let meta = read_meta(&storage)
             .await?
             .ok_or_else(|| RepositoryError::NotInitialized {
@@ -422,9 +406,7 @@ impl Repository {
             key: layout::META_KEY,
             message: e.to_string(),
         })?;
-        self.storage
-            .put(layout::META_KEY, Bytes::from(body))
-            .await?;
+        self.storage.put(layout::META_KEY, Bytes::from(body)).await?;
         self.meta = next;
         Ok(true)
     }
@@ -461,12 +443,11 @@ impl Repository {
             }
             other => other?,
         };
-        let cat: BackupCatalog =
-            serde_json::from_slice(&raw).map_err(|e| RepositoryError::BadCatalog {
-                location: self.storage.to_string(),
-                key: key.clone(),
-                message: format!("not a valid catalog: {e}"),
-            })?;
+        let cat: BackupCatalog = serde_json::from_slice(&raw).map_err(|e| RepositoryError::BadCatalog {
+            location: self.storage.to_string(),
+            key: key.clone(),
+            message: format!("not a valid catalog: {e}"),
+        })?;
         if cat.id != id {
             return Err(RepositoryError::CatalogIdMismatch {
                 location: self.storage.to_string(),
@@ -513,7 +494,12 @@ impl Repository {
     }
 
     /// Takes the repository lock `name` (see [`lock`]) for `command`, with a lease of `ttl`.
-    pub async fn lock(&self, name: &str, ttl: std::time::Duration, command: &str) -> Result<lock::LockGuard, lock::LockError> {
+    pub async fn lock(
+        &self,
+        name: &str,
+        ttl: std::time::Duration,
+        command: &str,
+    ) -> Result<lock::LockGuard, lock::LockError> {
         lock::RepoLock::acquire(&self.storage, name, ttl, command).await
     }
 

@@ -14,9 +14,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::backup::bundle::BundleWriter;
-use crate::format::{
-    self, Codec, FormatError, MasterKey, ObjectIdentity, ObjectReader, ObjectWriter, OpenedObject,
-};
+use crate::format::{self, Codec, FormatError, MasterKey, ObjectIdentity, ObjectReader, ObjectWriter, OpenedObject};
 use crate::repository::{layout, BackupCatalog, Repository, RepositoryError};
 use crate::storage::{PutOutcome, StorageError};
 use crate::wal::{self, WalError, WalFileName};
@@ -92,14 +90,7 @@ impl ObjectSealing {
         metadata: Option<&[u8]>,
     ) -> Result<Vec<u8>, FormatError> {
         if self.write_version >= 2 {
-            format::seal_bound(
-                data,
-                compressed,
-                &self.codec,
-                self.key(),
-                self.identity(key),
-                metadata,
-            )
+            format::seal_bound(data, compressed, &self.codec, self.key(), self.identity(key), metadata)
         } else {
             format::seal_precompressed(data, compressed, &self.codec, self.key())
         }
@@ -136,18 +127,12 @@ impl ChannelReader {
     /// A reader of what arrives on `rx` (for callers that also use the bytes elsewhere, e.g.
     /// `copy`, which uploads them while they are verified).
     pub fn from_receiver(rx: mpsc::Receiver<Result<Bytes, StorageError>>) -> ChannelReader {
-        ChannelReader {
-            rx,
-            cur: Bytes::new(),
-        }
+        ChannelReader { rx, cur: Bytes::new() }
     }
 
     /// Starts forwarding the object under `key` (on the current runtime); the returned reader
     /// must be read on a blocking thread. Dropping the reader stops the download.
-    pub async fn download(
-        storage: &crate::storage::Storage,
-        key: &str,
-    ) -> Result<ChannelReader, StorageError> {
+    pub async fn download(storage: &crate::storage::Storage, key: &str) -> Result<ChannelReader, StorageError> {
         let mut stream = storage.get_stream(key).await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
@@ -158,10 +143,7 @@ impl ChannelReader {
                 }
             }
         });
-        Ok(ChannelReader {
-            rx,
-            cur: Bytes::new(),
-        })
+        Ok(ChannelReader { rx, cur: Bytes::new() })
     }
 }
 
@@ -189,13 +171,7 @@ impl Repository {
             return Ok(());
         }
         let c = self.cluster();
-        wal::check_segment(
-            name,
-            data,
-            c.system_identifier,
-            c.wal_segment_size,
-            c.major(),
-        )
+        wal::check_segment(name, data, c.system_identifier, c.wal_segment_size, c.major())
     }
 
     /// Seals and stores WAL file `name` create-if-absent, following PostgreSQL's rules for
@@ -246,10 +222,7 @@ impl Repository {
 
     /// Reads and opens WAL file `name` (with its metadata); `None` when it is not archived.
     /// The content is authenticated but not checked as a segment: see [`Repository::check_wal`].
-    pub async fn get_wal_object(
-        &self,
-        name: &WalFileName,
-    ) -> Result<Option<OpenedObject>, RepositoryError> {
+    pub async fn get_wal_object(&self, name: &WalFileName) -> Result<Option<OpenedObject>, RepositoryError> {
         let key = layout::wal_key(name);
         let Some(raw) = self.storage.get_opt(&key).await? else {
             return Ok(None);
@@ -269,15 +242,11 @@ impl Repository {
     /// stored), authenticated without opening the body. The object must exist.
     ///
     /// One ranged read of the first [`format::MAX_HEADER_LEN`] bytes.
-    pub async fn wal_metadata(
-        &self,
-        name: &WalFileName,
-    ) -> Result<Option<Vec<u8>>, RepositoryError> {
+    pub async fn wal_metadata(&self, name: &WalFileName) -> Result<Option<Vec<u8>>, RepositoryError> {
         let key = layout::wal_key(name);
         let raw = self.storage.get_prefix(&key, format::MAX_HEADER_LEN as u64).await?;
         let prefix = &raw[..raw.len().min(format::MAX_HEADER_LEN)];
-        format::read_metadata(prefix, self.key(), self.identity(&key))
-            .map_err(|e| self.object_err(&key, e))
+        format::read_metadata(prefix, self.key(), self.identity(&key)).map_err(|e| self.object_err(&key, e))
     }
 
     /// Whether WAL file `name` is archived.
@@ -338,11 +307,7 @@ impl Repository {
 
     /// Bundle `n` of backup `id` as a blocking reader of its authenticated plaintext (read it
     /// on a blocking thread; only `Ok(0)` proves it complete).
-    pub async fn open_bundle(
-        &self,
-        id: &str,
-        n: u32,
-    ) -> Result<ObjectReader<ChannelReader>, RepositoryError> {
+    pub async fn open_bundle(&self, id: &str, n: u32) -> Result<ObjectReader<ChannelReader>, RepositoryError> {
         let key = layout::bundle_key(id, n);
         let source = ChannelReader::download(&self.storage, &key).await?;
         let sealing = self.sealing();
@@ -350,9 +315,7 @@ impl Repository {
         // Opening reads the header, which blocks on the download.
         let opened = tokio::task::spawn_blocking(move || sealing.reader(source, &k))
             .await
-            .map_err(|e| {
-                self.object_err(&key, FormatError::Io(std::io::Error::other(e.to_string())))
-            })?;
+            .map_err(|e| self.object_err(&key, FormatError::Io(std::io::Error::other(e.to_string()))))?;
         opened.map_err(|e| self.object_err(&key, e))
     }
 }

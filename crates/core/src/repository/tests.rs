@@ -52,11 +52,7 @@ fn repo_meta(version: u32, encrypted: bool) -> (RepoMeta, Option<crate::format::
     (meta, key)
 }
 
-async fn open_in(
-    storage: Storage,
-    meta: RepoMeta,
-    key: Option<crate::format::MasterKey>,
-) -> Repository {
+async fn open_in(storage: Storage, meta: RepoMeta, key: Option<crate::format::MasterKey>) -> Repository {
     let body = serde_json::to_vec(&meta).expect("json");
     storage
         .put(layout::META_KEY, Bytes::from(body))
@@ -109,25 +105,16 @@ async fn v2_wal_round_trip_metadata_and_swaps() {
             .expect("push");
         assert!(matches!(out, crate::repository::PushOutcome::Stored { .. }));
         assert_eq!(
-            repo.put_wal(&seg(), &data, None, None)
-                .await
-                .expect("again"),
+            repo.put_wal(&seg(), &data, None, None).await.expect("again"),
             crate::repository::PushOutcome::AlreadyArchived
         );
         assert!(matches!(
             repo.put_wal(&seg(), &[6u8; 10], None, None).await,
             Err(RepositoryError::WalDifferentContent { .. })
         ));
-        let raw = repo
-            .storage
-            .get(&layout::wal_key(&seg()))
-            .await
-            .expect("raw");
+        let raw = repo.storage.get(&layout::wal_key(&seg())).await.expect("raw");
         assert_eq!(&raw[..8], MAGIC_V2);
-        assert_eq!(
-            repo.get_wal(&seg()).await.expect("get").as_deref(),
-            Some(&data[..])
-        );
+        assert_eq!(repo.get_wal(&seg()).await.expect("get").as_deref(), Some(&data[..]));
         assert_eq!(
             repo.wal_metadata(&seg()).await.expect("meta").as_deref(),
             Some(&br#"{"restore_points":["a"]}"#[..])
@@ -144,10 +131,7 @@ async fn v2_wal_round_trip_metadata_and_swaps() {
                 .put(&layout::wal_key(&name), raw.clone())
                 .await
                 .expect("swap");
-            let e = repo
-                .get_wal(&name)
-                .await
-                .expect_err("a moved object must not open");
+            let e = repo.get_wal(&name).await.expect_err("a moved object must not open");
             assert!(is_not_this_object(&e), "{other}: {e}");
             assert!(e.to_string().contains("moved or swapped"), "{e}");
         }
@@ -162,35 +146,18 @@ async fn catalogs_are_bound_to_their_backup_id() {
         let (a, b) = ("20260102-030405F", "20260103-030405F");
         repo.put_catalog(&catalog(a)).await.expect("put");
         assert_eq!(repo.load_catalog(a).await.expect("load").id, a);
-        let raw = repo
-            .storage
-            .get(&layout::catalog_key(a))
-            .await
-            .expect("raw");
-        repo.storage
-            .put(&layout::catalog_key(b), raw)
-            .await
-            .expect("swap");
-        let e = repo
-            .load_catalog(b)
-            .await
-            .expect_err("a catalog under another id");
+        let raw = repo.storage.get(&layout::catalog_key(a)).await.expect("raw");
+        repo.storage.put(&layout::catalog_key(b), raw).await.expect("swap");
+        let e = repo.load_catalog(b).await.expect_err("a catalog under another id");
         match version {
             // v1 objects carry no identity: the id inside the catalog catches it.
-            1 => assert!(
-                matches!(e, RepositoryError::CatalogIdMismatch { .. }),
-                "{e}"
-            ),
+            1 => assert!(matches!(e, RepositoryError::CatalogIdMismatch { .. }), "{e}"),
             _ => assert!(is_not_this_object(&e), "{e}"),
         }
         // One unreadable catalog blocks only itself.
         let listing = repo.backup_listing().await.expect("listing");
         assert_eq!(
-            listing
-                .backups
-                .iter()
-                .map(|c| c.id.as_str())
-                .collect::<Vec<_>>(),
+            listing.backups.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
             vec![a]
         );
         assert_eq!(listing.unreadable.len(), 1);
@@ -206,11 +173,7 @@ async fn v1_repository_writes_v1_until_upgrade() {
     repo.put_wal(&seg(), b"old", None, Some(b"dropped in v1"))
         .await
         .expect("push v1");
-    let raw = repo
-        .storage
-        .get(&layout::wal_key(&seg()))
-        .await
-        .expect("raw");
+    let raw = repo.storage.get(&layout::wal_key(&seg())).await.expect("raw");
     assert_eq!(&raw[..8], MAGIC);
     assert_eq!(repo.wal_metadata(&seg()).await.expect("v1 has none"), None);
 
@@ -218,37 +181,21 @@ async fn v1_repository_writes_v1_until_upgrade() {
     assert!(!repo.upgrade().await.expect("second upgrade is a no-op"));
     let stored = parse_meta(
         "memory://",
-        &repo
-            .storage
-            .get(layout::META_KEY)
-            .await
-            .expect("descriptor"),
+        &repo.storage.get(layout::META_KEY).await.expect("descriptor"),
     )
     .expect("parse");
     assert_eq!(stored.format_version, 2);
     assert_eq!(stored.repository_id, repo.meta.repository_id);
 
     let next = WalFileName::parse("000000010000000000000004").expect("name");
-    repo.put_wal(&next, b"new", None, None)
-        .await
-        .expect("push v2");
+    repo.put_wal(&next, b"new", None, None).await.expect("push v2");
     assert_eq!(
-        &repo
-            .storage
-            .get(&layout::wal_key(&next))
-            .await
-            .expect("raw")[..8],
+        &repo.storage.get(&layout::wal_key(&next)).await.expect("raw")[..8],
         MAGIC_V2
     );
     // Objects from before the upgrade stay readable.
-    assert_eq!(
-        repo.get_wal(&seg()).await.expect("old").as_deref(),
-        Some(&b"old"[..])
-    );
-    assert_eq!(
-        repo.get_wal(&next).await.expect("new").as_deref(),
-        Some(&b"new"[..])
-    );
+    assert_eq!(repo.get_wal(&seg()).await.expect("old").as_deref(), Some(&b"old"[..]));
+    assert_eq!(repo.get_wal(&next).await.expect("new").as_deref(), Some(&b"new"[..]));
 }
 
 #[tokio::test]
@@ -256,14 +203,8 @@ async fn copied_objects_stay_valid_in_a_copy_of_the_repository_only() {
     let (m, key) = repo_meta(2, true);
     let key_bytes = key.as_ref().map(|k| k.key_id_hex());
     let source = open_in(memory(), m.clone(), key).await;
-    source
-        .put_wal(&seg(), b"segment", None, None)
-        .await
-        .expect("push");
-    source
-        .put_catalog(&catalog("20260102-030405F"))
-        .await
-        .expect("catalog");
+    source.put_wal(&seg(), b"segment", None, None).await.expect("push");
+    source.put_catalog(&catalog("20260102-030405F")).await.expect("catalog");
 
     // Byte-for-byte copy of every object into a second store, as `copy` does.
     let target_store = memory();
@@ -282,11 +223,7 @@ async fn copied_objects_stay_valid_in_a_copy_of_the_repository_only() {
         Some(&b"segment"[..])
     );
     assert_eq!(
-        target
-            .load_catalog("20260102-030405F")
-            .await
-            .expect("catalog")
-            .id,
+        target.load_catalog("20260102-030405F").await.expect("catalog").id,
         "20260102-030405F"
     );
     assert_eq!(target.key().map(|k| k.key_id_hex()), key_bytes);
@@ -301,10 +238,7 @@ async fn copied_objects_stay_valid_in_a_copy_of_the_repository_only() {
         codec: Codec::default(),
     };
     assert!(is_not_this_object(
-        &stranger
-            .get_wal(&seg())
-            .await
-            .expect_err("other repository")
+        &stranger.get_wal(&seg()).await.expect_err("other repository")
     ));
 }
 
@@ -342,15 +276,8 @@ async fn bundles_round_trip_and_are_bound_to_their_key() {
     }
     assert_eq!(all, data);
     // Bundle 0 stored as bundle 1: refused when opened.
-    let raw = repo
-        .storage
-        .get(&layout::bundle_key(id, 0))
-        .await
-        .expect("raw");
-    repo.storage
-        .put(&layout::bundle_key(id, 1), raw)
-        .await
-        .expect("swap");
+    let raw = repo.storage.get(&layout::bundle_key(id, 0)).await.expect("raw");
+    repo.storage.put(&layout::bundle_key(id, 1), raw).await.expect("swap");
     match repo.open_bundle(id, 1).await {
         Err(e) => assert!(is_not_this_object(&e), "{e}"),
         Ok(_) => panic!("a swapped bundle opened"),
@@ -370,8 +297,7 @@ fn descriptor_bounds_are_checked_before_use() {
     for size in [0u64, 3, 1 << 19, 3 << 20, 1 << 31] {
         let e = bad(&|v| v["cluster"]["wal_segment_size"] = size.into()).expect_err("segment size");
         assert!(
-            matches!(e, RepositoryError::BadMeta { .. })
-                && e.to_string().contains("WAL segment size"),
+            matches!(e, RepositoryError::BadMeta { .. }) && e.to_string().contains("WAL segment size"),
             "{e}"
         );
     }
@@ -405,8 +331,7 @@ fn prop_descriptor_and_catalog_parsers_never_panic() {
         failure_persistence: None,
         ..Config::default()
     };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
     let strategy = (
         any::<bool>(),
         any::<prop::sample::Index>(),

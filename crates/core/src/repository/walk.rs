@@ -97,10 +97,7 @@ where
     }
     pos += std::io::copy(obj, &mut std::io::sink()).map_err(WalkError::Read)?;
     match expected_size {
-        Some(expected) if expected != pos => Err(WalkError::Size {
-            found: pos,
-            expected,
-        }),
+        Some(expected) if expected != pos => Err(WalkError::Size { found: pos, expected }),
         _ => Ok(pos),
     }
 }
@@ -122,21 +119,13 @@ mod tests {
     #[test]
     fn walk_hands_over_pieces_and_checks_them() {
         let data: Vec<u8> = (0..600_000u32).map(|i| (i % 249) as u8).collect();
-        let pieces = [
-            piece(10, &data[10..300_000]),
-            piece(400_000, &data[400_000..600_000]),
-        ];
+        let pieces = [piece(10, &data[10..300_000]), piece(400_000, &data[400_000..600_000])];
         let mut got: Vec<Vec<u8>> = vec![Vec::new(), Vec::new()];
-        let n = walk_bundle::<_, (), _, _>(
-            &mut &data[..],
-            &pieces,
-            Some(data.len() as u64),
-            |i, _, off, b| {
-                assert_eq!(off as usize, got[i].len());
-                got[i].extend_from_slice(b);
-                Ok(())
-            },
-        )
+        let n = walk_bundle::<_, (), _, _>(&mut &data[..], &pieces, Some(data.len() as u64), |i, _, off, b| {
+            assert_eq!(off as usize, got[i].len());
+            got[i].extend_from_slice(b);
+            Ok(())
+        })
         .expect("walk");
         assert_eq!(n, data.len() as u64);
         assert_eq!(got[0], &data[10..300_000]);

@@ -109,9 +109,7 @@ pub fn parse_line(line: &str) -> Line {
             None => return Line::Malformed,
         }
     } else {
-        let n = rest
-            .find(|c: char| c.is_whitespace() || c == '#')
-            .unwrap_or(rest.len());
+        let n = rest.find(|c: char| c.is_whitespace() || c == '#').unwrap_or(rest.len());
         if n == 0 {
             return Line::Malformed;
         }
@@ -255,19 +253,13 @@ impl RecoveryConf<'_> {
     pub fn settings(&self) -> Result<String, ConfError> {
         check_request(self.target, self.kind)?;
         let cmd = restore_command(self.archive_command, self.config)?;
-        let mut s = format!(
-            "restore_command = {}\n",
-            quote_guc("restore_command", &cmd)?
-        );
+        let mut s = format!("restore_command = {}\n", quote_guc("restore_command", &cmd)?);
         let has_target = *self.target != Target::End;
         match self.target {
             Target::End => {}
             Target::Immediate => s.push_str("recovery_target = 'immediate'\n"),
             Target::Time(t) => {
-                let utc = t
-                    .with_timezone(&Utc)
-                    .format("%Y-%m-%d %H:%M:%S%.6f+00")
-                    .to_string();
+                let utc = t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
                 s.push_str(&format!("recovery_target_time = '{utc}'\n"));
             }
             Target::Lsn(l) => s.push_str(&format!("recovery_target_lsn = '{l}'\n")),
@@ -279,10 +271,7 @@ impl RecoveryConf<'_> {
             )),
         }
         if has_target {
-            s.push_str(&format!(
-                "recovery_target_action = '{}'\n",
-                self.action.as_str()
-            ));
+            s.push_str(&format!("recovery_target_action = '{}'\n", self.action.as_str()));
         }
         let tl = self.timeline.unwrap_or("latest");
         s.push_str(&format!(
@@ -300,16 +289,12 @@ impl RecoveryConf<'_> {
     pub fn apply(&self, existing: &str) -> Result<String, ConfError> {
         let settings = self.settings()?;
         let when = self.now.to_rfc3339();
-        let marker = format!(
-            "# disabled by pgvault restore of {} at {when}: ",
-            self.backup_id
-        );
+        let marker = format!("# disabled by pgvault restore of {} at {when}: ", self.backup_id);
         let mut out = String::with_capacity(existing.len() + settings.len() + 256);
         for line in existing.lines() {
             let disable = match parse_line(line) {
                 Line::Setting { name, .. } => {
-                    is_recovery_setting(&name)
-                        || (self.archive_mode == ArchiveMode::Off && name == "archive_mode")
+                    is_recovery_setting(&name) || (self.archive_mode == ArchiveMode::Off && name == "archive_mode")
                 }
                 _ => false,
             };

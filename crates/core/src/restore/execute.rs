@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::conf::RestoreType;
 use super::conf::RecoveryConf;
+use super::conf::RestoreType;
 use super::marker::MARKER;
 use super::paths::{self, Dest};
 use super::plan::RestorePlan;
@@ -54,8 +54,7 @@ pub async fn execute(
 ) -> Result<RestoreSummary, RestoreError> {
     let cat = &plan.catalog;
     std::fs::create_dir_all(&plan.pgdata).map_err(create_err(&plan.pgdata))?;
-    std::fs::set_permissions(&plan.pgdata, std::fs::Permissions::from_mode(0o700))
-        .map_err(create_err(&plan.pgdata))?;
+    std::fs::set_permissions(&plan.pgdata, std::fs::Permissions::from_mode(0o700)).map_err(create_err(&plan.pgdata))?;
     if let Some(old) = &plan.resume {
         tracing::warn!(backup = %cat.id, started = %old.started_at, pid = old.pid, host = %old.host, "resuming an interrupted restore of the same backup: removing what it wrote and starting over");
         remove_previous(plan)?;
@@ -71,15 +70,7 @@ pub async fn execute(
     let files = Arc::new(cat.files.clone());
     let dests = Arc::new(plan.files.clone());
     let counted = failpoint::counting(progress.clone());
-    unpack::unpack_all(
-        repo,
-        cat,
-        files,
-        dests,
-        plan.request.parallel.max(1),
-        counted,
-    )
-    .await?;
+    unpack::unpack_all(repo, cat, files, dests, plan.request.parallel.max(1), counted).await?;
     failpoint::hit("after-files");
 
     // PostgreSQL's manifest beside the data, as pg_basebackup leaves it, for pg_verifybackup.
@@ -138,8 +129,7 @@ fn remove_previous(plan: &RestorePlan) -> Result<(), RestoreError> {
 /// Writes the marker under a temporary name, fsyncs it, renames it into place and fsyncs the data
 /// directory and its parent.
 fn write_marker(plan: &RestorePlan) -> Result<(), RestoreError> {
-    let json = serde_json::to_vec_pretty(&plan.marker())
-        .map_err(|e| RestoreError::Internal(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&plan.marker()).map_err(|e| RestoreError::Internal(e.to_string()))?;
     let tmp = pgdata_dest(plan, "pgvault_restore.json.tmp")?;
     paths::remove(&tmp)?;
     write_new(&tmp, &json)?;
@@ -157,8 +147,7 @@ fn make_skeleton(plan: &RestorePlan) -> Result<(), RestoreError> {
         .chain(plan.links.iter().map(|(_, p)| p));
     for loc in locs {
         std::fs::create_dir_all(loc).map_err(create_err(loc))?;
-        std::fs::set_permissions(loc, std::fs::Permissions::from_mode(0o700))
-            .map_err(create_err(loc))?;
+        std::fs::set_permissions(loc, std::fs::Permissions::from_mode(0o700)).map_err(create_err(loc))?;
     }
     for (oid, loc) in &plan.tablespaces {
         paths::symlink(&pgdata_dest(plan, &format!("pg_tblspc/{oid}"))?, loc)?;
@@ -191,11 +180,10 @@ fn write_recovery_settings(config: &Config, plan: &RestorePlan) -> Result<(), Re
         None => String::new(),
         Some(mut f) => {
             let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes)
-                .map_err(|source| RestoreError::AutoConf {
-                    path: auto.full(),
-                    source,
-                })?;
+            f.read_to_end(&mut bytes).map_err(|source| RestoreError::AutoConf {
+                path: auto.full(),
+                source,
+            })?;
             String::from_utf8(bytes).map_err(|_| super::conf::ConfError::NotUtf8)?
         }
     };
@@ -245,13 +233,8 @@ fn finish_tree(plan: &RestorePlan) -> Result<(), RestoreError> {
     };
     for (entry, d) in plan.catalog.files.iter().zip(plan.files.iter()) {
         let f = paths::open_nofollow(d)?;
-        let mtime =
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(entry.mtime.max(0) as u64);
-        let _ = f.set_times(
-            std::fs::FileTimes::new()
-                .set_modified(mtime)
-                .set_accessed(mtime),
-        );
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(entry.mtime.max(0) as u64);
+        let _ = f.set_times(std::fs::FileTimes::new().set_modified(mtime).set_accessed(mtime));
         f.set_permissions(std::fs::Permissions::from_mode(entry.mode & 0o777))
             .map_err(create_err(&d.full()))?;
         chown(&f, &d.full())?;
@@ -269,11 +252,7 @@ fn finish_tree(plan: &RestorePlan) -> Result<(), RestoreError> {
             f.sync_all().map_err(create_err(&d.full()))?;
         }
     }
-    let mut dirs: Vec<(&Dest, u32)> = plan
-        .directories
-        .iter()
-        .map(|(d, m)| (d, (m & 0o777) | 0o700))
-        .collect();
+    let mut dirs: Vec<(&Dest, u32)> = plan.directories.iter().map(|(d, m)| (d, (m & 0o777) | 0o700)).collect();
     dirs.extend(plan.plain_links.iter().map(|d| (d, 0o700)));
     for (d, mode) in dirs {
         let f = paths::open_dir(d)?;
@@ -302,9 +281,7 @@ fn finish_tree(plan: &RestorePlan) -> Result<(), RestoreError> {
 }
 
 fn sync_dir(path: &Path) -> Result<(), RestoreError> {
-    paths::open_root_dir(path)?
-        .sync_all()
-        .map_err(create_err(path))
+    paths::open_root_dir(path)?.sync_all().map_err(create_err(path))
 }
 
 fn sync_parent(path: &Path) -> Result<(), RestoreError> {

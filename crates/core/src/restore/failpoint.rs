@@ -40,10 +40,9 @@ pub fn hit(name: &str) {
 
 /// The byte limit of `restore:after-bytes=N`, if set.
 fn byte_limit() -> Option<u64> {
-    entries().iter().find_map(|e| {
-        e.strip_prefix("restore:after-bytes=")
-            .and_then(|n| n.parse().ok())
-    })
+    entries()
+        .iter()
+        .find_map(|e| e.strip_prefix("restore:after-bytes=").and_then(|n| n.parse().ok()))
 }
 
 /// Wraps `inner` to SIGKILL the process once `restore:after-bytes=N` bytes were written; returns

@@ -30,11 +30,7 @@ pub struct Marker {
 }
 
 impl Marker {
-    pub fn new(
-        backup_id: &str,
-        tablespaces: Vec<(u32, PathBuf)>,
-        links: Vec<(String, PathBuf)>,
-    ) -> Marker {
+    pub fn new(backup_id: &str, tablespaces: Vec<(u32, PathBuf)>, links: Vec<(String, PathBuf)>) -> Marker {
         Marker {
             backup_id: backup_id.to_string(),
             started_at: Utc::now(),
@@ -103,9 +99,7 @@ pub fn inspect(dir: &Path) -> std::io::Result<DirState> {
         Err(e) => return Err(e),
     }
     let mut text = String::new();
-    std::fs::File::open(&path)?
-        .take(1 << 20)
-        .read_to_string(&mut text)?;
+    std::fs::File::open(&path)?.take(1 << 20).read_to_string(&mut text)?;
     Ok(DirState::Marked(serde_json::from_str(&text).ok()))
 }
 

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::progress::Progress;
 use crate::repository::{Repository, RepositoryError};
-use crate::survey::SurveyError;
 use crate::storage::StorageError;
+use crate::survey::SurveyError;
 
 pub use conf::{ArchiveMode, ConfError, RestoreType};
 pub use execute::execute;
@@ -55,9 +55,7 @@ pub enum RestoreError {
     },
     #[error("{path} holds a pgvault restore marker that cannot be read, so restore cannot tell what it wrote there; start over with: rm -rf {dirs}")]
     MarkerUnreadable { path: PathBuf, dirs: String },
-    #[error(
-        "another pgvault restore (pid {pid}) is writing into {path}; wait for it or stop it first"
-    )]
+    #[error("another pgvault restore (pid {pid}) is writing into {path}; wait for it or stop it first")]
     Busy { path: PathBuf, pid: u32 },
     #[error("tablespace {oid} would be restored into {path}, which is not empty (the original cluster may still be using it); nothing was written. Restore it elsewhere with --tablespace-map {original}=NEW_DIR, or move {path} away")]
     TablespaceNotEmpty {
@@ -74,15 +72,9 @@ pub enum RestoreError {
     #[error("backup {0} has no global/pg_control: it is not a PostgreSQL base backup (damaged or forged catalog)")]
     NoPgControl(String),
     #[error("cannot create {path}: {source}")]
-    Create {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Create { path: PathBuf, source: std::io::Error },
     #[error("cannot read {path}: {source}; it was restored from the backup but is unreadable, so the recovery settings cannot be written safely")]
-    AutoConf {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    AutoConf { path: PathBuf, source: std::io::Error },
     #[error("tablespace mapping '{0}': expected OLD=NEW, with OLD a tablespace OID or its original location and NEW an absolute path")]
     BadMapping(String),
     #[error("tablespace mapping {0}: the backup has no tablespace with that OID or location")]

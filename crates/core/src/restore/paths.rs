@@ -24,13 +24,12 @@ use nix::unistd::{symlinkat, unlinkat, UnlinkatFlags};
 pub enum PathError {
     #[error("the backup catalog names an unsafe path {path:?} ({why}); it was refused before anything was written. The catalog is damaged or forged: restore another backup")]
     Unsafe { path: String, why: &'static str },
-    #[error("{path} is a symbolic link or not a directory; restore never writes through a link (nothing was written there)")]
+    #[error(
+        "{path} is a symbolic link or not a directory; restore never writes through a link (nothing was written there)"
+    )]
     Link { path: PathBuf },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// Checks a path from a catalog: relative, non-empty, no `.`, `..` or empty components, no NUL,
@@ -212,15 +211,8 @@ pub fn open_root_dir(root: &Path) -> Result<File, PathError> {
 pub fn create_file(d: &Dest) -> Result<File, PathError> {
     let (dirs, name) = d.split();
     let parent = walk(&d.root, &dirs, true)?;
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(
-        Some(parent.as_raw_fd()),
-        name,
-        flags,
-        Mode::from_bits_truncate(0o600),
-    )
-    .map_err(io(d.full()))?;
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(Some(parent.as_raw_fd()), name, flags, Mode::from_bits_truncate(0o600)).map_err(io(d.full()))?;
     Ok(File::from(owned(fd)))
 }
 
@@ -233,9 +225,7 @@ pub fn open_nofollow(d: &Dest) -> Result<File, PathError> {
 pub fn open_read(d: &Dest) -> Result<Option<File>, PathError> {
     match open_with(d, OFlag::O_RDONLY) {
         Ok(f) => Ok(Some(f)),
-        Err(PathError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(None)
-        }
+        Err(PathError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -265,9 +255,7 @@ pub fn remove(d: &Dest) -> Result<(), PathError> {
     let (dirs, name) = d.split();
     let parent = match walk(&d.root, &dirs, false) {
         Ok(p) => p,
-        Err(PathError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(())
-        }
+        Err(PathError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     match unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
@@ -282,12 +270,10 @@ pub fn rename_synced(from: &Dest, to_name: &str) -> Result<(), PathError> {
     let parent = walk(&from.root, &dirs, false)?;
     let pfd = parent.as_raw_fd();
     renameat(Some(pfd), name, Some(pfd), to_name).map_err(io(from.full()))?;
-    File::from(parent)
-        .sync_all()
-        .map_err(|source| PathError::Io {
-            path: from.full(),
-            source,
-        })
+    File::from(parent).sync_all().map_err(|source| PathError::Io {
+        path: from.full(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -349,11 +335,7 @@ mod tests {
         std::fs::write(outside.join("f"), b"x").unwrap();
         assert!(open_nofollow(&Dest::new(root.clone(), "lnk").unwrap()).is_err());
         assert!(create_file(&Dest::new(root.clone(), "lnk").unwrap()).is_err());
-        assert_eq!(
-            std::fs::read_dir(&outside).unwrap().count(),
-            1,
-            "nothing new outside"
-        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "nothing new outside");
         assert_eq!(std::fs::read(outside.join("f")).unwrap(), b"x");
     }
 

@@ -12,10 +12,10 @@ use super::conf::check_request;
 use super::marker::{self, DirState, Marker};
 use super::paths::{validate, validate_absolute, Dest, PathError};
 use super::{target, RestoreError, RestoreRequest, Target};
-use crate::survey::{survey, Times};
-use crate::timeline::Choice;
 use crate::config::Config;
 use crate::repository::{BackupCatalog, Repository};
+use crate::survey::{survey, Times};
+use crate::timeline::Choice;
 
 /// Temporary name of `global/pg_control` until everything else is durable.
 pub const PG_CONTROL_TMP: &str = "pg_control.pgvault-restoring";
@@ -48,11 +48,7 @@ pub struct RestorePlan {
 impl RestorePlan {
     /// The marker this plan writes.
     pub fn marker(&self) -> Marker {
-        Marker::new(
-            &self.catalog.id,
-            self.tablespaces.clone(),
-            self.links.clone(),
-        )
+        Marker::new(&self.catalog.id, self.tablespaces.clone(), self.links.clone())
     }
 
     /// Every directory restore writes into: the data directory, then tablespaces and links.
@@ -69,11 +65,7 @@ impl RestorePlan {
 /// The backup is on the path to the requested timeline and consistent before the target, and
 /// every segment recovery needs up to the target is archived; otherwise this refuses, naming
 /// the first missing segment and the furthest point that can be reached.
-pub async fn plan(
-    _config: &Config,
-    repo: &Repository,
-    req: &RestoreRequest,
-) -> Result<RestorePlan, RestoreError> {
+pub async fn plan(_config: &Config, repo: &Repository, req: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
     check_request(&req.target, req.kind)?;
     let times = match req.target {
         Target::Lsn(_) | Target::Immediate | Target::Xid(_) => Times::None,
@@ -83,7 +75,10 @@ pub async fn plan(
     let timeline = target::parse_timeline(req.timeline.as_deref())?;
     if let Some(id) = req.backup.as_deref().filter(|id| *id != "latest") {
         if let Some((_, why)) = s.unreadable.iter().find(|(u, _)| u == id) {
-            return Err(RestoreError::UnreadableCatalog { id: id.to_string(), why: why.to_string() });
+            return Err(RestoreError::UnreadableCatalog {
+                id: id.to_string(),
+                why: why.to_string(),
+            });
         }
     }
     for (id, why) in &s.unreadable {
@@ -126,12 +121,10 @@ pub fn plan_for(cat: BackupCatalog, req: &RestoreRequest) -> Result<RestorePlan,
     let mut files = Vec::with_capacity(cat.files.len());
     let mut pg_control = None;
     for f in &cat.files {
-        let dest = router
-            .route(&f.path, Kind::File)?
-            .ok_or_else(|| PathError::Unsafe {
-                path: f.path.clone(),
-                why: "a file where a link is",
-            })?;
+        let dest = router.route(&f.path, Kind::File)?.ok_or_else(|| PathError::Unsafe {
+            path: f.path.clone(),
+            why: "a file where a link is",
+        })?;
         if f.path == "global/pg_control" {
             let tmp = dest.with_name(PG_CONTROL_TMP)?;
             pg_control = Some(tmp.clone());
@@ -179,31 +172,18 @@ struct Router {
 }
 
 impl Router {
-    fn new(
-        pgdata: &Path,
-        spaces: &HashMap<u32, PathBuf>,
-        links: &[(String, PathBuf)],
-        cat: &BackupCatalog,
-    ) -> Router {
+    fn new(pgdata: &Path, spaces: &HashMap<u32, PathBuf>, links: &[(String, PathBuf)], cat: &BackupCatalog) -> Router {
         let plain = cat
             .symlinks
             .iter()
-            .filter(|l| {
-                !l.path.starts_with("pg_tblspc/") && !links.iter().any(|(o, _)| *o == l.path)
-            })
+            .filter(|l| !l.path.starts_with("pg_tblspc/") && !links.iter().any(|(o, _)| *o == l.path))
             .map(|l| format!("{}/", l.path))
             .collect();
         Router {
             plain,
             pgdata: Arc::new(pgdata.to_path_buf()),
-            spaces: spaces
-                .iter()
-                .map(|(o, p)| (*o, Arc::new(p.clone())))
-                .collect(),
-            links: links
-                .iter()
-                .map(|(o, p)| (o.clone(), Arc::new(p.clone())))
-                .collect(),
+            spaces: spaces.iter().map(|(o, p)| (*o, Arc::new(p.clone()))).collect(),
+            links: links.iter().map(|(o, p)| (o.clone(), Arc::new(p.clone()))).collect(),
         }
     }
 
@@ -242,10 +222,7 @@ impl Router {
                     _ => Err(unsafe_path("an entry where a mapped link is")),
                 };
             }
-            if let Some(inner) = path
-                .strip_prefix(old.as_str())
-                .and_then(|r| r.strip_prefix('/'))
-            {
+            if let Some(inner) = path.strip_prefix(old.as_str()).and_then(|r| r.strip_prefix('/')) {
                 return Ok(Some(Dest::new(root.clone(), inner)?));
             }
         }
@@ -257,10 +234,7 @@ impl Router {
 }
 
 /// Where each tablespace goes: its original location unless mapped.
-fn tablespace_targets(
-    cat: &BackupCatalog,
-    mappings: &[String],
-) -> Result<HashMap<u32, PathBuf>, RestoreError> {
+fn tablespace_targets(cat: &BackupCatalog, mappings: &[String]) -> Result<HashMap<u32, PathBuf>, RestoreError> {
     let mut out = HashMap::new();
     for t in &cat.tablespaces {
         validate_absolute(&t.location)?;
@@ -273,17 +247,12 @@ fn tablespace_targets(
         }
     }
     for m in mappings {
-        let (old, new) = m
-            .split_once('=')
-            .ok_or_else(|| RestoreError::BadMapping(m.clone()))?;
+        let (old, new) = m.split_once('=').ok_or_else(|| RestoreError::BadMapping(m.clone()))?;
         validate_absolute(new).map_err(|_| RestoreError::BadMapping(m.clone()))?;
         let ts = cat
             .tablespaces
             .iter()
-            .find(|t| {
-                t.oid.to_string() == old
-                    || t.location.trim_end_matches('/') == old.trim_end_matches('/')
-            })
+            .find(|t| t.oid.to_string() == old || t.location.trim_end_matches('/') == old.trim_end_matches('/'))
             .ok_or_else(|| RestoreError::UnknownTablespace(m.clone()))?;
         out.insert(ts.oid, PathBuf::from(new));
     }
@@ -291,10 +260,7 @@ fn tablespace_targets(
 }
 
 /// `OLD=NEW` link mappings: OLD a link of the backup (outside `pg_tblspc`), NEW absolute.
-fn link_targets(
-    cat: &BackupCatalog,
-    mappings: &[String],
-) -> Result<Vec<(String, PathBuf)>, RestoreError> {
+fn link_targets(cat: &BackupCatalog, mappings: &[String]) -> Result<Vec<(String, PathBuf)>, RestoreError> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for m in mappings {
         let bad = || RestoreError::BadLinkMapping(m.clone());

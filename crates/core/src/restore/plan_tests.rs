@@ -130,15 +130,9 @@ fn link_map_makes_a_root() {
     assert!(p.plain_links.is_empty());
     assert_eq!(p.files[3].full(), tmp.path().join("log/x"));
     req.link_map = vec!["pg_wal=/x".into()];
-    assert!(matches!(
-        plan_for(cat.clone(), &req),
-        Err(RestoreError::UnknownLink(_))
-    ));
+    assert!(matches!(plan_for(cat.clone(), &req), Err(RestoreError::UnknownLink(_))));
     req.link_map = vec!["log=relative".into()];
-    assert!(matches!(
-        plan_for(cat, &req),
-        Err(RestoreError::BadLinkMapping(_))
-    ));
+    assert!(matches!(plan_for(cat, &req), Err(RestoreError::BadLinkMapping(_))));
 }
 
 #[test]
@@ -188,19 +182,10 @@ fn hostile_catalogs_are_refused() {
     );
     let mut cat = catalog();
     cat.files.remove(0);
-    assert!(matches!(
-        plan_for(cat, &req),
-        Err(RestoreError::NoPgControl(_))
-    ));
+    assert!(matches!(plan_for(cat, &req), Err(RestoreError::NoPgControl(_))));
     let mut r = request(&tmp.path().join("data"));
-    r.tablespace_map = vec![format!(
-        "16384={}",
-        tmp.path().join("data/inside").display()
-    )];
-    assert!(matches!(
-        plan_for(catalog(), &r),
-        Err(RestoreError::Overlap { .. })
-    ));
+    r.tablespace_map = vec![format!("16384={}", tmp.path().join("data/inside").display())];
+    assert!(matches!(plan_for(catalog(), &r), Err(RestoreError::Overlap { .. })));
     assert!(!tmp.path().join("data").exists(), "planning writes nothing");
 }
 
@@ -219,11 +204,7 @@ fn directory_states_decide() {
         std::fs::remove_file(data.join("PG_VERSION")).unwrap();
         plan_for(catalog(), &req).unwrap()
     };
-    std::fs::write(
-        data.join(marker::MARKER),
-        serde_json::to_string(&p.marker()).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(data.join(marker::MARKER), serde_json::to_string(&p.marker()).unwrap()).unwrap();
     std::fs::create_dir_all(tmp.path().join("ts/PG_15")).unwrap();
     let again = plan_for(catalog(), &req).unwrap();
     assert!(again.resume.is_some(), "same backup, same places: resume");

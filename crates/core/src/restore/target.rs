@@ -65,7 +65,11 @@ pub fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, TargetError> {
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Ok(d);
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f %#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%.f %#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
         if let Ok(d) = DateTime::parse_from_str(t, fmt) {
             return Ok(d);
         }
@@ -89,7 +93,11 @@ fn xid_after_snapshot(xid: u64, snapshot: &str) -> Option<bool> {
     if xid >= xmax {
         return Some(true);
     }
-    Some(xip.split(',').filter(|s| !s.is_empty()).any(|x| x.parse::<u64>().ok() == Some(xid)))
+    Some(
+        xip.split(',')
+            .filter(|s| !s.is_empty())
+            .any(|x| x.parse::<u64>().ok() == Some(xid)),
+    )
 }
 
 /// `xmax` of a `pg_current_snapshot()` text (`xmin:xmax:xip,…`): the next full transaction id.
@@ -121,7 +129,9 @@ pub fn widen_xid(xid: u64, reference: Option<u64>) -> u64 {
 /// `--target-timeline`: `latest` (default), `current` or a timeline id (decimal, or hex as
 /// PostgreSQL prints it in file names with a `0x` prefix).
 pub fn parse_timeline(spec: Option<&str>) -> Result<TimelineSpec, TargetError> {
-    let Some(s) = spec.map(str::trim) else { return Ok(TimelineSpec::Latest) };
+    let Some(s) = spec.map(str::trim) else {
+        return Ok(TimelineSpec::Latest);
+    };
     match s {
         "" | "latest" => Ok(TimelineSpec::Latest),
         "current" => Ok(TimelineSpec::Current),
@@ -148,8 +158,13 @@ pub fn model_target(target: &Target, backups: &[BackupCatalog]) -> ModelTarget {
         Target::Time(t) => ModelTarget::Time(t.with_timezone(&Utc)),
         Target::Name(n) => ModelTarget::Name(n.clone()),
         Target::Xid(x) => {
-            let reference = backups.iter().filter_map(|b| b.snapshot_after_stop.as_deref().and_then(snapshot_xmax)).max();
-            ModelTarget::Xid { full: widen_xid(*x, reference) }
+            let reference = backups
+                .iter()
+                .filter_map(|b| b.snapshot_after_stop.as_deref().and_then(snapshot_xmax))
+                .max();
+            ModelTarget::Xid {
+                full: widen_xid(*x, reference),
+            }
         }
     }
 }
@@ -193,7 +208,10 @@ mod tests {
         assert!(parse_time("2026-11-23 03:12:00.123456+02:00").is_ok());
         assert!(parse_time("2026-11-23T03:12:00Z").is_ok());
         assert!(parse_time("2026-11-23 03:12:00 UTC").is_ok());
-        assert!(matches!(parse_time("2026-11-23 03:12:00"), Err(TargetError::BadTime(_))));
+        assert!(matches!(
+            parse_time("2026-11-23 03:12:00"),
+            Err(TargetError::BadTime(_))
+        ));
         assert!(matches!(parse_time("yesterday"), Err(TargetError::BadTime(_))));
         let a = parse_time("2026-11-23 05:12:00+02").unwrap();
         let b = parse_time("2026-11-23T03:12:00Z").unwrap();
@@ -219,8 +237,14 @@ mod tests {
         // After the first wraparound the snapshot's full ids order correctly against a widened id,
         // where a 32-bit comparison would not.
         let snap = format!("{}:{}:", e3 | 10, e3 | 20);
-        assert_eq!(xid_after_snapshot(widen_xid(25, snapshot_xmax(&snap)), &snap), Some(true));
-        assert_eq!(xid_after_snapshot(widen_xid(15, snapshot_xmax(&snap)), &snap), Some(false));
+        assert_eq!(
+            xid_after_snapshot(widen_xid(25, snapshot_xmax(&snap)), &snap),
+            Some(true)
+        );
+        assert_eq!(
+            xid_after_snapshot(widen_xid(15, snapshot_xmax(&snap)), &snap),
+            Some(false)
+        );
     }
 
     #[test]

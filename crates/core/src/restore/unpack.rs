@@ -30,8 +30,16 @@ pub enum UnpackError {
     #[error("{location}: {source}; the backup cannot be restored from this copy (try an older backup, or a second repository)")]
     Object { location: String, source: FormatError },
     #[error("{path}: checksum mismatch in bundle {bundle} at offset {offset} (expected {expected}, got {found}); the stored backup is corrupted")]
-    Checksum { path: String, bundle: u32, offset: u64, expected: String, found: String },
-    #[error("{location}: the bundle ended early (at byte {at}, the catalog expects more); the stored backup is truncated")]
+    Checksum {
+        path: String,
+        bundle: u32,
+        offset: u64,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "{location}: the bundle ended early (at byte {at}, the catalog expects more); the stored backup is truncated"
+    )]
     Short { location: String, at: u64 },
     #[error("{location}: the catalog's pieces overlap at bundle offset {offset}; the catalog is damaged or forged")]
     Overlap { location: String, offset: u64 },
@@ -79,7 +87,11 @@ pub async fn unpack_all(
     let mut tasks = tokio::task::JoinSet::new();
     for (bundle, mut pieces) in bundles {
         pieces.sort_by_key(|(_, p)| p.bundle_offset);
-        let permit = sem.clone().acquire_owned().await.map_err(|e| UnpackError::Task(bundle, e.to_string()))?;
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| UnpackError::Task(bundle, e.to_string()))?;
         let storage = repo.storage().clone();
         let sealing = repo.sealing();
         let (files, dests, progress) = (files.clone(), dests.clone(), progress.clone());
@@ -117,36 +129,61 @@ async fn unpack_bundle(
     let result = tokio::task::spawn_blocking(move || {
         let mut obj = sealing
             .reader(reader, &object_key)
-            .map_err(|source| UnpackError::Object { location: location.clone(), source })?;
+            .map_err(|source| UnpackError::Object {
+                location: location.clone(),
+                source,
+            })?;
         let mut open: HashMap<usize, File> = HashMap::new();
         // The one bundle verifier walks the pieces (sorted by bundle offset) and checks each
         // one's SHA-256; this sink writes them into their files.
-        let walked = walk_bundle(&mut obj, pieces.iter().map(|(_, p)| p), None, |i, piece, done, bytes| {
-            let fi = pieces[i].0;
-            let path = &dests[fi];
-            let file = match open.get_mut(&fi) {
-                Some(f) => f,
-                None => {
-                    let f = super::paths::open_nofollow(path)?;
-                    open.entry(fi).or_insert(f)
+        let walked = walk_bundle(
+            &mut obj,
+            pieces.iter().map(|(_, p)| p),
+            None,
+            |i, piece, done, bytes| {
+                let fi = pieces[i].0;
+                let path = &dests[fi];
+                let file = match open.get_mut(&fi) {
+                    Some(f) => f,
+                    None => {
+                        let f = super::paths::open_nofollow(path)?;
+                        open.entry(fi).or_insert(f)
+                    }
+                };
+                let werr = |source| UnpackError::Write {
+                    path: path.full(),
+                    source,
+                };
+                if done == 0 {
+                    file.seek(SeekFrom::Start(piece.file_offset)).map_err(werr)?;
                 }
-            };
-            let werr = |source| UnpackError::Write { path: path.full(), source };
-            if done == 0 {
-                file.seek(SeekFrom::Start(piece.file_offset)).map_err(werr)?;
-            }
-            file.write_all(bytes).map_err(werr)?;
-            progress.advance(bytes.len() as u64);
-            Ok(())
-        });
+                file.write_all(bytes).map_err(werr)?;
+                progress.advance(bytes.len() as u64);
+                Ok(())
+            },
+        );
         if let Err(e) = walked {
             return Err(match e {
                 // A storage failure surfaces through the reader as a plain I/O error whose text
                 // names the store and the key.
-                WalkError::Read(e) => UnpackError::Object { location: location.clone(), source: into_format_error(e) },
-                WalkError::Short { at } | WalkError::Size { found: at, .. } => UnpackError::Short { location: location.clone(), at },
-                WalkError::Overlap { offset } => UnpackError::Overlap { location: location.clone(), offset },
-                WalkError::Checksum { index, offset, expected, found } => UnpackError::Checksum {
+                WalkError::Read(e) => UnpackError::Object {
+                    location: location.clone(),
+                    source: into_format_error(e),
+                },
+                WalkError::Short { at } | WalkError::Size { found: at, .. } => UnpackError::Short {
+                    location: location.clone(),
+                    at,
+                },
+                WalkError::Overlap { offset } => UnpackError::Overlap {
+                    location: location.clone(),
+                    offset,
+                },
+                WalkError::Checksum {
+                    index,
+                    offset,
+                    expected,
+                    found,
+                } => UnpackError::Checksum {
                     path: files[pieces[index].0].path.clone(),
                     bundle,
                     offset,
@@ -157,7 +194,10 @@ async fn unpack_bundle(
             });
         }
         for (fi, f) in open {
-            f.sync_all().map_err(|source| UnpackError::Write { path: dests[fi].full(), source })?;
+            f.sync_all().map_err(|source| UnpackError::Write {
+                path: dests[fi].full(),
+                source,
+            })?;
         }
         Ok(())
     })

@@ -56,9 +56,9 @@ pub struct CloudUrl {
 impl CloudUrl {
     /// Parses `s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`.
     pub fn parse(url: &str) -> Result<CloudUrl, String> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| "not a URL: expected s3://bucket/prefix, gs://bucket/prefix or az://container/prefix".to_string())?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            "not a URL: expected s3://bucket/prefix, gs://bucket/prefix or az://container/prefix".to_string()
+        })?;
         let kind = match scheme {
             "s3" => CloudKind::S3,
             "gs" => CloudKind::Gcs,
@@ -82,8 +82,7 @@ impl CloudUrl {
                 "'{bucket}' is not a {word} name (no user, host or port here: set [repository] endpoint for a non-default server)"
             ));
         }
-        let valid =
-            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_');
+        let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_');
         if !bucket.chars().all(valid) || bucket.len() < 3 || bucket.len() > 222 {
             return Err(format!(
                 "'{bucket}' is not a valid {word} name (3 to 63 lower-case letters, digits, '-', '.' or '_')"
@@ -180,11 +179,7 @@ pub fn build(cfg: &RepositoryConfig, url: &CloudUrl) -> Result<Arc<dyn ObjectSto
                 // Over HTTPS the body is protected by TLS and every object by its own AEAD, so
                 // signing a SHA-256 of each payload (a full extra pass over the data) buys
                 // nothing; over plain HTTP the payload stays signed.
-                .with_unsigned_payload(
-                    !cfg.endpoint
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("http://")),
-                );
+                .with_unsigned_payload(!cfg.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
             if let Some(ep) = &cfg.endpoint {
                 b = b.with_endpoint(ep.trim_end_matches('/'));
             }
@@ -218,10 +213,7 @@ pub fn build(cfg: &RepositoryConfig, url: &CloudUrl) -> Result<Arc<dyn ObjectSto
                 .with_retry(retry);
             if let Some(p) = &cfg.service_account_file {
                 if !p.is_file() {
-                    return Err(format!(
-                        "service_account_file {} does not exist",
-                        p.display()
-                    ));
+                    return Err(format!("service_account_file {} does not exist", p.display()));
                 }
                 b = b.with_service_account_path(p.display().to_string());
             }

@@ -29,10 +29,7 @@ pub enum StorageErrorKind {
 impl StorageErrorKind {
     /// Whether the store is down or busy rather than the request wrong: waiting may help.
     pub fn is_unavailable(self) -> bool {
-        matches!(
-            self,
-            StorageErrorKind::Throttled | StorageErrorKind::Transient
-        )
+        matches!(self, StorageErrorKind::Throttled | StorageErrorKind::Transient)
     }
 }
 
@@ -104,13 +101,7 @@ pub struct OperationError {
 impl OperationError {
     /// An error of `kind` with no HTTP status and a generic backend (tests, and errors pgvault
     /// itself decides on, such as a download cut off too often).
-    pub fn new(
-        kind: StorageErrorKind,
-        store: &str,
-        op: &'static str,
-        key: &str,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(kind: StorageErrorKind, store: &str, op: &'static str, key: &str, detail: impl Into<String>) -> Self {
         OperationError {
             kind,
             store: store.to_string(),
@@ -125,9 +116,7 @@ impl OperationError {
     fn hint(&self) -> String {
         let bucket = match &self.backend {
             Backend::Cloud {
-                bucket_word,
-                bucket,
-                ..
+                bucket_word, bucket, ..
             } => Some((*bucket_word, bucket.as_str())),
             _ => None,
         };
@@ -148,16 +137,14 @@ impl OperationError {
         if self.backend == Backend::Local {
             return "check free space, permissions and that the repository is owned by the user running pgvault".into();
         }
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("invalid peer")
-        {
+        if lower.contains("certificate") || lower.contains("tls") || lower.contains("invalid peer") {
             return "check [repository] ca_file (the CA, or the self-signed certificate, of the endpoint) and that the certificate names the endpoint's host".into();
         }
         if lower.contains("timed out") || lower.contains("timeout") {
             return "the request timed out; check the endpoint and the network ([repository] request_timeout, connect_timeout)".into();
         }
         if lower.contains("connect") || lower.contains("reset") || lower.contains("dns") {
-            return "cannot reach the store; check [repository] endpoint, DNS and the network"
-                .into();
+            return "cannot reach the store; check [repository] endpoint, DNS and the network".into();
         }
         match self.kind {
             StorageErrorKind::Transient => "check the network and the store's health".into(),
@@ -207,11 +194,7 @@ pub(super) fn bounded(text: &str) -> String {
 fn is_write(op: &str) -> bool {
     matches!(
         op,
-        "write"
-            | "start upload of"
-            | "upload"
-            | "complete upload of"
-            | "probe conditional create with"
+        "write" | "start upload of" | "upload" | "complete upload of" | "probe conditional create with"
     )
 }
 
@@ -232,18 +215,11 @@ pub(super) fn classify(
         E::AlreadyExists { .. } => return K::AlreadyExists,
         // A failed If-None-Match on a write: the object is there. On a read pinned by If-Match,
         // the object was replaced meanwhile: reading again gets the new one.
-        E::Precondition { .. } => {
-            return if is_write(op) {
-                K::AlreadyExists
-            } else {
-                K::Transient
-            }
-        }
+        E::Precondition { .. } => return if is_write(op) { K::AlreadyExists } else { K::Transient },
         E::Unauthenticated { .. } | E::PermissionDenied { .. } => return K::Auth,
-        E::NotModified { .. }
-        | E::NotImplemented
-        | E::NotSupported { .. }
-        | E::InvalidPath { .. } => return K::Permanent,
+        E::NotModified { .. } | E::NotImplemented | E::NotSupported { .. } | E::InvalidPath { .. } => {
+            return K::Permanent
+        }
         _ => {}
     }
     if let Some(kind) = status.and_then(|s| kind_of_status(s, op)) {
@@ -254,10 +230,7 @@ pub(super) fn classify(
     }
     // object_store's retry text always names its `retry_timeout` setting: not a timeout.
     let lower = error_text(e).to_lowercase().replace("retry_timeout", "");
-    if lower.contains("slowdown")
-        || lower.contains("slow down")
-        || lower.contains("too many requests")
-    {
+    if lower.contains("slowdown") || lower.contains("slow down") || lower.contains("too many requests") {
         return K::Throttled;
     }
     if [
@@ -297,10 +270,7 @@ fn chain_is_transient(e: &object_store::Error) -> bool {
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
             use object_store::client::HttpErrorKind as H;
-            if matches!(
-                h.kind(),
-                H::Connect | H::Request | H::Timeout | H::Interrupted
-            ) {
+            if matches!(h.kind(), H::Connect | H::Request | H::Timeout | H::Interrupted) {
                 return true;
             }
         }
@@ -411,9 +381,7 @@ mod tests {
     #[test]
     fn kinds_follow_the_status() {
         let c = |status: u16, op: &str| {
-            let e = generic(&format!(
-                "Server returned non-2xx status code: {status}: body"
-            ));
+            let e = generic(&format!("Server returned non-2xx status code: {status}: body"));
             classify(&e, op, http_status(&error_text(&e)), false)
         };
         assert_eq!(c(429, "read"), K::Throttled);

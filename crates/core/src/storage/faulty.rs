@@ -14,8 +14,8 @@ use futures::stream::{BoxStream, StreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, Result,
 };
 
 /// What the next call of a kind does instead of (or after) its real work.
@@ -95,12 +95,7 @@ impl fmt::Display for Faulty {
 
 #[async_trait]
 impl ObjectStore for Faulty {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.put_calls.fetch_add(1, Ordering::SeqCst);
         match next(&self.puts) {
             None | Some(Fault::CutOff) => self.inner.put_opts(location, payload, opts).await,
@@ -113,11 +108,7 @@ impl ObjectStore for Faulty {
         }
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -129,8 +120,7 @@ impl ObjectStore for Faulty {
             Some(Fault::Denied) => Err(denied(location)),
             Some(Fault::CutOff) => {
                 let r = self.inner.get_opts(location, options).await?;
-                let (meta, range, attributes) =
-                    (r.meta.clone(), r.range.clone(), r.attributes.clone());
+                let (meta, range, attributes) = (r.meta.clone(), r.range.clone(), r.attributes.clone());
                 let all = r.bytes().await?;
                 let half = Bytes::copy_from_slice(&all[..all.len() / 2]);
                 let stream = futures::stream::iter([

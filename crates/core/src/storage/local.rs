@@ -26,8 +26,8 @@ use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, UploadPart,
 };
 
 /// A `LocalFileSystem` whose writes are fsynced before they become visible.
@@ -153,12 +153,7 @@ fn staging_path(dest: &FsPath) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn durable_put(
-    root: &FsPath,
-    dest: &FsPath,
-    payload: &PutPayload,
-    mode: &PutMode,
-) -> std::io::Result<bool> {
+fn durable_put(root: &FsPath, dest: &FsPath, payload: &PutPayload, mode: &PutMode) -> std::io::Result<bool> {
     let parent = dest.parent().unwrap_or(root).to_path_buf();
     create_private_dirs(&parent, root)?;
     let tmp = staging_path(dest);
@@ -234,10 +229,7 @@ impl ObjectStore for DurableLocal {
         // The staging file object_store writes has the umask's mode; a private parent directory
         // keeps it unreadable to others until `complete` makes it 0600.
         let dest = self.fs_path(location);
-        let (parent, root) = (
-            dest.parent().unwrap_or(&self.root).to_path_buf(),
-            self.root.clone(),
-        );
+        let (parent, root) = (dest.parent().unwrap_or(&self.root).to_path_buf(), self.root.clone());
         tokio::task::spawn_blocking(move || create_private_dirs(&parent, &root))
             .await
             .map_err(|e| object_store::Error::Generic {
@@ -253,11 +245,7 @@ impl ObjectStore for DurableLocal {
         }))
     }
 
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
         self.inner.get_opts(location, options).await
     }
 
@@ -346,14 +334,9 @@ mod tests {
         let result = async {
             let store = DurableLocal::new(&root, true).map_err(|e| generic(e, &root))?;
             store
-                .put(
-                    &Path::from("wal/0000000100000000/seg"),
-                    PutPayload::from_static(b"x"),
-                )
+                .put(&Path::from("wal/0000000100000000/seg"), PutPayload::from_static(b"x"))
                 .await?;
-            let mut up = store
-                .put_multipart(&Path::from("backups/b1/bundles/000001"))
-                .await?;
+            let mut up = store.put_multipart(&Path::from("backups/b1/bundles/000001")).await?;
             up.put_part(PutPayload::from_static(b"data")).await?;
             up.complete().await?;
             Ok::<_, object_store::Error>(())

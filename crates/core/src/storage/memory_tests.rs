@@ -9,8 +9,8 @@ use futures::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult,
 };
 
 use super::*;
@@ -21,19 +21,11 @@ async fn put_get_list_delete() {
     assert!(!s.is_local());
     s.put("wal/a/1", Bytes::from_static(b"one")).await.unwrap();
     s.put("wal/a/2", Bytes::from_static(b"two")).await.unwrap();
-    s.put("backups/x/catalog", Bytes::from_static(b"cat"))
-        .await
-        .unwrap();
+    s.put("backups/x/catalog", Bytes::from_static(b"cat")).await.unwrap();
     assert_eq!(&s.get("wal/a/1").await.unwrap()[..], b"one");
     s.put("wal/a/1", Bytes::from_static(b"uno")).await.unwrap();
     assert_eq!(&s.get("wal/a/1").await.unwrap()[..], b"uno", "put replaces");
-    let mut keys: Vec<_> = s
-        .list("wal")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let mut keys: Vec<_> = s.list("wal").await.unwrap().into_iter().map(|o| o.key).collect();
     keys.sort();
     assert_eq!(keys, ["wal/a/1", "wal/a/2"]);
     assert_eq!(s.list_dirs("backups").await.unwrap(), ["x"]);
@@ -42,10 +34,7 @@ async fn put_get_list_delete() {
     s.delete("wal/a/2").await.unwrap(); // deleting what is gone is fine
     assert!(s.head("wal/a/2").await.unwrap().is_none());
     let err = s.get("wal/a/2").await.unwrap_err();
-    assert!(
-        err.is_not_found() && err.kind() == StorageErrorKind::NotFound,
-        "{err}"
-    );
+    assert!(err.is_not_found() && err.kind() == StorageErrorKind::NotFound, "{err}");
     assert_eq!(s.get_opt("wal/a/2").await.unwrap(), None);
 }
 
@@ -53,15 +42,11 @@ async fn put_get_list_delete() {
 async fn put_if_absent_never_overwrites() {
     let s = Storage::memory();
     assert_eq!(
-        s.put_if_absent("k", Bytes::from_static(b"first"))
-            .await
-            .unwrap(),
+        s.put_if_absent("k", Bytes::from_static(b"first")).await.unwrap(),
         PutOutcome::Created
     );
     assert_eq!(
-        s.put_if_absent("k", Bytes::from_static(b"second"))
-            .await
-            .unwrap(),
+        s.put_if_absent("k", Bytes::from_static(b"second")).await.unwrap(),
         PutOutcome::AlreadyExists
     );
     assert_eq!(&s.get("k").await.unwrap()[..], b"first");
@@ -116,11 +101,7 @@ impl ObjectStore for PreconditionStore {
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         self.0.put_multipart_opts(location, opts).await
     }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
         self.0.get_opts(location, options).await
     }
     async fn delete(&self, location: &Path) -> object_store::Result<()> {
@@ -148,9 +129,7 @@ async fn precondition_failed_reads_as_already_exists() {
         "pre".into(),
     );
     assert_eq!(
-        s.put_if_absent("wal/1", Bytes::from_static(b"a"))
-            .await
-            .unwrap(),
+        s.put_if_absent("wal/1", Bytes::from_static(b"a")).await.unwrap(),
         PutOutcome::Created
     );
     assert_eq!(

@@ -99,9 +99,7 @@ impl CreateMode {
 
 impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Storage")
-            .field("location", &self.display)
-            .finish()
+        f.debug_struct("Storage").field("location", &self.display).finish()
     }
 }
 
@@ -130,8 +128,7 @@ impl Storage {
         if let Some(path) = local_path {
             if !path.is_absolute() {
                 return Err(bad(
-                    "a local repository needs an absolute path, e.g. file:///var/lib/pgvault"
-                        .into(),
+                    "a local repository needs an absolute path, e.g. file:///var/lib/pgvault".into(),
                 ));
             }
             if !create && !path.is_dir() {
@@ -141,7 +138,10 @@ impl Storage {
                 )));
             }
             let store = local::DurableLocal::new(&path, create).map_err(|e| {
-                bad(format!("cannot open directory {}: {e} (check that it exists and that this user may write to it)", path.display()))
+                bad(format!(
+                    "cannot open directory {}: {e} (check that it exists and that this user may write to it)",
+                    path.display()
+                ))
             })?;
             let display = store.to_string();
             let root = store.root().to_path_buf();
@@ -215,22 +215,16 @@ impl Storage {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let first = self
-            .inner
-            .put_opts(&path, PutPayload::from_static(b"1"), opts())
-            .await;
+        let first = self.inner.put_opts(&path, PutPayload::from_static(b"1"), opts()).await;
         let mode = match first {
-            Ok(_) => match self
-                .inner
-                .put_opts(&path, PutPayload::from_static(b"2"), opts())
-                .await
-            {
-                Err(object_store::Error::AlreadyExists { .. })
-                | Err(object_store::Error::Precondition { .. }) => CreateMode::Conditional,
+            Ok(_) => match self.inner.put_opts(&path, PutPayload::from_static(b"2"), opts()).await {
+                Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
+                    CreateMode::Conditional
+                }
                 Ok(_) => CreateMode::CheckThenWrite,
-                Err(
-                    object_store::Error::NotImplemented | object_store::Error::NotSupported { .. },
-                ) => CreateMode::CheckThenWrite,
+                Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
+                    CreateMode::CheckThenWrite
+                }
                 Err(e) => {
                     let _ = self.inner.delete(&path).await;
                     return Err(self.err("probe conditional create with", &key, e));
@@ -239,9 +233,7 @@ impl Storage {
             Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
                 CreateMode::CheckThenWrite
             }
-            Err(e) if http_status(&e.to_string()).is_some_and(|s| s == 400 || s == 501) => {
-                CreateMode::CheckThenWrite
-            }
+            Err(e) if http_status(&e.to_string()).is_some_and(|s| s == 400 || s == 501) => CreateMode::CheckThenWrite,
             Err(e) => return Err(self.err("probe conditional create with", &key, e)),
         };
         if let Err(e) = self.inner.delete(&path).await {
@@ -327,17 +319,11 @@ impl Storage {
     /// Streams an object. A request that fails transiently is tried again; when the body is cut off, the rest is requested again from the
     /// offset reached (pinned to the same object version by its ETag where the store gives one),
     /// a bounded number of times, so a dropped connection does not fail a restore.
-    pub async fn get_stream(
-        &self,
-        key: &str,
-    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    pub async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         let path = self.path(key);
         let r = self
             .retrying("read", key, |_| async {
-                self.inner
-                    .get(&path)
-                    .await
-                    .map_err(|e| self.err("read", key, e))
+                self.inner.get(&path).await.map_err(|e| self.err("read", key, e))
             })
             .await?;
         let state = stream::ResumableRead {
@@ -380,19 +366,11 @@ impl Storage {
                         size: m.size,
                         last_modified: m.last_modified,
                     }),
-                    Err(e @ object_store::Error::NotFound { .. })
-                        if !names_missing_bucket(&error_text(&e)) =>
-                    {
-                        break
-                    }
+                    Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&error_text(&e)) => break,
                     // A listing page cut off mid-body is not retried by object_store: list again.
                     Err(e) if attempt < BODY_RETRIES => {
                         attempt += 1;
-                        tracing::warn!(
-                            prefix,
-                            attempt,
-                            "listing {prefix} was cut off ({e}); listing again"
-                        );
+                        tracing::warn!(prefix, attempt, "listing {prefix} was cut off ({e}); listing again");
                         tokio::time::sleep(body_backoff(attempt)).await;
                         continue 'again;
                     }
@@ -412,11 +390,7 @@ impl Storage {
                 .iter()
                 .filter_map(|c| c.filename().map(|s| s.to_string()))
                 .collect()),
-            Err(e @ object_store::Error::NotFound { .. })
-                if !names_missing_bucket(&error_text(&e)) =>
-            {
-                Ok(Vec::new())
-            }
+            Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&error_text(&e)) => Ok(Vec::new()),
             Err(e) => Err(self.err("list", prefix, e)),
         }
     }

@@ -30,12 +30,7 @@ fn transient(e: &StorageError) -> bool {
 impl Storage {
     /// Runs `attempt` (given the retry number, 0 first) until it succeeds, fails for good, or
     /// [`OP_RETRIES`] retries are spent.
-    pub(super) async fn retrying<T, F, Fut>(
-        &self,
-        op: &str,
-        key: &str,
-        mut attempt: F,
-    ) -> Result<T, StorageError>
+    pub(super) async fn retrying<T, F, Fut>(&self, op: &str, key: &str, mut attempt: F) -> Result<T, StorageError>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
@@ -96,11 +91,7 @@ impl Storage {
     }
 
     /// One conditional create.
-    async fn create_once(
-        &self,
-        key: &str,
-        payload: PutPayload,
-    ) -> Result<PutOutcome, StorageError> {
+    async fn create_once(&self, key: &str, payload: PutPayload) -> Result<PutOutcome, StorageError> {
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -109,10 +100,9 @@ impl Storage {
             Ok(_) => Ok(PutOutcome::Created),
             // Some stores answer a conditional create on an existing object with 412
             // "precondition failed" instead of 409: the object is there all the same.
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => Ok(PutOutcome::AlreadyExists),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Ok(PutOutcome::AlreadyExists)
+            }
             Err(e) => match self.err("write", key, e) {
                 e if e.kind() == StorageErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
                 e => Err(e),
@@ -155,9 +145,7 @@ impl Storage {
             let why = match self.inner.get_opts(&path, options.clone()).await {
                 Ok(r) => match r.bytes().await {
                     Ok(b) => return Ok(b),
-                    Err(e) if matches!(e, object_store::Error::NotFound { .. }) => {
-                        return Err(self.err("read", key, e))
-                    }
+                    Err(e) if matches!(e, object_store::Error::NotFound { .. }) => return Err(self.err("read", key, e)),
                     Err(e) => self.err("read", key, e),
                 },
                 Err(e) => match self.err("read", key, e) {
@@ -169,11 +157,7 @@ impl Storage {
                 return Err(why);
             }
             attempt += 1;
-            tracing::warn!(
-                key,
-                attempt,
-                "reading {key} failed or was cut off ({why}); retrying"
-            );
+            tracing::warn!(key, attempt, "reading {key} failed or was cut off ({why}); retrying");
             tokio::time::sleep(body_backoff(attempt)).await;
         }
     }

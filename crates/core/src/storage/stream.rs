@@ -31,10 +31,7 @@ pub(super) struct ResumableRead {
 impl ResumableRead {
     async fn retry(&mut self, why: &str) -> Result<(), StorageError> {
         if self.attempts >= BODY_RETRIES {
-            let detail = format!(
-                "the download was cut off {} times (last: {why})",
-                self.attempts + 1
-            );
+            let detail = format!("the download was cut off {} times (last: {why})", self.attempts + 1);
             return Err(OperationError::new(
                 StorageErrorKind::Transient,
                 &self.storage.display,
@@ -114,11 +111,7 @@ pub struct Upload {
 }
 
 impl Upload {
-    pub(super) fn new(
-        storage: Storage,
-        key: &str,
-        up: Box<dyn object_store::MultipartUpload>,
-    ) -> Upload {
+    pub(super) fn new(storage: Storage, key: &str, up: Box<dyn object_store::MultipartUpload>) -> Upload {
         Upload {
             writer: WriteMultipart::new_with_chunk_size(up, UPLOAD_PART_SIZE),
             key: key.to_string(),
@@ -149,10 +142,7 @@ impl Upload {
     /// Completes the upload: only now does the object exist under its key.
     pub async fn finish(self) -> Result<(), StorageError> {
         let Upload {
-            writer,
-            key,
-            storage,
-            ..
+            writer, key, storage, ..
         } = self;
         writer
             .finish()

@@ -47,10 +47,7 @@ pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, 
 }
 
 /// The rustls configuration trusting `certs` (pinned end entities and roots).
-pub(crate) fn client_config(
-    certs: Vec<CertificateDer<'static>>,
-    path: &Path,
-) -> Result<ClientConfig, String> {
+pub(crate) fn client_config(certs: Vec<CertificateDer<'static>>, path: &Path) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(certs.iter().cloned());
@@ -58,23 +55,12 @@ pub(crate) fn client_config(
         Some(
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| {
-                    format!(
-                        "ca_file {}: cannot build a certificate verifier: {e}",
-                        path.display()
-                    )
-                })?,
+                .map_err(|e| format!("ca_file {}: cannot build a certificate verifier: {e}", path.display()))?,
         )
     } else {
         None
     };
-    let verifier = Verifier::new(
-        Policy::PinnedOrWebPki {
-            pinned: certs,
-            webpki,
-        },
-        provider.clone(),
-    );
+    let verifier = Verifier::new(Policy::PinnedOrWebPki { pinned: certs, webpki }, provider.clone());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up TLS protocol versions: {e}"))?

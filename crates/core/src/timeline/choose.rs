@@ -84,9 +84,7 @@ pub enum ChoiceError {
     NoBackups,
     #[error("there is no backup {id} in the repository")]
     UnknownBackup { id: String },
-    #[error(
-        "timeline {target_tli} is not in the archive: no history file or WAL segment names it"
-    )]
+    #[error("timeline {target_tli} is not in the archive: no history file or WAL segment names it")]
     UnknownTimeline { target_tli: TimelineId },
     #[error("backup {id} is not on the history of timeline {target_tli}: it ends at {stop_lsn} on timeline {stop_tli}, a point that timeline does not pass through")]
     NotOnPath {
@@ -115,15 +113,9 @@ pub enum ChoiceError {
     #[error("no backup on the history of timeline {target_tli} was taken before transaction {xid} ended: every one already contains it")]
     XidTooOld { xid: u64, target_tli: TimelineId },
     #[error("no restore point named '{name}' is recorded on the history of timeline {target_tli}")]
-    RestorePointNotFound {
-        name: String,
-        target_tli: TimelineId,
-    },
+    RestorePointNotFound { name: String, target_tli: TimelineId },
     #[error("backup {id} cannot be made consistent: WAL segment {first_missing} is missing from the archive")]
-    NotConsistent {
-        id: String,
-        first_missing: WalFileName,
-    },
+    NotConsistent { id: String, first_missing: WalFileName },
     #[error("{target} cannot be reached: WAL segment {first_missing} is missing from the archive; the furthest point recovery can reach is {reachable_lsn}{}", at(.reachable_time))]
     GapBeforeTarget {
         target: ModelTarget,
@@ -189,8 +181,7 @@ impl ArchiveModel {
             _ => Vec::new(),
         };
         // The restore point recovery from `b` stops at: the first of that name after its start.
-        let stop_point =
-            |b: &BackupPoint| points.iter().find(|p| p.point.lsn >= b.start_lsn).cloned();
+        let stop_point = |b: &BackupPoint| points.iter().find(|p| p.point.lsn >= b.start_lsn).cloned();
         let fits = |b: &BackupPoint| match target {
             ModelTarget::End | ModelTarget::Immediate => true,
             ModelTarget::Lsn(l) => b.stop_lsn <= *l,
@@ -260,9 +251,7 @@ impl ArchiveModel {
                 }
                 match first_error {
                     Some(e) => Err(e),
-                    None => {
-                        self.choose_backup(target, self.tree.latest(), explicit, xid_after_backup)
-                    }
+                    None => self.choose_backup(target, self.tree.latest(), explicit, xid_after_backup),
                 }
             }
             TimelineSpec::Current => {
@@ -303,10 +292,7 @@ impl ArchiveModel {
         }
         if !fits(b) {
             return Err(match target {
-                ModelTarget::Xid { full } => ChoiceError::XidTooOld {
-                    xid: *full,
-                    target_tli,
-                },
+                ModelTarget::Xid { full } => ChoiceError::XidTooOld { xid: *full, target_tli },
                 _ => ChoiceError::BackupAfterTarget {
                     id: b.id.clone(),
                     target: target.clone(),
@@ -332,8 +318,7 @@ impl ArchiveModel {
         let Some(oldest) = on_path.first() else {
             return Err(ChoiceError::NoBackupOnPath { target_tli });
         };
-        let fitting: Vec<&BackupPoint> =
-            on_path.iter().rev().copied().filter(|b| fits(b)).collect();
+        let fitting: Vec<&BackupPoint> = on_path.iter().rev().copied().filter(|b| fits(b)).collect();
         // A backup whose own WAL is gone cannot be used; an older one may still be.
         if let Some(b) = fitting
             .iter()
@@ -345,10 +330,7 @@ impl ArchiveModel {
             return Ok(b);
         }
         Err(match target {
-            ModelTarget::Xid { full } => ChoiceError::XidTooOld {
-                xid: *full,
-                target_tli,
-            },
+            ModelTarget::Xid { full } => ChoiceError::XidTooOld { xid: *full, target_tli },
             _ => ChoiceError::TargetBeforeOldest {
                 target: target.clone(),
                 target_tli,
@@ -363,41 +345,29 @@ impl ArchiveModel {
 impl ArchiveModel {
     /// With no recorded end time for the run, a time target is still known to lie beyond a gap
     /// when a commit after the gap is not later than it: recovery must replay that commit.
-    fn check_time_beyond_gap(
-        &self,
-        target: &ModelTarget,
-        plan: &RecoveryPlan,
-    ) -> Result<(), ChoiceError> {
-        let (ModelTarget::Time(t), Some(missing), true) =
-            (target, plan.first_missing, plan.gap_ahead)
-        else {
+    fn check_time_beyond_gap(&self, target: &ModelTarget, plan: &RecoveryPlan) -> Result<(), ChoiceError> {
+        let (ModelTarget::Time(t), Some(missing), true) = (target, plan.first_missing, plan.gap_ahead) else {
             return Ok(());
         };
         let after = missing.segment_number(self.segment_size);
         match self.earliest_commit_after(plan.target_tli, after) {
-            Some(first) if first <= *t && plan.reachable_end_time.is_none() => {
-                Err(ChoiceError::GapBeforeTarget {
-                    target: target.clone(),
-                    first_missing: missing,
-                    reachable_lsn: plan.reachable_end,
-                    reachable_time: None,
-                })
-            }
+            Some(first) if first <= *t && plan.reachable_end_time.is_none() => Err(ChoiceError::GapBeforeTarget {
+                target: target.clone(),
+                first_missing: missing,
+                reachable_lsn: plan.reachable_end,
+                reachable_time: None,
+            }),
             _ => Ok(()),
         }
     }
 }
 
 /// Refuses a plan that cannot reach `target`.
-fn check_reach(
-    target: &ModelTarget,
-    backup: &BackupPoint,
-    plan: &RecoveryPlan,
-) -> Result<(), ChoiceError> {
+fn check_reach(target: &ModelTarget, backup: &BackupPoint, plan: &RecoveryPlan) -> Result<(), ChoiceError> {
     if !plan.reaches_consistency {
-        let first_missing = plan.first_missing.unwrap_or_else(|| {
-            WalFileName::segment_for(backup.start_tli, backup.start_lsn, plan.segment_size)
-        });
+        let first_missing = plan
+            .first_missing
+            .unwrap_or_else(|| WalFileName::segment_for(backup.start_tli, backup.start_lsn, plan.segment_size));
         return Err(ChoiceError::NotConsistent {
             id: backup.id.clone(),
             first_missing,
@@ -428,9 +398,7 @@ fn check_reach(
         },
         ModelTarget::Lsn(l) if !plan.reaches(*l) => Err(short(plan)),
         // PostgreSQL stops at the first commit after the target time: one must exist.
-        ModelTarget::Time(t) if plan.reachable_end_time.is_some_and(|end| *t >= end) => {
-            Err(short(plan))
-        }
+        ModelTarget::Time(t) if plan.reachable_end_time.is_some_and(|end| *t >= end) => Err(short(plan)),
         ModelTarget::Name(_) => match plan.first_missing {
             Some(_) => Err(short(plan)),
             None => Ok(()),

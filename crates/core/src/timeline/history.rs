@@ -24,11 +24,7 @@ pub const MAX_HISTORY_BYTES: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TimelineError {
     #[error("the history file of timeline {tli} is {len} bytes, more than the {max} bytes a real one can need")]
-    TooLarge {
-        tli: TimelineId,
-        len: usize,
-        max: usize,
-    },
+    TooLarge { tli: TimelineId, len: usize, max: usize },
     #[error("timeline {tli} cannot have a history file: only timelines from 2 on are created by a promotion")]
     NoHistoryTimeline { tli: TimelineId },
     #[error("the history file of timeline {tli}, line {line}: {detail}")]
@@ -44,7 +40,9 @@ pub enum TimelineError {
         parent: TimelineId,
         previous: TimelineId,
     },
-    #[error("the history file of timeline {tli}, line {line}: switch point {lsn} is before the previous line's {previous}")]
+    #[error(
+        "the history file of timeline {tli}, line {line}: switch point {lsn} is before the previous line's {previous}"
+    )]
     SwitchOrder {
         tli: TimelineId,
         line: usize,
@@ -57,9 +55,7 @@ pub enum TimelineError {
     Inconsistent { tli: TimelineId, parent: TimelineId },
     #[error("timeline {tli} is not in the archive: no history file and no WAL segment names it")]
     UnknownTimeline { tli: TimelineId },
-    #[error(
-        "timeline {tli} has WAL segments but no history file names it: its ancestry is unknown"
-    )]
+    #[error("timeline {tli} has WAL segments but no history file names it: its ancestry is unknown")]
     AncestryUnknown { tli: TimelineId },
 }
 
@@ -135,9 +131,7 @@ fn parse_line(tli: TimelineId, line: usize, text: &str) -> Result<HistoryEntry, 
     };
     let (parent, rest) = text
         .split_once(|c: char| c.is_ascii_whitespace())
-        .ok_or_else(|| {
-            syntax("expected a parent timeline id, a switch point and a reason separated by tabs")
-        })?;
+        .ok_or_else(|| syntax("expected a parent timeline id, a switch point and a reason separated by tabs"))?;
     if parent.is_empty() || parent.len() > 10 || !parent.bytes().all(|b| b.is_ascii_digit()) {
         return Err(syntax("the parent timeline id is not a decimal number"));
     }
@@ -270,12 +264,9 @@ impl TimelineTree {
         if let Some(own) = self.histories.get(&tli) {
             return Some(own);
         }
-        self.histories.values().find_map(|entries| {
-            entries
-                .iter()
-                .position(|e| e.parent == tli)
-                .map(|i| &entries[..i])
-        })
+        self.histories
+            .values()
+            .find_map(|entries| entries.iter().position(|e| e.parent == tli).map(|i| &entries[..i]))
     }
 
     /// The path recovery follows from timeline 1 to `tli`, oldest first.
@@ -297,11 +288,7 @@ impl TimelineTree {
             });
             begin = e.switch_lsn;
         }
-        spans.push(TimelineSpan {
-            tli,
-            begin,
-            end: None,
-        });
+        spans.push(TimelineSpan { tli, begin, end: None });
         Ok(spans)
     }
 

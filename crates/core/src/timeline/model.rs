@@ -200,9 +200,7 @@ impl ArchiveModel {
             tree.note_timeline(b.start_tli);
             tree.note_timeline(b.stop_tli);
         }
-        backups.sort_by(|a, b| {
-            (a.stop_lsn, a.stop_time, &a.id).cmp(&(b.stop_lsn, b.stop_time, &b.id))
-        });
+        backups.sort_by(|a, b| (a.stop_lsn, a.stop_time, &a.id).cmp(&(b.stop_lsn, b.stop_time, &b.id)));
         Ok(ArchiveModel {
             segment_size,
             tree,
@@ -288,11 +286,7 @@ impl ArchiveModel {
 
     /// The earliest commit recorded in a segment recovery along `target_tli` would read after
     /// segment number `after` (used to tell that a time target lies beyond a gap).
-    pub fn earliest_commit_after(
-        &self,
-        target_tli: TimelineId,
-        after: u64,
-    ) -> Option<DateTime<Utc>> {
+    pub fn earliest_commit_after(&self, target_tli: TimelineId, after: u64) -> Option<DateTime<Utc>> {
         let ss = self.segment_size;
         self.times
             .iter()
@@ -312,19 +306,11 @@ impl ArchiveModel {
 
     /// The exact ordered segments recovery reads from `backup` along `target_tli`, up to the
     /// record at `until` (inclusive) or, with `None`, as far as the archive goes.
-    pub fn plan_recovery(
-        &self,
-        backup: &BackupPoint,
-        target_tli: TimelineId,
-        until: Option<Lsn>,
-    ) -> RecoveryPlan {
+    pub fn plan_recovery(&self, backup: &BackupPoint, target_tli: TimelineId, until: Option<Lsn>) -> RecoveryPlan {
         let ss = self.segment_size;
         let (spans, ancestry_known) = self.tree.path_or_root(target_tli);
         let on_path = self.backup_on_path(backup, target_tli);
-        let start_index = spans
-            .iter()
-            .position(|s| s.tli == backup.start_tli)
-            .unwrap_or(0);
+        let start_index = spans.iter().position(|s| s.tli == backup.start_tli).unwrap_or(0);
         let mut plan = RecoveryPlan {
             backup: backup.id.clone(),
             target_tli,
@@ -370,8 +356,7 @@ impl ArchiveModel {
                 continue;
             }
             let gap_ahead = newest.is_some_and(|n| n > next);
-            let needed =
-                until.is_some() || gap_ahead || (!backup.wal_included && next <= consistency_last);
+            let needed = until.is_some() || gap_ahead || (!backup.wal_included && next <= consistency_last);
             if needed {
                 plan.first_missing = Some(self.name(tli, next));
                 plan.gap_ahead = gap_ahead;
@@ -393,17 +378,10 @@ impl ArchiveModel {
 
     /// The last commit time in `segments` from the backup's stop on, if every such segment has
     /// recorded times.
-    fn run_end_time(
-        &self,
-        backup: &BackupPoint,
-        segments: &[WalFileName],
-    ) -> Option<DateTime<Utc>> {
+    fn run_end_time(&self, backup: &BackupPoint, segments: &[WalFileName]) -> Option<DateTime<Utc>> {
         let from = backup.stop_lsn.segment(self.segment_size);
         let mut end = backup.stop_time;
-        for seg in segments
-            .iter()
-            .filter(|s| s.segment_number(self.segment_size) >= from)
-        {
+        for seg in segments.iter().filter(|s| s.segment_number(self.segment_size) >= from) {
             let times = self.times.get(seg)?;
             if let Some(t) = times.last_commit {
                 end = end.max(t);
@@ -430,20 +408,13 @@ impl ArchiveModel {
             plan.segments.truncate(i + 1);
             plan.first_missing = None;
             plan.gap_ahead = false;
-            let end = plan.segments[i]
-                .segment_number(ss)
-                .saturating_add(1)
-                .saturating_mul(ss);
+            let end = plan.segments[i].segment_number(ss).saturating_add(1).saturating_mul(ss);
             plan.reachable_end = plan.consistent_lsn.max(Lsn(end));
         }
     }
 
     /// Restore points called `name` on the history of `target_tli`, in WAL order.
-    pub fn restore_points_named(
-        &self,
-        name: &str,
-        target_tli: TimelineId,
-    ) -> Vec<FoundRestorePoint> {
+    pub fn restore_points_named(&self, name: &str, target_tli: TimelineId) -> Vec<FoundRestorePoint> {
         let ss = self.segment_size;
         let mut found: Vec<FoundRestorePoint> = self
             .times
@@ -466,11 +437,7 @@ impl ArchiveModel {
     }
 
     /// The newest restore point called `name` on the history of `target_tli`.
-    pub fn find_restore_point(
-        &self,
-        name: &str,
-        target_tli: TimelineId,
-    ) -> Option<FoundRestorePoint> {
+    pub fn find_restore_point(&self, name: &str, target_tli: TimelineId) -> Option<FoundRestorePoint> {
         self.restore_points_named(name, target_tli).pop()
     }
 }

@@ -107,10 +107,7 @@ impl ArchiveModel {
     /// Windows for every timeline that is a leaf or has backups ending on it.
     pub fn windows_by_timeline(&self) -> Vec<TimelineWindows> {
         let timelines = self.tree.timelines();
-        let parents: BTreeSet<TimelineId> = timelines
-            .iter()
-            .filter_map(|&t| self.tree.parent(t))
-            .collect();
+        let parents: BTreeSet<TimelineId> = timelines.iter().filter_map(|&t| self.tree.parent(t)).collect();
         timelines
             .into_iter()
             .filter(|t| !parents.contains(t) || self.backups.iter().any(|b| b.stop_tli == *t))

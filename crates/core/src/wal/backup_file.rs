@@ -45,9 +45,7 @@ pub struct BackupFileInfo {
 }
 
 fn bad(detail: impl Into<String>) -> WalError {
-    WalError::BadBackupFile {
-        detail: detail.into(),
-    }
+    WalError::BadBackupFile { detail: detail.into() }
 }
 
 /// Parses a backup history file. Unknown lines (PostgreSQL 17's `INCREMENTAL FROM ...`) are
@@ -134,12 +132,7 @@ fn server_time(raw: &str) -> ServerTime {
     let utc = raw.rsplit_once(' ').and_then(|(local, zone)| {
         let local = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S").ok()?;
         let offset = FixedOffset::east_opt(zone_offset(zone)?)?;
-        Some(
-            offset
-                .from_local_datetime(&local)
-                .single()?
-                .with_timezone(&Utc),
-        )
+        Some(offset.from_local_datetime(&local).single()?.with_timezone(&Utc))
     });
     ServerTime {
         raw: raw.to_string(),
@@ -150,10 +143,7 @@ fn server_time(raw: &str) -> ServerTime {
 /// Seconds east of UTC for `UTC`/`GMT` and numeric abbreviations (`+03`, `-0330`, `+05:30`);
 /// `None` for names (`CET`, `EST`), which are ambiguous without the zone database.
 fn zone_offset(zone: &str) -> Option<i32> {
-    if matches!(
-        zone,
-        "UTC" | "GMT" | "UCT" | "Z" | "Etc/UTC" | "Universal" | "Zulu"
-    ) {
+    if matches!(zone, "UTC" | "GMT" | "UCT" | "Z" | "Etc/UTC" | "Universal" | "Zulu") {
         return Some(0);
     }
     let (sign, digits) = match zone.as_bytes().first()? {
@@ -165,11 +155,7 @@ fn zone_offset(zone: &str) -> Option<i32> {
     if !digits.bytes().all(|b| b.is_ascii_digit()) || ![2, 4, 6].contains(&digits.len()) {
         return None;
     }
-    let part = |i: usize| {
-        digits
-            .get(i..i + 2)
-            .map_or(Some(0), |p| p.parse::<i32>().ok())
-    };
+    let part = |i: usize| digits.get(i..i + 2).map_or(Some(0), |p| p.parse::<i32>().ok());
     let (h, m, s) = (part(0)?, part(2)?, part(4)?);
     if h > 15 || m > 59 || s > 59 {
         return None;
@@ -180,11 +166,7 @@ fn zone_offset(zone: &str) -> Option<i32> {
 /// Checks that a backup history file's content matches its name `<segment>.<offset>.backup`:
 /// the start location's segment and offset, and a start file consistent with the start LSN and
 /// timeline.
-pub fn check_backup_file(
-    name: &WalFileName,
-    info: &BackupFileInfo,
-    segment_size: u64,
-) -> Result<(), WalError> {
+pub fn check_backup_file(name: &WalFileName, info: &BackupFileInfo, segment_size: u64) -> Result<(), WalError> {
     let mismatch = |detail: String| {
         Err(WalError::BackupFileMismatch {
             name: name.to_string(),
@@ -227,8 +209,7 @@ mod tests {
 
     const SEG: u64 = 1024 * 1024;
     /// Written by PostgreSQL 15 (crates/core/tests/data/wal/pg15).
-    const REAL: &str =
-        include_str!("../../tests/data/wal/pg15/00000001000000000000000B.00000028.backup");
+    const REAL: &str = include_str!("../../tests/data/wal/pg15/00000001000000000000000B.00000028.backup");
 
     #[test]
     fn parses_a_real_file_and_checks_its_name() {
@@ -241,10 +222,7 @@ mod tests {
         assert_eq!(info.from.as_deref(), Some("primary"));
         assert_eq!(info.label, "pg_basebackup base backup");
         assert_eq!((info.start_timeline, info.stop_timeline), (1, 1));
-        assert_eq!(
-            info.start_time.utc.unwrap().to_rfc3339(),
-            "2026-12-01T21:31:29+00:00"
-        );
+        assert_eq!(info.start_time.utc.unwrap().to_rfc3339(), "2026-12-01T21:31:29+00:00");
         let name = WalFileName::parse("00000001000000000000000B.00000028.backup").unwrap();
         check_backup_file(&name, &info, SEG).unwrap();
         for other in [
@@ -267,8 +245,7 @@ mod tests {
 
     #[test]
     fn parses_a_pg18_file() {
-        let text =
-            include_str!("../../tests/data/wal/pg18/00000001000000000000000C.00000028.backup");
+        let text = include_str!("../../tests/data/wal/pg18/00000001000000000000000C.00000028.backup");
         let info = parse_backup_file(text.as_bytes()).unwrap();
         assert_eq!(
             (info.start_lsn, info.stop_lsn),
@@ -294,10 +271,7 @@ mod tests {
         assert!(parse_backup_file(twice.as_bytes()).is_err());
         let bad_lsn = REAL.replace("0/B00060", "0/XYZ");
         assert!(parse_backup_file(bad_lsn.as_bytes()).is_err());
-        let bad_file = REAL.replace(
-            "(file 00000001000000000000000B)\nSTOP",
-            "(file ../etc/passwd)\nSTOP",
-        );
+        let bad_file = REAL.replace("(file 00000001000000000000000B)\nSTOP", "(file ../etc/passwd)\nSTOP");
         assert!(parse_backup_file(bad_file.as_bytes()).is_err());
         assert!(parse_backup_file(&vec![b'A'; MAX_BACKUP_FILE_LEN + 1]).is_err());
         assert!(parse_backup_file(b"garbage without a colon").is_err());
@@ -334,10 +308,7 @@ mod tests {
             Some("2026-11-22T21:42:00+00:00")
         );
         assert_eq!(t("2026-11-23 03:12:00 CET"), None);
-        assert_eq!(
-            server_time("2026-11-23 03:12:00 CET").raw,
-            "2026-11-23 03:12:00 CET"
-        );
+        assert_eq!(server_time("2026-11-23 03:12:00 CET").raw, "2026-11-23 03:12:00 CET");
         assert_eq!(t("yesterday UTC"), None);
         assert_eq!(t("2026-11-23 03:12:00 +99"), None);
     }

@@ -63,10 +63,7 @@ pub struct WalFileName {
 }
 
 fn hex8(s: &str) -> Option<u32> {
-    if s.len() == 8
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-    {
+    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
         u32::from_str_radix(s, 16).ok()
     } else {
         None
@@ -248,14 +245,7 @@ pub fn check_segment(
     segment_size: u64,
     major: u32,
 ) -> Result<(), WalError> {
-    let h = check_segment_header(
-        name,
-        data,
-        data.len() as u64,
-        system_identifier,
-        segment_size,
-        major,
-    )?;
+    let h = check_segment_header(name, data, data.len() as u64, system_identifier, segment_size, major)?;
     if h.timeline != name.timeline && !starts_timeline(name, data, segment_size, major) {
         return Err(WalError::Foreign {
             name: name.to_string(),
@@ -322,9 +312,7 @@ pub fn check_segment_header(
         ));
     }
     if len != segment_size {
-        return foreign(format!(
-            "it is {len} bytes long, a segment is {segment_size} bytes"
-        ));
+        return foreign(format!("it is {len} bytes long, a segment is {segment_size} bytes"));
     }
     Ok(h)
 }
@@ -352,9 +340,7 @@ fn starts_timeline(name: &WalFileName, data: &[u8], segment_size: u64, major: u3
     // The record that starts the timeline is the first one after the switch point; when that
     // point is within a record's length of the segment's end, only its header is here.
     let (summary, tail) = records::summarize_with_tail(name, data, segment_size, major);
-    summary
-        .timeline_switch
-        .is_some_and(|s| s.to == name.timeline)
+    summary.timeline_switch.is_some_and(|s| s.to == name.timeline)
         || (summary.complete
             && summary.timeline_switch.is_none()
             && tail.is_some_and(|(rmid, info)| rmid == 0 && matches!(info & 0xF0, 0x00 | 0x90)))
@@ -369,10 +355,7 @@ mod tests {
     #[test]
     fn parses_every_archived_kind() {
         let s = WalFileName::parse("000000010000000200000003").unwrap();
-        assert_eq!(
-            (s.timeline, s.log, s.seg, s.kind),
-            (1, 2, 3, WalKind::Segment)
-        );
+        assert_eq!((s.timeline, s.log, s.seg, s.kind), (1, 2, 3, WalKind::Segment));
         assert_eq!(s.to_string(), "000000010000000200000003");
         let h = WalFileName::parse("0000000A.history").unwrap();
         assert_eq!((h.timeline, h.kind), (10, WalKind::History));

@@ -53,9 +53,7 @@ pub(super) fn note_record(rec: &[u8], lsn: Lsn, major: u32, summary: &mut WalSum
             let raw = &main[8..72];
             let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
             let name = String::from_utf8_lossy(raw).into_owned();
-            summary
-                .restore_points
-                .push(RestorePointRecord { name, lsn, time });
+            summary.restore_points.push(RestorePointRecord { name, lsn, time });
         }
         XLOG_END_OF_RECOVERY | XLOG_CHECKPOINT_SHUTDOWN if main.len() >= 16 => {
             let (to, from) = (u32_at(main, 8).unwrap_or(0), u32_at(main, 12).unwrap_or(0));

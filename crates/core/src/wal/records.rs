@@ -127,12 +127,7 @@ struct Walker<'a> {
 
 /// Walks the records of one segment (or `.partial` file) and reports commit times, restore points
 /// and timeline switches. Never fails: see [`WalSummary::complete`].
-pub fn summarize_segment(
-    name: &WalFileName,
-    data: &[u8],
-    segment_size: u64,
-    major: u32,
-) -> WalSummary {
+pub fn summarize_segment(name: &WalFileName, data: &[u8], segment_size: u64, major: u32) -> WalSummary {
     summarize_with_tail(name, data, segment_size, major).0
 }
 
@@ -157,30 +152,19 @@ pub(super) fn summarize_with_tail(
 }
 
 /// Checks the first page's long header and sets up the walk.
-fn start<'a>(
-    name: &WalFileName,
-    data: &'a [u8],
-    segment_size: u64,
-    major: u32,
-) -> Result<Walker<'a>, Stop> {
+fn start<'a>(name: &WalFileName, data: &'a [u8], segment_size: u64, major: u32) -> Result<Walker<'a>, Stop> {
     let broken = |s: String| Stop::Broken(s);
     if !name.has_page_header() {
         return Err(broken(format!("{name} is not a WAL segment")));
     }
-    let seg_len =
-        usize::try_from(segment_size).map_err(|_| broken("segment size too large".into()))?;
+    let seg_len = usize::try_from(segment_size).map_err(|_| broken("segment size too large".into()))?;
     let data = &data[..data.len().min(seg_len)];
     if data.len() < LONG_PAGE_HEADER {
-        return Err(broken(format!(
-            "{} bytes, shorter than a long page header",
-            data.len()
-        )));
+        return Err(broken(format!("{} bytes, shorter than a long page header", data.len())));
     }
     let magic = u16_at(data, 0).unwrap_or(0);
     if page_magic_for_major(major).is_some_and(|m| m != magic) {
-        return Err(broken(format!(
-            "page magic {magic:#06X} is not PostgreSQL {major}'s"
-        )));
+        return Err(broken(format!("page magic {magic:#06X} is not PostgreSQL {major}'s")));
     }
     let seg_size = u32_at(data, 32).unwrap_or(0);
     let block_size = u32_at(data, 36).unwrap_or(0) as usize;
@@ -189,13 +173,8 @@ fn start<'a>(
             "long header says segment size {seg_size}, expected {segment_size}"
         )));
     }
-    if !block_size.is_power_of_two()
-        || !(1024..=65536).contains(&block_size)
-        || seg_len % block_size != 0
-    {
-        return Err(broken(format!(
-            "long header has an invalid block size {block_size}"
-        )));
+    if !block_size.is_power_of_two() || !(1024..=65536).contains(&block_size) || seg_len % block_size != 0 {
+        return Err(broken(format!("long header has an invalid block size {block_size}")));
     }
     Ok(Walker {
         data,
@@ -240,9 +219,7 @@ impl Walker<'_> {
             return Err(Stop::Broken(format!("invalid page header at {at}")));
         }
         if (info & XLP_LONG_HEADER != 0) != (pos == 0) {
-            return Err(Stop::Broken(format!(
-                "misplaced long page header flag at {at}"
-            )));
+            return Err(Stop::Broken(format!("misplaced long page header flag at {at}")));
         }
         if tli < self.page_tli || tli > self.max_tli || tli == 0 {
             return Err(Stop::Broken(format!(
@@ -250,11 +227,7 @@ impl Walker<'_> {
             )));
         }
         self.page_tli = tli;
-        let len = if pos == 0 {
-            LONG_PAGE_HEADER
-        } else {
-            SHORT_PAGE_HEADER
-        };
+        let len = if pos == 0 { LONG_PAGE_HEADER } else { SHORT_PAGE_HEADER };
         Ok(PageHeader { info, rem_len, len })
     }
 
@@ -300,9 +273,7 @@ impl Walker<'_> {
     fn walk(&mut self, name: &WalFileName, summary: &mut WalSummary) -> Stop {
         let first = match self.page(0) {
             Ok(h) => h,
-            Err(Stop::End) => {
-                return Stop::Broken(format!("{name}: the first page header is empty"))
-            }
+            Err(Stop::End) => return Stop::Broken(format!("{name}: the first page header is empty")),
             Err(e) => return e,
         };
         let mut pos = if first.info & XLP_FIRST_IS_CONTRECORD != 0 {
@@ -323,12 +294,7 @@ impl Walker<'_> {
     }
 
     /// Reads, checks and records the record at `pos`; returns where the next one starts.
-    fn next_record(
-        &mut self,
-        mut pos: usize,
-        prev: &mut Option<u64>,
-        summary: &mut WalSummary,
-    ) -> Result<usize, Stop> {
+    fn next_record(&mut self, mut pos: usize, prev: &mut Option<u64>, summary: &mut WalSummary) -> Result<usize, Stop> {
         if pos % self.block_size == 0 {
             let h = self.page(pos)?;
             if h.info & XLP_FIRST_IS_CONTRECORD != 0 {
@@ -345,9 +311,7 @@ impl Walker<'_> {
         };
         let lsn = self.lsn(pos);
         if tot_len < RECORD_HEADER {
-            return Err(Stop::Broken(format!(
-                "invalid record length {tot_len} at {lsn}"
-            )));
+            return Err(Stop::Broken(format!("invalid record length {tot_len} at {lsn}")));
         }
         let (end, overwritten) = match self.gather(pos, tot_len, *prev) {
             Err(Stop::End) => {
@@ -398,12 +362,7 @@ impl Walker<'_> {
     /// Finds the pieces of the record at `pos` (one per page it touches) in `self.pieces`,
     /// checking the continuation page headers. Returns the end position, and a resume position
     /// if the record was abandoned and overwritten.
-    fn gather(
-        &mut self,
-        pos: usize,
-        tot_len: usize,
-        prev: Option<u64>,
-    ) -> Result<(usize, Option<usize>), Stop> {
+    fn gather(&mut self, pos: usize, tot_len: usize, prev: Option<u64>) -> Result<(usize, Option<usize>), Stop> {
         self.pieces.clear();
         let avail = self.block_size - pos % self.block_size;
         let on_page = avail.min(tot_len).min(self.data.len().saturating_sub(pos));

@@ -68,11 +68,7 @@ fn record_bytes(rec: &Rec, prev: u64) -> Vec<u8> {
         }
     };
     let mut body = Vec::new();
-    let per_block = if blocks > 0 {
-        payload / usize::from(blocks)
-    } else {
-        0
-    };
+    let per_block = if blocks > 0 { payload / usize::from(blocks) } else { 0 };
     for b in 0..blocks {
         body.push(b);
         body.push(0x20 | if b > 0 { 0x80 } else { 0 });
@@ -143,15 +139,7 @@ fn write_segment(seg_no: u64, cont: usize, recs: &[Rec]) -> (Vec<u8>, Vec<(Lsn, 
                 if pos >= SEG {
                     return None;
                 }
-                pos = header(
-                    d,
-                    pos,
-                    if contrecord || i > 0 {
-                        bytes.len() - i
-                    } else {
-                        0
-                    },
-                );
+                pos = header(d, pos, if contrecord || i > 0 { bytes.len() - i } else { 0 });
             }
             let n = (BLOCK - pos % BLOCK).min(bytes.len() - i);
             d[pos..pos + n].copy_from_slice(&bytes[i..i + n]);
@@ -237,10 +225,7 @@ fn synthetic_segments_are_read_exactly() {
 
 #[test]
 fn random_bytes_never_panic() {
-    let strategy = (
-        prop::collection::vec(any::<u8>(), 0..3 * BLOCK),
-        any::<bool>(),
-    );
+    let strategy = (prop::collection::vec(any::<u8>(), 0..3 * BLOCK), any::<bool>());
     runner(300)
         .run(&strategy, |(mut bytes, plausible)| {
             let name = WalFileName::from_segment_number(1, 5, SEG as u64);
@@ -281,10 +266,7 @@ fn mutated_segments_never_report_a_mutated_restore_point() {
         })
         .collect();
     let name = WalFileName::from_segment_number(1, 5, SEG as u64);
-    let strategy = (
-        prop::collection::vec((0usize..SEG, any::<u8>()), 1..8),
-        0usize..=SEG,
-    );
+    let strategy = (prop::collection::vec((0usize..SEG, any::<u8>()), 1..8), 0usize..=SEG);
     runner(300)
         .run(&strategy, |(flips, len)| {
             let mut bad = seg.clone();
@@ -322,8 +304,7 @@ fn an_overwritten_contrecord_is_skipped() {
     let (page, _) = write_segment(5, 0, &[]);
     seg[BLOCK..BLOCK + 24].copy_from_slice(&page[..24]);
     seg[BLOCK + 2..BLOCK + 4].copy_from_slice(&0x0008u16.to_le_bytes());
-    seg[BLOCK + 8..BLOCK + 16]
-        .copy_from_slice(&(torn.0 - torn.0 % SEG as u64 + BLOCK as u64).to_le_bytes());
+    seg[BLOCK + 8..BLOCK + 16].copy_from_slice(&(torn.0 - torn.0 % SEG as u64 + BLOCK as u64).to_le_bytes());
     let commit = record_bytes(&Rec::Commit(5_000_000), torn.0);
     seg[BLOCK + 24..BLOCK + 24 + commit.len()].copy_from_slice(&commit);
     let name = WalFileName::from_segment_number(1, 5, SEG as u64);
@@ -388,34 +369,16 @@ fn a_timeline_start_cut_by_the_segment_end_still_counts() {
     for last in [Rec::EndOfRecovery(2), Rec::Commit(1)] {
         let seg = (40_000..SEG)
             .step_by(8)
-            .map(|p| {
-                write_segment(
-                    5,
-                    0,
-                    &[
-                        Rec::Filler {
-                            blocks: 1,
-                            payload: p,
-                        },
-                        last.clone(),
-                    ],
-                )
-            })
+            .map(|p| write_segment(5, 0, &[Rec::Filler { blocks: 1, payload: p }, last.clone()]))
             .find(|(seg, written)| {
-                written.len() == 1
-                    && records::summarize_with_tail(&name, seg, SEG as u64, 15)
-                        .1
-                        .is_some()
+                written.len() == 1 && records::summarize_with_tail(&name, seg, SEG as u64, 15).1.is_some()
             })
             .expect("a filler length that leaves the last record's header at the end")
             .0;
         let result = check_segment(&name, &seg, SYSID, SEG as u64, 15);
         match last {
             Rec::EndOfRecovery(_) => result.unwrap(),
-            _ => assert!(
-                matches!(result, Err(WalError::Foreign { .. })),
-                "{result:?}"
-            ),
+            _ => assert!(matches!(result, Err(WalError::Foreign { .. })), "{result:?}"),
         }
     }
     // A whole end-of-recovery record to another timeline is no evidence for this one.

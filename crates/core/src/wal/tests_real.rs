@@ -47,17 +47,8 @@ fn expected(tag: &str, file: &str) -> Expected {
             .parse()
             .unwrap();
         let desc = line.split("desc: ").nth(1).unwrap();
-        if let Some(t) = desc
-            .strip_prefix("COMMIT ")
-            .or_else(|| desc.strip_prefix("ABORT "))
-        {
-            let t = t
-                .split(';')
-                .next()
-                .unwrap()
-                .trim()
-                .strip_suffix(" UTC")
-                .unwrap();
+        if let Some(t) = desc.strip_prefix("COMMIT ").or_else(|| desc.strip_prefix("ABORT ")) {
+            let t = t.split(';').next().unwrap().trim().strip_suffix(" UTC").unwrap();
             let t = NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f")
                 .unwrap()
                 .and_utc();
@@ -88,21 +79,9 @@ fn matches_waldump(tag: &str, major: u32, file: &str) -> WalSummary {
     let e = expected(tag, file);
     assert!(s.complete, "{tag}/{file}: {s:?}");
     assert_eq!(s.records, e.records, "{tag}/{file}: record count");
-    assert_eq!(
-        s.first_commit,
-        e.xacts.iter().map(|x| x.1).min(),
-        "{tag}/{file}"
-    );
-    assert_eq!(
-        s.last_commit,
-        e.xacts.iter().map(|x| x.1).max(),
-        "{tag}/{file}"
-    );
-    let found: Vec<_> = s
-        .restore_points
-        .iter()
-        .map(|r| (r.name.clone(), r.lsn))
-        .collect();
+    assert_eq!(s.first_commit, e.xacts.iter().map(|x| x.1).min(), "{tag}/{file}");
+    assert_eq!(s.last_commit, e.xacts.iter().map(|x| x.1).max(), "{tag}/{file}");
+    let found: Vec<_> = s.restore_points.iter().map(|r| (r.name.clone(), r.lsn)).collect();
     assert_eq!(found, e.restore_points, "{tag}/{file}");
     for rp in &s.restore_points {
         // pg_waldump does not print the time: it lies between the transactions around it.
@@ -121,10 +100,7 @@ fn matches_waldump(tag: &str, major: u32, file: &str) -> WalSummary {
 fn pg15_commits_aborts_and_a_restore_point() {
     let s = matches_waldump("pg15", 15, "000000010000000000000007");
     assert_eq!(s.restore_points[0].name, "before_x");
-    assert_eq!(
-        s.first_commit.unwrap().to_rfc3339(),
-        "2026-12-01T21:31:28.691336+00:00"
-    );
+    assert_eq!(s.first_commit.unwrap().to_rfc3339(), "2026-12-01T21:31:28.691336+00:00");
     // The segment was switched: its last record is the switch record.
     assert_eq!(s.last_record_end, Some("0/71E890".parse().unwrap()));
 }
@@ -170,24 +146,12 @@ fn sysid(seg: &[u8]) -> u64 {
 #[test]
 fn segment_check_follows_timelines() {
     for (tag, major, tl1, tl2) in [
-        (
-            "pg15",
-            15,
-            "000000010000000000000007",
-            "00000002000000000000000C",
-        ),
-        (
-            "pg18",
-            18,
-            "000000010000000000000008",
-            "00000002000000000000000D",
-        ),
+        ("pg15", 15, "000000010000000000000007", "00000002000000000000000C"),
+        ("pg18", 18, "000000010000000000000008", "00000002000000000000000D"),
     ] {
         let one = data(tag, tl1);
         let id = sysid(&one);
-        let check = |name: &str, d: &[u8]| {
-            check_segment(&WalFileName::parse(name).unwrap(), d, id, SEG, major)
-        };
+        let check = |name: &str, d: &[u8]| check_segment(&WalFileName::parse(name).unwrap(), d, id, SEG, major);
         check(tl1, &one).unwrap();
         // The first segment of timeline 2 starts with timeline 1's pages: accepted.
         let two = data(tag, tl2);
@@ -237,10 +201,7 @@ fn damaged_records_end_the_walk() {
         "{s:?}"
     );
     assert!(s.restore_points.is_empty());
-    assert!(
-        s.first_commit.is_some(),
-        "what was read before the damage is kept"
-    );
+    assert!(s.first_commit.is_some(), "what was read before the damage is kept");
     // A wrong major version's magic: nothing read.
     let s = summarize_segment(&name, &good, SEG, 16);
     assert!(!s.complete && s.records == 0);
@@ -258,8 +219,7 @@ fn damaged_records_end_the_walk() {
 #[test]
 #[ignore = "benchmark: needs PGVAULT_WALSCAN_SEGMENT, run with --release"]
 fn summarize_speed() {
-    let path =
-        PathBuf::from(std::env::var("PGVAULT_WALSCAN_SEGMENT").expect("PGVAULT_WALSCAN_SEGMENT"));
+    let path = PathBuf::from(std::env::var("PGVAULT_WALSCAN_SEGMENT").expect("PGVAULT_WALSCAN_SEGMENT"));
     let major = std::env::var("PGVAULT_WALSCAN_MAJOR").map_or(15, |m| m.parse().unwrap());
     let data = std::fs::read(&path).unwrap();
     let name = WalFileName::parse(path.file_name().unwrap().to_str().unwrap()).unwrap();
@@ -267,10 +227,7 @@ fn summarize_speed() {
     let runs = 20;
     let t = std::time::Instant::now();
     for _ in 0..runs {
-        assert_eq!(
-            summarize_segment(&name, &data, data.len() as u64, major),
-            first
-        );
+        assert_eq!(summarize_segment(&name, &data, data.len() as u64, major), first);
     }
     let per = t.elapsed() / runs;
     println!(

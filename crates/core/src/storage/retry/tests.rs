@@ -24,10 +24,7 @@ async fn a_create_that_timed_out_is_tried_again() {
     let out = s.put_if_absent(KEY, Bytes::from_static(b"wal")).await;
     assert_eq!(out.expect("retried"), PutOutcome::Created);
     assert_eq!(store.put_calls.load(Ordering::SeqCst), 2);
-    assert_eq!(
-        s.get(KEY).await.expect("stored"),
-        Bytes::from_static(b"wal")
-    );
+    assert_eq!(s.get(KEY).await.expect("stored"), Bytes::from_static(b"wal"));
 }
 
 #[tokio::test]
@@ -42,16 +39,11 @@ async fn a_create_that_landed_before_its_answer_was_lost_is_ours() {
 #[tokio::test]
 async fn a_retried_create_meeting_other_content_reports_it_exists() {
     let (store, s) = faulty();
-    s.put(KEY, Bytes::from_static(b"theirs"))
-        .await
-        .expect("put");
+    s.put(KEY, Bytes::from_static(b"theirs")).await.expect("put");
     store.fail_puts(&[Fault::Timeout]);
     let out = s.put_if_absent(KEY, Bytes::from_static(b"ours")).await;
     assert_eq!(out.expect("retried"), PutOutcome::AlreadyExists);
-    assert_eq!(
-        s.get(KEY).await.expect("kept"),
-        Bytes::from_static(b"theirs")
-    );
+    assert_eq!(s.get(KEY).await.expect("kept"), Bytes::from_static(b"theirs"));
 }
 
 #[tokio::test]
@@ -90,10 +82,7 @@ async fn whole_reads_survive_cut_off_bodies_and_failed_requests() {
     store.fail_gets(&[Fault::Timeout, Fault::CutOff]);
     assert_eq!(s.get_opt(KEY).await.expect("read"), Some(data.clone()));
     store.fail_gets(&[Fault::CutOff, Fault::Timeout]);
-    assert_eq!(
-        s.get_prefix(KEY, 100).await.expect("read"),
-        data.slice(..100)
-    );
+    assert_eq!(s.get_prefix(KEY, 100).await.expect("read"), data.slice(..100));
 }
 
 #[tokio::test]
@@ -112,9 +101,7 @@ async fn missing_and_refused_reads_are_not_retried() {
 async fn a_streamed_read_whose_request_failed_is_tried_again() {
     use futures::stream::TryStreamExt;
     let (store, s) = faulty();
-    s.put(KEY, Bytes::from_static(b"bundle"))
-        .await
-        .expect("put");
+    s.put(KEY, Bytes::from_static(b"bundle")).await.expect("put");
     store.fail_gets(&[Fault::Timeout]);
     let parts: Vec<Bytes> = s
         .get_stream(KEY)

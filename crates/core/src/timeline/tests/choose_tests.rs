@@ -18,11 +18,7 @@ fn linear(missing: &[u64]) -> ArchiveModel {
     model(TimelineTree::default(), archive, vec![b2, b1], times)
 }
 
-fn choose(
-    m: &ArchiveModel,
-    target: ModelTarget,
-    tli: TimelineId,
-) -> Result<crate::timeline::Choice, ChoiceError> {
+fn choose(m: &ArchiveModel, target: ModelTarget, tli: TimelineId) -> Result<crate::timeline::Choice, ChoiceError> {
     m.choose_backup(&target, tli, None, &no_xid)
 }
 
@@ -30,27 +26,15 @@ fn choose(
 fn newest_backup_before_the_target() {
     let m = linear(&[]);
     assert_eq!(choose(&m, ModelTarget::End, 1).unwrap().backup.id, "b2");
-    assert_eq!(
-        choose(&m, ModelTarget::Time(at(45)), 1).unwrap().backup.id,
-        "b1"
-    );
+    assert_eq!(choose(&m, ModelTarget::Time(at(45)), 1).unwrap().backup.id, "b1");
     // Clock edge: a target equal to the stop time can use that backup.
+    assert_eq!(choose(&m, ModelTarget::Time(at(60)), 1).unwrap().backup.id, "b2");
     assert_eq!(
-        choose(&m, ModelTarget::Time(at(60)), 1).unwrap().backup.id,
+        choose(&m, ModelTarget::Lsn(lsn("0/6000100")), 1).unwrap().backup.id,
         "b2"
     );
     assert_eq!(
-        choose(&m, ModelTarget::Lsn(lsn("0/6000100")), 1)
-            .unwrap()
-            .backup
-            .id,
-        "b2"
-    );
-    assert_eq!(
-        choose(&m, ModelTarget::Lsn(lsn("0/60000FF")), 1)
-            .unwrap()
-            .backup
-            .id,
+        choose(&m, ModelTarget::Lsn(lsn("0/60000FF")), 1).unwrap().backup.id,
         "b1"
     );
     let c = choose(&m, ModelTarget::Immediate, 1).unwrap();
@@ -63,9 +47,7 @@ fn clock_edges_refuse_with_the_window() {
     let m = linear(&[]);
     match choose(&m, ModelTarget::Time(at(29)), 1) {
         Err(ChoiceError::TargetBeforeOldest {
-            oldest,
-            oldest_time,
-            ..
+            oldest, oldest_time, ..
         }) => {
             assert_eq!((oldest.as_str(), oldest_time), ("b1", at(30)))
         }
@@ -73,9 +55,7 @@ fn clock_edges_refuse_with_the_window() {
     }
     // The newest commit is at minute 99: PostgreSQL needs a commit after the target to stop.
     match choose(&m, ModelTarget::Time(at(99)), 1) {
-        Err(ChoiceError::BeyondEnd {
-            end_lsn, end_time, ..
-        }) => {
+        Err(ChoiceError::BeyondEnd { end_lsn, end_time, .. }) => {
             assert_eq!((end_lsn, end_time), (lsn("0/A000000"), Some(at(99))))
         }
         other => panic!("{other:?}"),
@@ -122,10 +102,7 @@ fn gaps_refuse_targets_beyond_them() {
                 text.contains("000000010000000000000007") && text.contains("0/7000000"),
                 "{text}"
             );
-            assert!(
-                !text.contains("--"),
-                "no CLI flags in core messages: {text}"
-            );
+            assert!(!text.contains("--"), "no CLI flags in core messages: {text}");
         }
         other => panic!("{other:?}"),
     }
@@ -163,10 +140,7 @@ fn backup_whose_wal_is_gone_gives_way_to_an_older_one() {
         Err(ChoiceError::GapAfterBackup { .. })
     ));
     // ...but b1 reaches a point before the gap.
-    assert_eq!(
-        choose(&m, ModelTarget::Time(at(42)), 1).unwrap().backup.id,
-        "b1"
-    );
+    assert_eq!(choose(&m, ModelTarget::Time(at(42)), 1).unwrap().backup.id, "b1");
     // A named backup that cannot be made consistent is refused.
     assert!(matches!(
         m.choose_backup(&ModelTarget::Immediate, 1, Some("b2"), &no_xid),
@@ -200,10 +174,7 @@ fn explicit_backups_are_checked() {
         "b2"
     );
     let empty = model(TimelineTree::default(), vec![], vec![], HashMap::new());
-    assert_eq!(
-        choose(&empty, ModelTarget::End, 1),
-        Err(ChoiceError::NoBackups)
-    );
+    assert_eq!(choose(&empty, ModelTarget::End, 1), Err(ChoiceError::NoBackups));
 }
 
 fn branched() -> ArchiveModel {
@@ -222,15 +193,9 @@ fn branched() -> ArchiveModel {
 fn a_backup_on_another_branch_is_never_chosen() {
     let m = branched();
     // b3 is newer and before the target in time and LSN, but on timeline 3.
+    assert_eq!(choose(&m, ModelTarget::Time(at(100)), 2).unwrap().backup.id, "b2");
     assert_eq!(
-        choose(&m, ModelTarget::Time(at(100)), 2).unwrap().backup.id,
-        "b2"
-    );
-    assert_eq!(
-        choose(&m, ModelTarget::Lsn(lsn("0/A000000")), 2)
-            .unwrap()
-            .backup
-            .id,
+        choose(&m, ModelTarget::Lsn(lsn("0/A000000")), 2).unwrap().backup.id,
         "b2"
     );
     assert_eq!(choose(&m, ModelTarget::End, 2).unwrap().backup.id, "b2");
@@ -266,21 +231,11 @@ fn timelines_resolve_like_postgres() {
         .unwrap();
     assert_eq!((c.target_tli, c.backup.id.as_str()), (4, "b2"));
     let c = m
-        .choose_backup_for(
-            &ModelTarget::End,
-            TimelineSpec::Current,
-            Some("b3"),
-            &no_xid,
-        )
+        .choose_backup_for(&ModelTarget::End, TimelineSpec::Current, Some("b3"), &no_xid)
         .unwrap();
     assert_eq!(c.target_tli, 3);
     let c = m
-        .choose_backup_for(
-            &ModelTarget::Time(at(50)),
-            TimelineSpec::Current,
-            None,
-            &no_xid,
-        )
+        .choose_backup_for(&ModelTarget::Time(at(50)), TimelineSpec::Current, None, &no_xid)
         .unwrap();
     assert_eq!((c.target_tli, c.backup.id.as_str()), (1, "b1"));
 }
@@ -326,10 +281,7 @@ fn restore_point_targets() {
     ));
     // Segment 6 gone: b2 cannot be made consistent; from b1 recovery meets the first point of
     // that name, before the gap.
-    let archive: Vec<WalFileName> = segs(1, 2..=9)
-        .into_iter()
-        .filter(|s| *s != seg(1, 6))
-        .collect();
+    let archive: Vec<WalFileName> = segs(1, 2..=9).into_iter().filter(|s| *s != seg(1, 6)).collect();
     let m = model(
         TimelineTree::default(),
         archive.clone(),
@@ -355,14 +307,7 @@ fn transaction_targets_use_the_callers_answer() {
     let m = linear(&[]);
     let after_b1_only = |b: &BackupPoint| Some(b.id == "b1");
     let c = m
-        .choose_backup(
-            &ModelTarget::Xid {
-                full: (1 << 32) + 5,
-            },
-            1,
-            None,
-            &after_b1_only,
-        )
+        .choose_backup(&ModelTarget::Xid { full: (1 << 32) + 5 }, 1, None, &after_b1_only)
         .unwrap();
     assert_eq!(c.backup.id, "b1");
     let never = |_: &BackupPoint| Some(false);
@@ -383,12 +328,7 @@ fn transaction_targets_use_the_callers_answer() {
 #[test]
 fn unknown_times_do_not_refuse_time_targets() {
     let b1 = backup("b1", 1, "0/2000028", "0/3000100", 30, false);
-    let m = model(
-        TimelineTree::default(),
-        segs(1, 2..=9),
-        vec![b1],
-        HashMap::new(),
-    );
+    let m = model(TimelineTree::default(), segs(1, 2..=9), vec![b1], HashMap::new());
     let c = choose(&m, ModelTarget::Time(at(500)), 1).unwrap();
     assert_eq!(c.plan.reachable_end_time, None);
     assert_eq!(c.plan.segments, segs(1, 2..=9));
@@ -440,10 +380,7 @@ fn latest_is_resolved_from_each_backups_timeline() {
     // on timeline 3 it finds 4.
     let tree = TimelineTree::from_files([
         (3, &b"1\t0/5800000\ta\n2\t0/7000000\tb\n"[..]),
-        (
-            4,
-            &b"1\t0/5800000\ta\n2\t0/7000000\tb\n3\t0/9000000\tc\n"[..],
-        ),
+        (4, &b"1\t0/5800000\ta\n2\t0/7000000\tb\n3\t0/9000000\tc\n"[..]),
     ])
     .unwrap();
     let b1 = backup("b1", 1, "0/2000028", "0/3000100", 30, false);

@@ -55,10 +55,7 @@ fn refuses_what_postgres_would_not_write() {
         );
     }
     let big = vec![b'#'; crate::timeline::MAX_HISTORY_BYTES + 1];
-    assert!(matches!(
-        parse_history(2, &big),
-        Err(TimelineError::TooLarge { .. })
-    ));
+    assert!(matches!(parse_history(2, &big), Err(TimelineError::TooLarge { .. })));
     assert!(matches!(
         parse_history(3, b"2\t0/5\ta\n1\t0/6\tb\n"),
         Err(TimelineError::ParentOrder {
@@ -145,13 +142,9 @@ fn latest_probes_like_postgres() {
 
 #[test]
 fn ancestry_without_a_history_file() {
-    let mut tree =
-        TimelineTree::from_files([(4, &b"1\t0/5800000\ta\n2\t0/A800000\tb\n"[..])]).unwrap();
+    let mut tree = TimelineTree::from_files([(4, &b"1\t0/5800000\ta\n2\t0/A800000\tb\n"[..])]).unwrap();
     // 2 has no file of its own, but 4's file lists it.
-    assert_eq!(
-        tree.path(2).unwrap().last().map(|s| s.begin),
-        Some(lsn("0/5800000"))
-    );
+    assert_eq!(tree.path(2).unwrap().last().map(|s| s.begin), Some(lsn("0/5800000")));
     assert!(!tree.has_history(2));
     assert_eq!(tree.path(7), Err(TimelineError::UnknownTimeline { tli: 7 }));
     tree.note_timeline(7);

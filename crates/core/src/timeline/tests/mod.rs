@@ -70,7 +70,10 @@ pub(super) fn branched_tree() -> TimelineTree {
     TimelineTree::from_files([
         (2, &b"1\t0/5800000\tbefore 2026-11-23 00:10:00+00\n"[..]),
         (3, &b"1\t0/8000000\tno recovery target specified\n"[..]),
-        (4, &b"1\t0/5800000\tbefore 2026-11-23 00:10:00+00\n\n2\t0/A800000\tat restore point \"x\"\n"[..]),
+        (
+            4,
+            &b"1\t0/5800000\tbefore 2026-11-23 00:10:00+00\n\n2\t0/A800000\tat restore point \"x\"\n"[..],
+        ),
     ])
     .expect("valid histories")
 }

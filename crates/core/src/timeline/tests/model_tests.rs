@@ -20,12 +20,7 @@ fn b3() -> BackupPoint {
 
 #[test]
 fn expected_segment_follows_xlog_file_read_any_tli() {
-    let m = model(
-        branched_tree(),
-        branched_archive(),
-        vec![b1()],
-        HashMap::new(),
-    );
+    let m = model(branched_tree(), branched_archive(), vec![b1()], HashMap::new());
     for (target, segno, tli) in [
         (1, 12, 1),
         (2, 4, 1),
@@ -48,12 +43,7 @@ fn expected_segment_follows_xlog_file_read_any_tli() {
 
 #[test]
 fn plan_follows_switch_points() {
-    let m = model(
-        branched_tree(),
-        branched_archive(),
-        vec![b1(), b3()],
-        HashMap::new(),
-    );
+    let m = model(branched_tree(), branched_archive(), vec![b1(), b3()], HashMap::new());
     let p = m.plan_recovery(&b1(), 4, None);
     let mut want = segs(1, 2..=4);
     want.extend(segs(2, 5..=9));
@@ -81,12 +71,7 @@ fn plan_follows_switch_points() {
 
 #[test]
 fn plan_stops_at_the_end_asked_for() {
-    let m = model(
-        TimelineTree::default(),
-        segs(1, 2..=9),
-        vec![b1()],
-        HashMap::new(),
-    );
+    let m = model(TimelineTree::default(), segs(1, 2..=9), vec![b1()], HashMap::new());
     let p = m.plan_recovery(&b1(), 1, Some(lsn("0/6000010")));
     assert_eq!(p.segments, segs(1, 2..=6));
     assert_eq!(p.first_missing, None);
@@ -109,10 +94,7 @@ fn partial_files_are_not_read() {
     archive.push(partial(1, 5));
     archive.extend(segs(2, 5..=6));
     let m = model(tree, archive, vec![b1()], HashMap::new());
-    assert_eq!(
-        m.partials().copied().collect::<Vec<_>>(),
-        vec![partial(1, 5)]
-    );
+    assert_eq!(m.partials().copied().collect::<Vec<_>>(), vec![partial(1, 5)]);
     assert!(!m.is_archived(&partial(1, 5)));
     let p = m.plan_recovery(&b1(), 1, None);
     assert_eq!(p.segments, segs(1, 2..=4));
@@ -129,12 +111,7 @@ fn gap_ends_the_run_and_splits_windows() {
     archive.extend(segs(1, 6..=9));
     let b2 = backup("b2", 1, "0/6000028", "0/7000100", 70, true);
     let times = ten_minutes_per_segment(&archive);
-    let m = model(
-        TimelineTree::default(),
-        archive,
-        vec![b1(), b2.clone()],
-        times,
-    );
+    let m = model(TimelineTree::default(), archive, vec![b1(), b2.clone()], times);
     let p = m.plan_recovery(&b1(), 1, None);
     assert_eq!(p.segments, segs(1, 2..=4));
     assert_eq!(p.first_missing, Some(seg(1, 5)));
@@ -151,10 +128,7 @@ fn gap_ends_the_run_and_splits_windows() {
     );
     let w = m.windows(1);
     assert_eq!(w.len(), 2, "{w:?}");
-    assert_eq!(
-        (w[0].start_lsn, w[0].end_lsn),
-        (lsn("0/3000100"), lsn("0/5000000"))
-    );
+    assert_eq!((w[0].start_lsn, w[0].end_lsn), (lsn("0/3000100"), lsn("0/5000000")));
     assert_eq!((w[0].start_time, w[0].end_time), (at(30), Some(at(49))));
     assert_eq!(w[0].ends_at_gap, Some(seg(1, 5)));
     assert_eq!(
@@ -168,12 +142,7 @@ fn gap_ends_the_run_and_splits_windows() {
 fn overlapping_windows_merge() {
     let archive = segs(1, 2..=9);
     let b1b = backup("b1b", 1, "0/3000028", "0/4000100", 40, false);
-    let m = model(
-        TimelineTree::default(),
-        archive,
-        vec![b1b, b1()],
-        HashMap::new(),
-    );
+    let m = model(TimelineTree::default(), archive, vec![b1b, b1()], HashMap::new());
     let w = m.windows(1);
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].backups, vec!["b1".to_string(), "b1b".to_string()]);
@@ -186,12 +155,7 @@ fn overlapping_windows_merge() {
 #[test]
 fn backups_carrying_their_wal() {
     let bw = backup("bw", 1, "0/2000028", "0/3000100", 30, true);
-    let m = model(
-        TimelineTree::default(),
-        vec![],
-        vec![bw.clone()],
-        HashMap::new(),
-    );
+    let m = model(TimelineTree::default(), vec![], vec![bw.clone()], HashMap::new());
     let p = m.plan_recovery(&bw, 1, None);
     assert!(p.segments.is_empty() && p.reaches_consistency);
     assert_eq!(
@@ -230,12 +194,7 @@ fn backups_carrying_their_wal() {
 
 #[test]
 fn backup_without_its_wal_is_not_consistent() {
-    let m = model(
-        TimelineTree::default(),
-        segs(1, 3..=6),
-        vec![b1()],
-        HashMap::new(),
-    );
+    let m = model(TimelineTree::default(), segs(1, 3..=6), vec![b1()], HashMap::new());
     let p = m.plan_recovery(&b1(), 1, None);
     assert!(!p.reaches_consistency);
     assert_eq!(p.first_missing, Some(seg(1, 2)));
@@ -282,12 +241,7 @@ fn gaps_on_one_branch_only() {
 
 #[test]
 fn archive_missing_the_oldest_needed_segment_is_a_gap() {
-    let m = model(
-        TimelineTree::default(),
-        segs(1, 4..=6),
-        vec![b1()],
-        HashMap::new(),
-    );
+    let m = model(TimelineTree::default(), segs(1, 4..=6), vec![b1()], HashMap::new());
     assert_eq!(
         m.gaps(),
         vec![Gap {
@@ -323,14 +277,7 @@ fn segment_size_is_checked_and_impossible_names_ignored() {
     let gib = 1 << 30;
     let odd = WalFileName::parse("000000010000000000000004").unwrap();
     let fine = WalFileName::parse("000000010000000000000003").unwrap();
-    let m = ArchiveModel::new(
-        gib,
-        TimelineTree::default(),
-        vec![odd, fine],
-        vec![],
-        HashMap::new(),
-    )
-    .unwrap();
+    let m = ArchiveModel::new(gib, TimelineTree::default(), vec![odd, fine], vec![], HashMap::new()).unwrap();
     assert_eq!(m.ignored(), &[odd]);
     assert!(m.is_archived(&fine));
 }
@@ -367,14 +314,8 @@ fn restore_points_only_on_the_path() {
     );
     let m = model(branched_tree(), branched_archive(), vec![b1()], times);
     let found = m.find_restore_point("before-upgrade", 2).unwrap();
-    assert_eq!(
-        (found.point.lsn, found.segment),
-        (lsn("0/6100000"), seg(2, 6))
-    );
-    assert_eq!(
-        m.find_restore_point("before-upgrade", 3).unwrap().segment,
-        seg(3, 9)
-    );
+    assert_eq!((found.point.lsn, found.segment), (lsn("0/6100000"), seg(2, 6)));
+    assert_eq!(m.find_restore_point("before-upgrade", 3).unwrap().segment, seg(3, 9));
     assert!(m.find_restore_point("on-1", 2).is_none());
     assert!(m.find_restore_point("on-1", 1).is_some());
     assert!(m.find_restore_point("nope", 1).is_none());
@@ -390,9 +331,7 @@ fn timeline_only_named_by_segments() {
     assert!(!p.ancestry_known && p.target_history_missing && !p.backup_on_path);
     let w = m.windows_by_timeline();
     assert_eq!(
-        w.iter()
-            .map(|w| (w.tli, w.ancestry_known))
-            .collect::<Vec<_>>(),
+        w.iter().map(|w| (w.tli, w.ancestry_known)).collect::<Vec<_>>(),
         vec![(1, true), (5, false)]
     );
 }
@@ -405,24 +344,13 @@ fn consistency_segments_cross_a_switch_during_the_backup() {
         stop_lsn: lsn("0/6000100"),
         ..backup("b", 1, "0/4000028", "0/0", 60, false)
     };
-    let m = model(
-        branched_tree(),
-        branched_archive(),
-        vec![b.clone()],
-        HashMap::new(),
-    );
-    assert_eq!(
-        m.consistency_segments(&b),
-        vec![seg(1, 4), seg(2, 5), seg(2, 6)]
-    );
+    let m = model(branched_tree(), branched_archive(), vec![b.clone()], HashMap::new());
+    assert_eq!(m.consistency_segments(&b), vec![seg(1, 4), seg(2, 5), seg(2, 6)]);
     // A stop point on a segment boundary does not need the next segment.
     let b = BackupPoint {
         stop_lsn: lsn("0/6000000"),
         ..b
     };
     assert_eq!(m.consistency_segments(&b), vec![seg(1, 4), seg(2, 5)]);
-    assert_eq!(
-        m.plan_recovery(&b, 2, None).segments.first(),
-        Some(&seg(1, 4))
-    );
+    assert_eq!(m.plan_recovery(&b, 2, None).segments.first(), Some(&seg(1, 4)));
 }

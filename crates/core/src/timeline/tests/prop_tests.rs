@@ -138,14 +138,7 @@ fn archived(s: &Synthetic, name: &WalFileName) -> bool {
 
 fn build(s: &Synthetic) -> ArchiveModel {
     let tree = TimelineTree::from_histories(s.histories.clone()).expect("histories agree");
-    ArchiveModel::new(
-        MB16,
-        tree,
-        s.segments.clone(),
-        s.backups.clone(),
-        HashMap::new(),
-    )
-    .expect("valid model")
+    ArchiveModel::new(MB16, tree, s.segments.clone(), s.backups.clone(), HashMap::new()).expect("valid model")
 }
 
 fn check_plan(
@@ -181,11 +174,7 @@ fn check_plan(
             Some(last) => last.segment_number(MB16) + 1,
             None => b.first_archive_segno(MB16),
         };
-        prop_assert!(
-            !archived(s, &oracle(s, target, next)),
-            "stopped early at {}",
-            next
-        );
+        prop_assert!(!archived(s, &oracle(s, target, next)), "stopped early at {}", next);
         let beyond = (next + 1..50).any(|n| archived(s, &oracle(s, target, n)));
         prop_assert_eq!(p.gap_ahead, beyond);
     }
@@ -269,8 +258,7 @@ fn chosen_backups_are_on_the_path_and_before_the_target() {
 
 #[test]
 fn parse_history_never_panics() {
-    let valid =
-        b"1\t0/5800000\tbefore 2026-11-23 00:10:00+00\n2\t0/A800000\tat restore point\n".to_vec();
+    let valid = b"1\t0/5800000\tbefore 2026-11-23 00:10:00+00\n2\t0/A800000\tat restore point\n".to_vec();
     let mutated = (
         prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
         0usize..200,
