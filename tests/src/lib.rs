@@ -43,6 +43,7 @@ pub mod install;
 pub mod objstore;
 pub mod peakmem;
 pub mod process;
+pub mod proxied;
 pub mod tls;
 pub mod vault;
 

@@ -19,40 +19,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pgvault_core::config::RepositoryConfig;
-use pgvault_tests::faultproxy::{FaultPlan, FaultProxy, Upstream};
+use pgvault_tests::faultproxy::FaultPlan;
+use pgvault_tests::proxied::{ProxiedS3, Timeouts};
 use pgvault_tests::{
     archiving_cluster, install_under_test, run_workspace_bin, ClusterOptions, ObjStore, PgCluster, StoreKind, Vault,
 };
-
-/// `[repository]` body for the repository under `direct.url`, reached through `proxy`.
-fn proxied_toml(
-    direct: &RepositoryConfig,
-    proxy: &FaultProxy,
-    request_timeout: u64,
-    retry_max: usize,
-    retry_timeout: u64,
-) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut t = format!(
-        "url = {}\nendpoint = {}\nallow_http = true\n",
-        q(&direct.url),
-        q(&proxy.endpoint())
-    );
-    for (k, v) in [
-        ("region", &direct.region),
-        ("access_key_id", &direct.access_key_id),
-        ("secret_access_key", &direct.secret_access_key),
-    ] {
-        if let Some(v) = v {
-            t.push_str(&format!("{k} = {}\n", q(v)));
-        }
-    }
-    t.push_str(&format!(
-        "request_timeout = {request_timeout}\nconnect_timeout = 2\nretry_max = {retry_max}\nretry_timeout = {retry_timeout}\n"
-    ));
-    t
-}
 
 /// The request timeout of the faulted phases, and a stall longer than it: the client's timeout
 /// fires before the proxy would close the connection.
@@ -110,29 +81,17 @@ async fn no_conditional_inner(install: pgvault_tests::PgInstall) -> Result<()> {
     let store = ObjStore::start(StoreKind::S3PrivateCa).await?;
     let mut vault = Vault::new()?;
     vault.keep_archived_copies()?;
-    let prefix = format!(
-        "repos/{}",
-        vault
-            .dir
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("no-conditional")
-    );
-    let direct = store.repository_config(&prefix);
-    let upstream = Upstream::from_endpoint(
-        direct.endpoint.as_deref().context("no endpoint")?,
-        direct.ca_file.as_deref(),
-    )?;
-    let proxy = FaultProxy::start(
-        upstream,
-        FaultPlan {
-            reject_conditional: true,
-            ..FaultPlan::none()
-        },
-    )
-    .await?;
-    vault.repository_toml = Some(proxied_toml(&direct, &proxy, 30, 2, 20));
+    let plan = FaultPlan {
+        reject_conditional: true,
+        ..FaultPlan::none()
+    };
+    let s3 = ProxiedS3::start(&store, &vault, plan).await?;
+    let proxy = &s3.proxy;
+    vault.repository_toml = Some(s3.toml(Timeouts {
+        request_secs: 30,
+        retry_max: 2,
+        retry_secs: 20,
+    }));
 
     // `init` (inside archiving_cluster) probes the store: its conditional write gets 501.
     let primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
@@ -180,25 +139,16 @@ async fn no_conditional_inner(install: pgvault_tests::PgInstall) -> Result<()> {
 async fn faults_inner(install: pgvault_tests::PgInstall) -> Result<()> {
     let store = ObjStore::start(StoreKind::S3PrivateCa).await?;
     let mut vault = Vault::new()?;
-    let prefix = format!(
-        "repos/{}",
-        vault
-            .dir
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("faults")
-    );
-    let direct = store.repository_config(&prefix);
-    let upstream = Upstream::from_endpoint(
-        direct.endpoint.as_deref().context("no endpoint")?,
-        direct.ca_file.as_deref(),
-    )?;
     // 25% of requests faulted; stalls longer than the request timeout (the client gives up and
     // retries).
-    let proxy = FaultProxy::start(upstream, FaultPlan::mixed(20261123, 0.25, STALL)).await?;
+    let s3 = ProxiedS3::start(&store, &vault, FaultPlan::mixed(20261123, 0.25, STALL)).await?;
+    let (direct, prefix, proxy) = (&s3.direct, &s3.prefix, &s3.proxy);
     proxy.set_phase("backup");
-    vault.repository_toml = Some(proxied_toml(&direct, &proxy, REQUEST_TIMEOUT_SECS, 10, 180));
+    vault.repository_toml = Some(s3.toml(Timeouts {
+        request_secs: REQUEST_TIMEOUT_SECS,
+        retry_max: 10,
+        retry_secs: 180,
+    }));
 
     let primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
     primary
@@ -277,7 +227,11 @@ async fn faults_inner(install: pgvault_tests::PgInstall) -> Result<()> {
 
     // Down for good, from the first bundle upload of the next backup on. Small bounds.
     let down_config = vault.dir.join("down.toml");
-    vault.repository_toml = Some(proxied_toml(&direct, &proxy, 5, 2, 10));
+    vault.repository_toml = Some(s3.toml(Timeouts {
+        request_secs: 5,
+        retry_max: 2,
+        retry_secs: 10,
+    }));
     vault.write_config_to(&down_config, &primary, &vault.passphrase, "")?;
     proxy.down_when_path_contains("/bundles/");
     let out = pgvault_with(&down_config, &["backup"])?;
@@ -296,7 +250,7 @@ async fn faults_inner(install: pgvault_tests::PgInstall) -> Result<()> {
 
     // The real server, directly: only the first backup exists.
     let direct_config = vault.dir.join("direct.toml");
-    vault.repository_toml = Some(store.repository_toml(&prefix));
+    vault.repository_toml = Some(store.repository_toml(prefix));
     vault.write_config_to(&direct_config, &primary, &vault.passphrase, "")?;
     let out = pgvault_with(&direct_config, &["list", "--json"])?.check()?;
     let list: serde_json::Value = serde_json::from_str(&out.stdout)?;

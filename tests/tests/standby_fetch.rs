@@ -15,34 +15,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pgvault_core::config::RepositoryConfig;
-use pgvault_tests::faultproxy::{FaultPlan, FaultProxy, Upstream};
+use pgvault_tests::faultproxy::FaultPlan;
+use pgvault_tests::proxied::{ProxiedS3, Timeouts};
 use pgvault_tests::{
     archiving_cluster, install_under_test, run_workspace_bin, write_postgres_file, ClusterOptions, ObjStore, PgCluster,
     StoreKind, Vault,
 };
-
-/// `[repository]` body for the repository under `direct.url`, reached through `proxy`, with small
-/// client timeouts so that one fetch against a dead store ends within seconds.
-fn proxied_toml(direct: &RepositoryConfig, proxy: &FaultProxy) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut t = format!(
-        "url = {}\nendpoint = {}\nallow_http = true\n",
-        q(&direct.url),
-        q(&proxy.endpoint())
-    );
-    for (k, v) in [
-        ("region", &direct.region),
-        ("access_key_id", &direct.access_key_id),
-        ("secret_access_key", &direct.secret_access_key),
-    ] {
-        if let Some(v) = v {
-            t.push_str(&format!("{k} = {}\n", q(v)));
-        }
-    }
-    t.push_str("request_timeout = 5\nconnect_timeout = 2\nretry_max = 1\nretry_timeout = 5\n");
-    t
-}
 
 async fn count(c: &PgCluster) -> Result<i64> {
     c.query_scalar("SELECT count(*) FROM t").await
@@ -80,24 +58,11 @@ async fn storage_standby_rides_out_a_store_outage() {
 async fn standby_inner(install: pgvault_tests::PgInstall) -> Result<()> {
     let store = ObjStore::start(StoreKind::S3PrivateCa).await?;
     let mut vault = Vault::new()?;
-    let prefix = format!(
-        "repos/{}",
-        vault
-            .dir
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("standby")
-    );
-    let direct = store.repository_config(&prefix);
-    let upstream = Upstream::from_endpoint(
-        direct.endpoint.as_deref().context("no endpoint")?,
-        direct.ca_file.as_deref(),
-    )?;
-    let proxy = FaultProxy::start(upstream, FaultPlan::none()).await?;
+    let proxied = ProxiedS3::start(&store, &vault, FaultPlan::none()).await?;
+    let (prefix, proxy) = (&proxied.prefix, &proxied.proxy);
 
     // The primary archives directly into the store.
-    vault.repository_toml = Some(store.repository_toml(&prefix));
+    vault.repository_toml = Some(store.repository_toml(prefix));
     let primary = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
     primary
         .execute("CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)")
@@ -109,7 +74,11 @@ async fn standby_inner(install: pgvault_tests::PgInstall) -> Result<()> {
 
     // The standby reads the archive through the proxy.
     let standby_config = vault.dir.join("standby.toml");
-    vault.repository_toml = Some(proxied_toml(&direct, &proxy));
+    vault.repository_toml = Some(proxied.toml(Timeouts {
+        request_secs: 5,
+        retry_max: 1,
+        retry_secs: 5,
+    }));
     vault.write_config_to(&standby_config, &primary, &vault.passphrase, "")?;
     let dir = vault.restore_path("standby");
     let args = [

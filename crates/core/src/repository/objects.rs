@@ -204,12 +204,16 @@ impl Repository {
                         location: self.storage.to_string(),
                     }),
                     Err(RepositoryError::Object {
-                        source: FormatError::Corrupt { .. } | FormatError::Truncated { .. },
+                        source:
+                            FormatError::Corrupt { .. } | FormatError::Truncated { .. } | FormatError::NotThisObject { .. },
                         ..
                     }) => {
                         // A torn write (crash between rename and fsync on a filesystem that lost
                         // the data) leaves an object that cannot be opened; it never held WAL
                         // anyone could use, so storing the real content over it loses nothing.
+                        // In format 2 that failure cannot be told from an object moved here from
+                        // another name; replacing it loses nothing either: it was never this
+                        // segment, and the original stays under its own name.
                         tracing::warn!(wal = %name, "replacing an unreadable archived object");
                         self.storage.put(&key, sealed).await?;
                         Ok(PushOutcome::Repaired)
