@@ -395,8 +395,12 @@ pub fn check_fetches(dry: &CmdOutput, log: &str) -> Result<()> {
             "{s} was announced by the dry run but never fetched (fetched {fetched:?})"
         );
     }
-    let last = needed.last().context("needed")?;
-    let seg = pgvault_core::wal::WalFileName::parse(last)?;
+    // The newest segment announced (the dry run names the first and last before listing all).
+    let seg = needed
+        .iter()
+        .filter_map(|n| pgvault_core::wal::WalFileName::parse(n).ok())
+        .max_by_key(|n| n.segment_number(16 << 20))
+        .context("needed")?;
     let ahead =
         pgvault_core::wal::WalFileName::from_segment_number(seg.timeline, seg.segment_number(16 << 20) + 1, 16 << 20)
             .to_string();
