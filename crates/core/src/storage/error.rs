@@ -240,6 +240,8 @@ pub(super) fn classify(
         "connection refused",
         "broken pipe",
         "error sending request",
+        "error reading a body",
+        "end of file before message length",
     ]
     .iter()
     .any(|w| lower.contains(w))

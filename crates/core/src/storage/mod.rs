@@ -340,16 +340,21 @@ impl Storage {
     }
 
     /// Size and time of an object, `None` when it does not exist.
+    /// Transient failures are tried again (bounded).
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
-        match self.inner.head(&self.path(key)).await {
-            Ok(m) => Ok(Some(ObjectInfo {
-                key: key.to_string(),
-                size: m.size,
-                last_modified: m.last_modified,
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err("look up", key, e)),
-        }
+        let path = self.path(key);
+        self.retrying("look up", key, |_| async {
+            match self.inner.head(&path).await {
+                Ok(m) => Ok(Some(ObjectInfo {
+                    key: key.to_string(),
+                    size: m.size,
+                    last_modified: m.last_modified,
+                })),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.err("look up", key, e)),
+            }
+        })
+        .await
     }
 
     /// Every object under `prefix` (recursively), in no particular order.
@@ -368,13 +373,15 @@ impl Storage {
                     }),
                     Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&error_text(&e)) => break,
                     // A listing page cut off mid-body is not retried by object_store: list again.
-                    Err(e) if attempt < BODY_RETRIES => {
-                        attempt += 1;
-                        tracing::warn!(prefix, attempt, "listing {prefix} was cut off ({e}); listing again");
-                        tokio::time::sleep(body_backoff(attempt)).await;
-                        continue 'again;
-                    }
-                    Err(e) => return Err(self.err("list", prefix, e)),
+                    Err(e) => match self.err("list", prefix, e) {
+                        e if attempt < BODY_RETRIES && e.kind().is_unavailable() => {
+                            attempt += 1;
+                            tracing::warn!(prefix, attempt, "listing {prefix} failed ({e}); listing again");
+                            tokio::time::sleep(body_backoff(attempt)).await;
+                            continue 'again;
+                        }
+                        e => return Err(e),
+                    },
                 }
             }
             return Ok(out);
@@ -382,24 +389,35 @@ impl Storage {
     }
 
     /// The immediate "sub-directories" under `prefix`.
+    /// A listing cut off mid-body, or failing transiently, is listed again (bounded).
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let p = self.path(prefix.trim_end_matches('/'));
-        match self.inner.list_with_delimiter(Some(&p)).await {
-            Ok(r) => Ok(r
-                .common_prefixes
-                .iter()
-                .filter_map(|c| c.filename().map(|s| s.to_string()))
-                .collect()),
-            Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&error_text(&e)) => Ok(Vec::new()),
-            Err(e) => Err(self.err("list", prefix, e)),
-        }
+        self.retrying("list", prefix, |_| async {
+            match self.inner.list_with_delimiter(Some(&p)).await {
+                Ok(r) => Ok(r
+                    .common_prefixes
+                    .iter()
+                    .filter_map(|c| c.filename().map(|s| s.to_string()))
+                    .collect()),
+                Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&error_text(&e)) => {
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(self.err("list", prefix, e)),
+            }
+        })
+        .await
     }
 
+    /// Deletes `key`; an object already gone is not an error, so a retried delete is safe.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        match self.inner.delete(&self.path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.err("delete", key, e)),
-        }
+        let path = self.path(key);
+        self.retrying("delete", key, |_| async {
+            match self.inner.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.err("delete", key, e)),
+            }
+        })
+        .await
     }
 
     /// Starts a streamed upload; nothing appears under `key` until [`Upload::finish`] succeeds.
