@@ -260,6 +260,7 @@ async fn run_locked(
         symlinks: packed.symlinks,
         files: packed.files,
         manifest_sha256: Some(manifest_sha256),
+        parent: None,
     };
     // A run that lost its lease (paused past it) must not publish a backup another run may be
     // writing beside.

@@ -55,6 +55,10 @@ pub struct BackupCatalog {
     pub files: Vec<FileEntry>,
     /// SHA-256 of PostgreSQL's `backup_manifest` as stored next to the catalog.
     pub manifest_sha256: Option<String>,
+    /// The backup this one depends on (incremental backups, later); `None` for a full backup.
+    /// Retention never expires a backup that a kept backup depends on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,6 +45,17 @@ pub fn bundle_key(id: &str, bundle: u32) -> String {
     format!("{BACKUPS_PREFIX}/{id}/bundles/{bundle:06}")
 }
 
+/// Prefix of the pins (`pins/<backup id>`): backups retention never expires.
+pub const PINS_PREFIX: &str = "pins";
+
+/// A pin of backup `id` (see [`super::state`]).
+pub fn pin_key(id: &str) -> String {
+    format!("{PINS_PREFIX}/{id}")
+}
+
+/// Where continuous WAL starts, as the last `expire` left it (see [`super::state`]).
+pub const WAL_HORIZON_KEY: &str = "retention/wal-horizon";
+
 /// A repository lock's lease object (see [`super::lock`]): `locks/<name>`.
 pub fn lock_key(name: &str) -> String {
     format!("locks/{name}")

@@ -10,6 +10,8 @@ pub mod layout;
 pub mod lock;
 pub mod meta;
 pub mod objects;
+pub mod state;
+pub mod summary;
 #[cfg(test)]
 mod tests;
 pub mod walk;

@@ -75,6 +75,7 @@ fn catalog() -> BackupCatalog {
             file("pg_tblspc/16384/PG_15/1"),
         ],
         manifest_sha256: None,
+        parent: None,
     }
 }
 
