@@ -5,7 +5,8 @@
 //! promises is exactly what `restore` will accept.
 
 use anyhow::Result;
-use pgvault_core::repository::{BackupCatalog, Repository};
+use pgvault_core::repository::summary::BackupSummary;
+use pgvault_core::repository::Repository;
 use pgvault_core::survey::{self, Survey, Times};
 use pgvault_core::timeline::{Gap, TimelineWindows, Window};
 use serde_json::{json, Value};
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use crate::commands::{Context, ListArgs};
 use crate::display;
 
-fn backup_json(b: &BackupCatalog) -> Value {
+fn backup_json(b: &BackupSummary) -> Value {
     json!({
         "id": b.id,
         "label": b.label,
@@ -29,7 +30,7 @@ fn backup_json(b: &BackupCatalog) -> Value {
         "wal_included": b.wal_included,
         "size": b.size,
         "stored_size": b.stored_size,
-        "files": b.files.len(),
+        "files": b.file_count,
         "pg_version_num": b.pg_version_num,
         "encrypted": b.encrypted,
         "compression": b.compression,
@@ -73,7 +74,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
             "pg_version_num": repo.cluster().pg_version_num,
             "format_version": repo.meta().format_version,
             "encrypted": repo.is_encrypted(),
-            "backups": s.catalogs.iter().map(backup_json).collect::<Vec<_>>(),
+            "backups": s.backups.iter().map(backup_json).collect::<Vec<_>>(),
             "unreadable_backups": s.unreadable.iter().map(|(id, why)| json!({"id": id, "error": why})).collect::<Vec<_>>(),
             "wal": {
                 "segments": segments.len(),
@@ -112,14 +113,14 @@ fn print_human(
         repo.cluster().system_identifier,
         repo.cluster().major()
     );
-    if s.catalogs.is_empty() {
+    if s.backups.is_empty() {
         println!("no backups yet: run `pgvault backup`");
     } else {
         println!(
             "{:<17} {:<5} {:<25} {:<25} {:<23} {:>10} {:>10}",
             "BACKUP", "TLI", "STARTED", "FINISHED", "LSN RANGE", "SIZE", "STORED"
         );
-        for b in &s.catalogs {
+        for b in &s.backups {
             let tli = if b.timeline == b.stop_timeline {
                 b.timeline.to_string()
             } else {

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::lsn::TimelineId;
-use crate::repository::{BackupCatalog, Repository, RepositoryError};
+use crate::repository::summary::BackupSummary;
+use crate::repository::{Repository, RepositoryError};
 use crate::storage::ObjectInfo;
 use crate::timeline::{
     parse_history, ArchiveModel, BackupPoint, HistoryEntry, ModelError, RestorePoint, SegmentTimes, TimelineError,
@@ -50,8 +51,8 @@ pub enum Times {
 /// What a repository holds, as the archive model sees it.
 pub struct Survey {
     pub model: ArchiveModel,
-    /// Readable catalogs, oldest first.
-    pub catalogs: Vec<BackupCatalog>,
+    /// The complete backups whose catalog is readable, oldest first.
+    pub backups: Vec<BackupSummary>,
     /// Backups whose catalog could not be read: `(id, why)`. Each blocks only itself.
     pub unreadable: Vec<(String, String)>,
     /// Every archived WAL object, sorted by name.
@@ -59,14 +60,14 @@ pub struct Survey {
 }
 
 impl Survey {
-    pub fn catalog(&self, id: &str) -> Option<&BackupCatalog> {
-        self.catalogs.iter().find(|c| c.id == id)
+    pub fn backup(&self, id: &str) -> Option<&BackupSummary> {
+        self.backups.iter().find(|c| c.id == id)
     }
 }
 
 /// Reads the repository's WAL listing, history files and catalogs, and builds the model.
 pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyError> {
-    let listing = repo.backup_listing().await?;
+    let listing = repo.backup_summaries().await?;
     let unreadable = listing
         .unreadable
         .iter()
@@ -75,7 +76,7 @@ pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyErr
     let wal = repo.list_wal().await?;
     let tree = read_tree(repo, &wal).await?;
     let seg = repo.cluster().wal_segment_size;
-    let backups: Vec<BackupPoint> = listing.backups.iter().map(BackupPoint::from_catalog).collect();
+    let backups: Vec<BackupPoint> = listing.backups.iter().map(BackupSummary::point).collect();
     let times = match times {
         Times::None => HashMap::new(),
         Times::AfterOldestBackup => {
@@ -95,7 +96,7 @@ pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyErr
     let model = ArchiveModel::new(seg, tree, wal.iter().map(|(n, _)| *n), backups, times)?;
     Ok(Survey {
         model,
-        catalogs: listing.backups,
+        backups: listing.backups,
         unreadable,
         wal,
     })

@@ -301,11 +301,12 @@ async fn plan_run(
     summary.wal_present = wal.present;
     summary.plan.append(&mut wal.items);
     let mut backups = Vec::new();
-    for cat in &survey.catalogs {
-        if target.present.contains_key(&layout::catalog_key(&cat.id)) {
+    for listed in &survey.backups {
+        if target.present.contains_key(&layout::catalog_key(&listed.id)) {
             summary.backups_present += 1;
             continue;
         }
+        let cat = &source.load_catalog(&listed.id).await?;
         let stored: HashMap<String, u64> = source
             .storage()
             .list(&layout::backup_dir(&cat.id))
@@ -319,7 +320,7 @@ async fn plan_run(
             cat: cat.clone(),
             jobs: p.jobs,
             reused: p.reused,
-            needed_wal: needed_wal(&survey.model, cat),
+            needed_wal: needed_wal(&survey.model, &listed.point()),
         });
     }
     Ok((wal, backups))

@@ -151,11 +151,11 @@ pub(super) fn plan_backup(
 /// The WAL segments backup `cat` needs to become consistent, as the archive model says
 /// recovery reads them (following a timeline switch during the backup); none when the WAL is
 /// inside the backup.
-pub(super) fn needed_wal(model: &ArchiveModel, cat: &BackupCatalog) -> Vec<WalFileName> {
-    if cat.wal_included {
+pub(super) fn needed_wal(model: &ArchiveModel, backup: &BackupPoint) -> Vec<WalFileName> {
+    if backup.wal_included {
         return Vec::new();
     }
-    model.consistency_segments(&BackupPoint::from_catalog(cat))
+    model.consistency_segments(backup)
 }
 
 /// The names of `needed` that the target (`present`) lacks.

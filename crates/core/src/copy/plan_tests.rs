@@ -135,7 +135,10 @@ fn model_with_switch() -> ArchiveModel {
 fn a_backup_across_a_timeline_switch_needs_the_switch_segment() {
     let model = model_with_switch();
     let mut cat = catalog(serde_json::json!({}));
-    let names: Vec<String> = needed_wal(&model, &cat).iter().map(|n| n.to_string()).collect();
+    let names: Vec<String> = needed_wal(&model, &BackupPoint::from_catalog(&cat))
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     assert_eq!(
         names,
         [
@@ -144,11 +147,11 @@ fn a_backup_across_a_timeline_switch_needs_the_switch_segment() {
             "000000020000000000000005"
         ]
     );
-    let needed = needed_wal(&model, &cat);
+    let needed = needed_wal(&model, &BackupPoint::from_catalog(&cat));
     let mut present: HashMap<String, u64> = needed.iter().map(|n| (layout::wal_key(n), SEG)).collect();
     assert!(missing_wal(&needed, &present).is_empty());
     present.remove(&layout::wal_key(&needed[1]));
     assert_eq!(missing_wal(&needed, &present), ["000000020000000000000004"]);
     cat.wal_included = true;
-    assert!(needed_wal(&model, &cat).is_empty());
+    assert!(needed_wal(&model, &BackupPoint::from_catalog(&cat)).is_empty());
 }

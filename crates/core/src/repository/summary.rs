@@ -36,6 +36,9 @@ pub struct BackupSummary {
     pub snapshot_after_stop: Option<String>,
     pub size: u64,
     pub stored_size: u64,
+    /// Number of files in the backup.
+    pub file_count: u64,
+    pub compression: String,
     pub encrypted: bool,
 }
 
@@ -60,6 +63,8 @@ impl From<&BackupCatalog> for BackupSummary {
             snapshot_after_stop: c.snapshot_after_stop.clone(),
             size: c.size,
             stored_size: c.stored_size,
+            file_count: c.files.len() as u64,
+            compression: c.compression.clone(),
             encrypted: c.encrypted,
         }
     }

@@ -84,11 +84,8 @@ pub async fn plan(_config: &Config, repo: &Repository, req: &RestoreRequest) -> 
     for (id, why) in &s.unreadable {
         tracing::warn!(backup = %id, "a backup whose catalog cannot be read was left out: {why}");
     }
-    let choice = target::choose(&s.model, &s.catalogs, req.backup.as_deref(), &req.target, timeline)?;
-    let cat = s
-        .catalog(&choice.backup.id)
-        .cloned()
-        .ok_or_else(|| RestoreError::Internal(format!("backup {} chosen but not listed", choice.backup.id)))?;
+    let choice = target::choose(&s.model, &s.backups, req.backup.as_deref(), &req.target, timeline)?;
+    let cat = repo.load_catalog(&choice.backup.id).await?;
     let mut plan = plan_for(cat, req)?;
     plan.recovery = Some(choice);
     Ok(plan)

@@ -4,7 +4,7 @@
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 
 use crate::lsn::Lsn;
-use crate::repository::BackupCatalog;
+use crate::repository::summary::BackupSummary;
 use crate::timeline::{ArchiveModel, BackupPoint, Choice, ChoiceError, ModelTarget, TimelineSpec};
 
 /// Where recovery should stop.
@@ -150,7 +150,7 @@ pub fn parse_timeline(spec: Option<&str>) -> Result<TimelineSpec, TargetError> {
 
 /// The model's form of `target`: times in UTC, transaction ids widened to 64 bits against the
 /// newest backup's snapshot.
-pub fn model_target(target: &Target, backups: &[BackupCatalog]) -> ModelTarget {
+pub fn model_target(target: &Target, backups: &[BackupSummary]) -> ModelTarget {
     match target {
         Target::End => ModelTarget::End,
         Target::Immediate => ModelTarget::Immediate,
@@ -173,7 +173,7 @@ pub fn model_target(target: &Target, backups: &[BackupCatalog]) -> ModelTarget {
 /// why: a gap before the target, a target past the archive's end, a backup on another branch.
 pub fn choose(
     model: &ArchiveModel,
-    catalogs: &[BackupCatalog],
+    catalogs: &[BackupSummary],
     explicit: Option<&str>,
     target: &Target,
     timeline: TimelineSpec,
