@@ -56,6 +56,11 @@ pub fn pin_key(id: &str) -> String {
 /// Where continuous WAL starts, as the last `expire` left it (see [`super::state`]).
 pub const WAL_HORIZON_KEY: &str = "retention/wal-horizon";
 
+/// The backup index (format v2): the summary of every complete backup, one sealed object, so
+/// listing and planning read one object instead of every catalog (see [`super::index`]). A cache:
+/// the catalogs stay the truth.
+pub const BACKUP_INDEX_KEY: &str = "index/backups";
+
 /// A repository lock's lease object (see [`super::lock`]): `locks/<name>`.
 pub fn lock_key(name: &str) -> String {
     format!("locks/{name}")

@@ -6,12 +6,15 @@
 //! (backup, archive, restore, list) only ever talk to the store through it.
 
 pub mod catalog;
+pub mod index;
 pub mod layout;
 pub mod lock;
 pub mod meta;
 pub mod objects;
 pub mod state;
 pub mod summary;
+#[cfg(test)]
+pub(crate) mod synthetic;
 #[cfg(test)]
 mod tests;
 pub mod walk;

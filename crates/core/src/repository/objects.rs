@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::backup::bundle::BundleWriter;
 use crate::format::{self, Codec, FormatError, MasterKey, ObjectIdentity, ObjectReader, ObjectWriter, OpenedObject};
+use crate::repository::index::IndexChange;
+use crate::repository::summary::BackupSummary;
 use crate::repository::{layout, BackupCatalog, Repository, RepositoryError};
 use crate::storage::{PutOutcome, StorageError};
 use crate::wal::{self, WalError, WalFileName};
@@ -271,7 +273,15 @@ impl Repository {
             key: key.clone(),
             message: format!("cannot encode the catalog: {e}"),
         })?;
-        self.put_sealed(&key, &body).await
+        let stored = self.put_sealed(&key, &body).await?;
+        // The backup exists now; the index is a cache that the next listing repairs, so a
+        // failure to update it does not fail the backup.
+        if self.has_backup_index() {
+            if let Err(e) = self.refresh_index(IndexChange::Stored(BackupSummary::from(cat))).await {
+                tracing::warn!(backup = %cat.id, "could not add the backup to the backup index ({e}); the next listing adds it");
+            }
+        }
+        Ok(stored)
     }
 
     /// Whether backup `id` has a catalog (is complete).
@@ -295,10 +305,22 @@ impl Repository {
 
     /// Deletes every object of backup `id`, its catalog first, so that an interrupted delete
     /// never leaves a catalog whose bundles are gone.
+    ///
+    /// The backup index loses the entry before the catalog goes (so no reader is told of a
+    /// backup whose catalog is gone), and again once the objects are gone (in case a concurrent
+    /// writer put it back meanwhile; see [`super::index`]).
     pub async fn delete_backup(&self, id: &str) -> Result<(), RepositoryError> {
+        if self.has_backup_index() {
+            self.refresh_index(IndexChange::Removed(id.to_string())).await?;
+        }
         self.storage.delete(&layout::catalog_key(id)).await?;
         for o in self.storage.list(&layout::backup_dir(id)).await? {
             self.storage.delete(&o.key).await?;
+        }
+        if self.has_backup_index() {
+            if let Err(e) = self.refresh_index(IndexChange::Removed(id.to_string())).await {
+                tracing::warn!(backup = %id, "could not update the backup index after the delete ({e}); the next listing drops the backup");
+            }
         }
         Ok(())
     }

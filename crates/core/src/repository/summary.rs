@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lsn::{Lsn, TimelineId};
 use crate::repository::catalog::{BackupCatalog, BackupKind};
+use crate::repository::index::IndexChange;
 use crate::repository::meta::u64_string;
 use crate::repository::{Repository, RepositoryError};
 use crate::timeline::BackupPoint;
@@ -96,8 +97,13 @@ pub struct SummaryListing {
 impl Repository {
     /// The summary of every complete backup, oldest first.
     ///
-    /// Today this reads every catalog; the backup index (issue 7) answers it from one object.
+    /// In format v2 this is answered from the backup index ([`super::index`]): one listing of
+    /// `backups/` plus one object, with the catalogs the index lacks loaded (and the index
+    /// repaired). A format-1 repository reads every catalog.
     pub async fn backup_summaries(&self) -> Result<SummaryListing, RepositoryError> {
+        if self.has_backup_index() {
+            return self.refresh_index(IndexChange::None).await;
+        }
         let listing = self.backup_listing().await?;
         Ok(SummaryListing {
             backups: listing.backups.iter().map(BackupSummary::from).collect(),

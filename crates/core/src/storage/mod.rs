@@ -7,6 +7,8 @@
 //! message that names the store, the key, the operation and what to check.
 
 pub mod cloud;
+#[cfg(test)]
+pub mod counting;
 mod error;
 #[cfg(test)]
 mod faulty;
