@@ -57,7 +57,7 @@ fn gap_json(g: &Gap) -> Value {
 pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
     let config = ctx.config()?;
     let repo = Repository::open(&config).await?;
-    let s = survey::survey(&repo, Times::AfterOldestBackup).await?;
+    let s = survey::survey(&repo, Times::WindowEnds).await?;
     let by_tli = s.model.windows_by_timeline();
     let gaps = s.model.gaps();
     let segments: Vec<_> = s.wal.iter().filter(|(n, _)| n.has_page_header()).collect();

@@ -6,9 +6,10 @@
 //! push recorded with each segment. `restore`, `list`, `copy` and `backup` all start here, so
 //! they all see the same archive.
 //!
-//! Segment times are read only when asked for ([`Times`]): `list` and restore to a time need
-//! them for the segments after each backup; a restore to an LSN needs none. Reading them costs
-//! one small ranged read per segment, done a few dozen at a time.
+//! Segment times are read only when asked for ([`Times`]): restore to a time or a name needs
+//! them for the segments after each backup; `list` needs only the times at the windows' ends
+//! ([`Times::WindowEnds`], a handful of reads whatever the archive's size); a restore to an LSN
+//! needs none. Reading them costs one small ranged read per segment, done a few dozen at a time.
 
 use std::collections::HashMap;
 
@@ -44,8 +45,14 @@ pub enum SurveyError {
 pub enum Times {
     /// None: LSN-only questions.
     None,
-    /// Every segment from the oldest backup's start on (windows, time and name targets).
+    /// Every segment from the oldest backup's start on (time and name targets: restore).
     AfterOldestBackup,
+    /// Only what the windows' end times need (listing): for each window, its segments from the
+    /// end back to the newest one with a recorded commit, and the first segment after each
+    /// gap. The segments not read are given empty times (no commits, no restore points), so
+    /// window end times equal what [`Times::AfterOldestBackup`] gives as long as commit times
+    /// grow with the LSN; restore points are not read, so this is not for restore.
+    WindowEnds,
 }
 
 /// What a repository holds, as the archive model sees it.
@@ -85,21 +92,93 @@ pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyErr
                 .map(|b| b.start_lsn.segment(seg))
                 .min()
                 .unwrap_or(u64::MAX);
-            let wanted: Vec<WalFileName> = wal
-                .iter()
-                .map(|(n, _)| *n)
+            let wanted: Vec<WalFileName> = names(&wal)
                 .filter(|n| n.kind == WalKind::Segment && n.segment_number(seg) >= from)
                 .collect();
             read_times(repo, wanted).await?
         }
+        Times::WindowEnds => {
+            let bare = ArchiveModel::new(seg, tree.clone(), names(&wal), backups.clone(), HashMap::new())?;
+            window_end_times(repo, &bare, &wal).await?
+        }
     };
-    let model = ArchiveModel::new(seg, tree, wal.iter().map(|(n, _)| *n), backups, times)?;
+    let model = ArchiveModel::new(seg, tree, names(&wal), backups, times)?;
     Ok(Survey {
         model,
         backups: listing.backups,
         unreadable,
         wal,
     })
+}
+
+fn names(wal: &[(WalFileName, ObjectInfo)]) -> impl Iterator<Item = WalFileName> + '_ {
+    wal.iter().map(|(n, _)| *n)
+}
+
+/// The times [`Times::WindowEnds`] reads, with empty times for every other archived segment.
+async fn window_end_times(
+    repo: &Repository,
+    model: &ArchiveModel,
+    wal: &[(WalFileName, ObjectInfo)],
+) -> Result<HashMap<WalFileName, SegmentTimes>, SurveyError> {
+    let ss = model.segment_size();
+    let mut read: HashMap<WalFileName, Option<SegmentTimes>> = HashMap::new();
+    for tw in model.windows_by_timeline() {
+        for w in &tw.windows {
+            let first = w.start_lsn.segment(ss);
+            let mut next = w.end_lsn.0.div_ceil(ss);
+            // From the end back, in batches that double (1, 2, 4, … segments), to the newest
+            // segment with a commit: usually the last one.
+            let mut batch_len = 1u64;
+            'walk: while next > first {
+                let from = next.saturating_sub(batch_len).max(first);
+                batch_len = (batch_len * 2).min(TIMES_PARALLEL as u64);
+                let batch: Vec<WalFileName> = (from..next)
+                    .rev()
+                    .map(|n| model.expected_segment(tw.tli, n))
+                    .filter(|n| model.is_archived(n))
+                    .collect();
+                fetch_times(repo, &batch, &mut read).await?;
+                for name in &batch {
+                    match read.get(name) {
+                        Some(Some(t)) if t.last_commit.is_none() => continue,
+                        // A commit, or a segment without recorded times (the end time is unknown).
+                        _ => break 'walk,
+                    }
+                }
+                next = from;
+            }
+        }
+    }
+    let after_gaps: Vec<WalFileName> = model
+        .gaps()
+        .iter()
+        .map(|g| WalFileName::from_segment_number(g.tli, g.last_missing.segment_number(ss) + 1, ss))
+        .filter(|n| model.is_archived(n))
+        .collect();
+    fetch_times(repo, &after_gaps, &mut read).await?;
+    let mut times: HashMap<WalFileName, SegmentTimes> = names(wal)
+        .filter(|n| n.kind == WalKind::Segment && !read.contains_key(n))
+        .map(|n| (n, SegmentTimes::default()))
+        .collect();
+    times.extend(read.into_iter().filter_map(|(n, t)| t.map(|t| (n, t))));
+    Ok(times)
+}
+
+/// Reads the times of those of `names` not read yet into `read` (`None`: none recorded).
+async fn fetch_times(
+    repo: &Repository,
+    names: &[WalFileName],
+    read: &mut HashMap<WalFileName, Option<SegmentTimes>>,
+) -> Result<(), SurveyError> {
+    let wanted: Vec<WalFileName> = names.iter().filter(|n| !read.contains_key(n)).copied().collect();
+    let found: Vec<(WalFileName, Option<SegmentTimes>)> = stream::iter(wanted)
+        .map(|name| async move { Ok::<_, RepositoryError>((name, segment_times(repo, &name).await?)) })
+        .buffer_unordered(TIMES_PARALLEL)
+        .try_collect()
+        .await?;
+    read.extend(found);
+    Ok(())
 }
 
 /// Parses every archived `.history` file into the timeline tree.
@@ -162,3 +241,7 @@ pub fn times_of(s: &WalSummary) -> SegmentTimes {
             .collect(),
     }
 }
+
+#[cfg(test)]
+#[path = "survey_tests.rs"]
+mod tests;

@@ -60,7 +60,7 @@ pub(crate) enum IndexRead {
 pub(crate) enum IndexChange {
     None,
     /// This backup's catalog was just stored.
-    Stored(BackupSummary),
+    Stored(Box<BackupSummary>),
     /// This backup is being deleted: leave it out even while its directory is still listed.
     Removed(String),
 }
@@ -91,8 +91,8 @@ pub(crate) fn reconcile(listed: &[String], entries: Vec<BackupSummary>, change: 
     match change {
         IndexChange::None => {}
         IndexChange::Stored(s) => {
-            if out.known.get(&s.id) != Some(s) {
-                out.known.insert(s.id.clone(), s.clone());
+            if out.known.get(&s.id) != Some(&**s) {
+                out.known.insert(s.id.clone(), (**s).clone());
                 out.changed = true;
             }
         }
@@ -250,7 +250,7 @@ impl Repository {
             return Ok(cat);
         }
         if self.has_backup_index() {
-            if let Err(e) = self.refresh_index(IndexChange::Stored(real)).await {
+            if let Err(e) = self.refresh_index(IndexChange::Stored(Box::new(real))).await {
                 tracing::warn!("could not repair the backup index: {e}");
             }
         }

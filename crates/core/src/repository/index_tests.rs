@@ -40,12 +40,16 @@ fn reconcile_keeps_listed_entries_loads_the_rest_and_drops_the_gone() {
 fn reconcile_applies_a_writers_change() {
     let all: Vec<BackupSummary> = (0..3).map(summary).collect();
     let listed = ids(&all);
-    let r = reconcile(&listed, all[..2].to_vec(), &IndexChange::Stored(all[2].clone()));
+    let r = reconcile(
+        &listed,
+        all[..2].to_vec(),
+        &IndexChange::Stored(Box::new(all[2].clone())),
+    );
     assert!(r.changed && r.to_load.is_empty() && r.known.len() == 3, "{r:?}");
     // A stored summary that differs from the entry replaces it.
     let mut other = all[1].clone();
     other.label = "relabelled".into();
-    let r = reconcile(&listed, all.clone(), &IndexChange::Stored(other.clone()));
+    let r = reconcile(&listed, all.clone(), &IndexChange::Stored(Box::new(other.clone())));
     assert!(r.changed);
     assert_eq!(r.known.get(&other.id), Some(&other));
     // A backup being deleted is left out although its directory is still listed.

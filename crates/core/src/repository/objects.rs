@@ -277,7 +277,10 @@ impl Repository {
         // The backup exists now; the index is a cache that the next listing repairs, so a
         // failure to update it does not fail the backup.
         if self.has_backup_index() {
-            if let Err(e) = self.refresh_index(IndexChange::Stored(BackupSummary::from(cat))).await {
+            if let Err(e) = self
+                .refresh_index(IndexChange::Stored(Box::new(BackupSummary::from(cat))))
+                .await
+            {
                 tracing::warn!(backup = %cat.id, "could not add the backup to the backup index ({e}); the next listing adds it");
             }
         }
