@@ -1,9 +1,13 @@
-//! The committed format-v1 repository (`fixtures/v1/`, written by pgvault before format v2)
-//! stays readable by today's binaries: `list` shows its backup, and restores at the backup
-//! (`--target-immediate`) and to the end of its archive give exactly the rows its README
-//! records. PostgreSQL 15 only: the fixture's cluster is 15.
+//! Every repository format pgvault ever wrote stays readable: `fixtures/v<N>/` holds a small
+//! repository of each format version, written by the pgvault of its time, with its passphrase and
+//! the rows its README records. [`FIXTURES`] lists them; for each, today's binaries list it
+//! (the backup, the format version, a recoverable window) and restore it to every point the
+//! README records (at the backup with `--target-immediate`, at a restore point where the format
+//! records them, at the end of the archive), checking the rows. A fixture with a backup index
+//! also has that index corrupted: listing rebuilds it, never fails. PostgreSQL 15 only: the
+//! fixtures' clusters are 15. Adding a format version is one entry in [`FIXTURES`].
 //!
-//! The repository is copied to a temporary directory first (given to `postgres`), so the
+//! Each repository is copied to a temporary directory first (given to `postgres`), so the
 //! committed files are never written to.
 //!
 //! `formatv2_new_repository_is_identity_bound`: a repository made by today's `init` writes
@@ -14,23 +18,65 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use pgvault_tests::{archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault};
 
-/// The backup in `fixtures/v1/repo` and the rows its README promises.
-const V1_BACKUP: &str = "20261201-213016F";
-const V1_AT_BACKUP: &str = "1000 9d8d0c4fd8532ab746d46dd9260e52c4";
-const V1_AT_END: &str = "1500 1e496049a30f05f4a51cf773e27f05d9";
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/v1")
+/// One committed fixture repository and what its README promises.
+struct Fixture {
+    /// The repository format version (`fixtures/v<version>/`).
+    version: u32,
+    /// The one backup in it.
+    backup: &'static str,
+    /// Whether it holds a backup index (`index/backups`, format v2 on).
+    index: bool,
+    /// Restores to check: (name, restore arguments, expected `count md5` digest).
+    restores: &'static [(&'static str, &'static [&'static str], &'static str)],
 }
 
-/// A vault holding a copy of the fixture repository and its passphrase, with a configuration
-/// that needs no running server (restore and list never connect).
-fn fixture_vault() -> Result<Vault> {
+/// Every format version ever written. A new format version adds its fixture here.
+const FIXTURES: &[Fixture] = &[
+    Fixture {
+        version: 1,
+        backup: "20261201-213016F",
+        index: false,
+        restores: &[
+            (
+                "at-backup",
+                &["--target-immediate"],
+                "1000 9d8d0c4fd8532ab746d46dd9260e52c4",
+            ),
+            ("at-end", &[], "1500 1e496049a30f05f4a51cf773e27f05d9"),
+        ],
+    },
+    Fixture {
+        version: 2,
+        backup: "20261202-005215F",
+        index: true,
+        restores: &[
+            (
+                "at-backup",
+                &["--target-immediate"],
+                "1000 9d8d0c4fd8532ab746d46dd9260e52c4",
+            ),
+            (
+                "at-name",
+                &["--target-name", "fixture-v2"],
+                "1500 1e496049a30f05f4a51cf773e27f05d9",
+            ),
+            ("at-end", &[], "2000 bcb7add837e768e14b3af895a9e0e3d9"),
+        ],
+    },
+];
+
+fn fixture_dir(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../fixtures/v{version}"))
+}
+
+/// A vault holding a copy of fixture `version`'s repository and its passphrase, with a
+/// configuration that needs no running server (restore and list never connect).
+fn fixture_vault(version: u32) -> Result<Vault> {
     let vault = Vault::new()?;
-    let src = fixture_dir();
+    let src = fixture_dir(version);
     pgvault_tests::copy_dir_for_postgres(&src.join("repo"), &vault.repo)?;
     let pass = std::fs::read(src.join("passphrase")).context("fixture passphrase")?;
     pgvault_tests::write_postgres_file(&vault.passphrase, pass, 0o600)?;
@@ -58,16 +104,8 @@ async fn restore_and_digest(install: &PgInstall, vault: &Vault, name: &str, args
     d.with_context(|| c.log_tail())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn formatv2_v1_fixture_lists_and_restores() {
-    let Some(install) = install_under_test(15) else {
-        return;
-    };
-    v1_inner(install).await.unwrap_or_else(|e| panic!("{e:#}"));
-}
-
-async fn v1_inner(install: PgInstall) -> Result<()> {
-    let vault = fixture_vault()?;
+/// Lists a copy of `f` and checks what it shows.
+fn check_list(f: &Fixture, vault: &Vault) -> Result<()> {
     let list = vault.list()?;
     let ids: Vec<&str> = list["backups"]
         .as_array()
@@ -75,13 +113,63 @@ async fn v1_inner(install: PgInstall) -> Result<()> {
         .iter()
         .filter_map(|b| b["id"].as_str())
         .collect();
-    assert_eq!(ids, vec![V1_BACKUP], "the v1 backup is listed: {list}");
-
-    let at_backup = restore_and_digest(&install, &vault, "at-backup", &["--target-immediate"]).await?;
-    assert_eq!(at_backup, V1_AT_BACKUP, "rows at the backup");
-    let at_end = restore_and_digest(&install, &vault, "at-end", &[]).await?;
-    assert_eq!(at_end, V1_AT_END, "rows at the end of the archive");
+    ensure!(ids == vec![f.backup], "v{}: the backup is listed: {list}", f.version);
+    ensure!(
+        list["format_version"] == f.version,
+        "v{}: the format version: {list}",
+        f.version
+    );
+    ensure!(
+        list["recoverable_window"]["to_lsn"].is_string(),
+        "v{}: a recoverable window is shown: {list}",
+        f.version
+    );
     Ok(())
+}
+
+/// A fixture's backup index, corrupted, is rebuilt by the next listing.
+fn check_index_rebuilt(f: &Fixture, vault: &Vault) -> Result<()> {
+    let index = vault.repo.join("index").join("backups");
+    ensure!(index.is_file(), "v{}: the fixture holds a backup index", f.version);
+    let garbage = b"not a sealed object".to_vec();
+    pgvault_tests::write_postgres_file(&index, garbage.clone(), 0o600)?;
+    check_list(f, vault)?;
+    let rebuilt = std::fs::read(&index)?;
+    ensure!(
+        rebuilt != garbage && rebuilt.starts_with(b"PGVAULT"),
+        "v{}: the index was rebuilt",
+        f.version
+    );
+    Ok(())
+}
+
+async fn check_fixture(install: &PgInstall, f: &Fixture) -> Result<()> {
+    let vault = fixture_vault(f.version)?;
+    check_list(f, &vault)?;
+    if f.index {
+        check_index_rebuilt(f, &vault)?;
+    }
+    for (name, args, expected) in f.restores {
+        let got = restore_and_digest(install, &vault, name, args)
+            .await
+            .with_context(|| format!("v{}: restore {name}", f.version))?;
+        ensure!(
+            got == *expected,
+            "v{}: rows at {name}: got {got}, expected {expected}",
+            f.version
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formatv2_every_format_fixture_lists_and_restores() {
+    let Some(install) = install_under_test(15) else {
+        return;
+    };
+    for f in FIXTURES {
+        check_fixture(&install, f).await.unwrap_or_else(|e| panic!("{e:#}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
