@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
 
 use crate::format::{Codec, KdfParams, Keyring};
 use crate::lsn::Lsn;
@@ -51,14 +53,27 @@ pub(crate) fn segment_time(n: u64) -> DateTime<Utc> {
     base + Duration::minutes(20 * n as i64)
 }
 
-/// An empty format-v2 repository in a counting memory store, encrypted with a real key.
+/// The passphrase of synthetic repositories (a test secret).
+pub(crate) const PASSPHRASE: &str = "a synthetic test passphrase";
+
+/// An empty repository of format `version` in a counting memory store, encrypted with a real key.
 pub(crate) async fn empty_repository(version: u32) -> (Repository, Arc<Counting>) {
     let params = KdfParams {
         memory_kib: 8 * 1024,
         iterations: 1,
         parallelism: 1,
     };
-    let (keyring, key) = Keyring::create(b"a synthetic test passphrase", params).expect("keyring");
+    empty_repository_over(version, Arc::new(InMemory::new()), params).await
+}
+
+/// An empty repository of format `version` in `inner` (behind a counting store), encrypted with
+/// a key wrapped under [`PASSPHRASE`] with `params`.
+pub(crate) async fn empty_repository_over(
+    version: u32,
+    inner: Arc<dyn ObjectStore>,
+    params: KdfParams,
+) -> (Repository, Arc<Counting>) {
+    let (keyring, key) = Keyring::create(PASSPHRASE.as_bytes(), params).expect("keyring");
     let meta = RepoMeta {
         format: meta::FORMAT_NAME.into(),
         format_version: version,
@@ -73,7 +88,7 @@ pub(crate) async fn empty_repository(version: u32) -> (Repository, Arc<Counting>
         encryption: Some(keyring),
         conditional_create: Some(true),
     };
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(Counting::over(inner));
     let storage = Storage::from_store(store.clone(), "counting://".into(), String::new());
     let body = serde_json::to_vec(&meta).expect("descriptor");
     storage
@@ -145,6 +160,11 @@ pub(crate) async fn synthetic_repository(n: usize) -> Synthetic {
 /// A repository as `opts` asks (see [`synthetic_repository`]).
 pub(crate) async fn synthetic_with(opts: SyntheticOptions) -> Synthetic {
     let (repo, store) = empty_repository(meta::FORMAT_VERSION).await;
+    fill(repo, store, opts).await
+}
+
+/// Fills the empty repository `repo` as `opts` asks.
+pub(crate) async fn fill(repo: Repository, store: Arc<Counting>, opts: SyntheticOptions) -> Synthetic {
     let mut ids = Vec::with_capacity(opts.backups);
     for i in 0..opts.backups {
         let cat = synthetic_catalog(i);
@@ -181,4 +201,33 @@ pub(crate) async fn synthetic_with(opts: SyntheticOptions) -> Synthetic {
         segments,
         missing,
     }
+}
+
+/// Writes a synthetic repository of `PGVAULT_SYNTHETIC_BACKUPS` (default 1000) backups into the
+/// empty directory `PGVAULT_SYNTHETIC_DIR`, to time the real `pgvault list` on it (passphrase:
+/// [`PASSPHRASE`]). Run by hand: `PGVAULT_SYNTHETIC_DIR=/tmp/x cargo test -p pgvault-core --lib
+/// write_synthetic_repository_to_a_directory -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes a repository for timing by hand"]
+async fn write_synthetic_repository_to_a_directory() {
+    let Ok(dir) = std::env::var("PGVAULT_SYNTHETIC_DIR") else {
+        panic!("set PGVAULT_SYNTHETIC_DIR to an empty directory");
+    };
+    let n = std::env::var("PGVAULT_SYNTHETIC_BACKUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let local = crate::storage::local::DurableLocal::new(std::path::Path::new(&dir), true).expect("directory");
+    let (repo, store) = empty_repository_over(meta::FORMAT_VERSION, Arc::new(local), KdfParams::default()).await;
+    let s = fill(
+        repo,
+        store,
+        SyntheticOptions {
+            backups: n,
+            build_index: true,
+            gap: true,
+        },
+    )
+    .await;
+    eprintln!("{} backups, {} segments in {dir}", s.ids.len(), s.segments.len());
 }
