@@ -4,7 +4,8 @@
 //! (the backup, the format version, a recoverable window) and restore it to every point the
 //! README records (at the backup with `--target-immediate`, at a restore point where the format
 //! records them, at the end of the archive), checking the rows. A fixture with a backup index
-//! also has that index corrupted: listing rebuilds it, never fails. PostgreSQL 15 only: the
+//! also has that index corrupted: listing rebuilds it, never fails; one without is upgraded, and
+//! the next listing writes one. PostgreSQL 15 only: the
 //! fixtures' clusters are 15. Adding a format version is one entry in [`FIXTURES`].
 //!
 //! Each repository is copied to a temporary directory first (given to `postgres`), so the
@@ -156,6 +157,21 @@ async fn check_fixture(install: &PgInstall, f: &Fixture) -> Result<()> {
         ensure!(
             got == *expected,
             "v{}: rows at {name}: got {got}, expected {expected}",
+            f.version
+        );
+    }
+    if !f.index {
+        // Upgraded to the newest format, the repository gains a backup index at the next listing.
+        vault.pgvault(["upgrade"])?.check()?;
+        let list = vault.list()?;
+        ensure!(
+            list["backups"][0]["id"] == f.backup && list["backups"].as_array().map(Vec::len) == Some(1),
+            "v{}: listed after upgrade: {list}",
+            f.version
+        );
+        ensure!(
+            vault.repo.join("index").join("backups").is_file(),
+            "v{}: after upgrade, listing wrote the backup index",
             f.version
         );
     }
