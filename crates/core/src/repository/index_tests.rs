@@ -267,3 +267,148 @@ async fn a_format1_repository_keeps_no_index() {
     assert_eq!(ids(&repo.backup_summaries().await.expect("list").backups), vec![cat.id]);
     assert!(matches!(repo.read_index().await, Ok(IndexRead::Missing)));
 }
+
+/// One step of the property test below: what writers (this pgvault, an older one, a crashed one,
+/// a concurrent one) can do to a repository's backups and its index.
+#[derive(Clone, Debug)]
+enum Op {
+    /// A backup by this pgvault: a bundle, then the catalog (which updates the index).
+    Put(usize),
+    /// A backup by an older pgvault, or one whose index update was lost to a crash.
+    PutRaw(usize),
+    /// An unfinished backup: a bundle, no catalog.
+    Unfinished(usize),
+    /// `delete_backup`.
+    Delete(usize),
+    /// A delete by an older pgvault (catalog, then objects; no index update).
+    DeleteRaw(usize),
+    /// `delete_backup` interrupted after the catalog went, before the rest.
+    CrashMidDelete(usize),
+    /// A concurrent writer reads the index now ...
+    Snapshot,
+    /// ... and writes what it read later (a lost update).
+    StaleWrite,
+    /// The index object is damaged.
+    Corrupt,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let id = 0usize..5;
+    prop_oneof![
+        id.clone().prop_map(Op::Put),
+        id.clone().prop_map(Op::PutRaw),
+        id.clone().prop_map(Op::Unfinished),
+        id.clone().prop_map(Op::Delete),
+        id.clone().prop_map(Op::DeleteRaw),
+        id.prop_map(Op::CrashMidDelete),
+        Just(Op::Snapshot),
+        Just(Op::StaleWrite),
+        Just(Op::Corrupt),
+    ]
+}
+
+async fn apply(repo: &Repository, op: &Op, snapshot: &mut Option<Bytes>) {
+    let st = repo.storage();
+    let id = |i: &usize| synthetic_catalog(*i).id;
+    match op {
+        Op::Put(i) | Op::PutRaw(i) => {
+            let cat = synthetic_catalog(*i);
+            st.put(&layout::bundle_key(&cat.id, 0), Bytes::from_static(b"b"))
+                .await
+                .expect("bundle");
+            if matches!(op, Op::Put(_)) {
+                repo.put_catalog(&cat).await.expect("catalog");
+            } else {
+                let body = serde_json::to_vec(&cat).expect("json");
+                repo.put_sealed(&layout::catalog_key(&cat.id), &body)
+                    .await
+                    .expect("catalog");
+            }
+        }
+        Op::Unfinished(i) => {
+            if !repo.catalog_exists(&id(i)).await.expect("head") {
+                st.put(&layout::bundle_key(&id(i), 0), Bytes::from_static(b"b"))
+                    .await
+                    .expect("bundle");
+            }
+        }
+        Op::Delete(i) => repo.delete_backup(&id(i)).await.expect("delete"),
+        Op::DeleteRaw(i) => {
+            st.delete(&layout::catalog_key(&id(i))).await.expect("delete");
+            for o in st.list(&layout::backup_dir(&id(i))).await.expect("list") {
+                st.delete(&o.key).await.expect("delete");
+            }
+        }
+        Op::CrashMidDelete(i) => {
+            repo.refresh_index(IndexChange::Removed(id(i))).await.expect("index");
+            st.delete(&layout::catalog_key(&id(i))).await.expect("delete");
+        }
+        Op::Snapshot => *snapshot = st.get_opt(layout::BACKUP_INDEX_KEY).await.expect("get"),
+        Op::StaleWrite => {
+            if let Some(raw) = snapshot.clone() {
+                st.put(layout::BACKUP_INDEX_KEY, raw).await.expect("put");
+            }
+        }
+        Op::Corrupt => st
+            .put(layout::BACKUP_INDEX_KEY, Bytes::from_static(b"torn"))
+            .await
+            .expect("put"),
+    }
+}
+
+/// Whatever writers did, in any order, crashes and lost updates included: every backup whose
+/// catalog exists is listed with its catalog's summary (a backup is never missing from a
+/// listing, so retention can never act as if it were gone); a listed backup without a catalog
+/// can only be one whose delete was interrupted with its directory still there, and re-running
+/// the delete clears it.
+#[test]
+fn prop_listing_agrees_with_the_catalogs_after_any_writes() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = Config {
+        cases: 48,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[11; 32]));
+    runner
+        .run(&proptest::collection::vec(op(), 1..24), |ops| {
+            rt.block_on(async {
+                let (repo, _) = empty_repository(2).await;
+                let mut snapshot = None;
+                for op in &ops {
+                    apply(&repo, op, &mut snapshot).await;
+                }
+                let listed = repo.backup_summaries().await.expect("list");
+                prop_assert!(listed.unreadable.is_empty());
+                let mut truth = Vec::new();
+                for i in 0..5 {
+                    if repo.catalog_exists(&synthetic_catalog(i).id).await.expect("head") {
+                        truth.push(summary(i));
+                    }
+                }
+                for t in &truth {
+                    prop_assert!(
+                        listed.backups.contains(t),
+                        "{} is missing from {:?}",
+                        t.id,
+                        ids(&listed.backups)
+                    );
+                }
+                for extra in listed.backups.iter().filter(|b| !truth.contains(b)) {
+                    let dir = repo.storage().list(&layout::backup_dir(&extra.id)).await.expect("list");
+                    prop_assert!(!dir.is_empty(), "{} is listed but gone", extra.id);
+                    repo.delete_backup(&extra.id).await.expect("delete again");
+                }
+                let again = repo.backup_summaries().await.expect("list");
+                prop_assert_eq!(again.backups, truth);
+                Ok(())
+            })
+        })
+        .expect("the listing agrees with the catalogs");
+}
