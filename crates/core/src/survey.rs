@@ -2,7 +2,8 @@
 //!
 //! The model is pure logic; this is the one place that gathers its inputs from a repository:
 //! the listing of archived WAL, the `.history` files (parsed into the timeline tree), the
-//! backup catalogs, and, where a question needs them, the commit times and restore points that
+//! backups' summaries (from the backup index, [`crate::repository::index`], not from every
+//! catalog), and, where a question needs them, the commit times and restore points that
 //! push recorded with each segment. `restore`, `list`, `copy` and `backup` all start here, so
 //! they all see the same archive.
 //!
