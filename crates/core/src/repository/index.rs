@@ -254,11 +254,9 @@ impl Repository {
                 tracing::warn!("could not repair the backup index: {e}");
             }
         }
-        Err(RepositoryError::BadCatalog {
+        Err(RepositoryError::IndexDisagreed {
             location: self.storage().to_string(),
-            key: layout::catalog_key(&summary.id),
-            message: "the backup index disagreed with this catalog (the index was repaired): run the command again"
-                .into(),
+            id: summary.id.clone(),
         })
     }
 }

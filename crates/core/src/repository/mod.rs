@@ -83,6 +83,10 @@ pub enum RepositoryError {
         key: String,
         message: String,
     },
+    /// The backup index's summary of `id` did not match its catalog; the index was repaired, and
+    /// a choice made from the old summary must be made again.
+    #[error("{location}: the backup index disagreed with the catalog of backup '{id}' (the index was repaired): run the command again")]
+    IndexDisagreed { location: String, id: String },
     #[error("{location}: no backup '{id}' (see `pgvault list`)")]
     BackupNotFound { location: String, id: String },
     #[error("{location}: {key} holds the catalog of backup '{found}', not of the backup it is stored under: it was moved or swapped; the backup cannot be trusted")]

@@ -13,7 +13,7 @@ use super::marker::{self, DirState, Marker};
 use super::paths::{validate, validate_absolute, Dest, PathError};
 use super::{target, RestoreError, RestoreRequest, Target};
 use crate::config::Config;
-use crate::repository::{BackupCatalog, Repository};
+use crate::repository::{BackupCatalog, Repository, RepositoryError};
 use crate::survey::{survey, Times};
 use crate::timeline::Choice;
 
@@ -67,6 +67,19 @@ impl RestorePlan {
 /// the first missing segment and the furthest point that can be reached.
 pub async fn plan(_config: &Config, repo: &Repository, req: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
     check_request(&req.target, req.kind)?;
+    // The choice is made from the backup index's summaries; the chosen backup's real catalog
+    // must agree with its summary. When it does not, the index has just been repaired from the
+    // catalogs, and the choice is made once more from the repaired index.
+    match plan_once(repo, req).await {
+        Err(RestoreError::Repository(RepositoryError::IndexDisagreed { id, .. })) => {
+            tracing::warn!(backup = %id, "the backup index disagreed with the catalog of {id}; choosing again from the repaired index");
+            plan_once(repo, req).await
+        }
+        other => other,
+    }
+}
+
+async fn plan_once(repo: &Repository, req: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
     let times = match req.target {
         Target::Lsn(_) | Target::Immediate | Target::Xid(_) => Times::None,
         Target::End | Target::Time(_) | Target::Name(_) => Times::AfterOldestBackup,
@@ -85,7 +98,10 @@ pub async fn plan(_config: &Config, repo: &Repository, req: &RestoreRequest) -> 
         tracing::warn!(backup = %id, "a backup whose catalog cannot be read was left out: {why}");
     }
     let choice = target::choose(&s.model, &s.backups, req.backup.as_deref(), &req.target, timeline)?;
-    let cat = repo.load_catalog(&choice.backup.id).await?;
+    let cat = match s.backup(&choice.backup.id) {
+        Some(summary) => repo.load_catalog_matching(summary).await?,
+        None => repo.load_catalog(&choice.backup.id).await?,
+    };
     let mut plan = plan_for(cat, req)?;
     plan.recovery = Some(choice);
     Ok(plan)
