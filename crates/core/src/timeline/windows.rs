@@ -80,7 +80,57 @@ impl ArchiveModel {
     }
 
     /// The windows recoverable along `target_tli`, oldest first; overlapping ones merged.
+    ///
+    /// Recovery from a backup walks the contiguous WAL after it, so planning every backup costs
+    /// backups × segments. A backup that starts at or after the backup whose plan set the current
+    /// window's end, and is consistent inside that window, reads a subset of the same contiguous
+    /// segments and ends at the same point: it joins the window without a plan of its own, which
+    /// keeps a repository with many backups linear in its archive.
     pub fn windows(&self, target_tli: TimelineId) -> Vec<Window> {
+        let ss = self.segment_size;
+        let mut windows: Vec<Window> = Vec::new();
+        // The first archive segment of the backup whose plan set the last window's end.
+        let mut anchor: Option<u64> = None;
+        for b in &self.backups {
+            if let (Some(cur), Some(first)) = (windows.last_mut(), anchor) {
+                if b.first_archive_segno(ss) >= first && b.stop_lsn <= cur.end_lsn && self.backup_on_path(b, target_tli)
+                {
+                    cur.backups.push(b.id.clone());
+                    continue;
+                }
+            }
+            let plan = self.plan_recovery(b, target_tli, None);
+            if !plan.backup_on_path || !plan.reaches_consistency {
+                continue;
+            }
+            let w = Window {
+                from_backup: b.id.clone(),
+                backups: vec![b.id.clone()],
+                start_lsn: b.stop_lsn,
+                start_time: b.stop_time,
+                end_lsn: plan.reachable_end,
+                end_time: plan.reachable_end_time,
+                ends_at_gap: plan.first_missing.filter(|_| plan.gap_ahead),
+            };
+            match windows.last_mut() {
+                Some(cur) if w.start_lsn <= cur.end_lsn => {
+                    if w.end_lsn >= cur.end_lsn {
+                        anchor = Some(b.first_archive_segno(ss));
+                    }
+                    merge(cur, w)
+                }
+                _ => {
+                    anchor = Some(b.first_archive_segno(ss));
+                    windows.push(w)
+                }
+            }
+        }
+        windows
+    }
+
+    /// [`ArchiveModel::windows`] the slow way, planning every backup: the oracle of its test.
+    #[cfg(test)]
+    pub(crate) fn windows_planning_each(&self, target_tli: TimelineId) -> Vec<Window> {
         let mut windows: Vec<Window> = Vec::new();
         for b in &self.backups {
             let plan = self.plan_recovery(b, target_tli, None);

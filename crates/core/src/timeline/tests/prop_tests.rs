@@ -26,8 +26,14 @@ struct Synthetic {
 }
 
 fn synthetic() -> impl Strategy<Value = Synthetic> {
+    synthetic_with(0.5, 4)
+}
+
+/// Like [`synthetic`], with each segment present with probability `present` and up to
+/// `max_backups` backups (dense archives put many backups in one window).
+fn synthetic_with(present: f64, max_backups: usize) -> impl Strategy<Value = Synthetic> {
     let branches = prop::collection::vec((any::<prop::sample::Index>(), 0u64..(12 * MB16)), 0..5);
-    let present = prop::collection::vec(prop::collection::vec(any::<bool>(), 40), 6);
+    let present = prop::collection::vec(prop::collection::vec(prop::bool::weighted(present), 40), 6);
     let backups = prop::collection::vec(
         (
             any::<prop::sample::Index>(),
@@ -35,7 +41,7 @@ fn synthetic() -> impl Strategy<Value = Synthetic> {
             1u64..(3 * MB16),
             any::<bool>(),
         ),
-        0..4,
+        0..max_backups,
     );
     (branches, present, backups).prop_map(|(branches, present, raw_backups)| {
         let mut histories: Vec<(TimelineId, Vec<HistoryEntry>)> = Vec::new();
@@ -223,6 +229,19 @@ fn windows_never_cover_a_missing_segment() {
             }
             for g in m.gaps() {
                 prop_assert!(!archived(&s, &g.first_missing) && !archived(&s, &g.last_missing));
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn windows_equal_planning_every_backup() {
+    runner(300)
+        .run(&synthetic_with(0.97, 10), |s| {
+            let m = build(&s);
+            for target in m.tree().timelines() {
+                prop_assert_eq!(m.windows(target), m.windows_planning_each(target));
             }
             Ok(())
         })
