@@ -28,6 +28,7 @@ pub mod server;
 pub mod storage;
 pub mod survey;
 pub mod timeline;
+pub mod verify;
 mod tls_verify;
 pub mod wal;
 
