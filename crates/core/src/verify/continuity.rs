@@ -167,7 +167,8 @@ fn effective_horizon(model: &ArchiveModel, recorded: Option<Horizon>) -> Option<
         .min_by_key(|b| (b.start_lsn, b.start_tli))
         .map(|b| HorizonReport {
             timeline: b.start_tli,
-            lsn: b.start_lsn,
+            // A backup carrying its own WAL needs the archive only from its stop on.
+            lsn: if b.wal_included { b.stop_lsn } else { b.start_lsn },
             source: "oldest_backup",
         })
 }

@@ -110,9 +110,21 @@ async fn verify_bundle(
         Err(e) => return damaged(None, None, e.to_string()),
     };
     let (paths, ps): (Vec<String>, Vec<Piece>) = pieces.into_iter().unzip();
-    let walked = tokio::task::spawn_blocking(move || {
-        let nop = |_: usize, _: &Piece, _: u64, _: &[u8]| Ok::<(), std::convert::Infallible>(());
-        walk_bundle(&mut obj, &ps, Some(size), nop)
+    let (walked, reading) = tokio::task::spawn_blocking(move || {
+        // The piece last handed over, and whether it was complete: when the object fails to
+        // authenticate or decompress, the file being read is the one to name.
+        let mut last: Option<(usize, bool)> = None;
+        let track = |i: usize, p: &Piece, done: u64, b: &[u8]| {
+            last = Some((i, done + b.len() as u64 >= p.len));
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let walked = walk_bundle(&mut obj, &ps, Some(size), track);
+        let reading = match last {
+            Some((i, true)) => i + 1,
+            Some((i, false)) => i,
+            None => 0,
+        };
+        (walked, reading)
     })
     .await
     .map_err(|e| VerifyError::Internal(format!("bundle check task: {e}")))?;
@@ -127,7 +139,7 @@ async fn verify_bundle(
                 what: format!("bundle {bundle} of backup {id}"),
                 detail: e.to_string(),
             }),
-            other => damaged(None, None, other.to_string()),
+            other => damaged(paths.get(reading).cloned(), None, other.to_string()),
         },
         Err(WalkError::Checksum {
             index,
