@@ -88,7 +88,10 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
 }
 
 fn print_report(r: &VerifyReport) {
-    let what = r.scope.as_ref().map_or("repository".to_string(), |id| format!("backup {id}"));
+    let what = r
+        .scope
+        .as_ref()
+        .map_or("repository".to_string(), |id| format!("backup {id}"));
     if r.whole {
         println!("{what} is whole: every object read back and checked, WAL continuous");
     } else {
@@ -101,14 +104,17 @@ fn print_report(r: &VerifyReport) {
     if !damaged.is_empty() {
         println!("not restorable: {}", damaged.join(", "));
     }
+    if r.backups.iter().any(|b| b.ok) {
+        println!("restorable:");
+    }
     for b in r.backups.iter().filter(|b| b.ok) {
         println!("  {}  {}", b.id, describe(&b.restorable));
     }
+    // Damage gaps are findings (above); holes before the horizon were expired on purpose.
     for t in &r.timelines {
-        for g in &t.gaps {
-            let why = if g.damage { "DAMAGE" } else { "before the horizon, expired on purpose" };
+        for g in t.gaps.iter().filter(|g| !g.damage) {
             println!(
-                "  timeline {}: WAL {}..{} missing ({why})",
+                "timeline {}: WAL {}..{} removed by expire (before the horizon; not damage)",
                 t.timeline, g.first_missing, g.last_missing
             );
         }

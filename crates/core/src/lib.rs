@@ -28,8 +28,8 @@ pub mod server;
 pub mod storage;
 pub mod survey;
 pub mod timeline;
-pub mod verify;
 mod tls_verify;
+pub mod verify;
 pub mod wal;
 
 /// This build's version, for catalogs and `--version`.

@@ -78,7 +78,13 @@ pub async fn check(config: &Config, repo: &Repository, opts: &CheckOptions) -> R
     let _ = repl.close().await;
     repo.check_cluster(&identity)?;
     let mut sql = server::connect(config, false).await?;
-    let row = server::query_row(&mut sql, config, "asking whether the server is a standby", "SELECT pg_is_in_recovery()::text").await?;
+    let row = server::query_row(
+        &mut sql,
+        config,
+        "asking whether the server is a standby",
+        "SELECT pg_is_in_recovery()::text",
+    )
+    .await?;
     if row.first().cloned().flatten().as_deref() == Some("true") {
         return Err(CheckError::Standby { target });
     }
@@ -90,7 +96,13 @@ pub async fn check(config: &Config, repo: &Repository, opts: &CheckOptions) -> R
         });
     }
     // A commit record in the current segment, so that the switch below really switches.
-    server::query_row(&mut sql, config, "writing a transaction id", "SELECT txid_current()::text").await?;
+    server::query_row(
+        &mut sql,
+        config,
+        "writing a transaction id",
+        "SELECT txid_current()::text",
+    )
+    .await?;
     let row = server::query_row(
         &mut sql,
         config,
@@ -152,7 +164,12 @@ async fn wait_archived(
                 });
             }
         }
-        tokio::time::sleep(delay.min(timeout.saturating_sub(elapsed)).max(Duration::from_millis(10))).await;
+        tokio::time::sleep(
+            delay
+                .min(timeout.saturating_sub(elapsed))
+                .max(Duration::from_millis(10)),
+        )
+        .await;
         delay = (delay * 2).min(Duration::from_millis(500));
     }
 }
@@ -160,7 +177,11 @@ async fn wait_archived(
 /// Whether the archiver's latest failure is `segment` (or a segment after it, which it can
 /// only reach once `segment` itself was handed over) and is newer than its latest success.
 fn failing_on(status: &ArchiverStatus, segment: &WalFileName) -> bool {
-    let Some(failed) = status.last_failed_wal.as_deref().and_then(|n| WalFileName::parse(n).ok()) else {
+    let Some(failed) = status
+        .last_failed_wal
+        .as_deref()
+        .and_then(|n| WalFileName::parse(n).ok())
+    else {
         return false;
     };
     let newer_than_success = match (&status.last_failed_time, &status.last_archived_time) {
@@ -185,7 +206,10 @@ mod tests {
         };
         assert!(failing_on(&s, &seg));
         s.last_failed_wal = Some("000000010000000000000004".into());
-        assert!(!failing_on(&s, &seg), "an older failure may be followed by success on ours");
+        assert!(
+            !failing_on(&s, &seg),
+            "an older failure may be followed by success on ours"
+        );
         s.last_failed_wal = Some("000000010000000000000005".into());
         s.last_archived_time = Some("2026-12-02 00:00:03+00".into());
         assert!(!failing_on(&s, &seg), "archived after the failure");

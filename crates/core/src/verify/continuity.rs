@@ -37,7 +37,12 @@ pub struct Continuity {
 
 /// Assesses the archive. `archived`: every archived WAL name (others than segments are
 /// ignored). `scope`: one backup id (`verify --backup`), or every backup.
-pub fn assess(model: &ArchiveModel, archived: &[WalFileName], horizon: Option<Horizon>, scope: Option<&str>) -> Continuity {
+pub fn assess(
+    model: &ArchiveModel,
+    archived: &[WalFileName],
+    horizon: Option<Horizon>,
+    scope: Option<&str>,
+) -> Continuity {
     let ss = model.segment_size();
     let in_scope = |b: &&BackupPoint| scope.is_none_or(|id| b.id == id);
     let horizon = effective_horizon(model, horizon);
@@ -83,7 +88,11 @@ pub fn assess(model: &ArchiveModel, archived: &[WalFileName], horizon: Option<Ho
             }
         }
     }
-    let segments: Vec<WalFileName> = archived.iter().copied().filter(|n| n.kind == WalKind::Segment).collect();
+    let segments: Vec<WalFileName> = archived
+        .iter()
+        .copied()
+        .filter(|n| n.kind == WalKind::Segment)
+        .collect();
     // Missing segment -> the target timeline along which it was found missing.
     let mut missing: BTreeMap<WalFileName, TimelineId> = BTreeMap::new();
     for (&target, &from) in &targets {

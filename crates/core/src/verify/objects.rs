@@ -59,10 +59,11 @@ pub async fn verify_backup(
 pub(crate) fn is_store_failure(e: &RepositoryError) -> bool {
     matches!(
         e,
-        RepositoryError::Storage(_) | RepositoryError::Object {
-            source: FormatError::Io(_),
-            ..
-        }
+        RepositoryError::Storage(_)
+            | RepositoryError::Object {
+                source: FormatError::Io(_),
+                ..
+            }
     )
 }
 
@@ -146,13 +147,11 @@ async fn verify_bundle(
             offset,
             expected,
             found,
-        }) => {
-            damaged(
-                paths.get(index).cloned(),
-                Some(offset),
-                format!("SHA-256 mismatch (catalog {expected}, read {found})"),
-            )
-        }
+        }) => damaged(
+            paths.get(index).cloned(),
+            Some(offset),
+            format!("SHA-256 mismatch (catalog {expected}, read {found})"),
+        ),
         Err(e) => damaged(None, None, e.to_string()),
     }
 }

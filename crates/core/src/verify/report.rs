@@ -99,14 +99,27 @@ impl std::fmt::Display for Finding {
                 last_missing,
                 after,
                 before,
-            } => write!(
-                f,
-                "timeline {timeline}: WAL {first_missing}..{last_missing} is missing; no recovery crosses it (last commit before: {}, first after: {})",
-                t(after),
-                t(before)
-            ),
+            } => {
+                if first_missing == last_missing {
+                    write!(f, "timeline {timeline}: WAL segment {first_missing} is missing")?;
+                } else {
+                    write!(
+                        f,
+                        "timeline {timeline}: WAL segments {first_missing}..{last_missing} are missing"
+                    )?;
+                }
+                write!(
+                    f,
+                    "; no recovery crosses it (last commit before: {}, first after: {})",
+                    t(after),
+                    t(before)
+                )
+            }
             Finding::HistoryMissing { timeline } => {
-                write!(f, "timeline {timeline}: its history file {timeline:08X}.history is missing")
+                write!(
+                    f,
+                    "timeline {timeline}: its history file {timeline:08X}.history is missing"
+                )
             }
         }
     }

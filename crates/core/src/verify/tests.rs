@@ -95,7 +95,10 @@ fn a_whole_archive_has_no_findings_and_one_window() {
     let m = model(TimelineTree::default(), &archive, vec![b1(), b2()]);
     let c = assess(&m, &archive, None, None);
     assert_eq!(c.findings, vec![]);
-    assert_eq!(c.horizon.as_ref().map(|h| (h.lsn, h.source)), Some((lsn("0/2000028"), "oldest_backup")));
+    assert_eq!(
+        c.horizon.as_ref().map(|h| (h.lsn, h.source)),
+        Some((lsn("0/2000028"), "oldest_backup"))
+    );
     assert_eq!(c.timelines.len(), 1);
     assert_eq!(c.timelines[0].windows.len(), 1);
     assert!(c.timelines[0].gaps.is_empty());
@@ -139,12 +142,21 @@ fn a_gap_before_the_recorded_horizon_was_expired_on_purpose() {
     let c = assess(&m, &archive, Some(h), None);
     assert_eq!(c.findings, vec![], "WAL before the horizon was removed by expire");
     assert_eq!(c.horizon.as_ref().map(|h| h.source), Some("expire"));
-    assert_eq!(c.restorable["b1"], Restorable::EndPoint { lsn: lsn("0/3000100"), time: at(30) });
+    assert_eq!(
+        c.restorable["b1"],
+        Restorable::EndPoint {
+            lsn: lsn("0/3000100"),
+            time: at(30)
+        }
+    );
     assert!(matches!(c.restorable["b2"], Restorable::Window { .. }));
     let g = &c.timelines[0].gaps;
     assert_eq!(g.len(), 1);
     assert!(!g[0].damage);
-    assert_eq!((g[0].first_missing.as_str(), g[0].last_missing.as_str()), (&*seg(1, 4).to_string(), &*seg(1, 5).to_string()));
+    assert_eq!(
+        (g[0].first_missing.as_str(), g[0].last_missing.as_str()),
+        (&*seg(1, 4).to_string(), &*seg(1, 5).to_string())
+    );
 
     // The same hole with the horizon at b1: damage.
     let h = Horizon {
@@ -187,11 +199,7 @@ fn a_backup_carrying_its_wal_needs_the_archive_only_from_its_stop() {
 
 /// 1 -> 2 at 0/5800000 (abandoned), 1 -> 3 at 0/8000000 (the newest).
 fn branched() -> TimelineTree {
-    TimelineTree::from_files([
-        (2, &b"1\t0/5800000\tx\n"[..]),
-        (3, &b"1\t0/8000000\ty\n"[..]),
-    ])
-    .expect("histories")
+    TimelineTree::from_files([(2, &b"1\t0/5800000\tx\n"[..]), (3, &b"1\t0/8000000\ty\n"[..])]).expect("histories")
 }
 
 #[test]
@@ -248,7 +256,11 @@ fn a_timeline_without_its_history_file_is_reported() {
     archive.extend(segs(2, 6..=7));
     let m = model(TimelineTree::default(), &archive, vec![b1()]);
     let c = assess(&m, &archive, None, None);
-    assert!(c.findings.contains(&Finding::HistoryMissing { timeline: 2 }), "{:?}", c.findings);
+    assert!(
+        c.findings.contains(&Finding::HistoryMissing { timeline: 2 }),
+        "{:?}",
+        c.findings
+    );
     assert!(gaps(&c).is_empty(), "its own segments are contiguous: {:?}", c.findings);
 }
 
@@ -318,7 +330,10 @@ fn findings_name_their_backup_and_read_well() {
         detail: "SHA-256 mismatch".into(),
     };
     assert_eq!(f.backup(), Some("b1"));
-    assert_eq!(f.to_string(), "backup b1: bundle 2, file base/1/1259 (bundle offset 10): SHA-256 mismatch");
+    assert_eq!(
+        f.to_string(),
+        "backup b1: bundle 2, file base/1/1259 (bundle offset 10): SHA-256 mismatch"
+    );
     let g = Finding::WalGap {
         timeline: 1,
         first_missing: seg(1, 5).to_string(),
