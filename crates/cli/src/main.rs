@@ -100,11 +100,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // The command printed its report; only its exit status is left to give.
-        Err(e) if e.downcast_ref::<verify_cmd::ExitStatus>().is_some() => {
-            ExitCode::from(e.downcast_ref::<verify_cmd::ExitStatus>().map_or(1, |s| s.0))
-        }
         Err(e) => {
+            // The command printed its report (findings: exit 3 or 4); only its status is left.
+            if let Some(status) = e.downcast_ref::<verify_cmd::ExitStatus>() {
+                return ExitCode::from(status.0);
+            }
             eprintln!("pgvault: error: {e:#}");
             if let Some(hint) = hints::hint(&e) {
                 eprintln!("pgvault: hint: {hint}");

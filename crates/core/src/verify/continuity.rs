@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::lsn::{Lsn, TimelineId};
-use crate::timeline::{ArchiveModel, BackupPoint, Window};
+use crate::timeline::{ArchiveModel, BackupPoint, TimelineWindows, Window};
 use crate::verify::report::{Finding, GapReport, HorizonReport, Restorable, TimelineReport, WindowReport};
 use crate::wal::{WalFileName, WalKind};
 
@@ -149,12 +149,13 @@ pub fn assess(
         });
     }
 
-    out.timelines = timeline_reports(model, &missing, &runs);
+    let windows = model.windows_by_timeline();
+    out.timelines = timeline_reports(model, &windows, &missing, &runs);
     for b in model.backups().iter().filter(in_scope) {
         let r = if inconsistent.contains(b.id.as_str()) {
             Restorable::No
         } else {
-            restorable(model, b, h_seg)
+            restorable(model, &windows, b, h_seg)
         };
         out.restorable.insert(b.id.clone(), r);
     }
@@ -214,6 +215,7 @@ fn group_runs(missing: &BTreeMap<WalFileName, TimelineId>, ss: u64) -> Vec<Run> 
 /// missing after the horizon) and the damage runs the model's per-timeline view does not show.
 fn timeline_reports(
     model: &ArchiveModel,
+    windows: &[TimelineWindows],
     missing: &BTreeMap<WalFileName, TimelineId>,
     runs: &[Run],
 ) -> Vec<TimelineReport> {
@@ -226,7 +228,7 @@ fn timeline_reports(
             gaps: Vec::new(),
         });
     };
-    for tw in model.windows_by_timeline() {
+    for tw in windows {
         entry(&mut out, tw.tli);
         if let Some(t) = out.get_mut(&tw.tli) {
             t.windows = tw
@@ -275,12 +277,11 @@ fn timeline_reports(
 
 /// How far `b` restores (its consistent WAL is known to be there): its widest window, or its
 /// end point when its window stops at a hole before the horizon.
-fn restorable(model: &ArchiveModel, b: &BackupPoint, h_seg: Option<u64>) -> Restorable {
+fn restorable(model: &ArchiveModel, windows: &[TimelineWindows], b: &BackupPoint, h_seg: Option<u64>) -> Restorable {
     let ss = model.segment_size();
-    let best = model
-        .windows_by_timeline()
-        .into_iter()
-        .flat_map(|tw| tw.windows.into_iter().map(move |w| (tw.tli, w)))
+    let best = windows
+        .iter()
+        .flat_map(|tw| tw.windows.iter().map(move |w| (tw.tli, w)))
         .filter(|(_, w)| w.backups.contains(&b.id))
         .max_by_key(|(tli, w)| (w.end_lsn, *tli));
     let end_point = Restorable::EndPoint {
