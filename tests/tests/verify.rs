@@ -119,9 +119,11 @@ async fn local_inner(install: PgInstall) -> Result<()> {
         gap["first_missing"] == victim.as_str() && gap["last_missing"] == victim.as_str(),
         "{out}"
     );
+    ensure!(gap["window_from"] == id.as_str(), "names the window it cuts: {out}");
     let window = &report["backups"][0]["restorable"];
     ensure!(window["to"] == "window", "{out}");
     let end_lsn = window["end_lsn"].as_str().context("end_lsn")?;
+    ensure!(gap["window_end"] == end_lsn, "{out}");
     let human = vault.pgvault(["verify"])?;
     eprintln!("{human}");
     ensure!(human.code() == Some(4), "{human}");

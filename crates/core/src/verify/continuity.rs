@@ -136,16 +136,17 @@ pub fn assess(
         .map(|t| (t, model.windows(t)))
         .collect();
     for r in &runs {
-        let after = by_tli
+        let cut = by_tli
             .get(&r.target)
-            .and_then(|ws| ws.iter().find(|w| w.ends_at_gap == Some(r.first)))
-            .and_then(|w| w.end_time);
+            .and_then(|ws| ws.iter().find(|w| w.ends_at_gap == Some(r.first)));
         out.findings.push(Finding::WalGap {
             timeline: r.first.timeline,
             first_missing: r.first.to_string(),
             last_missing: r.last.to_string(),
-            after,
+            after: cut.and_then(|w| w.end_time),
             before: model.earliest_commit_after(r.target, r.last.segment_number(ss)),
+            window_from: cut.map(|w| w.from_backup.clone()),
+            window_end: cut.map(|w| w.end_lsn),
         });
     }
 

@@ -37,12 +37,16 @@ pub enum Finding {
     /// Missing WAL after the horizon on a timeline that leads to the newest timeline or to a
     /// backup: no recovery can cross it. `after`/`before`: the last commit known before the gap
     /// and the first known after it.
+    /// `window_from`: the backup whose recoverable window this gap ends (at `first_missing`'s
+    /// start), when one does.
     WalGap {
         timeline: TimelineId,
         first_missing: String,
         last_missing: String,
         after: Option<DateTime<Utc>>,
         before: Option<DateTime<Utc>>,
+        window_from: Option<String>,
+        window_end: Option<Lsn>,
     },
     /// A timeline other than 1 that WAL or a backup needs has no `.history` file: PostgreSQL
     /// cannot follow it.
@@ -99,6 +103,8 @@ impl std::fmt::Display for Finding {
                 last_missing,
                 after,
                 before,
+                window_from,
+                window_end,
             } => {
                 if first_missing == last_missing {
                     write!(f, "timeline {timeline}: WAL segment {first_missing} is missing")?;
@@ -113,7 +119,11 @@ impl std::fmt::Display for Finding {
                     "; no recovery crosses it (last commit before: {}, first after: {})",
                     t(after),
                     t(before)
-                )
+                )?;
+                if let (Some(b), Some(end)) = (window_from, window_end) {
+                    write!(f, "; the window from backup {b} ends at {end}")?;
+                }
+                Ok(())
             }
             Finding::HistoryMissing { timeline } => {
                 write!(

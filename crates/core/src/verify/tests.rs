@@ -116,9 +116,19 @@ fn a_gap_after_the_horizon_is_damage_with_its_time_range() {
     let c = assess(&m, &archive, None, None);
     assert_eq!(gaps(&c), vec![(1, seg(1, 5).to_string(), seg(1, 5).to_string())]);
     match &c.findings[..] {
-        [Finding::WalGap { after, before, .. }] => {
+        [Finding::WalGap {
+            after,
+            before,
+            window_from,
+            window_end,
+            ..
+        }] => {
             assert_eq!(*after, Some(at(49)), "last commit before the gap");
             assert_eq!(*before, Some(at(60)), "first commit after it");
+            assert_eq!(
+                (window_from.as_deref(), *window_end),
+                (Some("b1"), Some(lsn("0/5000000")))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -340,9 +350,16 @@ fn findings_name_their_backup_and_read_well() {
         last_missing: seg(1, 5).to_string(),
         after: None,
         before: None,
+        window_from: Some("b1".into()),
+        window_end: Some(lsn("0/5000000")),
     };
     assert_eq!(g.backup(), None);
     let v = serde_json::to_value(&g).expect("json");
     assert_eq!(v["kind"], "wal_gap");
     assert_eq!(v["first_missing"], "000000010000000000000005");
+    assert_eq!(v["window_end"], "0/5000000");
+    assert!(
+        g.to_string().ends_with("the window from backup b1 ends at 0/5000000"),
+        "{g}"
+    );
 }
