@@ -101,8 +101,11 @@ async fn local_inner(install: PgInstall) -> Result<()> {
     ensure!(report["counts"]["bundles"].as_u64() > Some(0), "{out}");
     ensure!(report["counts"]["manifests"] == 1, "{out}");
     ensure!(report["counts"]["wal_files"].as_u64() >= Some(4), "{out}");
-    let human = vault.pgvault(["verify"])?;
+    // Objects are streamed: memory is bounded by --parallel, not by the repository's size.
+    let (human, peak_kib) = vault.pgvault_peak_memory(["verify"])?;
     ensure!(human.code() == Some(0) && human.stdout.contains("is whole"), "{human}");
+    eprintln!("verify peak memory: {} MiB", peak_kib / 1024);
+    ensure!(peak_kib < 300 * 1024, "verify used {peak_kib} KiB: {human}");
 
     // One WAL segment deleted by hand: exit 4, naming it and the window it cuts.
     let victim = &after[1];
