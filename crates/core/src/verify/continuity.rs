@@ -67,8 +67,32 @@ pub fn assess(
     }
 
     // 2. Continuous WAL from the horizon along every timeline that matters.
+    let targets = targets(model, scope, h_seg);
+    let missing = walk_missing(model, archived, &targets, &mut out.findings);
+    let runs = group_runs(&missing, ss);
+    gap_findings(model, &runs, &mut out.findings);
+
+    // 3. Per timeline and per backup.
+    let windows = model.windows_by_timeline();
+    out.timelines = timeline_reports(model, &windows, &missing, &runs);
+    for b in model.backups().iter().filter(in_scope) {
+        let r = if inconsistent.contains(b.id.as_str()) {
+            Restorable::No
+        } else {
+            restorable(model, &windows, b, h_seg)
+        };
+        out.restorable.insert(b.id.clone(), r);
+    }
+    out
+}
+
+/// The timelines whose path must be continuous, each with the segment number it must be
+/// continuous from: the newest timeline and every backup's stop timeline from the horizon on
+/// (none without a horizon); with a scope, that backup's timelines from its own start on.
+fn targets(model: &ArchiveModel, scope: Option<&str>, h_seg: Option<u64>) -> BTreeMap<TimelineId, u64> {
+    let ss = model.segment_size();
     let newest = model.tree().highest_known();
-    let mut targets: BTreeMap<TimelineId, u64> = BTreeMap::new();
+    let mut targets = BTreeMap::new();
     match scope {
         None => {
             if let Some(h) = h_seg {
@@ -78,8 +102,8 @@ pub fn assess(
                 }
             }
         }
-        Some(_) => {
-            for b in model.backups().iter().filter(in_scope) {
+        Some(id) => {
+            for b in model.backups().iter().filter(|b| b.id == id) {
                 let from = b.first_archive_segno(ss).max(h_seg.unwrap_or(0));
                 targets.insert(b.stop_tli, from);
                 if model.backup_on_path(b, newest) {
@@ -88,19 +112,30 @@ pub fn assess(
             }
         }
     }
+    targets
+}
+
+/// Walks each target's path from its start to the newest segment archived on it; returns each
+/// missing segment with the target it was found along. A target without its ancestry (no
+/// history file) is a finding, and only its own segments are judged.
+fn walk_missing(
+    model: &ArchiveModel,
+    archived: &[WalFileName],
+    targets: &BTreeMap<TimelineId, u64>,
+    findings: &mut Vec<Finding>,
+) -> BTreeMap<WalFileName, TimelineId> {
+    let ss = model.segment_size();
     let segments: Vec<WalFileName> = archived
         .iter()
         .copied()
         .filter(|n| n.kind == WalKind::Segment)
         .collect();
-    // Missing segment -> the target timeline along which it was found missing.
     let mut missing: BTreeMap<WalFileName, TimelineId> = BTreeMap::new();
-    for (&target, &from) in &targets {
+    for (&target, &from) in targets {
         let (_, known) = model.tree().path_or_root(target);
         let mut from = from;
         if !known && target != 1 {
-            out.findings.push(Finding::HistoryMissing { timeline: target });
-            // Without its ancestry only the timeline's own segments can be judged.
+            findings.push(Finding::HistoryMissing { timeline: target });
             let own_oldest = segments
                 .iter()
                 .filter(|n| n.timeline == target)
@@ -127,7 +162,12 @@ pub fn assess(
             }
         }
     }
-    let runs = group_runs(&missing, ss);
+    missing
+}
+
+/// One [`Finding::WalGap`] per run, with the commit times either side and the window it ends.
+fn gap_findings(model: &ArchiveModel, runs: &[Run], findings: &mut Vec<Finding>) {
+    let ss = model.segment_size();
     let by_tli: BTreeMap<TimelineId, Vec<Window>> = runs
         .iter()
         .map(|r| r.target)
@@ -135,11 +175,11 @@ pub fn assess(
         .into_iter()
         .map(|t| (t, model.windows(t)))
         .collect();
-    for r in &runs {
+    for r in runs {
         let cut = by_tli
             .get(&r.target)
             .and_then(|ws| ws.iter().find(|w| w.ends_at_gap == Some(r.first)));
-        out.findings.push(Finding::WalGap {
+        findings.push(Finding::WalGap {
             timeline: r.first.timeline,
             first_missing: r.first.to_string(),
             last_missing: r.last.to_string(),
@@ -149,18 +189,6 @@ pub fn assess(
             window_end: cut.map(|w| w.end_lsn),
         });
     }
-
-    let windows = model.windows_by_timeline();
-    out.timelines = timeline_reports(model, &windows, &missing, &runs);
-    for b in model.backups().iter().filter(in_scope) {
-        let r = if inconsistent.contains(b.id.as_str()) {
-            Restorable::No
-        } else {
-            restorable(model, &windows, b, h_seg)
-        };
-        out.restorable.insert(b.id.clone(), r);
-    }
-    out
 }
 
 /// The recorded horizon, else the start of the oldest backup; `None` without either.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::repository::{Repository, RepositoryError};
-use crate::survey::{self, SurveyError, Times};
+use crate::survey::{self, Survey, SurveyError, Times};
 use crate::wal::WalFileName;
 
 pub use check::{check, CheckError, CheckOptions, CheckReport};
@@ -121,6 +121,10 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
     let started = Instant::now();
     let parallel = opts.parallel.clamp(1, 64);
     let survey = survey::survey(repo, Times::AfterOldestBackup).await?;
+    let horizon = repo.wal_horizon().await?.map(|h| Horizon {
+        timeline: h.timeline,
+        lsn: h.lsn,
+    });
     let scope = opts.backup.as_deref();
     let mut findings = Vec::new();
     let tally = Tally::default();
@@ -148,54 +152,14 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
         findings.extend(objects::verify_backup(repo, id, parallel, &tally).await?);
     }
 
-    let ss = repo.cluster().wal_segment_size;
-    let wal_to_read: Vec<(WalFileName, u64)> = match scope {
-        None => survey.wal.iter().map(|(n, o)| (*n, o.size)).collect(),
-        Some(id) => {
-            // The backup's own consistency WAL and everything archived after its start.
-            let from = survey.backup(id).map_or(u64::MAX, |b| b.start_lsn.segment(ss));
-            survey
-                .wal
-                .iter()
-                .filter(|(n, _)| !n.has_page_header() || n.segment_number(ss) >= from)
-                .map(|(n, o)| (*n, o.size))
-                .collect()
-        }
-    };
+    let wal_to_read = wal_to_read(&survey, scope, repo.cluster().wal_segment_size);
     findings.extend(wal::verify_wal(repo, wal_to_read, parallel, &tally).await?);
 
-    let horizon = repo.wal_horizon().await?.map(|h| Horizon {
-        timeline: h.timeline,
-        lsn: h.lsn,
-    });
     let archived: Vec<WalFileName> = survey.wal.iter().map(|(n, _)| *n).collect();
-    let cont = continuity::assess(&survey.model, &archived, horizon, scope);
-    findings.extend(cont.findings);
+    let mut cont = continuity::assess(&survey.model, &archived, horizon, scope);
+    findings.append(&mut cont.findings);
 
-    let mut backups: Vec<BackupVerdict> = ids
-        .iter()
-        .chain(
-            survey
-                .unreadable
-                .iter()
-                .map(|(id, _)| id)
-                .filter(|id| scope.is_none_or(|s| s == *id)),
-        )
-        .map(|id| {
-            let ok = !findings.iter().any(|f| f.backup() == Some(id.as_str()));
-            let restorable = if ok {
-                cont.restorable.get(id).cloned().unwrap_or(Restorable::No)
-            } else {
-                Restorable::No
-            };
-            BackupVerdict {
-                id: id.clone(),
-                ok,
-                restorable,
-            }
-        })
-        .collect();
-    backups.sort_by(|a, b| a.id.cmp(&b.id));
+    let backups = verdicts(&ids, &survey, scope, &findings, &cont);
     Ok(VerifyReport {
         repository: repo.storage().to_string(),
         scope: opts.backup.clone(),
@@ -207,4 +171,53 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
         counts: tally.counts(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// The WAL files to read: all, or for one backup those from its start on (and every
+/// `.history` and `.backup` file).
+fn wal_to_read(survey: &Survey, scope: Option<&str>, ss: u64) -> Vec<(WalFileName, u64)> {
+    let from = match scope {
+        None => 0,
+        Some(id) => survey.backup(id).map_or(u64::MAX, |b| b.start_lsn.segment(ss)),
+    };
+    survey
+        .wal
+        .iter()
+        .filter(|(n, _)| !n.has_page_header() || n.segment_number(ss) >= from)
+        .map(|(n, o)| (*n, o.size))
+        .collect()
+}
+
+/// One verdict per backup in scope (readable or not): ok when no finding names it; restorable
+/// as far as continuity says when ok.
+fn verdicts(
+    ids: &[String],
+    survey: &Survey,
+    scope: Option<&str>,
+    findings: &[Finding],
+    cont: &Continuity,
+) -> Vec<BackupVerdict> {
+    let unreadable = survey
+        .unreadable
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| scope.is_none_or(|s| s == id.as_str()));
+    let mut out: Vec<BackupVerdict> = ids
+        .iter()
+        .chain(unreadable)
+        .map(|id| {
+            let ok = !findings.iter().any(|f| f.backup() == Some(id.as_str()));
+            let restorable = match cont.restorable.get(id) {
+                Some(r) if ok => r.clone(),
+                _ => Restorable::No,
+            };
+            BackupVerdict {
+                id: id.clone(),
+                ok,
+                restorable,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
 }
