@@ -14,6 +14,8 @@
 pub mod check;
 pub mod continuity;
 pub mod objects;
+#[cfg(test)]
+mod objects_tests;
 pub mod report;
 #[cfg(test)]
 mod tests;
