@@ -181,6 +181,21 @@ async fn local_inner(install: PgInstall) -> Result<()> {
         "whole with the right passphrase"
     );
 
+    // check against a standby: refused, pointing at the primary.
+    let mut standby = vault.restore(&install, "standby", &[], false)?;
+    write_postgres_file(&standby.data_dir().join("standby.signal"), "", 0o600)?;
+    standby.start()?;
+    ensure!(standby.is_in_recovery().await?, "the standby stays in recovery");
+    vault.write_config(&standby, "")?;
+    let out = vault.pgvault(["check", "--timeout", "10s"])?;
+    ensure!(
+        out.code() == Some(1) && out.stderr.contains("standby"),
+        "a standby is refused: {out}"
+    );
+    ensure!(out.stderr.contains("primary"), "{out}");
+    standby.stop()?;
+    vault.write_config(&primary, "")?;
+
     // check with archiving broken: exit 1, naming archive_command.
     primary.alter_system("archive_command", "false").await?;
     let out = vault.pgvault(["check", "--timeout", "60s"])?;
