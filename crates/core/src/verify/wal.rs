@@ -29,7 +29,7 @@ pub async fn verify_wal(
     for r in results {
         findings.extend(r?);
     }
-    findings.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    findings.sort_by_key(|f| f.to_string());
     Ok(findings)
 }
 
