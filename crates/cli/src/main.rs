@@ -9,6 +9,7 @@ mod hints;
 mod list;
 mod progress;
 mod restore_cmd;
+mod verify_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,10 @@ enum Command {
     Copy(commands::CopyArgs),
     /// Make the repository write the newest on-disk format (objects already stored stay readable).
     Upgrade,
+    /// Read every object back and check WAL continuity (exit 0 whole, 4 damage or a gap).
+    Verify(verify_cmd::VerifyArgs),
+    /// Switch WAL on the server and wait until the segment is in the repository.
+    Check(verify_cmd::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,11 +94,17 @@ fn main() -> ExitCode {
             Command::Info(a) => commands::info(&ctx, a).await,
             Command::Copy(a) => commands::copy(&ctx, a).await,
             Command::Upgrade => commands::upgrade(&ctx).await,
+            Command::Verify(a) => verify_cmd::verify(&ctx, a).await,
+            Command::Check(a) => verify_cmd::check(&ctx, a).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // The command printed its report (findings: exit 3 or 4); only its status is left.
+            if let Some(status) = e.downcast_ref::<verify_cmd::ExitStatus>() {
+                return ExitCode::from(status.0);
+            }
             eprintln!("pgvault: error: {e:#}");
             if let Some(hint) = hints::hint(&e) {
                 eprintln!("pgvault: hint: {hint}");

@@ -29,6 +29,7 @@ pub mod storage;
 pub mod survey;
 pub mod timeline;
 mod tls_verify;
+pub mod verify;
 pub mod wal;
 
 /// This build's version, for catalogs and `--version`.
