@@ -647,7 +647,11 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
         let r = c.retention.unwrap();
         assert_eq!(r.keep_full, Some(2));
         assert!(r.has_policy());
-        assert!(!parse(&format!("{base}[retention]\n")).unwrap().retention.unwrap().has_policy());
+        assert!(!parse(&format!("{base}[retention]\n"))
+            .unwrap()
+            .retention
+            .unwrap()
+            .has_policy());
         for (bad, key) in [
             ("recovery_window = \"30\"", "retention.recovery_window"),
             ("recovery_window = \"30 days\"", "retention.recovery_window"),

@@ -30,8 +30,8 @@ pub mod server;
 pub mod storage;
 pub mod survey;
 pub mod timeline;
-pub mod units;
 mod tls_verify;
+pub mod units;
 pub mod wal;
 
 /// This build's version, for catalogs and `--version`.

@@ -183,7 +183,10 @@ mod tests {
             parse_duration("99999999999999999999d"),
             Err(UnitError::Overflow(_))
         ));
-        assert!(matches!(parse_duration("999999999999999999d"), Err(UnitError::Overflow(_))));
+        assert!(matches!(
+            parse_duration("999999999999999999d"),
+            Err(UnitError::Overflow(_))
+        ));
     }
 
     #[test]

@@ -46,6 +46,7 @@ use crate::config::{Config, ConfigError};
 use crate::format::FormatError;
 use crate::progress::{format_bytes, Progress};
 use crate::repository::{layout, BackupCatalog, Repository, RepositoryError};
+use crate::retention;
 use crate::storage::StorageError;
 use crate::survey::{self, SurveyError, Times};
 use crate::wal::WalFileName;
@@ -66,6 +67,8 @@ pub enum CopyError {
     Repository(#[from] RepositoryError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("target: {0}")]
+    Lock(#[from] crate::repository::lock::LockError),
     #[error("target configuration: {0}")]
     Config(#[from] ConfigError),
     #[error("source and target are the same repository ({0}): point --to at the configuration of another repository")]
@@ -246,6 +249,28 @@ pub async fn run(
         return Ok(summary);
     }
     let target_repo = prepare_target(source, target_config, &target, &mut summary).await?;
+    // The target's repository lock: no expire, delete or other copy changes it meanwhile.
+    let lock = target_repo
+        .lock(retention::REPOSITORY_LOCK, retention::LOCK_LEASE, "pgvault copy")
+        .await?;
+    let result = copy_locked(source, &target_repo, target, wal, backups, parallel, summary, progress).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!("releasing the target's repository lock: {e}");
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_locked(
+    source: &Repository,
+    target_repo: &Repository,
+    target: TargetState,
+    wal: WalPlan,
+    backups: Vec<BackupWork>,
+    parallel: usize,
+    mut summary: CopySummary,
+    progress: Arc<dyn Progress>,
+) -> Result<CopySummary, CopyError> {
     progress.total(plan_bytes(&summary.plan));
     // Objects are verified under the source's identity; the target has the same repository id
     // and keys, so identity-bound objects stay valid there byte for byte. The target

@@ -143,12 +143,7 @@ pub async fn expire(
 }
 
 /// `pgvault delete ID`: the same planner, one backup.
-pub async fn delete(
-    repo: &Repository,
-    id: &str,
-    now: DateTime<Utc>,
-    dry_run: bool,
-) -> Result<Outcome, RetentionError> {
+pub async fn delete(repo: &Repository, id: &str, now: DateTime<Utc>, dry_run: bool) -> Result<Outcome, RetentionError> {
     if dry_run {
         let g = gather(repo).await?;
         let plan = plan_delete(&g.input(now), id)?;

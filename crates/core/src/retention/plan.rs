@@ -42,20 +42,32 @@ pub enum KeepReason {
     /// The newest backup is always kept.
     Newest,
     /// Among the newest `keep_full` backups (1 = newest).
-    KeepFull { rank: u32 },
+    KeepFull {
+        rank: u32,
+    },
     /// Needed so that every point of the recovery window stays restorable.
     RecoveryWindow,
     /// The newest backup of its day / ISO week / month / year.
-    Daily { period: String },
-    Weekly { period: String },
-    Monthly { period: String },
-    Yearly { period: String },
+    Daily {
+        period: String,
+    },
+    Weekly {
+        period: String,
+    },
+    Monthly {
+        period: String,
+    },
+    Yearly {
+        period: String,
+    },
     Pinned {
         until: Option<DateTime<Utc>>,
         note: Option<String>,
     },
     /// A kept backup depends on it.
-    ParentOf { child: String },
+    ParentOf {
+        child: String,
+    },
     /// `delete` removes only the backup it was asked to.
     NotSelected,
 }
@@ -277,7 +289,12 @@ fn add_pins_and_parents(input: &PlanInput<'_>, reasons: &mut Reasons) {
     // Parents, transitively (a chain is followed at most once per backup).
     let mut todo: Vec<String> = reasons.keys().cloned().collect();
     while let Some(child) = todo.pop() {
-        let Some(parent) = input.backups.iter().find(|b| b.id == child).and_then(|b| b.parent.clone()) else {
+        let Some(parent) = input
+            .backups
+            .iter()
+            .find(|b| b.id == child)
+            .and_then(|b| b.parent.clone())
+        else {
             continue;
         };
         if !input.backups.iter().any(|b| b.id == parent) {
@@ -363,19 +380,15 @@ fn assemble(input: &PlanInput<'_>, policy: String, reasons: Reasons, why: &str, 
             why: why.to_string(),
         })
         .collect();
-    let kept_summaries: Vec<&BackupSummary> = input
-        .backups
-        .iter()
-        .filter(|b| reasons.contains_key(&b.id))
-        .collect();
+    let kept_summaries: Vec<&BackupSummary> = input.backups.iter().filter(|b| reasons.contains_key(&b.id)).collect();
     let (delete_wal, horizon) = if expire_wal {
         walkeep::wal_to_delete(input, &keep, &kept_summaries)
     } else {
         (Vec::new(), None)
     };
     let wal_ranges = walkeep::ranges(input, &delete_wal);
-    let bytes_freed = delete_backups.iter().map(|b| b.stored_size).sum::<u64>()
-        + wal_ranges.iter().map(|r| r.bytes).sum::<u64>();
+    let bytes_freed =
+        delete_backups.iter().map(|b| b.stored_size).sum::<u64>() + wal_ranges.iter().map(|r| r.bytes).sum::<u64>();
     let window_after = walkeep::windows_after(input, &kept_summaries, &delete_wal);
     ExpirePlan {
         policy,

@@ -95,7 +95,15 @@ impl Repo {
 fn linear(n_backups: usize) -> Repo {
     // Backup i spans segments 10i+1 .. 10i+2 on timeline 1, one day apart; WAL 0..=10n+5.
     let backups = (0..n_backups)
-        .map(|i| summary(i, 1, 10 * i as u64 + 1, 10 * i as u64 + 2, t0() + Duration::days(i as i64)))
+        .map(|i| {
+            summary(
+                i,
+                1,
+                10 * i as u64 + 1,
+                10 * i as u64 + 2,
+                t0() + Duration::days(i as i64),
+            )
+        })
         .collect();
     Repo {
         histories: Vec::new(),
@@ -343,7 +351,9 @@ fn abandoned_branch_loses_its_wal_after_the_fork() {
     assert_eq!(deleted_sorted, expect);
     // Timeline 1's segments up to 22 stay (backup 1's own timeline is a target), the
     // `.partial` and the history file stay.
-    assert!(!deleted.iter().any(|d| d.ends_with(".partial") || d.ends_with(".history")));
+    assert!(!deleted
+        .iter()
+        .any(|d| d.ends_with(".partial") || d.ends_with(".history")));
 }
 
 #[test]
@@ -363,7 +373,10 @@ fn delete_refuses_pinned_and_depended_on_and_shows_the_window_left() {
         Err(PlanError::DependedOn { by, .. }) => assert_eq!(by, vec![id(2)]),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(plan_delete(&input, "20990101-000000F"), Err(PlanError::NotFound(_))));
+    assert!(matches!(
+        plan_delete(&input, "20990101-000000F"),
+        Err(PlanError::NotFound(_))
+    ));
     r.backups[2].parent = None;
     let model = r.model();
     let input = r.input(&model, t0() + Duration::days(5));

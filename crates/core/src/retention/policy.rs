@@ -153,7 +153,10 @@ mod tests {
         };
         assert!(matches!(
             Policy::resolve(None, &bad),
-            Err(PolicyError::Duration { key: "recovery_window", .. })
+            Err(PolicyError::Duration {
+                key: "recovery_window",
+                ..
+            })
         ));
         let zero = PolicyOverrides {
             keep_full: Some(0),

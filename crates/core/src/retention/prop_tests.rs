@@ -28,13 +28,15 @@ use crate::retention::policy::Policy;
 use crate::timeline::{ArchiveModel, HistoryEntry};
 use crate::wal::WalFileName;
 
+/// (timeline index, start offset in segments from the timeline's begin, length, wal_included,
+/// parent choice, pin kind: lapsed / lapsing now / forever / none, time jitter)
+type RawBackup = (usize, u64, u64, bool, Option<prop::sample::Index>, u8, u8);
+
 #[derive(Clone, Debug)]
 struct Case {
     histories: Vec<(TimelineId, Vec<HistoryEntry>)>,
     wal: Vec<WalFileName>,
-    /// (timeline index, start offset in segments from the timeline's begin, length, wal_included,
-    /// parent choice, pin: None / lapsed / active)
-    backups: Vec<(usize, u64, u64, bool, Option<prop::sample::Index>, u8, u8)>,
+    backups: Vec<RawBackup>,
     policy: Policy,
     now_hours: i64,
 }
@@ -185,7 +187,11 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     let after = after_repo.model();
     let kept: HashSet<&str> = after_repo.backups.iter().map(|b| b.id.as_str()).collect();
     // Newest, pins, parents.
-    let newest = r.backups.iter().max_by_key(|b| (b.stop_time, b.id.clone())).expect("a backup");
+    let newest = r
+        .backups
+        .iter()
+        .max_by_key(|b| (b.stop_time, b.id.clone()))
+        .expect("a backup");
     prop_assert!(kept.contains(newest.id.as_str()));
     for p in r.pins.iter().filter(|p| p.active_at(now)) {
         prop_assert!(kept.contains(p.backup.as_str()), "pinned {} deleted", p.backup);
@@ -210,7 +216,12 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     if let Some(d) = c.policy.recovery_window {
         let boundary = now - Duration::from_std(d).expect("bounded");
         if r.backups.iter().any(|b| b.stop_time <= boundary) {
-            let cont: Vec<&str> = plan.keep.iter().filter(|k| k.continuous).map(|k| k.id.as_str()).collect();
+            let cont: Vec<&str> = plan
+                .keep
+                .iter()
+                .filter(|k| k.continuous)
+                .map(|k| k.id.as_str())
+                .collect();
             prop_assert!(after_repo
                 .backups
                 .iter()
@@ -220,7 +231,12 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn check_continuous(r: &Repo, plan: &ExpirePlan, before: &ArchiveModel, after: &ArchiveModel) -> Result<(), TestCaseError> {
+fn check_continuous(
+    r: &Repo,
+    plan: &ExpirePlan,
+    before: &ArchiveModel,
+    after: &ArchiveModel,
+) -> Result<(), TestCaseError> {
     let continuous: Vec<_> = r
         .backups
         .iter()
