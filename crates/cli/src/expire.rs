@@ -201,7 +201,7 @@ fn plan_json(plan: &ExpirePlan, applied: bool) -> Value {
             "rules": k.reasons,
         })).collect::<Vec<_>>(),
         "delete_wal": plan.wal_ranges,
-        "delete_wal_objects": plan.delete_wal.len(),
+        "delete_wal_objects": plan.delete_wal.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         "wal_horizon": plan.horizon.as_ref().map(|h| json!({
             "backup": h.backup, "timeline": h.timeline, "lsn": h.lsn.to_string(),
         })),
