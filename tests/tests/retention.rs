@@ -59,7 +59,12 @@ fn expire_killed_at(v: &Vault, failpoint: &str, args: &[&str]) -> Result<CmdOutp
     let mut all = vec!["--config".to_string(), v.config.display().to_string(), "expire".into()];
     all.extend(args.iter().map(|s| s.to_string()));
     let fp = std::ffi::OsString::from(failpoint);
-    run_workspace_bin("pgvault", all, &[("PGVAULT_FAILPOINT", fp.as_os_str())], default_cmd_timeout())
+    run_workspace_bin(
+        "pgvault",
+        all,
+        &[("PGVAULT_FAILPOINT", fp.as_os_str())],
+        default_cmd_timeout(),
+    )
 }
 
 async fn insert(c: &PgCluster, phase: &str) -> Result<()> {
@@ -110,11 +115,17 @@ async fn scenario(install: PgInstall, v: Vault) -> Result<()> {
 
     v.pgvault(["pin", &b0, "--note", "audit"])?.check()?;
     let listed = v.list()?;
-    ensure!(listed["backups"][0]["pin"]["note"] == "audit", "list shows the pin: {listed}");
+    ensure!(
+        listed["backups"][0]["pin"]["note"] == "audit",
+        "list shows the pin: {listed}"
+    );
 
     // Dry run: the plan, and nothing changes.
     let before = keys(&v).await?;
-    let dry = json_of(&v.pgvault(["expire", "--dry-run", "--json", "--keep-full", "2"])?.check()?)?;
+    let dry = json_of(
+        &v.pgvault(["expire", "--dry-run", "--json", "--keep-full", "2"])?
+            .check()?,
+    )?;
     ensure!(ids(&dry, "delete_backups") == vec![b1.clone()], "{dry}");
     ensure!(dry["applied"] == false, "{dry}");
     ensure!(keys(&v).await? == before, "a dry run changes nothing");
@@ -129,17 +140,26 @@ async fn scenario(install: PgInstall, v: Vault) -> Result<()> {
         .filter_map(|n| n.as_str())
         .map(|n| pgvault_tests::wal_key(n))
         .collect::<Result<_>>()?;
-    ensure!(!planned_wal.is_empty(), "WAL between b0's end and b2's start goes: {done}");
+    ensure!(
+        !planned_wal.is_empty(),
+        "WAL between b0's end and b2's start goes: {done}"
+    );
     let after = keys(&v).await?;
     let gone: BTreeSet<String> = before.difference(&after).cloned().collect();
     let gone_wal: BTreeSet<String> = gone.iter().filter(|k| k.starts_with("wal/")).cloned().collect();
-    ensure!(gone_wal == planned_wal, "deleted WAL {gone_wal:?} != planned {planned_wal:?}");
+    ensure!(
+        gone_wal == planned_wal,
+        "deleted WAL {gone_wal:?} != planned {planned_wal:?}"
+    );
     ensure!(
         gone.iter().filter(|k| !k.starts_with("wal/")).all(|k| k.contains(&b1)),
         "only b1's backup objects went: {gone:?}"
     );
     ensure!(!after.iter().any(|k| k.contains(&b1)), "every object of b1 is gone");
-    ensure!(backup_ids(&v)? == vec![b0.clone(), b2.clone(), b3.clone()], "pinned b0 survives");
+    ensure!(
+        backup_ids(&v)? == vec![b0.clone(), b2.clone(), b3.clone()],
+        "pinned b0 survives"
+    );
 
     // Kept backups restore: the pinned one to its end (own WAL only), and a PITR in the window.
     ensure!(
@@ -170,10 +190,17 @@ async fn scenario(install: PgInstall, v: Vault) -> Result<()> {
         ensure!(ids_now.contains(&b0) && ids_now.contains(&b4), "{fp}: {ids_now:?}");
     }
     v.pgvault(["expire", "--json", "--keep-full", "1"])?.check()?;
-    ensure!(backup_ids(&v)? == vec![b0.clone(), b4.clone()], "re-run finished the deletions");
-    let again = json_of(&v.pgvault(["expire", "--dry-run", "--json", "--keep-full", "1"])?.check()?)?;
     ensure!(
-        ids(&again, "delete_backups").is_empty() && again["delete_wal_objects"].as_array().is_some_and(|a| a.is_empty()),
+        backup_ids(&v)? == vec![b0.clone(), b4.clone()],
+        "re-run finished the deletions"
+    );
+    let again = json_of(
+        &v.pgvault(["expire", "--dry-run", "--json", "--keep-full", "1"])?
+            .check()?,
+    )?;
+    ensure!(
+        ids(&again, "delete_backups").is_empty()
+            && again["delete_wal_objects"].as_array().is_some_and(|a| a.is_empty()),
         "nothing left to do: {again}"
     );
     ensure!(
