@@ -138,7 +138,7 @@ async fn scenario(install: PgInstall, v: Vault) -> Result<()> {
         .context("delete_wal_objects")?
         .iter()
         .filter_map(|n| n.as_str())
-        .map(|n| pgvault_tests::wal_key(n))
+        .map(pgvault_tests::wal_key)
         .collect::<Result<_>>()?;
     ensure!(
         !planned_wal.is_empty(),
