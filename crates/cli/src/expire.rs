@@ -15,7 +15,6 @@ use pgvault_core::units;
 use serde_json::{json, Value};
 
 use crate::commands::Context;
-use crate::display;
 
 #[derive(Args)]
 pub struct ExpireArgs {
@@ -227,7 +226,7 @@ fn show(plan: &ExpirePlan, applied: bool, as_json: bool) -> Result<()> {
                 "  {}  ended {}  {}  ({})",
                 b.id,
                 b.stop_time.format("%Y-%m-%d %H:%M:%S UTC"),
-                display::bytes(b.stored_size),
+                units::format_size_rough(b.stored_size),
                 b.why
             );
         }
@@ -253,7 +252,7 @@ fn show(plan: &ExpirePlan, applied: bool, as_json: bool) -> Result<()> {
                 r.first,
                 r.last,
                 r.objects,
-                display::bytes(r.bytes)
+                units::format_size_rough(r.bytes)
             );
         }
     }
@@ -268,7 +267,7 @@ fn show(plan: &ExpirePlan, applied: bool, as_json: bool) -> Result<()> {
             "orphaned backup directory {} ({} objects, {}, newest {}): {}",
             o.dir.id,
             o.dir.objects,
-            display::bytes(o.dir.bytes),
+            units::format_size_rough(o.dir.bytes),
             o.dir.newest.format("%Y-%m-%d %H:%M:%S UTC"),
             if o.remove {
                 "removed (older than the safety age)"
