@@ -3,7 +3,8 @@
 //! changes nothing; `expire --keep-full 2` removes exactly the planned objects (and nothing
 //! pinned); every kept backup still restores, a point-in-time restore into the window gives the
 //! right rows; `expire` killed at failpoints (`PGVAULT_FAILPOINT`) and run again leaves a
-//! consistent repository (list works, the kept backup restores to the end).
+//! consistent repository (list works, the kept backup restores to the end); `copy` into a
+//! repository with its own `[retention]` brings only what that policy keeps.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -73,6 +74,8 @@ async fn insert(c: &PgCluster, phase: &str) -> Result<()> {
     ))
     .await?;
     c.switch_wal().await?;
+    // Backup ids are the server's clock to the second: the next backup gets a new one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     Ok(())
 }
 
@@ -208,6 +211,22 @@ async fn scenario(install: PgInstall, v: Vault) -> Result<()> {
         "the kept backup restores to the end"
     );
     v.pgvault(["unpin", &b0])?.check()?;
+
+    // copy brings only what the target's own [retention] keeps: the newest backup and its WAL.
+    let dr = Vault::new()?;
+    dr.write_config(&primary, "\n[retention]\nkeep_full = 1\n")?;
+    let out = v.pgvault(["copy", "--to", &dr.config.display().to_string()])?.check()?;
+    ensure!(
+        out.stdout
+            .contains("left out under the target's [retention]: 1 backup(s)"),
+        "{out}"
+    );
+    ensure!(backup_ids(&dr)? == vec![b4.clone()], "only the kept backup was copied");
+    let left = json_of(&dr.pgvault(["expire", "--dry-run", "--json"])?.check()?)?;
+    ensure!(
+        ids(&left, "delete_backups").is_empty() && left["delete_wal_objects"].as_array().is_some_and(|a| a.is_empty()),
+        "the target's expire finds nothing to delete: {left}"
+    );
     Ok(())
 }
 
