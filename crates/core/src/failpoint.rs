@@ -11,13 +11,15 @@
 
 const VAR: &str = "PGVAULT_FAILPOINT";
 
-fn entries() -> Vec<String> {
+/// The entries of `PGVAULT_FAILPOINT` (none when unset).
+pub(crate) fn entries() -> Vec<String> {
     std::env::var(VAR)
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
         .unwrap_or_default()
 }
 
-fn die(why: &str) {
+/// SIGKILLs this process, saying why in the log first.
+pub(crate) fn die(why: &str) {
     tracing::warn!("{VAR}: killing this process at {why} (test-only failpoint)");
     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
 }

@@ -24,3 +24,20 @@ impl Repository {
         Ok(self.storage().list(&layout::backup_dir(id)).await?)
     }
 }
+
+/// A repository on `storage` with descriptor `meta`, unencrypted (for unit tests of jobs that
+/// run on a repository, e.g. retention's execution on an in-memory store).
+#[cfg(test)]
+pub(crate) async fn test_repository(storage: crate::storage::Storage, meta: super::RepoMeta) -> Repository {
+    let body = serde_json::to_vec(&meta).expect("descriptor json");
+    storage
+        .put(layout::META_KEY, bytes::Bytes::from(body))
+        .await
+        .expect("descriptor");
+    Repository {
+        storage,
+        meta,
+        key: None,
+        codec: crate::format::Codec::default(),
+    }
+}

@@ -169,7 +169,12 @@ async fn apply(repo: &Repository, plan: &ExpirePlan, lock: &LockGuard) -> Result
     }
     lock.check()?;
     if let Some(h) = &plan.horizon {
-        repo.set_wal_horizon(h).await?;
+        // The horizon never moves back: WAL before an earlier expire's horizon may be gone
+        // (a policy that keeps more now cannot bring it back).
+        let earlier = repo.wal_horizon().await?.filter(|old| old.lsn > h.lsn);
+        if earlier.is_none() {
+            repo.set_wal_horizon(h).await?;
+        }
     }
     failpoint::hit("expire:after-horizon");
     for (i, b) in plan.delete_backups.iter().enumerate() {

@@ -18,6 +18,8 @@ pub mod policy;
 pub mod walkeep;
 
 #[cfg(test)]
+mod execute_tests;
+#[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod prop_tests;
