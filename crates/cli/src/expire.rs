@@ -206,6 +206,7 @@ fn plan_json(plan: &ExpirePlan, applied: bool) -> Value {
         })),
         "orphans": plan.orphans,
         "bytes_freed": plan.bytes_freed,
+        "warnings": plan.warnings,
         "window_before": windows_json(&plan.window_before),
         "window_after": windows_json(&plan.window_after),
     })
@@ -275,6 +276,9 @@ fn show(plan: &ExpirePlan, applied: bool, as_json: bool) -> Result<()> {
                 "kept for now (younger than the safety age; a backup may be writing it)"
             }
         );
+    }
+    for w in &plan.warnings {
+        println!("warning: {w}");
     }
     println!("recovery window before:");
     print_windows(&plan.window_before, "  ");

@@ -85,6 +85,7 @@ fn retention_of(config: &pgvault_core::config::Config, s: &Survey, pins: Vec<Pin
         Ok(policy) => {
             let input = retention::PlanInput {
                 backups: &s.backups,
+                unreadable: &s.unreadable,
                 pins: &pins,
                 model: &s.model,
                 wal: &wal,

@@ -386,6 +386,7 @@ async fn expired_by_target(
     let wal: Vec<(WalFileName, u64)> = survey.wal.iter().map(|(n, o)| (*n, o.size)).collect();
     let input = retention::PlanInput {
         backups: &survey.backups,
+        unreadable: &survey.unreadable,
         pins: &pins,
         model: &survey.model,
         wal: &wal,

@@ -56,6 +56,7 @@ impl Gathered {
     pub fn input(&self, now: DateTime<Utc>) -> PlanInput<'_> {
         PlanInput {
             backups: &self.survey.backups,
+            unreadable: &self.survey.unreadable,
             pins: &self.pins,
             model: &self.survey.model,
             wal: &self.wal,

@@ -143,6 +143,9 @@ pub struct PlannedOrphan {
 pub struct PlanInput<'a> {
     /// Complete backups with a readable catalog.
     pub backups: &'a [BackupSummary],
+    /// Backups whose catalog cannot be read, `(id, why)`: never deleted, and while there are
+    /// any no WAL is deleted either (which WAL they need is unknown).
+    pub unreadable: &'a [(String, String)],
     pub pins: &'a [Pin],
     /// The archive as recovery sees it (built from `backups` and the WAL listing).
     pub model: &'a ArchiveModel,
@@ -170,6 +173,8 @@ pub struct ExpirePlan {
     pub orphans: Vec<PlannedOrphan>,
     /// Stored bytes of the deleted backups and WAL (orphans not included).
     pub bytes_freed: u64,
+    /// What the plan held back and why (unreadable catalogs).
+    pub warnings: Vec<String>,
 }
 
 impl ExpirePlan {
@@ -381,9 +386,20 @@ fn assemble(input: &PlanInput<'_>, policy: String, reasons: Reasons, why: &str, 
         })
         .collect();
     let kept_summaries: Vec<&BackupSummary> = input.backups.iter().filter(|b| reasons.contains_key(&b.id)).collect();
-    let (delete_wal, horizon) = if expire_wal {
+    let mut warnings = Vec::new();
+    for (id, why) in input.unreadable {
+        warnings.push(format!(
+            "backup {id} has an unreadable catalog ({why}): it is left alone"
+        ));
+    }
+    let (delete_wal, horizon) = if expire_wal && input.unreadable.is_empty() {
         walkeep::wal_to_delete(input, &keep, &kept_summaries)
     } else {
+        if expire_wal {
+            warnings.push(
+                "no WAL is deleted while a backup's catalog cannot be read (which WAL it needs is unknown): repair or delete that backup".into(),
+            );
+        }
         (Vec::new(), None)
     };
     let wal_ranges = walkeep::ranges(input, &delete_wal);
@@ -402,5 +418,6 @@ fn assemble(input: &PlanInput<'_>, policy: String, reasons: Reasons, why: &str, 
         window_after,
         orphans: Vec::new(),
         bytes_freed,
+        warnings,
     }
 }

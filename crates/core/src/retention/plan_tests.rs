@@ -60,6 +60,7 @@ pub(super) struct Repo {
     pub backups: Vec<BackupSummary>,
     pub pins: Vec<Pin>,
     pub orphans: Vec<OrphanDir>,
+    pub unreadable: Vec<(String, String)>,
 }
 
 impl Repo {
@@ -78,6 +79,7 @@ impl Repo {
     pub fn input<'a>(&'a self, model: &'a ArchiveModel, now: DateTime<Utc>) -> PlanInput<'a> {
         PlanInput {
             backups: &self.backups,
+            unreadable: &self.unreadable,
             pins: &self.pins,
             model,
             wal: &self.wal,
@@ -111,6 +113,7 @@ fn linear(n_backups: usize) -> Repo {
         backups,
         pins: Vec::new(),
         orphans: Vec::new(),
+        unreadable: Vec::new(),
     }
 }
 
@@ -323,6 +326,7 @@ fn branched() -> Repo {
         ],
         pins: Vec::new(),
         orphans: Vec::new(),
+        unreadable: Vec::new(),
     }
 }
 
@@ -410,4 +414,22 @@ fn orphans_are_removed_only_past_the_safety_age() {
         .unwrap();
     let removed: Vec<bool> = p.orphans.iter().map(|o| o.remove).collect();
     assert_eq!(removed, vec![true, false]);
+}
+
+#[test]
+fn an_unreadable_catalog_holds_back_every_wal_deletion() {
+    let mut r = linear(4);
+    r.unreadable.push((id(9), "bad".into()));
+    let p = r
+        .plan(
+            &Policy {
+                keep_full: Some(2),
+                ..Policy::default()
+            },
+            t0() + Duration::days(10),
+        )
+        .unwrap();
+    assert_eq!(ids(&p), vec![id(0), id(1)]);
+    assert!(p.delete_wal.is_empty() && p.horizon.is_none());
+    assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
 }

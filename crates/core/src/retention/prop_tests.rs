@@ -162,6 +162,7 @@ fn build(c: &Case) -> Repo {
         backups,
         pins,
         orphans: Vec::new(),
+        unreadable: Vec::new(),
     }
 }
 
@@ -175,6 +176,7 @@ fn apply(r: &Repo, plan: &ExpirePlan) -> Repo {
         backups: r.backups.iter().filter(|b| !gone_b.contains(&b.id)).cloned().collect(),
         pins: r.pins.clone(),
         orphans: Vec::new(),
+        unreadable: Vec::new(),
     }
 }
 
