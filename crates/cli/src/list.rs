@@ -78,10 +78,27 @@ impl Retention {
     }
 }
 
-fn retention_of(config: &pgvault_core::config::Config, s: &Survey, pins: Vec<Pin>) -> Retention {
+fn retention_of(
+    config: &pgvault_core::config::Config,
+    s: &Survey,
+    pins: Result<Vec<Pin>, pgvault_core::repository::RepositoryError>,
+) -> Retention {
     let wal: Vec<_> = s.wal.iter().map(|(n, o)| (*n, o.size)).collect();
+    // A pin that cannot be read makes expire refuse; list still lists, and says so.
+    let pins = match pins {
+        Ok(p) => p,
+        Err(e) => {
+            return Retention {
+                pins: Vec::new(),
+                plan: Err(format!(
+                    "the pins cannot be read ({e}); expire will refuse until this is fixed"
+                )),
+            }
+        }
+    };
     let plan = match Policy::resolve(config.retention.as_ref(), &PolicyOverrides::default()) {
         Err(e) => Err(e.to_string()),
+        Ok(policy) if policy.is_empty() => Err("no [retention] policy configured: expire deletes nothing".into()),
         Ok(policy) => {
             let input = retention::PlanInput {
                 backups: &s.backups,
@@ -108,7 +125,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
     let config = ctx.config()?;
     let repo = Repository::open(&config).await?;
     let s = survey::survey(&repo, Times::AfterOldestBackup).await?;
-    let ret = retention_of(&config, &s, repo.pins().await?);
+    let ret = retention_of(&config, &s, repo.pins().await);
     let by_tli = s.model.windows_by_timeline();
     let gaps = s.model.gaps();
     let segments: Vec<_> = s.wal.iter().filter(|(n, _)| n.has_page_header()).collect();
