@@ -132,6 +132,20 @@ async fn scenario(install: PgInstall, v: Vault) -> Result<()> {
     ensure!(ids(&dry, "delete_backups") == vec![b1.clone()], "{dry}");
     ensure!(dry["applied"] == false, "{dry}");
     ensure!(keys(&v).await? == before, "a dry run changes nothing");
+    let text = v.pgvault(["expire", "--dry-run", "--keep-full", "2"])?.check()?;
+    eprintln!("{}", text.stdout);
+    for want in [
+        "policy: keep_full=2",
+        "backups to delete (1):",
+        &format!("{b0}  pinned (audit)"),
+        "[own WAL only (restorable to its end)]",
+        "WAL to delete (",
+        "recovery window before:",
+        "recovery window after:",
+        "dry run: nothing was deleted",
+    ] {
+        ensure!(text.stdout.contains(want), "expire --dry-run shows {want:?}: {text}");
+    }
 
     // The real run removes exactly the planned objects.
     let done = json_of(&v.pgvault(["expire", "--json", "--keep-full", "2"])?.check()?)?;

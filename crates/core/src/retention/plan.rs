@@ -92,10 +92,16 @@ impl std::fmt::Display for KeepReason {
             KeepReason::Weekly { period } => write!(f, "weekly {period}"),
             KeepReason::Monthly { period } => write!(f, "monthly {period}"),
             KeepReason::Yearly { period } => write!(f, "yearly {period}"),
-            KeepReason::Pinned { until, .. } => match until {
-                Some(u) => write!(f, "pinned until {}", u.format("%Y-%m-%d %H:%M UTC")),
-                None => write!(f, "pinned"),
-            },
+            KeepReason::Pinned { until, note } => {
+                write!(f, "pinned")?;
+                if let Some(u) = until {
+                    write!(f, " until {}", u.format("%Y-%m-%d %H:%M UTC"))?;
+                }
+                if let Some(n) = note {
+                    write!(f, " ({n})")?;
+                }
+                Ok(())
+            }
             KeepReason::ParentOf { child } => write!(f, "parent of {child}"),
             KeepReason::NotSelected => write!(f, "not selected"),
         }
