@@ -5,6 +5,7 @@
 
 mod commands;
 mod display;
+mod expire;
 mod hints;
 mod list;
 mod progress;
@@ -56,6 +57,14 @@ enum Command {
     Verify(verify_cmd::VerifyArgs),
     /// Switch WAL on the server and wait until the segment is in the repository.
     Check(verify_cmd::CheckArgs),
+    /// Delete the backups and WAL the [retention] policy no longer keeps (see --dry-run).
+    Expire(expire::ExpireArgs),
+    /// Delete one backup (refused when pinned or when another backup depends on it).
+    Delete(expire::DeleteArgs),
+    /// Protect a backup from expire and delete, optionally until a date.
+    Pin(expire::PinArgs),
+    /// Remove a backup's pin.
+    Unpin(expire::UnpinArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +105,10 @@ fn main() -> ExitCode {
             Command::Upgrade => commands::upgrade(&ctx).await,
             Command::Verify(a) => verify_cmd::verify(&ctx, a).await,
             Command::Check(a) => verify_cmd::check(&ctx, a).await,
+            Command::Expire(a) => expire::expire(&ctx, a).await,
+            Command::Delete(a) => expire::delete(&ctx, a).await,
+            Command::Pin(a) => expire::pin(&ctx, a).await,
+            Command::Unpin(a) => expire::unpin(&ctx, a).await,
         }
     });
     match result {

@@ -49,23 +49,9 @@ pub struct CheckArgs {
     json: bool,
 }
 
-/// A duration in PostgreSQL's units: `ms`, `s`, `min`, `h`, `d` (a bare number is seconds).
+/// A clap value parser for durations in PostgreSQL's units (`90s`, `5min`), by the one parser.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (examples: 90s, 5min, 1h)"))?;
-    let secs = |k: u64| Duration::from_secs(n.saturating_mul(k));
-    Ok(match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => secs(1),
-        "min" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86400),
-        other => return Err(format!("'{s}': unknown unit '{other}' (use ms, s, min, h or d)")),
-    })
+    pgvault_core::units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
@@ -194,7 +180,7 @@ mod tests {
         assert_eq!(parse_duration("36h"), Ok(Duration::from_secs(36 * 3600)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        assert!(parse_duration("12").is_err(), "a number without a unit is refused");
         assert!(parse_duration("5m").is_err());
         assert!(parse_duration("soon").is_err());
     }

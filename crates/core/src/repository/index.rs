@@ -26,7 +26,7 @@ use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::repository::summary::{BackupSummary, SummaryListing};
-use crate::repository::{catalog, layout, BackupCatalog, Repository, RepositoryError};
+use crate::repository::{layout, BackupCatalog, Repository, RepositoryError};
 
 /// The version of the index object's JSON. A reader that finds a newer one neither trusts nor
 /// overwrites it (it reads the catalogs instead).
@@ -156,19 +156,6 @@ impl Repository {
         })?;
         self.put_sealed(layout::BACKUP_INDEX_KEY, &body).await?;
         Ok(())
-    }
-
-    /// The ids of the backup directories, sorted (one listing request per 1000 ids).
-    pub(crate) async fn backup_dir_ids(&self) -> Result<Vec<String>, RepositoryError> {
-        let mut ids: Vec<String> = self
-            .storage()
-            .list_dirs(layout::BACKUPS_PREFIX)
-            .await?
-            .into_iter()
-            .filter(|id| catalog::is_backup_id(id))
-            .collect();
-        ids.sort();
-        Ok(ids)
     }
 
     /// Lists the backup directories, reconciles the index with them and `change`, loads the

@@ -4,7 +4,7 @@
 //!
 //! # How it works
 //!
-//! A lock is one small plaintext JSON object, `locks/<name>` (e.g. `locks/backup`), holding a
+//! A lock is one small plaintext JSON object, `locks/<name>` (`locks/repository`, the one lock every command that adds or removes backups takes; see docs/FORMAT.md), holding a
 //! **lease**: a random token, who holds it (host, pid, command, start time) and `expires_at`.
 //!
 //! - **Acquire** creates the object with create-if-absent ([`Storage::put_if_absent`]). If an

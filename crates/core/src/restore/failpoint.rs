@@ -17,18 +17,8 @@ use std::sync::Arc;
 
 use crate::progress::Progress;
 
-const VAR: &str = "PGVAULT_FAILPOINT";
-
-fn entries() -> Vec<String> {
-    std::env::var(VAR)
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-        .unwrap_or_default()
-}
-
-fn die(why: &str) {
-    tracing::warn!("{VAR}: killing this process at {why} (test-only failpoint)");
-    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-}
+// The variable and the kill itself are shared with every command's failpoints.
+use crate::failpoint::{die, entries};
 
 /// SIGKILLs this process if `restore:<name>` is set.
 pub fn hit(name: &str) {
