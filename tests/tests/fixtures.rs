@@ -144,9 +144,30 @@ fn check_index_rebuilt(f: &Fixture, vault: &Vault) -> Result<()> {
     Ok(())
 }
 
+/// `verify` finds the fixture whole, and `expire` on the copy (one backup, kept by any policy)
+/// runs, keeps it and leaves a repository that still lists it.
+fn check_verify_and_expire(f: &Fixture, vault: &Vault) -> Result<()> {
+    let out = vault.pgvault(["verify", "--json"])?.check()?;
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).context("verify --json")?;
+    ensure!(
+        report["whole"] == true,
+        "v{}: verify finds the fixture whole: {report}",
+        f.version
+    );
+    let out = vault.pgvault(["expire", "--keep-full", "1", "--json"])?.check()?;
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).context("expire --json")?;
+    ensure!(
+        plan["delete_backups"].as_array().is_some_and(Vec::is_empty) && plan["keep"][0]["id"] == f.backup,
+        "v{}: expire keeps the only backup: {plan}",
+        f.version
+    );
+    check_list(f, vault)
+}
+
 async fn check_fixture(install: &PgInstall, f: &Fixture) -> Result<()> {
     let vault = fixture_vault(f.version)?;
     check_list(f, &vault)?;
+    check_verify_and_expire(f, &vault)?;
     if f.index {
         check_index_rebuilt(f, &vault)?;
     }

@@ -127,7 +127,20 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
     let s = survey::survey(&repo, Times::WindowEnds).await?;
     let ret = retention_of(&config, &s, repo.pins().await);
     let by_tli = s.model.windows_by_timeline();
-    let gaps = s.model.gaps();
+    // Missing WAL wholly before the horizon was removed by `expire` on purpose, not lost.
+    let horizon = repo.wal_horizon().await?;
+    let seg = repo.cluster().wal_segment_size;
+    let gaps: Vec<(Gap, bool)> = s
+        .model
+        .gaps()
+        .into_iter()
+        .map(|g| {
+            let expired = horizon
+                .as_ref()
+                .is_some_and(|h| g.last_missing.segment_number(seg) < h.lsn.segment(seg));
+            (g, expired)
+        })
+        .collect();
     let segments: Vec<_> = s.wal.iter().filter(|(n, _)| n.has_page_header()).collect();
     let latest = s.model.tree().latest();
     let latest_w: Vec<&Window> = by_tli
@@ -164,7 +177,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
             },
             "timelines": s.model.tree().timelines(),
             "latest_timeline": latest,
-            "gaps": gaps.iter().map(gap_json).collect::<Vec<_>>(),
+            "gaps": gaps.iter().map(|(g, expired)| { let mut v = gap_json(g); v["expired"] = json!(expired); v }).collect::<Vec<_>>(),
             "windows": by_tli.iter().flat_map(|t| t.windows.iter().map(move |w| window_json(t.tli, w))).collect::<Vec<_>>(),
             "recoverable_window": {
                 "timeline": latest,
@@ -185,7 +198,7 @@ fn print_human(
     repo: &Repository,
     s: &Survey,
     by_tli: &[TimelineWindows],
-    gaps: &[Gap],
+    gaps: &[(Gap, bool)],
     segments: &[&(pgvault_core::wal::WalFileName, pgvault_core::storage::ObjectInfo)],
 ) {
     println!(
@@ -227,14 +240,19 @@ fn print_human(
         (Some(f), Some(l)) => println!("WAL archive: {} segments, {} .. {}", segments.len(), f.0, l.0),
         _ => println!("WAL archive: empty"),
     }
-    for g in gaps {
-        if g.first_missing == g.last_missing {
-            println!("GAP on timeline {}: {} is missing", g.tli, g.first_missing);
+    for (g, expired) in gaps {
+        let what = if g.first_missing == g.last_missing {
+            format!("{} is missing", g.first_missing)
         } else {
+            format!("{} .. {} are missing", g.first_missing, g.last_missing)
+        };
+        if *expired {
             println!(
-                "GAP on timeline {}: {} .. {} are missing",
-                g.tli, g.first_missing, g.last_missing
+                "expired on timeline {}: {what} (removed by expire; older backups restore to their end point)",
+                g.tli
             );
+        } else {
+            println!("GAP on timeline {}: {what}", g.tli);
         }
     }
     let latest = s.model.tree().latest();
