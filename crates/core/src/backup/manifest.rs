@@ -56,39 +56,65 @@ pub struct Received {
     pub crc32c: u32,
 }
 
+/// One file a manifest lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestFile {
+    /// Relative to the data directory (tablespaces under `pg_tblspc/<oid>/`); `Encoded-Path`
+    /// entries decoded.
+    pub path: String,
+    pub size: u64,
+    /// `(algorithm, hex checksum)` when the manifest records one.
+    pub checksum: Option<(String, String)>,
+}
+
+/// Verifies the manifest's own SHA-256 trailer and returns the files it lists: the one reader
+/// of PostgreSQL's manifest (backup checks it against the stream, verify against the catalog).
+pub fn files(manifest: &[u8]) -> Result<Vec<ManifestFile>, ManifestError> {
+    verify_trailer(manifest)?;
+    let raw: RawManifest = serde_json::from_slice(manifest).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    raw.files
+        .into_iter()
+        .map(|f| {
+            let path = match (f.path, f.encoded_path) {
+                (Some(p), _) => p,
+                (None, Some(hexed)) => {
+                    let bytes = hex::decode(&hexed)
+                        .map_err(|e| ManifestError::Malformed(format!("Encoded-Path {hexed}: {e}")))?;
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                (None, None) => return Err(ManifestError::Malformed("a file entry has no path".into())),
+            };
+            Ok(ManifestFile {
+                path,
+                size: f.size,
+                checksum: f.algorithm.zip(f.checksum),
+            })
+        })
+        .collect()
+}
+
 /// Verifies the manifest's trailer and checks every listed file against `received`
 /// (keyed by the path relative to the data directory, tablespaces under `pg_tblspc/<oid>/`).
 pub fn check(manifest: &[u8], received: &HashMap<String, Received>) -> Result<usize, ManifestError> {
-    verify_trailer(manifest)?;
-    let raw: RawManifest = serde_json::from_slice(manifest).map_err(|e| ManifestError::Malformed(e.to_string()))?;
     let mut checked = 0;
-    for f in raw.files {
-        let path = match (f.path, f.encoded_path) {
-            (Some(p), _) => p,
-            (None, Some(hexed)) => {
-                let bytes =
-                    hex::decode(&hexed).map_err(|e| ManifestError::Malformed(format!("Encoded-Path {hexed}: {e}")))?;
-                String::from_utf8_lossy(&bytes).into_owned()
-            }
-            (None, None) => return Err(ManifestError::Malformed("a file entry has no path".into())),
-        };
+    for f in files(manifest)? {
         let got = received
-            .get(&path)
-            .ok_or_else(|| ManifestError::Missing { path: path.clone() })?;
+            .get(&f.path)
+            .ok_or_else(|| ManifestError::Missing { path: f.path.clone() })?;
         if got.size != f.size {
             return Err(ManifestError::Mismatch {
-                path,
+                path: f.path,
                 expected: format!("{} bytes", f.size),
                 found: format!("{} bytes", got.size),
             });
         }
-        if f.algorithm.as_deref() == Some("CRC32C") {
+        if let Some((_, checksum)) = f.checksum.filter(|(algorithm, _)| algorithm == "CRC32C") {
             // PostgreSQL prints the CRC's bytes in memory (little-endian) order.
             let found = hex::encode(got.crc32c.to_le_bytes());
-            let expected = f.checksum.unwrap_or_default().to_ascii_lowercase();
+            let expected = checksum.to_ascii_lowercase();
             if found != expected {
                 return Err(ManifestError::Mismatch {
-                    path,
+                    path: f.path,
                     expected: format!("CRC-32C {expected}"),
                     found: format!("CRC-32C {found}"),
                 });
@@ -97,6 +123,14 @@ pub fn check(manifest: &[u8], received: &HashMap<String, Received>) -> Result<us
         checked += 1;
     }
     Ok(checked)
+}
+
+/// `body` (everything up to the checksum line) with PostgreSQL's SHA-256 trailer: manifests for
+/// unit tests.
+#[cfg(test)]
+pub(crate) fn with_trailer(body: &str) -> Vec<u8> {
+    let sum = hex::encode(Sha256::digest(body.as_bytes()));
+    format!("{body}\"Manifest-Checksum\": \"{sum}\"}}\n").into_bytes()
 }
 
 /// The manifest ends with `"Manifest-Checksum": "<sha256 of everything before this line>"}`.
@@ -122,9 +156,9 @@ mod tests {
     use super::*;
 
     fn manifest(files: &str) -> Vec<u8> {
-        let body = format!("{{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{files}\n],\n");
-        let sum = hex::encode(Sha256::digest(body.as_bytes()));
-        format!("{body}\"Manifest-Checksum\": \"{sum}\"}}\n").into_bytes()
+        with_trailer(&format!(
+            "{{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{files}\n],\n"
+        ))
     }
 
     #[test]

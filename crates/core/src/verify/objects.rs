@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use futures::stream::{self, StreamExt};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::format::{into_format_error, FormatError};
@@ -156,22 +155,6 @@ async fn verify_bundle(
     }
 }
 
-#[derive(Deserialize)]
-struct RawManifest {
-    #[serde(rename = "Files")]
-    files: Vec<RawFile>,
-}
-
-#[derive(Deserialize)]
-struct RawFile {
-    #[serde(rename = "Path")]
-    path: Option<String>,
-    #[serde(rename = "Encoded-Path")]
-    encoded_path: Option<String>,
-    #[serde(rename = "Size")]
-    size: u64,
-}
-
 /// The stored `backup_manifest`: present when the catalog records one, its SHA-256 the
 /// catalog's, PostgreSQL's manifest JSON, and listing the catalog's files with their sizes.
 async fn verify_manifest(repo: &Repository, cat: &BackupCatalog, tally: &Tally) -> Result<Vec<Finding>, VerifyError> {
@@ -205,17 +188,13 @@ async fn verify_manifest(repo: &Repository, cat: &BackupCatalog, tally: &Tally) 
 
 /// Why the manifest does not describe the catalog's files, if it does not.
 pub(crate) fn manifest_mismatch(cat: &BackupCatalog, raw: &[u8]) -> Option<String> {
-    let m: RawManifest = match serde_json::from_slice(raw) {
-        Ok(m) => m,
-        Err(e) => return Some(format!("not PostgreSQL manifest JSON: {e}")),
+    let files = match crate::backup::manifest::files(raw) {
+        Ok(f) => f,
+        Err(e) => return Some(e.to_string()),
     };
     let sizes: BTreeMap<&str, u64> = cat.files.iter().map(|f| (f.path.as_str(), f.size)).collect();
-    for f in m.files {
-        let path = match (f.path, f.encoded_path.map(hex::decode)) {
-            (Some(p), _) => p,
-            (None, Some(Ok(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
-            (None, _) => return Some("a file entry has no readable path".into()),
-        };
+    for f in files {
+        let path = f.path;
         match sizes.get(path.as_str()) {
             None => return Some(format!("lists {path}, which the catalog does not")),
             Some(&s) if s != f.size => {

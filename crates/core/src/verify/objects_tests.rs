@@ -32,10 +32,9 @@ async fn repository(dir: &Path) -> Repository {
 }
 
 fn manifest(size: usize) -> Vec<u8> {
-    format!(
-        "{{\"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{{ \"Path\": \"base/1/1259\", \"Size\": {size} }}\n],\n\"Manifest-Checksum\": \"00\"}}\n"
-    )
-    .into_bytes()
+    crate::backup::manifest::with_trailer(&format!(
+        "{{\"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{{ \"Path\": \"base/1/1259\", \"Size\": {size} }}\n],\n"
+    ))
 }
 
 /// Stores a backup of one file of `data` (several bundles) and its manifest.

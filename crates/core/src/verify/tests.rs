@@ -316,17 +316,20 @@ fn the_manifest_must_list_the_catalogs_files_with_their_sizes() {
         {"path": "PG_VERSION", "size": 3, "mode": 384, "mtime": 0, "pieces": []},
         {"path": "base/1/1259", "size": 8192, "mode": 384, "mtime": 0, "pieces": []}
     ]));
-    let ok = br#"{"PostgreSQL-Backup-Manifest-Version": 1,
+    let body = r#"{"PostgreSQL-Backup-Manifest-Version": 1,
 "Files": [
 { "Path": "PG_VERSION", "Size": 3, "Last-Modified": "x" },
 { "Encoded-Path": "626173652f312f31323539", "Size": 8192, "Last-Modified": "x" }
 ],
-"Manifest-Checksum": "00"}"#;
+"#;
+    let ok = &crate::backup::manifest::with_trailer(body)[..];
     assert_eq!(manifest_mismatch(&cat, ok), None);
-    let size = String::from_utf8_lossy(ok).replace("\"Size\": 3", "\"Size\": 4");
-    assert!(manifest_mismatch(&cat, size.as_bytes()).is_some_and(|m| m.contains("PG_VERSION")));
-    let extra = String::from_utf8_lossy(ok).replace("PG_VERSION", "PG_VERSION2");
-    assert!(manifest_mismatch(&cat, extra.as_bytes()).is_some_and(|m| m.contains("PG_VERSION2")));
+    let size = crate::backup::manifest::with_trailer(&body.replace("\"Size\": 3", "\"Size\": 4"));
+    assert!(manifest_mismatch(&cat, &size).is_some_and(|m| m.contains("PG_VERSION")));
+    let extra = crate::backup::manifest::with_trailer(&body.replace("PG_VERSION", "PG_VERSION2"));
+    assert!(manifest_mismatch(&cat, &extra).is_some_and(|m| m.contains("PG_VERSION2")));
+    let tampered = String::from_utf8_lossy(ok).replace("\"Size\": 3", "\"Size\": 4");
+    assert!(manifest_mismatch(&cat, tampered.as_bytes()).is_some_and(|m| m.contains("checksum")));
     assert!(manifest_mismatch(&cat, b"not json").is_some());
 }
 
