@@ -167,3 +167,34 @@ async fn young_orphans_stay_and_a_held_lock_refuses() {
     }
     held.release().await.expect("release");
 }
+
+/// `expire --dry-run` on a repository of 1,000 backups: planned from the backup index and the
+/// listings, it reads a handful of objects (not one catalog or segment per backup) and writes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_over_1000_backups_reads_a_handful_of_objects() {
+    use crate::repository::synthetic::synthetic_repository;
+    use std::time::Instant;
+
+    let s = synthetic_repository(1000).await;
+    s.repo.backup_summaries().await.expect("index current");
+    s.store.reset();
+    let policy = Policy {
+        keep_full: Some(30),
+        ..Policy::default()
+    };
+    let t = Instant::now();
+    let out = expire(&s.repo, &policy, Utc::now(), true).await.expect("dry run");
+    let took = t.elapsed();
+    let c = s.store.counts();
+    eprintln!("expire --dry-run over 1000 backups: {took:?}, {c:?}");
+    assert!(!out.applied);
+    assert_eq!(out.plan.delete_backups.len(), 970, "keeps the newest 30");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(c.lists <= 4, "{c:?}");
+    assert!(
+        c.gets <= 6,
+        "a handful of objects, not one per backup or segment: {c:?}"
+    );
+    assert_eq!((c.puts, c.deletes), (0, 0), "a dry run writes nothing: {c:?}");
+}
