@@ -22,7 +22,6 @@
 //! promotion. An outage longer than the retries therefore still stops such a standby (126);
 //! one following `recovery_target_timeline = 'current'` keeps running.
 
-
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -67,7 +67,9 @@ pub async fn ahead(repo: &Repository, spool: &Spool, current: &WalFileName, cfg:
             }
             Ok(None) => break,
             Err(e) => {
-                eprintln!("pgvault-archive: note: prefetching {name} failed ({e}); it is fetched when recovery asks for it");
+                eprintln!(
+                    "pgvault-archive: note: prefetching {name} failed ({e}); it is fetched when recovery asks for it"
+                );
                 break;
             }
         }

@@ -19,7 +19,11 @@ fn a_marker_vouches_only_for_the_same_bytes_in_the_same_repository() {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&file, &data).expect("write");
     let markers = PushedMarkers::new(&w);
-    let record = || markers.record(&name, &PushedMarker::of(&data, "file:///repo")).expect("record");
+    let record = || {
+        markers
+            .record(&name, &PushedMarker::of(&data, "file:///repo"))
+            .expect("record")
+    };
 
     record();
     assert!(markers.vouches(&name, &file, "file:///repo"));
@@ -84,7 +88,11 @@ fn ready_segments_after_the_requested_one_in_wal_order() {
     let names: Vec<String> = ready_after(&w, &after, 10).iter().map(|n| n.to_string()).collect();
     assert_eq!(
         names,
-        ["000000010000000000000003", "000000010000000000000005", "000000010000000100000000"]
+        [
+            "000000010000000000000003",
+            "000000010000000000000005",
+            "000000010000000100000000"
+        ]
     );
     assert_eq!(ready_after(&w, &after, 1).len(), 1);
     assert!(ready_after(&w, &after, 0).is_empty());

@@ -59,9 +59,7 @@ fn an_entry_is_served_only_under_its_own_name() {
 #[test]
 fn retain_bounds_the_spool_and_remove_all_clears_it() {
     let (_t, s) = spool();
-    let names: Vec<WalFileName> = (1..=5)
-        .map(|i| WalFileName::from_segment_number(1, i, SEG))
-        .collect();
+    let names: Vec<WalFileName> = (1..=5).map(|i| WalFileName::from_segment_number(1, i, SEG)).collect();
     for n in &names {
         s.put(n, b"x").expect("put");
     }

@@ -221,10 +221,7 @@ pub fn restore_command(archive_command: &Path, config: &Path) -> Result<String, 
 /// (run by PostgreSQL in the data directory).
 pub fn recovery_end_command(archive_command: &Path) -> Result<String, ConfError> {
     let exe = archive_command.to_string_lossy();
-    Ok(format!(
-        "{} spool-clean",
-        shell_arg("the pgvault-archive path", &exe)?
-    ))
+    Ok(format!("{} spool-clean", shell_arg("the pgvault-archive path", &exe)?))
 }
 
 /// Names an earlier restore (or a human) may have left that would fight the new settings.
