@@ -310,3 +310,69 @@ fn flip_last_byte(path: &Path) -> Result<()> {
     b[last] ^= 0x01;
     write_postgres_file(path, &b, 0o600)
 }
+
+/// Timing, not a check (run by hand: `cargo test -p pgvault-tests --test archive_parallel --
+/// --ignored --nocapture timing`): N ready segments pushed one `archive_command` call at a time
+/// as PostgreSQL's archiver does, without and with batching, then fetched one `restore_command`
+/// call at a time into a scratch `pg_wal`, without and with prefetch. Local repository,
+/// encrypted, zstd level 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing; run by hand"]
+async fn timing_batch_push_and_prefetch() {
+    let Some(install) = install_under_test(15) else {
+        return;
+    };
+    timing(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+async fn timing(install: PgInstall) -> Result<()> {
+    const N: usize = 32;
+    let vault = Vault::new()?;
+    let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
+    pause_archiving(&cluster).await?;
+    let segs = make_segments(&cluster, N).await?;
+    let pg_wal = cluster.data_dir().join("pg_wal");
+    let scratch = vault.dir.subdir("scratch")?.join("pg_wal");
+    std::fs::create_dir_all(&scratch)?;
+    pgvault_tests::chown_to_postgres(&scratch)?;
+    let settings = [
+        ("serial", "[archive]\npush_batch = 1\nget_prefetch = 0\n"),
+        (
+            "batch 16 x4 / prefetch 8 x4",
+            "[archive]\npush_batch = 16\npush_parallel = 4\nget_prefetch = 8\nget_parallel = 4\n",
+        ),
+    ];
+    for round in 0..2 {
+        for (label, extra) in settings {
+            vault.write_config(&cluster, extra)?;
+            let _ = std::fs::remove_dir_all(pushed_dir(&cluster));
+            for s in &segs {
+                let _ = std::fs::remove_file(vault.repo.join(wal_key(s)?));
+            }
+            let started = Instant::now();
+            for s in &segs {
+                vault
+                    .archive(["push", &pg_wal.join(s).display().to_string()])?
+                    .check()?;
+            }
+            let push = started.elapsed();
+            let _ = std::fs::remove_dir_all(scratch.join(".pgvault"));
+            let dest = scratch.join("RECOVERYXLOG").display().to_string();
+            let started = Instant::now();
+            let mut calls = Vec::new();
+            for s in &segs {
+                let t = Instant::now();
+                vault.archive(["fetch", s, &dest])?.check()?;
+                calls.push(t.elapsed().as_millis());
+            }
+            let fetch = started.elapsed();
+            eprintln!("fetch calls (ms): {calls:?}");
+            eprintln!(
+                "round {round} {label}: push {N} segments {push:?} ({:.1} seg/s), fetch {fetch:?} ({:.1} seg/s)",
+                N as f64 / push.as_secs_f64(),
+                N as f64 / fetch.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}

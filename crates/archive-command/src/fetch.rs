@@ -24,6 +24,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pgvault_core::archive::pushed::pg_wal_of;
@@ -62,7 +63,7 @@ pub async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitC
             return ExitCode::SUCCESS;
         }
     }
-    let mut repo: Option<Repository> = None;
+    let mut repo: Option<Arc<Repository>> = None;
     let mut attempt = 1;
     loop {
         let result = fetch_once(&config, &mut repo, name, dest).await;
@@ -101,7 +102,7 @@ pub async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitC
 
 /// What a restored file means for the spool: a segment starts the next prefetch window, a
 /// history file is kept so that the window follows the target timeline.
-async fn after_restore(repo: &Repository, spool: &Spool, name: &WalFileName, plain: &[u8], config: &Config) {
+async fn after_restore(repo: &Arc<Repository>, spool: &Spool, name: &WalFileName, plain: &[u8], config: &Config) {
     match name.kind {
         WalKind::Segment => prefetch::ahead(repo, spool, name, &config.archive).await,
         WalKind::History => {
@@ -117,13 +118,13 @@ async fn after_restore(repo: &Repository, spool: &Spool, name: &WalFileName, pla
 /// `dest`. Returns the restored bytes (`None`: not archived).
 async fn fetch_once(
     config: &Config,
-    repo: &mut Option<Repository>,
+    repo: &mut Option<Arc<Repository>>,
     name: &str,
     dest: &Path,
 ) -> Result<Option<Vec<u8>>, ArchiveError> {
     let opened = match repo.take() {
         Some(r) => r,
-        None => Repository::open(config).await?,
+        None => Arc::new(Repository::open(config).await?),
     };
     let result = fetch_plain(&opened, name, dest).await;
     *repo = Some(opened);

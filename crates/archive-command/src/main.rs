@@ -5,8 +5,9 @@
 //! restore_command = 'pgvault-archive fetch %f %p'
 //! recovery_end_command = 'pgvault-archive spool-clean'
 //! ```
-//! It runs once per WAL segment, so it starts a single-threaded runtime, parses its few
-//! arguments by hand and does nothing else. To keep up with PostgreSQL anyway, a push also
+//! It runs once per WAL segment, so it parses its few arguments by hand and does nothing else;
+//! its runtime has a worker per core (at most [`MAX_WORKERS`]) so that the segments of a batch
+//! or a prefetch are compressed, encrypted and checked on different cores. To keep up with PostgreSQL anyway, a push also
 //! stores the next `.ready` segments ([`push`]) and a fetch downloads the next segments ahead
 //! ([`prefetch`]), both with the one repository (and key derivation) the call opened; see
 //! `docs/ARCHIVING.md`. Exit codes are part of the contract with PostgreSQL:
@@ -32,6 +33,9 @@ use pgvault_core::config::Config;
 
 const USAGE: &str = "usage: pgvault-archive [--config FILE] push WAL_PATH\n       pgvault-archive [--config FILE] fetch WAL_NAME DEST_PATH\n       pgvault-archive spool-clean";
 
+/// The most runtime workers a call uses (batches and prefetch windows are small).
+const MAX_WORKERS: usize = 4;
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut config_path: Option<PathBuf> = None;
@@ -54,7 +58,12 @@ fn main() -> ExitCode {
             _ => rest.push(a),
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_WORKERS));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgvault-archive: cannot start: {e}");

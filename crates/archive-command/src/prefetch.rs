@@ -14,10 +14,11 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use pgvault_core::archive::spool::{segments_after, Spool};
-use pgvault_core::archive::{self, write_atomically};
+use pgvault_core::archive::{self, write_atomically, ArchiveError};
 use pgvault_core::config::ArchiveConfig;
 use pgvault_core::repository::Repository;
 use pgvault_core::wal::{WalFileName, WalKind};
@@ -47,25 +48,32 @@ pub fn serve(spool: &Spool, name: &WalFileName, dest: &Path) -> bool {
     }
 }
 
-/// Downloads the segments after `current` into the spool (see the module documentation).
-pub async fn ahead(repo: &Repository, spool: &Spool, current: &WalFileName, cfg: &ArchiveConfig) {
+/// Downloads the segments after `current` into the spool (see the module documentation). Each
+/// segment is a task of its own, so that decryption, decompression and the checks of different
+/// segments run on different cores.
+pub async fn ahead(repo: &Arc<Repository>, spool: &Spool, current: &WalFileName, cfg: &ArchiveConfig) {
     let segment_size = repo.cluster().wal_segment_size;
     let target = spool.target_history(current.timeline);
     let window = segments_after(current, cfg.get_prefetch, target.as_ref(), segment_size);
     spool.retain(&window);
     let todo: Vec<WalFileName> = window.into_iter().filter(|n| !spool.contains(n)).collect();
     let mut downloads = futures::stream::iter(todo)
-        .map(|n| async move { (n, archive::fetch_checked(repo, &n).await) })
+        .map(|name| {
+            let (repo, spool) = (Arc::clone(repo), spool.clone());
+            let task = tokio::spawn(async move { download(&repo, &spool, &name).await });
+            async move { (name, task.await) }
+        })
         .buffered(cfg.get_parallel.max(1));
     while let Some((name, result)) = downloads.next().await {
         match result {
-            Ok(Some(plain)) => {
-                if let Err(e) = spool.put(&name, &plain) {
-                    eprintln!("pgvault-archive: note: cannot prefetch {name}: {e}");
-                    break;
-                }
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => break,
+            Ok(Err(why)) => {
+                eprintln!(
+                    "pgvault-archive: note: prefetching {name} failed ({why}); it is fetched when recovery asks for it"
+                );
+                break;
             }
-            Ok(None) => break,
             Err(e) => {
                 eprintln!(
                     "pgvault-archive: note: prefetching {name} failed ({e}); it is fetched when recovery asks for it"
@@ -73,6 +81,17 @@ pub async fn ahead(repo: &Repository, spool: &Spool, current: &WalFileName, cfg:
                 break;
             }
         }
+    }
+}
+
+/// Downloads, checks and spools one segment: `Ok(false)` when it is not archived (yet).
+async fn download(repo: &Repository, spool: &Spool, name: &WalFileName) -> Result<bool, ArchiveError> {
+    match archive::fetch_checked(repo, name).await? {
+        Some(plain) => {
+            spool.put(name, &plain)?;
+            Ok(true)
+        }
+        None => Ok(false),
     }
 }
 

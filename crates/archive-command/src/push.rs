@@ -86,7 +86,7 @@ async fn push_inner(config_path: Option<&Path>, path: &Path) -> anyhow::Result<P
     let wal = prepare
         .join()
         .map_err(|_| anyhow::anyhow!("the compression thread panicked"))??;
-    let repo = repo?;
+    let repo = std::sync::Arc::new(repo?);
     let Some((pg_wal, _)) = &batch else {
         return Ok(Pushed::Now(archive::push_prepared(&repo, wal).await?));
     };

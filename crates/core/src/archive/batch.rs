@@ -4,14 +4,16 @@
 //! repository descriptor read, the memory-hard key derivation and a store connection before it
 //! can compress and store 16 MiB. [`push_ahead`] lets the call for segment S also store the next
 //! ready segments with the repository it already opened (one key derivation, one connection
-//! pool), several at once: the files are read and compressed on blocking threads while others
-//! are being sealed and uploaded. Each segment stored gets a marker ([`super::pushed`]) written
+//! pool), several at once: each segment is a task of its own (read and compressed on a blocking
+//! thread, sealed and uploaded on the runtime's workers), so on a multi-threaded runtime the
+//! compression and encryption of different segments use different cores. Each segment stored gets a marker ([`super::pushed`]) written
 //! only after the store confirmed it, so PostgreSQL's own call for it returns at once.
 //!
 //! A segment that fails here (store error, different content already archived) gets no marker
 //! and is simply pushed, or refused, when PostgreSQL asks for it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -33,7 +35,7 @@ pub struct AheadReport {
 /// Stores the segments `names` of `pg_wal`, up to `parallel` at once, and marks each one stored
 /// in `markers` as stored in the repository labelled `label`.
 pub async fn push_ahead(
-    repo: &Repository,
+    repo: &Arc<Repository>,
     pg_wal: &Path,
     names: &[WalFileName],
     parallel: usize,
@@ -41,7 +43,21 @@ pub async fn push_ahead(
     label: &str,
 ) -> AheadReport {
     let results: Vec<(WalFileName, Result<PushOutcome, ArchiveError>)> = futures::stream::iter(names.iter().copied())
-        .map(|name| async move { (name, push_one(repo, pg_wal, name, markers, label).await) })
+        .map(|name| {
+            let job = PushJob {
+                repo: Arc::clone(repo),
+                path: pg_wal.join(name.to_string()),
+                name,
+                markers: markers.clone(),
+                label: label.to_string(),
+            };
+            async move {
+                match tokio::spawn(job.run()).await {
+                    Ok(r) => (name, r),
+                    Err(e) => (name, Err(ArchiveError::Worker(e.to_string()))),
+                }
+            }
+        })
         .buffer_unordered(parallel.max(1))
         .collect()
         .await;
@@ -56,29 +72,39 @@ pub async fn push_ahead(
     report
 }
 
-async fn push_one(
-    repo: &Repository,
-    pg_wal: &Path,
+/// One segment stored ahead, as a task of its own.
+struct PushJob {
+    repo: Arc<Repository>,
+    path: PathBuf,
     name: WalFileName,
-    markers: &PushedMarkers,
-    label: &str,
-) -> Result<PushOutcome, ArchiveError> {
-    let path = pg_wal.join(name.to_string());
-    let codec = repo.codec();
-    let label = label.to_string();
-    // The marker describes exactly the bytes that are stored: hashed from the same buffer.
-    let (wal, marker) = tokio::task::spawn_blocking(move || {
-        let wal = prepare_push(&path, &codec)?;
-        let marker = PushedMarker::of(&wal.data, &label);
-        Ok::<_, ArchiveError>((wal, marker))
-    })
-    .await
-    .map_err(|e| ArchiveError::Worker(e.to_string()))??;
-    failpoint_delay().await;
-    let outcome = push_prepared(repo, wal).await?;
-    failpoint_delay().await;
-    markers.record(&name, &marker)?;
-    Ok(outcome)
+    markers: PushedMarkers,
+    label: String,
+}
+
+impl PushJob {
+    async fn run(self) -> Result<PushOutcome, ArchiveError> {
+        let PushJob {
+            repo,
+            path,
+            name,
+            markers,
+            label,
+        } = self;
+        let codec = repo.codec();
+        // The marker describes exactly the bytes that are stored: hashed from the same buffer.
+        let (wal, marker) = tokio::task::spawn_blocking(move || {
+            let wal = prepare_push(&path, &codec)?;
+            let marker = PushedMarker::of(&wal.data, &label);
+            Ok::<_, ArchiveError>((wal, marker))
+        })
+        .await
+        .map_err(|e| ArchiveError::Worker(e.to_string()))??;
+        failpoint_delay().await;
+        let outcome = push_prepared(&repo, wal).await?;
+        failpoint_delay().await;
+        markers.record(&name, &marker)?;
+        Ok(outcome)
+    }
 }
 
 /// TEST-ONLY: with `PGVAULT_FAILPOINT=archive:push-delay-ms=N`, waits N ms before and after each
