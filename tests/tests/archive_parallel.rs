@@ -214,6 +214,7 @@ async fn prefetch_serves_only_checked_copies_and_promotion_removes_the_spool() {
 }
 
 async fn prefetch(install: PgInstall) -> Result<()> {
+    let t0 = Instant::now();
     let mut vault = Vault::new()?;
     vault.keep_archived_copies()?;
     let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
@@ -256,6 +257,7 @@ async fn prefetch(install: PgInstall) -> Result<()> {
     };
     fetch(&vault.config, &segs[0])?.check()?;
     let spool = scratch.join(".pgvault/prefetch");
+    wait_for_idle_worker(&scratch)?;
     for s in &segs[1..5] {
         assert!(spool.join(s).is_file(), "{s} prefetched: {:?}", files_in(&spool));
     }
@@ -264,6 +266,7 @@ async fn prefetch(install: PgInstall) -> Result<()> {
     let out = fetch(&vault.config, &segs[1])?.check()?;
     assert!(out.stderr.contains("failed its check"), "{out}");
     assert!(std::fs::read(&dest)? == vault.archived_copy(&segs[1])?);
+    wait_for_idle_worker(&scratch)?;
     // With the repository out of reach, a good copy is served and a bad one never is.
     let broken = vault.dir.join("broken.toml");
     let text = std::fs::read_to_string(&vault.config)?.replace(
@@ -282,6 +285,7 @@ async fn prefetch(install: PgInstall) -> Result<()> {
     assert!(!out.success(), "a corrupt copy is not served: {out}");
     assert!(!dest.exists(), "nothing written");
 
+    eprintln!("{:?}: spool checks done", t0.elapsed());
     // A restore replays all of it (with prefetch) and promotion removes the spool.
     let mut restored = vault.restore(&install, "restored", &[], false)?;
     let auto = std::fs::read_to_string(restored.data_dir().join("postgresql.auto.conf"))?;
@@ -289,8 +293,10 @@ async fn prefetch(install: PgInstall) -> Result<()> {
         auto.contains("spool-clean"),
         "restore writes recovery_end_command:\n{auto}"
     );
+    eprintln!("{:?}: restored", t0.elapsed());
     restored.start()?;
     restored.wait_for_recovery_end(Duration::from_secs(180)).await?;
+    eprintln!("{:?}: recovered", t0.elapsed());
     let got: String = restored
         .query_scalar("SELECT md5(string_agg(v, ',' ORDER BY id)) FROM t")
         .await?;
@@ -302,6 +308,25 @@ async fn prefetch(install: PgInstall) -> Result<()> {
         bail!("promotion left the spool behind: {:?}", files_in(&left));
     }
     Ok(())
+}
+
+/// Waits until no prefetch worker holds the spool's lock (the worker is a detached process).
+fn wait_for_idle_worker(pg_wal: &Path) -> Result<()> {
+    use nix::fcntl::{Flock, FlockArg};
+    let lock = pg_wal.join(".pgvault/prefetch.lock");
+    let start = Instant::now();
+    loop {
+        let Ok(f) = std::fs::File::open(&lock) else {
+            return Ok(());
+        };
+        if Flock::lock(f, FlockArg::LockSharedNonblock).is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("the prefetch worker still runs after a minute");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn flip_last_byte(path: &Path) -> Result<()> {

@@ -58,8 +58,9 @@ pub async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitC
     let spool = pg_wal_of(dest)
         .filter(|_| config.archive.get_prefetch > 0)
         .map(|w| Spool::new(&w));
-    if let (Some(spool), Some(n)) = (&spool, parsed) {
+    if let (Some(spool), Some(n), Some(pg_wal)) = (&spool, parsed, pg_wal_of(dest)) {
         if prefetch::serve(spool, &n, dest) {
+            prefetch::refill(&config, &pg_wal, &n);
             return ExitCode::SUCCESS;
         }
     }
@@ -69,8 +70,8 @@ pub async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitC
         let result = fetch_once(&config, &mut repo, name, dest).await;
         let e = match result {
             Ok(Some(plain)) => {
-                if let (Some(spool), Some(n), Some(repo)) = (&spool, parsed, &repo) {
-                    after_restore(repo, spool, &n, &plain, &config).await;
+                if let (Some(spool), Some(n)) = (&spool, parsed) {
+                    after_restore(spool, &n, &plain, dest, &config);
                 }
                 return ExitCode::SUCCESS;
             }
@@ -100,11 +101,15 @@ pub async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitC
     }
 }
 
-/// What a restored file means for the spool: a segment starts the next prefetch window, a
+/// What a restored file means for the spool: a segment starts the worker for the next window, a
 /// history file is kept so that the window follows the target timeline.
-async fn after_restore(repo: &Arc<Repository>, spool: &Spool, name: &WalFileName, plain: &[u8], config: &Config) {
+fn after_restore(spool: &Spool, name: &WalFileName, plain: &[u8], dest: &Path, config: &Config) {
     match name.kind {
-        WalKind::Segment => prefetch::ahead(repo, spool, name, &config.archive).await,
+        WalKind::Segment => {
+            if let Some(pg_wal) = pg_wal_of(dest) {
+                prefetch::start_worker(config, &pg_wal, name);
+            }
+        }
         WalKind::History => {
             if let Err(e) = spool.put(name, plain) {
                 eprintln!("pgvault-archive: note: cannot keep {name} in the prefetch spool: {e}");

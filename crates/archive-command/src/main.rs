@@ -74,6 +74,14 @@ fn main() -> ExitCode {
         [cmd, path] if cmd == "push" => rt.block_on(push::push(config_path.as_deref(), Path::new(path))),
         [cmd, name, dest] if cmd == "fetch" => rt.block_on(fetch::fetch(config_path.as_deref(), name, Path::new(dest))),
         [cmd] if cmd == "spool-clean" => prefetch::spool_clean(Path::new(".")),
+        // Internal: started by `fetch` (see the prefetch module), not by users.
+        [cmd, current, pg_wal] if cmd == "prefetch-worker" => match load_config(config_path.as_deref()) {
+            Ok(config) => rt.block_on(prefetch::worker(config, current, PathBuf::from(pg_wal))),
+            Err(e) => {
+                eprintln!("pgvault-archive: prefetch worker: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         [] => usage("no command given"),
         _ => usage("unexpected arguments"),
     }

@@ -1,6 +1,11 @@
-//! The prefetch side of `fetch`, and `spool-clean`.
+//! The prefetch side of `fetch`, its background worker, and `spool-clean`.
 //!
-//! After a segment came from the repository, [`ahead`] downloads the next
+//! After a segment came from the repository, `fetch` starts a detached worker process
+//! (`pgvault-archive prefetch-worker CURRENT PG_WAL`, [`start_worker`]) and returns at once, so
+//! recovery replays while the worker downloads; a `fetch` served from the spool starts one too
+//! when less than half a window is left, so the spool stays ahead of recovery. At most one worker
+//! runs per spool ([`pgvault_core::archive::spool_worker`]). The worker ([`worker`], [`ahead`])
+//! downloads the next
 //! `[archive] get_prefetch` segments recovery will ask for (on the target timeline, as far as
 //! the history files recovery fetched tell), `get_parallel` at once, with the repository that
 //! call already opened. Each is authenticated and checked as a segment of the cluster before it
@@ -12,23 +17,47 @@
 //! [`serve`] hands a checked spool entry to PostgreSQL; [`spool_clean`] removes the spool at
 //! promotion.
 
-use std::path::Path;
-use std::process::ExitCode;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use pgvault_core::archive::spool::{segments_after, Spool};
+use pgvault_core::archive::spool_worker::{remove_lock_file, running_plan, WorkerLock};
 use pgvault_core::archive::{self, write_atomically, ArchiveError};
-use pgvault_core::config::ArchiveConfig;
+use pgvault_core::config::{ArchiveConfig, Config};
 use pgvault_core::repository::Repository;
 use pgvault_core::wal::{WalFileName, WalKind};
 
+/// How long a `fetch` waits for a segment the running worker is downloading before it fetches
+/// the segment itself.
+const WAIT_FOR_WORKER: Duration = Duration::from_secs(30);
+/// How often it looks.
+const WAIT_STEP: Duration = Duration::from_millis(10);
+
 /// Serves segment `name` from the spool into `dest`; `false` when the spool has no good copy
-/// (a bad one is removed, with a line on stderr) and the repository must be asked.
+/// (a bad one is removed, with a line on stderr) and the repository must be asked. When the
+/// running worker plans to download `name`, waits for it (at most [`WAIT_FOR_WORKER`]).
 pub fn serve(spool: &Spool, name: &WalFileName, dest: &Path) -> bool {
     if name.kind != WalKind::Segment {
         return false;
     }
+    let start = Instant::now();
+    loop {
+        if spool.contains(name) {
+            return serve_entry(spool, name, dest);
+        }
+        let planned = running_plan(spool).is_some_and(|plan| plan.contains(name));
+        if !planned || start.elapsed() > WAIT_FOR_WORKER {
+            return false;
+        }
+        std::thread::sleep(WAIT_STEP);
+    }
+}
+
+fn serve_entry(spool: &Spool, name: &WalFileName, dest: &Path) -> bool {
     match spool.get(name) {
         Ok(Some(plain)) => match write_atomically(dest, &plain, false) {
             Ok(()) => {
@@ -51,12 +80,21 @@ pub fn serve(spool: &Spool, name: &WalFileName, dest: &Path) -> bool {
 /// Downloads the segments after `current` into the spool (see the module documentation). Each
 /// segment is a task of its own, so that decryption, decompression and the checks of different
 /// segments run on different cores.
-pub async fn ahead(repo: &Arc<Repository>, spool: &Spool, current: &WalFileName, cfg: &ArchiveConfig) {
+pub async fn ahead(
+    repo: &Arc<Repository>,
+    spool: &Spool,
+    current: &WalFileName,
+    cfg: &ArchiveConfig,
+    lock: &mut WorkerLock,
+) {
     let segment_size = repo.cluster().wal_segment_size;
     let target = spool.target_history(current.timeline);
     let window = segments_after(current, cfg.get_prefetch, target.as_ref(), segment_size);
     spool.retain(&window);
     let todo: Vec<WalFileName> = window.into_iter().filter(|n| !spool.contains(n)).collect();
+    if let Err(e) = lock.set_plan(&todo) {
+        eprintln!("pgvault-archive: note: the prefetch worker cannot publish its plan: {e}");
+    }
     let mut downloads = futures::stream::iter(todo)
         .map(|name| {
             let (repo, spool) = (Arc::clone(repo), spool.clone());
@@ -95,10 +133,74 @@ async fn download(repo: &Repository, spool: &Spool, name: &WalFileName) -> Resul
     }
 }
 
-/// `spool-clean`: removes `pg_wal/.pgvault/prefetch` of the data directory `data_dir`.
+/// Starts a detached worker that prefetches the segments after `current` (nothing when one
+/// runs already). Its notes go to PostgreSQL's log through the inherited stderr.
+pub fn start_worker(config: &Config, pg_wal: &Path, current: &WalFileName) {
+    if running_plan(&Spool::new(pg_wal)).is_some() {
+        return;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("pgvault-archive: note: cannot start the prefetch worker: {e}");
+            return;
+        }
+    };
+    let spawned = std::process::Command::new(exe)
+        .arg("--config")
+        .arg(&config.source)
+        .arg("prefetch-worker")
+        .arg(current.to_string())
+        .arg(pg_wal)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        eprintln!("pgvault-archive: note: cannot start the prefetch worker: {e}");
+    }
+}
+
+/// After serving `current` from the spool: starts a worker when less than half a window is left.
+pub fn refill(config: &Config, pg_wal: &Path, current: &WalFileName) {
+    let spool = Spool::new(pg_wal);
+    if spool.count_after(current) * 2 < config.archive.get_prefetch {
+        start_worker(config, pg_wal, current);
+    }
+}
+
+/// `prefetch-worker CURRENT PG_WAL`: takes the worker lock (or exits: another one runs), opens
+/// the repository and downloads the window after CURRENT.
+pub async fn worker(config: Config, current: &str, pg_wal: PathBuf) -> ExitCode {
+    let spool = Spool::new(&pg_wal);
+    let Some(mut lock) = WorkerLock::try_take(&spool) else {
+        return ExitCode::SUCCESS;
+    };
+    let Ok(current) = WalFileName::parse(current) else {
+        return ExitCode::from(2);
+    };
+    let repo = match Repository::open(&config).await {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("pgvault-archive: note: the prefetch worker cannot open the repository ({e}); segments are fetched when recovery asks for them");
+            return ExitCode::from(1);
+        }
+    };
+    ahead(&repo, &spool, &current, &config.archive, &mut lock).await;
+    ExitCode::SUCCESS
+}
+
+/// `spool-clean`: removes `pg_wal/.pgvault/prefetch` of the data directory `data_dir`, after
+/// the worker (if one runs) finished, at most [`WAIT_FOR_WORKER`] later.
 pub fn spool_clean(data_dir: &Path) -> ExitCode {
     let spool = Spool::new(&data_dir.join("pg_wal"));
-    match spool.remove_all() {
+    let start = Instant::now();
+    while running_plan(&spool).is_some() && start.elapsed() < WAIT_FOR_WORKER {
+        std::thread::sleep(WAIT_STEP);
+    }
+    let removed = spool.remove_all();
+    remove_lock_file(&spool);
+    match removed {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgvault-archive: spool-clean: {e}");

@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod pushed;
 pub mod spool;
+pub mod spool_worker;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -102,6 +102,18 @@ impl Spool {
         checked.map(|body| Some(raw[raw.len() - body..].to_vec()))
     }
 
+    /// How many segment entries come after `name` in WAL order (what is left of the window).
+    pub fn count_after(&self, name: &WalFileName) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| WalFileName::parse(e.file_name().to_str()?).ok())
+            .filter(|n| n.kind == WalKind::Segment && n > name)
+            .count()
+    }
+
     /// Removes `name`'s entry.
     pub fn remove(&self, name: &WalFileName) {
         let _ = std::fs::remove_file(self.path(name));
