@@ -310,6 +310,11 @@ async fn prefetch(install: PgInstall) -> Result<()> {
     Ok(())
 }
 
+fn median(v: &mut [u128]) -> u128 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
 /// Waits until no prefetch worker holds the spool's lock (the worker is a detached process).
 fn wait_for_idle_worker(pg_wal: &Path) -> Result<()> {
     use nix::fcntl::{Flock, FlockArg};
@@ -367,35 +372,47 @@ async fn timing(install: PgInstall) -> Result<()> {
             "[archive]\npush_batch = 16\npush_parallel = 4\nget_prefetch = 8\nget_parallel = 4\n",
         ),
     ];
-    for round in 0..2 {
+    // What a call costs before it does anything (process start under runuser, config parsing).
+    let mut base = Vec::new();
+    for _ in 0..8 {
+        let t = Instant::now();
+        vault.archive(["--version"])?.check()?;
+        base.push(t.elapsed().as_millis());
+    }
+    eprintln!("process start (--version): median {} ms", median(&mut base));
+    for round in 0..3 {
         for (label, extra) in settings {
             vault.write_config(&cluster, extra)?;
             let _ = std::fs::remove_dir_all(pushed_dir(&cluster));
             for s in &segs {
                 let _ = std::fs::remove_file(vault.repo.join(wal_key(s)?));
             }
+            let (mut push_calls, mut fetch_calls) = (Vec::new(), Vec::new());
             let started = Instant::now();
             for s in &segs {
+                let t = Instant::now();
                 vault
                     .archive(["push", &pg_wal.join(s).display().to_string()])?
                     .check()?;
+                push_calls.push(t.elapsed().as_millis());
             }
             let push = started.elapsed();
+            wait_for_idle_worker(&scratch)?;
             let _ = std::fs::remove_dir_all(scratch.join(".pgvault"));
             let dest = scratch.join("RECOVERYXLOG").display().to_string();
             let started = Instant::now();
-            let mut calls = Vec::new();
             for s in &segs {
                 let t = Instant::now();
                 vault.archive(["fetch", s, &dest])?.check()?;
-                calls.push(t.elapsed().as_millis());
+                fetch_calls.push(t.elapsed().as_millis());
             }
             let fetch = started.elapsed();
-            eprintln!("fetch calls (ms): {calls:?}");
             eprintln!(
-                "round {round} {label}: push {N} segments {push:?} ({:.1} seg/s), fetch {fetch:?} ({:.1} seg/s)",
+                "round {round} {label}: push {N} segments {push:.2?} ({:.1} seg/s, median call {} ms), fetch {fetch:.2?} ({:.1} seg/s, median call {} ms)",
                 N as f64 / push.as_secs_f64(),
-                N as f64 / fetch.as_secs_f64()
+                median(&mut push_calls),
+                N as f64 / fetch.as_secs_f64(),
+                median(&mut fetch_calls),
             );
         }
     }

@@ -59,8 +59,10 @@ pub async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitC
         .filter(|_| config.archive.get_prefetch > 0)
         .map(|w| Spool::new(&w));
     if let (Some(spool), Some(n), Some(pg_wal)) = (&spool, parsed, pg_wal_of(dest)) {
-        if prefetch::serve(spool, &n, dest) {
-            prefetch::refill(&config, &pg_wal, &n);
+        if let Some(served) = prefetch::serve(spool, &n, dest) {
+            if let Some(segment_size) = served {
+                prefetch::refill(&config, &pg_wal, &n, segment_size);
+            }
             return ExitCode::SUCCESS;
         }
     }
@@ -106,8 +108,8 @@ pub async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitC
 fn after_restore(spool: &Spool, name: &WalFileName, plain: &[u8], dest: &Path, config: &Config) {
     match name.kind {
         WalKind::Segment => {
-            if let Some(pg_wal) = pg_wal_of(dest) {
-                prefetch::start_worker(config, &pg_wal, name);
+            if let (Some(pg_wal), Some(size)) = (pg_wal_of(dest), prefetch::segment_size_of(name, plain)) {
+                prefetch::start_worker(config, &pg_wal, name, size);
             }
         }
         WalKind::History => {

@@ -75,8 +75,8 @@ fn main() -> ExitCode {
         [cmd, name, dest] if cmd == "fetch" => rt.block_on(fetch::fetch(config_path.as_deref(), name, Path::new(dest))),
         [cmd] if cmd == "spool-clean" => prefetch::spool_clean(Path::new(".")),
         // Internal: started by `fetch` (see the prefetch module), not by users.
-        [cmd, current, pg_wal] if cmd == "prefetch-worker" => match load_config(config_path.as_deref()) {
-            Ok(config) => rt.block_on(prefetch::worker(config, current, PathBuf::from(pg_wal))),
+        [cmd, current, size, pg_wal] if cmd == "prefetch-worker" => match load_config(config_path.as_deref()) {
+            Ok(config) => rt.block_on(prefetch::worker(config, current, size, PathBuf::from(pg_wal))),
             Err(e) => {
                 eprintln!("pgvault-archive: prefetch worker: {e:#}");
                 ExitCode::from(1)

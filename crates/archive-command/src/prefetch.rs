@@ -1,7 +1,7 @@
 //! The prefetch side of `fetch`, its background worker, and `spool-clean`.
 //!
 //! After a segment came from the repository, `fetch` starts a detached worker process
-//! (`pgvault-archive prefetch-worker CURRENT PG_WAL`, [`start_worker`]) and returns at once, so
+//! (`pgvault-archive prefetch-worker CURRENT SEGMENT_SIZE PG_WAL`, [`start_worker`]) and returns at once, so
 //! recovery replays while the worker downloads; a `fetch` served from the spool starts one too
 //! when less than half a window is left, so the spool stays ahead of recovery. At most one worker
 //! runs per spool ([`pgvault_core::archive::spool_worker`]). The worker ([`worker`], [`ahead`])
@@ -29,7 +29,7 @@ use pgvault_core::archive::spool_worker::{remove_lock_file, running_plan, Worker
 use pgvault_core::archive::{self, write_atomically, ArchiveError};
 use pgvault_core::config::{ArchiveConfig, Config};
 use pgvault_core::repository::Repository;
-use pgvault_core::wal::{WalFileName, WalKind};
+use pgvault_core::wal::{self, WalFileName, WalKind};
 
 /// How long a `fetch` waits for a segment the running worker is downloading before it fetches
 /// the segment itself.
@@ -37,12 +37,13 @@ const WAIT_FOR_WORKER: Duration = Duration::from_secs(30);
 /// How often it looks.
 const WAIT_STEP: Duration = Duration::from_millis(10);
 
-/// Serves segment `name` from the spool into `dest`; `false` when the spool has no good copy
-/// (a bad one is removed, with a line on stderr) and the repository must be asked. When the
-/// running worker plans to download `name`, waits for it (at most [`WAIT_FOR_WORKER`]).
-pub fn serve(spool: &Spool, name: &WalFileName, dest: &Path) -> bool {
+/// Serves segment `name` from the spool into `dest`. `None` when the spool has no good copy (a
+/// bad one is removed, with a line on stderr) and the repository must be asked; otherwise the
+/// segment size its header gives (`Some(None)`: unreadable, no refill). When the running worker
+/// plans to download `name`, waits for it (at most [`WAIT_FOR_WORKER`]).
+pub fn serve(spool: &Spool, name: &WalFileName, dest: &Path) -> Option<Option<u64>> {
     if name.kind != WalKind::Segment {
-        return false;
+        return None;
     }
     let start = Instant::now();
     loop {
@@ -51,50 +52,52 @@ pub fn serve(spool: &Spool, name: &WalFileName, dest: &Path) -> bool {
         }
         let planned = running_plan(spool).is_some_and(|plan| plan.contains(name));
         if !planned || start.elapsed() > WAIT_FOR_WORKER {
-            return false;
+            return None;
         }
         std::thread::sleep(WAIT_STEP);
     }
 }
 
-fn serve_entry(spool: &Spool, name: &WalFileName, dest: &Path) -> bool {
+fn serve_entry(spool: &Spool, name: &WalFileName, dest: &Path) -> Option<Option<u64>> {
     match spool.get(name) {
         Ok(Some(plain)) => match write_atomically(dest, &plain, false) {
             Ok(()) => {
                 spool.remove(name);
-                true
+                Some(segment_size_of(name, &plain))
             }
             Err(e) => {
                 eprintln!("pgvault-archive: note: cannot restore {name} from the prefetch spool ({e}); fetching it from the repository");
-                false
+                None
             }
         },
-        Ok(None) => false,
+        Ok(None) => None,
         Err(why) => {
-            eprintln!("pgvault-archive: the prefetched copy of {name} failed its check ({why:?}) and was removed; fetching {name} from the repository");
-            false
+            eprintln!("pgvault-archive: the prefetched copy of {name} failed its check ({why}) and was removed; fetching {name} from the repository");
+            None
         }
     }
 }
 
-/// Downloads the segments after `current` into the spool (see the module documentation). Each
-/// segment is a task of its own, so that decryption, decompression and the checks of different
-/// segments run on different cores.
-pub async fn ahead(
-    repo: &Arc<Repository>,
-    spool: &Spool,
-    current: &WalFileName,
-    cfg: &ArchiveConfig,
-    lock: &mut WorkerLock,
-) {
-    let segment_size = repo.cluster().wal_segment_size;
+/// The segment size a segment's first page header gives.
+pub fn segment_size_of(name: &WalFileName, plain: &[u8]) -> Option<u64> {
+    wal::read_segment_header(name, plain)
+        .ok()
+        .map(|h| u64::from(h.segment_size))
+}
+
+/// The window after `current` (on the target timeline as far as the spooled history files
+/// tell), with the spool trimmed to it; returns the segments of the window not spooled yet.
+fn plan_window(spool: &Spool, current: &WalFileName, cfg: &ArchiveConfig, segment_size: u64) -> Vec<WalFileName> {
     let target = spool.target_history(current.timeline);
     let window = segments_after(current, cfg.get_prefetch, target.as_ref(), segment_size);
     spool.retain(&window);
-    let todo: Vec<WalFileName> = window.into_iter().filter(|n| !spool.contains(n)).collect();
-    if let Err(e) = lock.set_plan(&todo) {
-        eprintln!("pgvault-archive: note: the prefetch worker cannot publish its plan: {e}");
-    }
+    window.into_iter().filter(|n| !spool.contains(n)).collect()
+}
+
+/// Downloads `todo` into the spool, in order, stopping at the first one missing or failing
+/// (see the module documentation). Each segment is a task of its own, so that decryption,
+/// decompression and the checks of different segments run on different cores.
+async fn ahead(repo: &Arc<Repository>, spool: &Spool, todo: Vec<WalFileName>, cfg: &ArchiveConfig) {
     let mut downloads = futures::stream::iter(todo)
         .map(|name| {
             let (repo, spool) = (Arc::clone(repo), spool.clone());
@@ -135,7 +138,7 @@ async fn download(repo: &Repository, spool: &Spool, name: &WalFileName) -> Resul
 
 /// Starts a detached worker that prefetches the segments after `current` (nothing when one
 /// runs already). Its notes go to PostgreSQL's log through the inherited stderr.
-pub fn start_worker(config: &Config, pg_wal: &Path, current: &WalFileName) {
+pub fn start_worker(config: &Config, pg_wal: &Path, current: &WalFileName, segment_size: u64) {
     if running_plan(&Spool::new(pg_wal)).is_some() {
         return;
     }
@@ -151,6 +154,7 @@ pub fn start_worker(config: &Config, pg_wal: &Path, current: &WalFileName) {
         .arg(&config.source)
         .arg("prefetch-worker")
         .arg(current.to_string())
+        .arg(segment_size.to_string())
         .arg(pg_wal)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -162,31 +166,45 @@ pub fn start_worker(config: &Config, pg_wal: &Path, current: &WalFileName) {
 }
 
 /// After serving `current` from the spool: starts a worker when less than half a window is left.
-pub fn refill(config: &Config, pg_wal: &Path, current: &WalFileName) {
+pub fn refill(config: &Config, pg_wal: &Path, current: &WalFileName, segment_size: u64) {
     let spool = Spool::new(pg_wal);
     if spool.count_after(current) * 2 < config.archive.get_prefetch {
-        start_worker(config, pg_wal, current);
+        start_worker(config, pg_wal, current, segment_size);
     }
 }
 
-/// `prefetch-worker CURRENT PG_WAL`: takes the worker lock (or exits: another one runs), opens
-/// the repository and downloads the window after CURRENT.
-pub async fn worker(config: Config, current: &str, pg_wal: PathBuf) -> ExitCode {
+/// `prefetch-worker CURRENT SEGMENT_SIZE PG_WAL`: takes the worker lock (or exits: another one
+/// runs), publishes its plan (before the slow repository open, so that a `fetch` arriving
+/// meanwhile waits for it rather than downloading the same segment), opens the repository and
+/// downloads the window after CURRENT.
+pub async fn worker(config: Config, current: &str, segment_size: &str, pg_wal: PathBuf) -> ExitCode {
     let spool = Spool::new(&pg_wal);
     let Some(mut lock) = WorkerLock::try_take(&spool) else {
         return ExitCode::SUCCESS;
     };
-    let Ok(current) = WalFileName::parse(current) else {
+    let (Ok(current), Ok(segment_size)) = (WalFileName::parse(current), segment_size.parse::<u64>()) else {
         return ExitCode::from(2);
     };
+    if !segment_size.is_power_of_two() || !(1 << 20..=1 << 30).contains(&segment_size) {
+        return ExitCode::from(2);
+    }
+    let todo = plan_window(&spool, &current, &config.archive, segment_size);
+    if todo.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = lock.set_plan(&todo) {
+        eprintln!("pgvault-archive: note: the prefetch worker cannot publish its plan: {e}");
+    }
     let repo = match Repository::open(&config).await {
-        Ok(r) => Arc::new(r),
+        Ok(r) if r.cluster().wal_segment_size == segment_size => Arc::new(r),
+        Ok(_) => return ExitCode::from(1),
         Err(e) => {
             eprintln!("pgvault-archive: note: the prefetch worker cannot open the repository ({e}); segments are fetched when recovery asks for them");
             return ExitCode::from(1);
         }
     };
-    ahead(&repo, &spool, &current, &config.archive, &mut lock).await;
+    ahead(&repo, &spool, todo, &config.archive).await;
+    drop(lock);
     ExitCode::SUCCESS
 }
 

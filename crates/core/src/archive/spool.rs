@@ -43,11 +43,11 @@ pub struct Spool {
 }
 
 /// Why an entry was not served (for the log line).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
-    /// Header missing, torn, or naming another file.
+    #[error("its header is missing, torn or names another file")]
     BadHeader,
-    /// Length or SHA-256 of the body differ from the header's.
+    #[error("its length or SHA-256 differ from its header's")]
     BadContent,
 }
 
