@@ -120,3 +120,36 @@ async fn failpoint_delay() {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use crate::config::Config;
+
+    fn parse(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        let text = format!("[postgres]\n[repository]\nurl = \"file:///r\"\n{extra}");
+        Config::parse(&text, std::path::Path::new("/etc/pgvault/test.toml"))
+    }
+
+    #[test]
+    fn archive_settings_have_defaults_and_bounds() {
+        let c = parse("").expect("defaults");
+        let a = &c.archive;
+        assert_eq!(
+            (a.push_batch, a.push_parallel, a.get_prefetch, a.get_parallel),
+            (16, 4, 8, 4)
+        );
+        let c = parse("[archive]\npush_batch = 1\nget_prefetch = 0\n").expect("off");
+        assert_eq!((c.archive.push_batch, c.archive.get_prefetch), (1, 0));
+        for (bad, key) in [
+            ("push_batch = 0", "archive.push_batch"),
+            ("push_batch = 257", "archive.push_batch"),
+            ("push_parallel = 0", "archive.push_parallel"),
+            ("get_prefetch = 1000", "archive.get_prefetch"),
+            ("get_parallel = 65", "archive.get_parallel"),
+            ("push_batchh = 3", "push_batchh"),
+        ] {
+            let err = parse(&format!("[archive]\n{bad}\n")).expect_err(bad).to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+}
