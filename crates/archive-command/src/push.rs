@@ -91,11 +91,19 @@ async fn push_inner(config_path: Option<&Path>, path: &Path) -> anyhow::Result<P
         return Ok(Pushed::Now(archive::push_prepared(&repo, wal).await?));
     };
     let markers = PushedMarkers::new(pg_wal);
-    let parallel = config.archive.push_parallel.saturating_sub(1).max(1);
-    let (now, ahead) = tokio::join!(
-        archive::push_prepared(&repo, wal),
-        push_ahead(&repo, pg_wal, &extras, parallel, &markers, &label)
-    );
+    // S takes one of the `push_parallel` slots; with one slot, S first, then the others.
+    let (now, ahead) = match config.archive.push_parallel {
+        0 | 1 => {
+            let now = archive::push_prepared(&repo, wal).await;
+            (now, push_ahead(&repo, pg_wal, &extras, 1, &markers, &label).await)
+        }
+        n => {
+            tokio::join!(
+                archive::push_prepared(&repo, wal),
+                push_ahead(&repo, pg_wal, &extras, n - 1, &markers, &label)
+            )
+        }
+    };
     report(&ahead);
     markers.remove_stale(pg_wal);
     Ok(Pushed::Now(now?))
