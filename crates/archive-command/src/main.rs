@@ -3,54 +3,38 @@
 //! ```text
 //! archive_command = 'pgvault-archive push %p'
 //! restore_command = 'pgvault-archive fetch %f %p'
+//! recovery_end_command = 'pgvault-archive spool-clean'
 //! ```
-//! It runs once per WAL segment, so it starts a single-threaded runtime, parses its few
-//! arguments by hand and does nothing else. Exit codes are part of the contract with PostgreSQL:
+//! It runs once per WAL segment, so it parses its few arguments by hand and does nothing else;
+//! its runtime has a worker per core (at most [`MAX_WORKERS`]) so that the segments of a batch
+//! or a prefetch are compressed, encrypted and checked on different cores. To keep up with PostgreSQL anyway, a push also
+//! stores the next `.ready` segments ([`push`]) and a fetch downloads the next segments ahead
+//! ([`prefetch`]), both with the one repository (and key derivation) the call opened; see
+//! `docs/ARCHIVING.md`. Exit codes are part of the contract with PostgreSQL:
 //!
 //! | exit | push                         | fetch                                              |
 //! |------|------------------------------|----------------------------------------------------|
-//! | 0    | stored, or already stored identically | file restored                             |
+//! | 0    | stored, or already stored identically (or by an earlier batch, checked against the file now) | file restored (from the repository or a checked prefetched copy) |
 //! | 1    | failed; PostgreSQL retries   | not in the repository (normal end of the archive); on a standby also: a segment the store could not serve (down, throttled, timing out) after a few retries, so the standby keeps running and asks again |
 //! | 2    | usage error                  | usage error                                        |
 //! | 126  | –                            | real failure (corruption, wrong passphrase, foreign WAL, bad credentials, storage down outside standby mode, a `.history` file the store could not serve even on a standby): PostgreSQL aborts recovery instead of ending it early and promoting |
 //!
-//! **Standby mode.** PostgreSQL runs `restore_command` in the data directory, so a
-//! `standby.signal` there means this server follows the archive and will ask again for a segment
-//! reported missing. When the store is down, throttled or timing out
-//! ([`StorageErrorKind::is_unavailable`], found through the typed error chain, never by text), the
-//! fetch is retried [`STANDBY_ATTEMPTS`] times [`STANDBY_RETRY_DELAY`] apart and then the segment
-//! is reported as not yet available (exit 1, with a line on stderr). A `.history` file is
-//! retried the same way but then stops recovery (126): at promotion PostgreSQL asks for history
-//! files to choose a new timeline id, and a false "missing" would make it reuse an id that exists.
-//! Nothing of this runs on the happy path: `standby.signal` is only looked at after a failure.
-//!
-//! Caveat: with `recovery_target_timeline = 'latest'` (PostgreSQL's default) a standby that has
-//! run out of WAL also asks for the next timeline's `.history` file on every retry cycle
-//! (PostgreSQL's `rescanLatestTimeLine`), and nothing tells that probe apart from the one at
-//! promotion. An outage longer than the retries therefore still stops such a standby (126);
-//! one following `recovery_target_timeline = 'current'` keeps running.
+//! `spool-clean` (as `recovery_end_command`, run in the data directory) removes the prefetch
+//! spool at promotion; it always exits 0 unless the spool cannot be removed (1).
+
+mod fetch;
+mod prefetch;
+mod push;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use std::time::Duration;
-
-use pgvault_core::archive::{self, ArchiveError, FetchOutcome, PushOutcome};
 use pgvault_core::config::Config;
-use pgvault_core::repository::{Repository, RepositoryError};
-use pgvault_core::storage::StorageErrorKind;
 
-const USAGE: &str = "usage: pgvault-archive [--config FILE] push WAL_PATH\n       pgvault-archive [--config FILE] fetch WAL_NAME DEST_PATH";
-/// Exit status that makes PostgreSQL abort recovery rather than treat the file as missing.
-const FETCH_FATAL: u8 = 126;
-/// Exit status for "not (yet) in the archive": PostgreSQL ends recovery, or a standby asks again.
-const FETCH_MISSING: u8 = 1;
-/// How often a standby's fetch tries a store that is down before giving up for now.
-const STANDBY_ATTEMPTS: u32 = 3;
-/// The pause between those attempts (about 10 s in all, on top of the store client's own retries).
-const STANDBY_RETRY_DELAY: Duration = Duration::from_secs(5);
-/// The file whose presence in the data directory (the working directory) marks a standby.
-const STANDBY_SIGNAL: &str = "standby.signal";
+const USAGE: &str = "usage: pgvault-archive [--config FILE] push WAL_PATH\n       pgvault-archive [--config FILE] fetch WAL_NAME DEST_PATH\n       pgvault-archive spool-clean";
+
+/// The most runtime workers a call uses (batches and prefetch windows are small).
+const MAX_WORKERS: usize = 4;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -74,7 +58,12 @@ fn main() -> ExitCode {
             _ => rest.push(a),
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_WORKERS));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgvault-archive: cannot start: {e}");
@@ -82,8 +71,17 @@ fn main() -> ExitCode {
         }
     };
     match rest.as_slice() {
-        [cmd, path] if cmd == "push" => rt.block_on(push(config_path.as_deref(), Path::new(path))),
-        [cmd, name, dest] if cmd == "fetch" => rt.block_on(fetch(config_path.as_deref(), name, Path::new(dest))),
+        [cmd, path] if cmd == "push" => rt.block_on(push::push(config_path.as_deref(), Path::new(path))),
+        [cmd, name, dest] if cmd == "fetch" => rt.block_on(fetch::fetch(config_path.as_deref(), name, Path::new(dest))),
+        [cmd] if cmd == "spool-clean" => prefetch::spool_clean(Path::new(".")),
+        // Internal: started by `fetch` (see the prefetch module), not by users.
+        [cmd, current, size, pg_wal] if cmd == "prefetch-worker" => match load_config(config_path.as_deref()) {
+            Ok(config) => rt.block_on(prefetch::worker(config, current, size, PathBuf::from(pg_wal))),
+            Err(e) => {
+                eprintln!("pgvault-archive: prefetch worker: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         [] => usage("no command given"),
         _ => usage("unexpected arguments"),
     }
@@ -102,209 +100,12 @@ fn load_config(config_path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn push(config_path: Option<&Path>, path: &Path) -> ExitCode {
-    let result = async {
-        let config = load_config(config_path)?;
-        // Read and compress the segment on another thread while this one opens the repository
-        // (a storage round trip and the memory-hard key derivation): the two overlap.
-        let (codec, wal_path) = (Repository::codec_for(&config), path.to_path_buf());
-        let prepare = std::thread::spawn(move || archive::prepare_push(&wal_path, &codec));
-        let repo = Repository::open(&config).await;
-        let wal = prepare
-            .join()
-            .map_err(|_| anyhow::anyhow!("the compression thread panicked"))??;
-        Ok::<_, anyhow::Error>(archive::push_prepared(&repo?, wal).await?)
-    }
-    .await;
-    match result {
-        Ok(PushOutcome::Stored { .. }) => ExitCode::SUCCESS,
-        Ok(PushOutcome::AlreadyArchived) => {
-            eprintln!(
-                "pgvault-archive: {} was already archived with identical content",
-                path.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(PushOutcome::Repaired) => {
-            eprintln!(
-                "pgvault-archive: {}: replaced an unreadable archived copy",
-                path.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("pgvault-archive: push {} failed: {e:#}", path.display());
-            ExitCode::from(1)
-        }
-    }
-}
-
-async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitCode {
-    let config = match load_config(config_path) {
-        Ok(c) => c,
-        Err(e) => return fetch_failed(name, &e),
-    };
-    let mut repo: Option<Repository> = None;
-    let mut attempt = 1;
-    loop {
-        let result = fetch_once(&config, &mut repo, name, dest).await;
-        let e = match result {
-            Ok(FetchOutcome::Restored { .. }) => return ExitCode::SUCCESS,
-            // Quiet: PostgreSQL asks for files past the end of the archive (and for timelines
-            // that never existed) as a matter of course.
-            Ok(FetchOutcome::NotFound) => return ExitCode::from(FETCH_MISSING),
-            Err(e) => e,
-        };
-        let kind = storage_kind(&e);
-        let standby = kind.is_some_and(StorageErrorKind::is_unavailable) && Path::new(STANDBY_SIGNAL).exists();
-        match verdict(kind, standby, is_history(name), attempt < STANDBY_ATTEMPTS) {
-            Verdict::Retry => {
-                eprintln!(
-                    "pgvault-archive: fetch {name}: the repository is unavailable ({e}); retrying in {}s (attempt {attempt} of {STANDBY_ATTEMPTS})",
-                    STANDBY_RETRY_DELAY.as_secs()
-                );
-                tokio::time::sleep(STANDBY_RETRY_DELAY).await;
-                attempt += 1;
-            }
-            Verdict::Missing if kind == Some(StorageErrorKind::NotFound) => return ExitCode::from(FETCH_MISSING),
-            Verdict::Missing => {
-                eprintln!("pgvault-archive: fetch {name}: the repository is still unavailable after {STANDBY_ATTEMPTS} attempts ({e}); reporting {name} as not yet available so that this standby keeps running and asks again");
-                return ExitCode::from(FETCH_MISSING);
-            }
-            Verdict::Fatal => return fetch_failed(name, &anyhow::Error::new(e)),
-        }
-    }
-}
-
-/// One attempt: opens the repository unless an earlier attempt did, then fetches.
-async fn fetch_once(
-    config: &Config,
-    repo: &mut Option<Repository>,
-    name: &str,
-    dest: &Path,
-) -> Result<FetchOutcome, ArchiveError> {
-    let opened = match repo.take() {
-        Some(r) => r,
-        None => Repository::open(config).await?,
-    };
-    let result = archive::fetch(&opened, name, dest).await;
-    *repo = Some(opened);
-    result
-}
-
-fn fetch_failed(name: &str, e: &anyhow::Error) -> ExitCode {
-    eprintln!("pgvault-archive: fetch {name} failed: {e:#}; recovery is stopped so that it does not end early and promote at the wrong point. Fix the cause and start the server again.");
-    ExitCode::from(FETCH_FATAL)
-}
-
-/// The storage error kind behind a failed fetch, if the store is what failed.
-fn storage_kind(e: &ArchiveError) -> Option<StorageErrorKind> {
-    match e {
-        ArchiveError::Storage(s) | ArchiveError::Repository(RepositoryError::Storage(s)) => Some(s.kind()),
-        _ => None,
-    }
-}
-
-fn is_history(name: &str) -> bool {
-    pgvault_core::wal::WalFileName::parse(name).is_ok_and(|n| n.kind == pgvault_core::wal::WalKind::History)
-}
-
-/// What to do about a failed fetch attempt.
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    /// Wait and try again.
-    Retry,
-    /// Exit 1: not in the archive, or (standby) not available yet.
-    Missing,
-    /// Exit 126: stop recovery.
-    Fatal,
-}
-
-/// The exit policy: `kind` is the storage error kind (None: not a storage failure), `standby`
-/// whether this server is a standby, `more` whether attempts are left.
-fn verdict(kind: Option<StorageErrorKind>, standby: bool, history: bool, more: bool) -> Verdict {
-    match kind {
-        Some(StorageErrorKind::NotFound) => Verdict::Missing,
-        Some(k) if k.is_unavailable() && standby => {
-            if more {
-                Verdict::Retry
-            } else if history {
-                Verdict::Fatal
-            } else {
-                Verdict::Missing
-            }
-        }
-        _ => Verdict::Fatal,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pgvault_core::storage::{OperationError, StorageError};
-    use StorageErrorKind as K;
-
-    #[test]
-    fn standby_waits_out_a_store_that_is_down() {
-        for k in [K::Transient, K::Throttled] {
-            assert_eq!(verdict(Some(k), true, false, true), Verdict::Retry);
-            assert_eq!(
-                verdict(Some(k), true, false, false),
-                Verdict::Missing,
-                "segment: not yet available"
-            );
-            assert_eq!(verdict(Some(k), true, true, true), Verdict::Retry);
-            assert_eq!(
-                verdict(Some(k), true, true, false),
-                Verdict::Fatal,
-                "history: never a false 'missing'"
-            );
-            assert_eq!(
-                verdict(Some(k), false, false, true),
-                Verdict::Fatal,
-                "outside standby mode a failure stops recovery"
-            );
-        }
-    }
-
-    #[test]
-    fn real_failures_always_stop_recovery_and_missing_is_always_missing() {
-        for standby in [false, true] {
-            for k in [K::Auth, K::Permanent, K::AlreadyExists] {
-                assert_eq!(verdict(Some(k), standby, false, true), Verdict::Fatal);
-            }
-            // Corruption, wrong passphrase, foreign WAL: not storage errors.
-            assert_eq!(verdict(None, standby, false, true), Verdict::Fatal);
-            assert_eq!(verdict(Some(K::NotFound), standby, true, false), Verdict::Missing);
-        }
-    }
-
-    #[test]
-    fn finds_the_storage_kind_through_the_typed_chain() {
-        let down = || {
-            StorageError::from(OperationError::new(
-                K::Transient,
-                "s3://b",
-                "read",
-                "wal/x",
-                "connection refused",
-            ))
-        };
-        assert_eq!(storage_kind(&ArchiveError::Storage(down())), Some(K::Transient));
-        assert_eq!(
-            storage_kind(&ArchiveError::Repository(RepositoryError::Storage(down()))),
-            Some(K::Transient)
-        );
-        let corrupt = ArchiveError::Repository(RepositoryError::PassphraseRequired {
-            location: "s3://b".into(),
-        });
-        assert_eq!(storage_kind(&corrupt), None);
-    }
-
-    #[test]
-    fn tells_history_files() {
-        assert!(is_history("00000002.history"));
-        assert!(!is_history("000000010000000000000003"));
-        assert!(!is_history("000000010000000000000002.00000028.backup"));
+/// What identifies the repository in push markers: a marker for another repository (the
+/// configuration changed since) is never trusted.
+fn repository_label(config: &Config) -> String {
+    let r = &config.repository;
+    match &r.endpoint {
+        Some(e) => format!("{} at {}", r.url.trim(), e.trim()),
+        None => r.url.trim().to_string(),
     }
 }

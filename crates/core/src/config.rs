@@ -69,6 +69,8 @@ pub struct Config {
     /// `[retention]`; absent means no policy (`expire` then deletes nothing).
     #[serde(default)]
     pub retention: Option<RetentionConfig>,
+    #[serde(default)]
+    pub archive: ArchiveConfig,
     /// The file this was read from (absolute), for messages and for the `restore_command` that a
     /// restore writes.
     #[serde(skip)]
@@ -328,6 +330,65 @@ impl RetentionConfig {
     }
 }
 
+/// `[archive]`: how `pgvault-archive` batches pushes and prefetches fetches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Segments one `push` stores: the one PostgreSQL asked for plus up to `push_batch - 1` more
+    /// `.ready` ones after it (1: no batching).
+    #[serde(default = "default_push_batch")]
+    pub push_batch: usize,
+    /// Segments of a batch compressed and stored at once.
+    #[serde(default = "default_archive_parallel")]
+    pub push_parallel: usize,
+    /// Segments `fetch` downloads ahead into `pg_wal/.pgvault/prefetch` (0: no prefetch).
+    #[serde(default = "default_get_prefetch")]
+    pub get_prefetch: usize,
+    /// Segments downloaded ahead at once.
+    #[serde(default = "default_archive_parallel")]
+    pub get_parallel: usize,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            push_batch: default_push_batch(),
+            push_parallel: default_archive_parallel(),
+            get_prefetch: default_get_prefetch(),
+            get_parallel: default_archive_parallel(),
+        }
+    }
+}
+
+impl ArchiveConfig {
+    /// The first key out of range, with why.
+    fn check(&self) -> Option<(&'static str, &'static str)> {
+        if self.push_batch == 0 || self.push_batch > 256 {
+            return Some(("archive.push_batch", "must be between 1 and 256"));
+        }
+        if self.push_parallel == 0 || self.push_parallel > 64 {
+            return Some(("archive.push_parallel", "must be between 1 and 64"));
+        }
+        if self.get_prefetch > 256 {
+            return Some(("archive.get_prefetch", "must be between 0 and 256"));
+        }
+        if self.get_parallel == 0 || self.get_parallel > 64 {
+            return Some(("archive.get_parallel", "must be between 1 and 64"));
+        }
+        None
+    }
+}
+
+fn default_push_batch() -> usize {
+    16
+}
+fn default_get_prefetch() -> usize {
+    8
+}
+fn default_archive_parallel() -> usize {
+    4
+}
+
 fn default_host() -> String {
     "/var/run/postgresql".into()
 }
@@ -464,6 +525,9 @@ impl Config {
         }
         if self.restore.parallel == 0 || self.restore.parallel > 64 {
             return Err(self.invalid("restore.parallel", "must be between 1 and 64"));
+        }
+        if let Some((key, why)) = self.archive.check() {
+            return Err(self.invalid(key, why));
         }
         if let Some(r) = &self.retention {
             self.validate_retention(r)?;

@@ -9,6 +9,11 @@
 //! normal end of recovery) from real failures (corruption, wrong passphrase, storage errors),
 //! which must stop recovery rather than let PostgreSQL promote early.
 
+pub mod batch;
+pub mod pushed;
+pub mod spool;
+pub mod spool_worker;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +38,8 @@ pub enum ArchiveError {
     DifferentContent { name: String, location: String },
     #[error("{name} is not a valid timeline history file: {source}; nothing was stored")]
     BadHistory { name: String, source: TimelineError },
+    #[error("a compression worker failed: {0}")]
+    Worker(String),
     #[error("archived {name} in {location} fails its check after decryption: {source}")]
     Invalid {
         name: String,
@@ -154,18 +161,27 @@ pub enum FetchOutcome {
 /// Restores one WAL file `name` (`%f`) to `dest` (`%p`), atomically.
 pub async fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome, ArchiveError> {
     let name = WalFileName::parse(name)?;
-    let Some(plain) = repo.get_wal(&name).await? else {
+    let Some(plain) = fetch_checked(repo, &name).await? else {
         return Ok(FetchOutcome::NotFound);
     };
-    repo.check_wal(&name, &plain).map_err(|source| ArchiveError::Invalid {
-        name: name.to_string(),
-        location: repo.storage().to_string(),
-        source,
-    })?;
     write_atomically(dest, &plain, false)?;
     Ok(FetchOutcome::Restored {
         bytes: plain.len() as u64,
     })
+}
+
+/// The authenticated plaintext of archived WAL file `name`, checked as a file of the
+/// repository's cluster; `None` when it is not archived.
+pub async fn fetch_checked(repo: &Repository, name: &WalFileName) -> Result<Option<Vec<u8>>, ArchiveError> {
+    let Some(plain) = repo.get_wal(name).await? else {
+        return Ok(None);
+    };
+    repo.check_wal(name, &plain).map_err(|source| ArchiveError::Invalid {
+        name: name.to_string(),
+        location: repo.storage().to_string(),
+        source,
+    })?;
+    Ok(Some(plain))
 }
 
 /// Writes `data` to a temporary name beside `dest` and renames it into place, so a reader never

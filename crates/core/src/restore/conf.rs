@@ -217,6 +217,13 @@ pub fn restore_command(archive_command: &Path, config: &Path) -> Result<String, 
     ))
 }
 
+/// The `recovery_end_command` value: removes `pgvault-archive`'s prefetch spool at promotion
+/// (run by PostgreSQL in the data directory).
+pub fn recovery_end_command(archive_command: &Path) -> Result<String, ConfError> {
+    let exe = archive_command.to_string_lossy();
+    Ok(format!("{} spool-clean", shell_arg("the pgvault-archive path", &exe)?))
+}
+
 /// Names an earlier restore (or a human) may have left that would fight the new settings.
 fn is_recovery_setting(name: &str) -> bool {
     name.starts_with("recovery_target")
@@ -254,6 +261,11 @@ impl RecoveryConf<'_> {
         check_request(self.target, self.kind)?;
         let cmd = restore_command(self.archive_command, self.config)?;
         let mut s = format!("restore_command = {}\n", quote_guc("restore_command", &cmd)?);
+        let end = recovery_end_command(self.archive_command)?;
+        s.push_str(&format!(
+            "recovery_end_command = {}\n",
+            quote_guc("recovery_end_command", &end)?
+        ));
         let has_target = *self.target != Target::End;
         match self.target {
             Target::End => {}
@@ -317,3 +329,15 @@ impl RecoveryConf<'_> {
 #[cfg(test)]
 #[path = "conf_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod end_command_tests {
+    use super::*;
+
+    #[test]
+    fn promotion_cleans_the_prefetch_spool() {
+        let cmd = recovery_end_command(Path::new("/opt/pg vault/pgvault-archive")).expect("quotes");
+        assert_eq!(cmd, "'/opt/pg vault/pgvault-archive' spool-clean");
+        assert!(recovery_end_command(Path::new("/a\nb")).is_err());
+    }
+}

@@ -72,6 +72,7 @@ fn stale_settings_are_commented_out_and_kept() {
         [
             "work_mem",
             "restore_command",
+            "recovery_end_command",
             "recovery_target_lsn",
             "recovery_target_action",
             "recovery_target_timeline",
