@@ -136,10 +136,12 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
     assert!(out.stdout.contains("copied 0 backup(s), 0 WAL file(s)"), "{out}");
     assert!(out.stdout.contains("already there: 1 backup(s)"), "{out}");
 
-    // An interrupted copy: the catalog and one bundle never made it. Resume, then restore from
-    // the target to a time between t1 and t2 (WAL fetched from the target, too).
+    // An interrupted copy: the catalog and one bundle never made it (and so the target's backup
+    // index, which a listing builds from catalogs, never learnt of the backup). Resume, then
+    // restore from the target to a time between t1 and t2 (WAL fetched from the target, too).
     let backup_dir = dr.repo.join(layout::backup_dir(&id));
     std::fs::remove_file(dr.repo.join(layout::catalog_key(&id)))?;
+    std::fs::remove_file(dr.repo.join(layout::BACKUP_INDEX_KEY))?;
     let removed = dr.repo.join(layout::bundle_key(&id, 0));
     std::fs::remove_file(&removed)
         .with_context(|| format!("no first bundle in the target under {}", backup_dir.display()))?;
