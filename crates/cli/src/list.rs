@@ -5,8 +5,10 @@
 //! promises is exactly what `restore` will accept.
 
 use anyhow::Result;
+use pgvault_core::repository::state::Pin;
 use pgvault_core::repository::summary::BackupSummary;
 use pgvault_core::repository::Repository;
+use pgvault_core::retention::{self, ExpirePlan, Policy, PolicyOverrides};
 use pgvault_core::survey::{self, Survey, Times};
 use pgvault_core::timeline::{Gap, TimelineWindows, Window};
 use serde_json::{json, Value};
@@ -54,10 +56,58 @@ fn gap_json(g: &Gap) -> Value {
     json!({ "timeline": g.tli, "first_missing": g.first_missing.to_string(), "last_missing": g.last_missing.to_string() })
 }
 
+/// Pins and what the configured policy would do to each backup.
+struct Retention {
+    pins: Vec<Pin>,
+    /// The reason when there is no policy (or it cannot be planned).
+    plan: Result<ExpirePlan, String>,
+}
+
+impl Retention {
+    fn pin(&self, id: &str) -> Option<&Pin> {
+        self.pins.iter().find(|p| p.backup == id)
+    }
+
+    /// `kept: reasons` or `would expire` for backup `id`.
+    fn verdict(&self, id: &str) -> Option<(bool, Vec<String>)> {
+        let plan = self.plan.as_ref().ok()?;
+        if let Some(k) = plan.keep.iter().find(|k| k.id == id) {
+            return Some((true, k.reasons.iter().map(|r| r.to_string()).collect()));
+        }
+        Some((false, Vec::new()))
+    }
+}
+
+fn retention_of(config: &pgvault_core::config::Config, s: &Survey, pins: Vec<Pin>) -> Retention {
+    let wal: Vec<_> = s.wal.iter().map(|(n, o)| (*n, o.size)).collect();
+    let plan = match Policy::resolve(config.retention.as_ref(), &PolicyOverrides::default()) {
+        Err(e) => Err(e.to_string()),
+        Ok(policy) => {
+            let input = retention::PlanInput {
+                backups: &s.backups,
+                pins: &pins,
+                model: &s.model,
+                wal: &wal,
+                orphans: &[],
+                now: chrono::Utc::now(),
+            };
+            retention::plan_expire(&input, &policy).map_err(|e| e.to_string())
+        }
+    };
+    Retention { pins, plan }
+}
+
+fn pin_json(p: Option<&Pin>) -> Value {
+    p.map_or(Value::Null, |p| {
+        json!({"until": p.until.map(|u| u.to_rfc3339()), "note": p.note, "created_at": p.created_at.to_rfc3339(), "active": p.active_at(chrono::Utc::now())})
+    })
+}
+
 pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
     let config = ctx.config()?;
     let repo = Repository::open(&config).await?;
     let s = survey::survey(&repo, Times::WindowEnds).await?;
+    let ret = retention_of(&config, &s, repo.pins().await?);
     let by_tli = s.model.windows_by_timeline();
     let gaps = s.model.gaps();
     let segments: Vec<_> = s.wal.iter().filter(|(n, _)| n.has_page_header()).collect();
@@ -74,7 +124,19 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
             "pg_version_num": repo.cluster().pg_version_num,
             "format_version": repo.meta().format_version,
             "encrypted": repo.is_encrypted(),
-            "backups": s.backups.iter().map(backup_json).collect::<Vec<_>>(),
+            "backups": s.backups.iter().map(|b| {
+                let mut v = backup_json(b);
+                v["pin"] = pin_json(ret.pin(&b.id));
+                v["retention"] = match ret.verdict(&b.id) {
+                    Some((kept, reasons)) => json!({"kept": kept, "reasons": reasons}),
+                    None => Value::Null,
+                };
+                v
+            }).collect::<Vec<_>>(),
+            "retention_policy": match &ret.plan {
+                Ok(p) => json!({"policy": p.policy, "would_delete": p.delete_backups.iter().map(|b| &b.id).collect::<Vec<_>>(), "wal_objects_expired": p.delete_wal.len()}),
+                Err(why) => json!({"policy": null, "note": why}),
+            },
             "unreadable_backups": s.unreadable.iter().map(|(id, why)| json!({"id": id, "error": why})).collect::<Vec<_>>(),
             "wal": {
                 "segments": segments.len(),
@@ -97,6 +159,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
         return Ok(());
     }
     print_human(&repo, &s, &by_tli, &gaps, &segments);
+    print_retention(&s, &ret);
     Ok(())
 }
 
@@ -175,6 +238,38 @@ fn print_human(
                     .map(|g| format!(", then a gap at {g}"))
                     .unwrap_or_default()
             );
+        }
+    }
+}
+
+fn print_retention(s: &Survey, ret: &Retention) {
+    let now = chrono::Utc::now();
+    for p in &ret.pins {
+        let state = if p.active_at(now) { "pinned" } else { "pin lapsed" };
+        let gone = if s.backup(&p.backup).is_none() {
+            " (backup not found)"
+        } else {
+            ""
+        };
+        println!(
+            "{state}: {}{}{}{gone}",
+            p.backup,
+            p.until
+                .map(|u| format!(" until {}", u.to_rfc3339()))
+                .unwrap_or_default(),
+            p.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+        );
+    }
+    match &ret.plan {
+        Err(why) => println!("retention: {why}"),
+        Ok(plan) => {
+            println!("retention ({}):", plan.policy);
+            for b in &s.backups {
+                match ret.verdict(&b.id) {
+                    Some((true, reasons)) => println!("  {:<17} kept: {}", b.id, reasons.join(", ")),
+                    _ => println!("  {:<17} would expire at the next `pgvault expire`", b.id),
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod commands;
 mod display;
+mod expire;
 mod hints;
 mod list;
 mod progress;
@@ -51,6 +52,14 @@ enum Command {
     Copy(commands::CopyArgs),
     /// Make the repository write the newest on-disk format (objects already stored stay readable).
     Upgrade,
+    /// Delete the backups and WAL the [retention] policy no longer keeps (see --dry-run).
+    Expire(expire::ExpireArgs),
+    /// Delete one backup (refused when pinned or when another backup depends on it).
+    Delete(expire::DeleteArgs),
+    /// Protect a backup from expire and delete, optionally until a date.
+    Pin(expire::PinArgs),
+    /// Remove a backup's pin.
+    Unpin(expire::UnpinArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +98,10 @@ fn main() -> ExitCode {
             Command::Info(a) => commands::info(&ctx, a).await,
             Command::Copy(a) => commands::copy(&ctx, a).await,
             Command::Upgrade => commands::upgrade(&ctx).await,
+            Command::Expire(a) => expire::expire(&ctx, a).await,
+            Command::Delete(a) => expire::delete(&ctx, a).await,
+            Command::Pin(a) => expire::pin(&ctx, a).await,
+            Command::Unpin(a) => expire::unpin(&ctx, a).await,
         }
     });
     match result {

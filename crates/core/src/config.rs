@@ -66,6 +66,9 @@ pub struct Config {
     pub backup: BackupConfig,
     #[serde(default)]
     pub restore: RestoreConfig,
+    /// `[retention]`; absent means no policy (`expire` then deletes nothing).
+    #[serde(default)]
+    pub retention: Option<RetentionConfig>,
     /// The file this was read from (absolute), for messages and for the `restore_command` that a
     /// restore writes.
     #[serde(skip)]
@@ -293,6 +296,38 @@ impl Default for RestoreConfig {
     }
 }
 
+/// `[retention]`: what `pgvault expire` keeps (see docs/RETENTION.md). Every key is optional;
+/// the policies combine (a backup is kept when any of them keeps it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep the newest N full backups, with continuous WAL from the oldest of them.
+    pub keep_full: Option<u32>,
+    /// Every point in this span before now stays restorable (PostgreSQL units: `"30d"`, `"36h"`).
+    pub recovery_window: Option<String>,
+    /// Keep the newest backup of each of the last N days (and weeks, months, years), each with
+    /// only its own start-to-stop WAL.
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// Objects that belong to no backup and no kept WAL are removed only once older than this
+    /// (default `"24h"`); younger ones are reported.
+    pub orphan_min_age: Option<String>,
+}
+
+impl RetentionConfig {
+    /// Whether any key that keeps backups is set.
+    pub fn has_policy(&self) -> bool {
+        self.keep_full.is_some()
+            || self.recovery_window.is_some()
+            || self.keep_daily.is_some()
+            || self.keep_weekly.is_some()
+            || self.keep_monthly.is_some()
+            || self.keep_yearly.is_some()
+    }
+}
+
 fn default_host() -> String {
     "/var/run/postgresql".into()
 }
@@ -429,6 +464,35 @@ impl Config {
         }
         if self.restore.parallel == 0 || self.restore.parallel > 64 {
             return Err(self.invalid("restore.parallel", "must be between 1 and 64"));
+        }
+        if let Some(r) = &self.retention {
+            self.validate_retention(r)?;
+        }
+        Ok(())
+    }
+
+    fn validate_retention(&self, r: &RetentionConfig) -> Result<(), ConfigError> {
+        if r.keep_full == Some(0) {
+            return Err(self.invalid(
+                "retention.keep_full",
+                "0 would keep no full backup; remove the key to not keep by count",
+            ));
+        }
+        for (key, v) in [
+            ("retention.recovery_window", &r.recovery_window),
+            ("retention.orphan_min_age", &r.orphan_min_age),
+        ] {
+            if let Some(v) = v {
+                crate::units::parse_duration(v).map_err(|e| self.invalid(key, e.to_string()))?;
+            }
+        }
+        if let Some(w) = &r.recovery_window {
+            if crate::units::parse_duration(w).is_ok_and(|d| d.is_zero()) {
+                return Err(self.invalid(
+                    "retention.recovery_window",
+                    "0 promises no window; remove the key to not keep by window",
+                ));
+            }
         }
         Ok(())
     }
@@ -570,6 +634,36 @@ passphrase_file = "/tmp/pgvault-bench/passphrase"
             !format!("{c:?}").contains("benchsecret"),
             "secrets must not reach Debug output"
         );
+    }
+
+    #[test]
+    fn retention_section_is_checked() {
+        let base = "[postgres]\n[repository]\nurl = \"file:///r\"\n";
+        assert!(parse(base).unwrap().retention.is_none());
+        let c = parse(&format!(
+            "{base}[retention]\nkeep_full = 2\nrecovery_window = \"30d\"\nkeep_monthly = 12\norphan_min_age = \"6h\"\n"
+        ))
+        .unwrap();
+        let r = c.retention.unwrap();
+        assert_eq!(r.keep_full, Some(2));
+        assert!(r.has_policy());
+        assert!(!parse(&format!("{base}[retention]\n"))
+            .unwrap()
+            .retention
+            .unwrap()
+            .has_policy());
+        for (bad, key) in [
+            ("recovery_window = \"30\"", "retention.recovery_window"),
+            ("recovery_window = \"30 days\"", "retention.recovery_window"),
+            ("recovery_window = \"0d\"", "retention.recovery_window"),
+            ("keep_full = 0", "retention.keep_full"),
+            ("orphan_min_age = \"1x\"", "retention.orphan_min_age"),
+            ("keep_dayly = 3", "keep_dayly"),
+            ("keep_daily = -1", "keep_daily"),
+        ] {
+            let err = parse(&format!("{base}[retention]\n{bad}\n")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("test.toml"), "{bad}: {err}");
+        }
     }
 
     #[test]

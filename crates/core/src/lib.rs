@@ -18,17 +18,20 @@ pub mod archive;
 pub mod backup;
 pub mod config;
 pub mod copy;
+pub mod failpoint;
 pub mod format;
 pub mod lsn;
 pub mod progress;
 pub mod protocol;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod server;
 pub mod storage;
 pub mod survey;
 pub mod timeline;
 mod tls_verify;
+pub mod units;
 pub mod wal;
 
 /// This build's version, for catalogs and `--version`.

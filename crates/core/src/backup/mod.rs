@@ -119,8 +119,9 @@ pub async fn run(
     result
 }
 
-/// The repository lock a backup holds, and its lease (renewed every third of it).
-const BACKUP_LOCK: &str = "backup";
+/// The repository lock a backup holds (the one lock shared with expire, delete, pin and copy;
+/// see docs/FORMAT.md), and its lease (renewed every third of it).
+const BACKUP_LOCK: &str = crate::retention::REPOSITORY_LOCK;
 const LOCK_LEASE: Duration = Duration::from_secs(300);
 
 async fn run_locked(

@@ -39,13 +39,14 @@ mod object;
 mod plan;
 mod target;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 use crate::format::FormatError;
 use crate::progress::{format_bytes, Progress};
 use crate::repository::{layout, BackupCatalog, Repository, RepositoryError};
+use crate::retention;
 use crate::storage::StorageError;
 use crate::survey::{self, SurveyError, Times};
 use crate::wal::WalFileName;
@@ -66,6 +67,10 @@ pub enum CopyError {
     Repository(#[from] RepositoryError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("target: {0}")]
+    Lock(#[from] crate::repository::lock::LockError),
+    #[error("the target configuration's [retention]: {0}")]
+    TargetRetention(String),
     #[error("target configuration: {0}")]
     Config(#[from] ConfigError),
     #[error("source and target are the same repository ({0}): point --to at the configuration of another repository")]
@@ -188,6 +193,9 @@ pub struct CopySummary {
     pub objects_reused: usize,
     /// What the target lacked when the run started.
     pub plan: Vec<PlanItem>,
+    /// Backups and WAL objects not copied because the target's `[retention]` would expire them.
+    pub backups_expired_by_target: usize,
+    pub wal_expired_by_target: usize,
 }
 
 impl CopySummary {
@@ -207,7 +215,14 @@ impl CopySummary {
             } else {
                 String::new()
             }
-        )
+        ) + &if self.backups_expired_by_target + self.wal_expired_by_target > 0 {
+            format!(
+                "; left out under the target's [retention]: {} backup(s), {} WAL file(s)",
+                self.backups_expired_by_target, self.wal_expired_by_target
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -236,7 +251,7 @@ pub async fn run(
         dry_run: opts.dry_run,
         ..CopySummary::default()
     };
-    let (wal, backups) = plan_run(source, &target, &mut summary).await?;
+    let (wal, backups) = plan_run(source, target_config, &target, &mut summary).await?;
     if opts.dry_run {
         summary.wal_copied = wal.jobs.len();
         summary.backups_copied = backups.len();
@@ -246,6 +261,28 @@ pub async fn run(
         return Ok(summary);
     }
     let target_repo = prepare_target(source, target_config, &target, &mut summary).await?;
+    // The target's repository lock: no expire, delete or other copy changes it meanwhile.
+    let lock = target_repo
+        .lock(retention::REPOSITORY_LOCK, retention::LOCK_LEASE, "pgvault copy")
+        .await?;
+    let result = copy_locked(source, &target_repo, target, wal, backups, parallel, summary, progress).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!("releasing the target's repository lock: {e}");
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_locked(
+    source: &Repository,
+    target_repo: &Repository,
+    target: TargetState,
+    wal: WalPlan,
+    backups: Vec<BackupWork>,
+    parallel: usize,
+    mut summary: CopySummary,
+    progress: Arc<dyn Progress>,
+) -> Result<CopySummary, CopyError> {
     progress.total(plan_bytes(&summary.plan));
     // Objects are verified under the source's identity; the target has the same repository id
     // and keys, so identity-bound objects stay valid there byte for byte. The target
@@ -290,13 +327,19 @@ pub async fn run(
 /// segments each backup needs (following a timeline switch during the backup).
 async fn plan_run(
     source: &Repository,
+    target_config: &Config,
     target: &TargetState,
     summary: &mut CopySummary,
 ) -> Result<(WalPlan, Vec<BackupWork>), CopyError> {
-    let survey = survey::survey(source, Times::None).await?;
+    let mut survey = survey::survey(source, Times::None).await?;
     for (id, why) in &survey.unreadable {
         tracing::warn!(backup = %id, "not copied: its catalog cannot be read: {why}");
     }
+    let (skip_backups, skip_wal) = expired_by_target(source, target_config, &survey).await?;
+    summary.backups_expired_by_target = survey.backups.iter().filter(|b| skip_backups.contains(&b.id)).count();
+    summary.wal_expired_by_target = skip_wal.len();
+    survey.backups.retain(|b| !skip_backups.contains(&b.id));
+    survey.wal.retain(|(n, _)| !skip_wal.contains(n));
     let mut wal = plan_wal(&survey.wal, &target.present, source.cluster());
     summary.wal_present = wal.present;
     summary.plan.append(&mut wal.items);
@@ -324,6 +367,36 @@ async fn plan_run(
         });
     }
     Ok((wal, backups))
+}
+
+/// What the target's own `[retention]` would expire from the source's backups and WAL (with the
+/// source's pins): copy leaves those out, so it never brings back what the target expired.
+/// Nothing is left out when the target has no policy.
+async fn expired_by_target(
+    source: &Repository,
+    target_config: &Config,
+    survey: &survey::Survey,
+) -> Result<(HashSet<String>, HashSet<WalFileName>), CopyError> {
+    let policy = retention::Policy::resolve(target_config.retention.as_ref(), &retention::PolicyOverrides::default())
+        .map_err(|e| CopyError::TargetRetention(e.to_string()))?;
+    if policy.is_empty() {
+        return Ok(Default::default());
+    }
+    let pins = source.pins().await?;
+    let wal: Vec<(WalFileName, u64)> = survey.wal.iter().map(|(n, o)| (*n, o.size)).collect();
+    let input = retention::PlanInput {
+        backups: &survey.backups,
+        pins: &pins,
+        model: &survey.model,
+        wal: &wal,
+        orphans: &[],
+        now: chrono::Utc::now(),
+    };
+    let plan = retention::plan_expire(&input, &policy).map_err(|e| CopyError::TargetRetention(e.to_string()))?;
+    Ok((
+        plan.delete_backups.into_iter().map(|b| b.id).collect(),
+        plan.delete_wal.into_iter().collect(),
+    ))
 }
 
 fn plan_bytes(plan: &[PlanItem]) -> u64 {

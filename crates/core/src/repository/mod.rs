@@ -6,6 +6,7 @@
 //! (backup, archive, restore, list) only ever talk to the store through it.
 
 pub mod catalog;
+pub mod dirs;
 pub mod index;
 pub mod layout;
 pub mod lock;
