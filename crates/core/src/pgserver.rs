@@ -23,7 +23,9 @@ pub enum PgServerError {
     Spawn { program: String, source: std::io::Error },
     #[error("the server did not start: {detail}\nserver log (last lines):\n{log}")]
     StartFailed { detail: String, log: String },
-    #[error("recovery did not finish within {waited:?}: the server is still in recovery\nserver log (last lines):\n{log}")]
+    #[error(
+        "recovery did not finish within {waited:?}: the server is still in recovery\nserver log (last lines):\n{log}"
+    )]
     RecoveryTimeout { waited: Duration, log: String },
     #[error("the server stopped during recovery\nserver log (last lines):\n{log}")]
     DiedInRecovery { log: String },
@@ -198,7 +200,10 @@ pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output
     match rx.recv_timeout(timeout) {
         Ok(out) => out.map_err(spawn),
         Err(_) => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             Err(spawn(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("no answer within {timeout:?}"),
@@ -233,7 +238,11 @@ pub fn command_line_options(settings: &[(String, String)]) -> Result<String, PgS
     let mut words = Vec::new();
     for (name, value) in settings {
         let bad = |c: char| c == '\'' || c == '\n' || c == '\r' || c == '\0';
-        if name.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')) || value.chars().any(bad) {
+        if name
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            || value.chars().any(bad)
+        {
             return Err(PgServerError::BadSetting {
                 name: name.clone(),
                 value: value.clone(),
@@ -272,7 +281,11 @@ impl Server {
         let text = std::fs::read_to_string(&self.spec.log_file).unwrap_or_default();
         let hits: Vec<String> = text
             .lines()
-            .filter(|l| ["ERROR:", "FATAL:", "PANIC:", "could not"].iter().any(|k| l.contains(k)))
+            .filter(|l| {
+                ["ERROR:", "FATAL:", "PANIC:", "could not"]
+                    .iter()
+                    .any(|k| l.contains(k))
+            })
             .map(str::to_string)
             .collect();
         hits[hits.len().saturating_sub(n)..].to_vec()
@@ -317,7 +330,16 @@ impl Server {
         cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
             .arg("-h")
             .arg(&self.spec.socket_dir)
-            .args(["-p", &self.spec.port.to_string(), "-U", &self.spec.user, "-d", db, "-c", sql]);
+            .args([
+                "-p",
+                &self.spec.port.to_string(),
+                "-U",
+                &self.spec.user,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ]);
         self.client_env(&mut cmd);
         output_with_timeout(cmd, timeout)
     }
@@ -399,7 +421,10 @@ mod tests {
 
     #[test]
     fn major_from_version_output() {
-        assert_eq!(parse_major("postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)\n"), Some(15));
+        assert_eq!(
+            parse_major("postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)\n"),
+            Some(15)
+        );
         assert_eq!(parse_major("postgres (PostgreSQL) 18beta1"), Some(18));
         assert_eq!(parse_major("something else"), None);
     }
@@ -415,7 +440,10 @@ mod tests {
             "-c 'listen_addresses=' -c 'unix_socket_directories=/tmp/x y'"
         );
         let bad = vec![("port".to_string(), "1'; rm".to_string())];
-        assert!(matches!(command_line_options(&bad), Err(PgServerError::BadSetting { .. })));
+        assert!(matches!(
+            command_line_options(&bad),
+            Err(PgServerError::BadSetting { .. })
+        ));
         let bad_name = vec![("a b".to_string(), "1".to_string())];
         assert!(command_line_options(&bad_name).is_err());
     }

@@ -82,7 +82,9 @@ fn parse_bound(s: &str) -> Result<Option<i64>, String> {
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|_| format!("bound '{s}' is not an integer"))
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("bound '{s}' is not an integer"))
 }
 
 /// Parses an `expect:` value.
@@ -157,7 +159,9 @@ pub fn judge(expect: &Expect, output: &str) -> Result<String, String> {
         ));
     };
     if value.contains('|') {
-        return Err(format!("returned several columns ({value}); an assertion returns one value"));
+        return Err(format!(
+            "returned several columns ({value}); an assertion returns one value"
+        ));
     }
     match expect {
         Expect::True => match *value {
@@ -205,7 +209,9 @@ pub fn run_assertions(server: &Server, dir: &Path) -> Result<Vec<CheckResult>, D
         let started = Instant::now();
         let name = format!(
             "assertion {}",
-            file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+            file.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
         );
         let parsed = std::fs::read_to_string(&file)
             .map_err(|e| e.to_string())
@@ -213,7 +219,12 @@ pub fn run_assertions(server: &Server, dir: &Path) -> Result<Vec<CheckResult>, D
         let a = match parsed {
             Ok(a) => a,
             Err(why) => {
-                out.push(CheckResult::new(&name, Outcome::Fail, format!("{}: {why}", file.display()), started));
+                out.push(CheckResult::new(
+                    &name,
+                    Outcome::Fail,
+                    format!("{}: {why}", file.display()),
+                    started,
+                ));
                 continue;
             }
         };
@@ -230,8 +241,18 @@ pub fn run_assertions(server: &Server, dir: &Path) -> Result<Vec<CheckResult>, D
                 started,
             ),
             Ok(o) => match judge(&a.expect, &String::from_utf8_lossy(&o.stdout)) {
-                Ok(d) => CheckResult::new(&name, Outcome::Pass, format!("in database {}: {d}", a.database), started),
-                Err(d) => CheckResult::new(&name, Outcome::Fail, format!("in database {}: {d}", a.database), started),
+                Ok(d) => CheckResult::new(
+                    &name,
+                    Outcome::Pass,
+                    format!("in database {}: {d}", a.database),
+                    started,
+                ),
+                Err(d) => CheckResult::new(
+                    &name,
+                    Outcome::Fail,
+                    format!("in database {}: {d}", a.database),
+                    started,
+                ),
             },
         };
         out.push(result);
@@ -245,7 +266,10 @@ pub fn amcheck_findings(output: &str) -> Vec<String> {
         .lines()
         .filter(|l| {
             let l = l.trim_start();
-            l.starts_with("heap table") || l.starts_with("btree index") || l.starts_with("index ") || l.contains("error:")
+            l.starts_with("heap table")
+                || l.starts_with("btree index")
+                || l.starts_with("index ")
+                || l.contains("error:")
         })
         .map(str::to_string)
         .collect()
@@ -296,7 +320,12 @@ pub fn amcheck(server: &Server, databases: &[String]) -> CheckResult {
                 String::from_utf8_lossy(&o.stderr)
             );
             if o.status.success() {
-                CheckResult::new("amcheck", Outcome::Pass, "pg_amcheck: heap and btree, no corruption", started)
+                CheckResult::new(
+                    "amcheck",
+                    Outcome::Pass,
+                    "pg_amcheck: heap and btree, no corruption",
+                    started,
+                )
             } else {
                 let findings = amcheck_findings(&text);
                 let lines = if findings.is_empty() {
@@ -320,7 +349,10 @@ const BT_CHECK_SQL: &str = "CREATE EXTENSION IF NOT EXISTS amcheck; DO $$ DECLAR
 
 fn amcheck_sql(server: &Server, databases: &[String], started: Instant) -> CheckResult {
     let dbs = if databases.is_empty() {
-        match server.query("postgres", "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1") {
+        match server.query(
+            "postgres",
+            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
+        ) {
             Ok(t) => t.lines().map(str::to_string).collect(),
             Err(e) => return CheckResult::new("amcheck", Outcome::Fail, e.to_string(), started),
         }
@@ -333,7 +365,11 @@ fn amcheck_sql(server: &Server, databases: &[String], started: Instant) -> Check
             Err(e) => bad.push(format!("database {db}: {e}")),
             Ok(o) => {
                 let err = String::from_utf8_lossy(&o.stderr);
-                bad.extend(err.lines().filter(|l| l.contains("amcheck: index")).map(|l| format!("database {db}: {l}")));
+                bad.extend(
+                    err.lines()
+                        .filter(|l| l.contains("amcheck: index"))
+                        .map(|l| format!("database {db}: {l}")),
+                );
                 if !o.status.success() {
                     bad.push(format!("database {db}: {}", err.trim()));
                 }
@@ -348,7 +384,13 @@ fn amcheck_sql(server: &Server, databases: &[String], started: Instant) -> Check
             started,
         )
     } else {
-        CheckResult::new("amcheck", Outcome::Fail, "bt_index_check found corrupt indexes", started).with_lines(bad)
+        CheckResult::new(
+            "amcheck",
+            Outcome::Fail,
+            "bt_index_check found corrupt indexes",
+            started,
+        )
+        .with_lines(bad)
     }
 }
 
@@ -356,7 +398,12 @@ fn amcheck_sql(server: &Server, databases: &[String], started: Instant) -> Check
 pub fn checksums(server: &Server, enabled: bool, clean_stop: bool) -> CheckResult {
     let started = Instant::now();
     if !enabled {
-        return CheckResult::new("checksums", Outcome::Skipped, "the cluster has no data checksums", started);
+        return CheckResult::new(
+            "checksums",
+            Outcome::Skipped,
+            "the cluster has no data checksums",
+            started,
+        );
     }
     if !clean_stop {
         return CheckResult::new(
@@ -367,15 +414,23 @@ pub fn checksums(server: &Server, enabled: bool, clean_stop: bool) -> CheckResul
         );
     }
     if !server.bin.has("pg_checksums") {
-        return CheckResult::new("checksums", Outcome::Skipped, "not available: no pg_checksums binary", started);
+        return CheckResult::new(
+            "checksums",
+            Outcome::Skipped,
+            "not available: no pg_checksums binary",
+            started,
+        );
     }
     let mut cmd = server_command(&server.bin.tool("pg_checksums"));
     cmd.arg("--check").arg("-D").arg(&server.spec.data_dir);
     match output_with_timeout(cmd, Duration::from_secs(6 * 3600)) {
         Err(e) => CheckResult::new("checksums", Outcome::Fail, e.to_string(), started),
-        Ok(o) if o.status.success() => {
-            CheckResult::new("checksums", Outcome::Pass, "pg_checksums --check: no bad blocks", started)
-        }
+        Ok(o) if o.status.success() => CheckResult::new(
+            "checksums",
+            Outcome::Pass,
+            "pg_checksums --check: no bad blocks",
+            started,
+        ),
         Ok(o) => {
             let text = format!(
                 "{}{}",
@@ -399,10 +454,19 @@ mod tests {
 
     #[test]
     fn assertion_headers() {
-        let a = parse_assertion("x", "-- orders arrive\n-- database: shop\n-- expect: count 1..\nSELECT count(*) FROM orders;\n")
-            .expect("parse");
+        let a = parse_assertion(
+            "x",
+            "-- orders arrive\n-- database: shop\n-- expect: count 1..\nSELECT count(*) FROM orders;\n",
+        )
+        .expect("parse");
         assert_eq!(a.database, "shop");
-        assert_eq!(a.expect, Expect::Count { min: Some(1), max: None });
+        assert_eq!(
+            a.expect,
+            Expect::Count {
+                min: Some(1),
+                max: None
+            }
+        );
         let b = parse_assertion("y", "SELECT true;").expect("parse");
         assert_eq!((b.database.as_str(), &b.expect), ("postgres", &Expect::True));
         // Directives after the query starts are not headers.
@@ -427,12 +491,18 @@ mod tests {
         assert!(judge(&Expect::True, "t\nt\n").is_err());
         assert!(judge(&Expect::True, "").is_err());
         assert!(judge(&Expect::True, "t|f").is_err());
-        let c = Expect::Count { min: Some(1), max: Some(10) };
+        let c = Expect::Count {
+            min: Some(1),
+            max: Some(10),
+        };
         assert!(judge(&c, "5").is_ok());
         assert!(judge(&c, "0").is_err());
         assert!(judge(&c, "11").is_err());
         assert!(judge(&c, "ten").is_err());
-        let none = Expect::Count { min: None, max: Some(0) };
+        let none = Expect::Count {
+            min: None,
+            max: Some(0),
+        };
         assert!(judge(&none, "0").is_ok());
         assert!(judge(&none, "1").is_err());
     }

@@ -83,9 +83,15 @@ mod tests {
         let mut seen = [false, false];
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         for _ in 0..2000 {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             let p = random_point(&ws, state).expect("point");
-            let w = if p.tli == 1 { &ws[0].windows[0] } else { &ws[1].windows[0] };
+            let w = if p.tli == 1 {
+                &ws[0].windows[0]
+            } else {
+                &ws[1].windows[0]
+            };
             assert!(p.time > w.start_time && Some(p.time) < w.end_time, "{p:?}");
             assert_ne!(p.from_backup, "x", "a window without an end time is never chosen");
             seen[(p.tli - 1) as usize] = true;

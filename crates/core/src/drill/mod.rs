@@ -44,7 +44,11 @@ pub enum DrillError {
     #[error("--random: the repository has no recoverable window with a known end time to pick a point from")]
     NoWindow,
     #[error("[{key}] {value:?}: {why}")]
-    BadSetting { key: &'static str, value: String, why: String },
+    BadSetting {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
     #[error(transparent)]
     Server(#[from] PgServerError),
     #[error(transparent)]
@@ -250,7 +254,10 @@ async fn drill_in(
     report.timings.restore = restore_started.elapsed().as_secs_f64();
     let mut server = start_server(config, opts, sb, bin)?;
     let replay_started = Instant::now();
-    if let Err(e) = server.start(st.recovery_timeout).and_then(|_| server.wait_promoted(st.recovery_timeout)) {
+    if let Err(e) = server
+        .start(st.recovery_timeout)
+        .and_then(|_| server.wait_promoted(st.recovery_timeout))
+    {
         report.server_log = server.log_errors(20);
         let _ = server.stop();
         return Err(finding(e));
@@ -350,7 +357,9 @@ fn run_online_checks(
     let row = match q {
         Ok(r) => r,
         Err(e) => {
-            report.checks.push(CheckResult::new("recovery", Outcome::Fail, e.to_string(), started));
+            report
+                .checks
+                .push(CheckResult::new("recovery", Outcome::Fail, e.to_string(), started));
             return Ok(false);
         }
     };
@@ -370,16 +379,16 @@ fn run_online_checks(
     };
     report.rpo_seconds = Some((now - from).num_milliseconds().max(0) as f64 / 1000.0);
     report.rpo_basis = Some(basis.to_string());
-    report.checks.push(recovery_check(plan, target, &report.reached, started));
+    report
+        .checks
+        .push(recovery_check(plan, target, &report.reached, started));
     let dbs = config.drill.amcheck_databases.clone().unwrap_or_default();
     report.checks.push(checks::amcheck(server, &dbs));
-    if let Some(dir) = opts.assertions.clone().or_else(|| {
-        config
-            .drill
-            .assertions
-            .as_ref()
-            .map(|p| config.relative_to_config(p))
-    }) {
+    if let Some(dir) = opts
+        .assertions
+        .clone()
+        .or_else(|| config.drill.assertions.as_ref().map(|p| config.relative_to_config(p)))
+    {
         report.checks.extend(checks::run_assertions(server, &dir)?);
     }
     Ok(get(3) == Some("on"))
@@ -390,9 +399,17 @@ fn run_online_checks(
 /// when a time target is never reached).
 fn recovery_check(plan: &RestorePlan, target: &Target, reached: &Reached, started: Instant) -> CheckResult {
     let name = "recovery";
-    let lsn = reached.replay_lsn.as_deref().and_then(|l| l.parse::<crate::lsn::Lsn>().ok());
+    let lsn = reached
+        .replay_lsn
+        .as_deref()
+        .and_then(|l| l.parse::<crate::lsn::Lsn>().ok());
     let Some(lsn) = lsn else {
-        return CheckResult::new(name, Outcome::Fail, "the server reports no replayed WAL position", started);
+        return CheckResult::new(
+            name,
+            Outcome::Fail,
+            "the server reports no replayed WAL position",
+            started,
+        );
     };
     let commit = reached
         .last_replayed_commit
@@ -423,7 +440,11 @@ fn recovery_check(plan: &RestorePlan, target: &Target, reached: &Reached, starte
             Some(c) if c > *t => CheckResult::new(
                 name,
                 Outcome::Fail,
-                format!("replayed a commit at {} past the target {}", c.to_rfc3339(), t.to_rfc3339()),
+                format!(
+                    "replayed a commit at {} past the target {}",
+                    c.to_rfc3339(),
+                    t.to_rfc3339()
+                ),
                 started,
             ),
             _ => CheckResult::new(name, Outcome::Pass, format!("promoted at {lsn}{commit}"), started),

@@ -144,10 +144,18 @@ impl DrillReport {
         );
         let rto = self.rto_seconds.map(secs).unwrap_or_else(|| "-".into());
         let rpo = self.rpo_seconds.map(secs).unwrap_or_else(|| "-".into());
-        let basis = self.rpo_basis.as_deref().map(|b| format!(" (from the {b})")).unwrap_or_default();
+        let basis = self
+            .rpo_basis
+            .as_deref()
+            .map(|b| format!(" (from the {b})"))
+            .unwrap_or_default();
         let _ = writeln!(s, "RTO {rto}  RPO {rpo}{basis}");
         for o in &self.objectives {
-            let (word, m) = if o.passed { ("met", o.margin_seconds) } else { ("MISSED", -o.margin_seconds) };
+            let (word, m) = if o.passed {
+                ("met", o.margin_seconds)
+            } else {
+                ("MISSED", -o.margin_seconds)
+            };
             let rel = if o.passed { "margin" } else { "over by" };
             let _ = writeln!(s, "  {} objective {}: {word}, {rel} {}", o.name, o.objective, secs(m));
         }
@@ -230,16 +238,30 @@ mod tests {
     #[test]
     fn verdict_follows_checks_objectives_and_errors() {
         let mut r = report();
-        r.checks.push(CheckResult::new("amcheck", Outcome::Skipped, "n/a", std::time::Instant::now()));
+        r.checks.push(CheckResult::new(
+            "amcheck",
+            Outcome::Skipped,
+            "n/a",
+            std::time::Instant::now(),
+        ));
         r.compute_passed();
         assert!(r.passed, "a skip is not a failure");
-        r.objectives
-            .push(judge_objective("rto", "1s", Duration::from_secs(1), Duration::from_secs(2)));
+        r.objectives.push(judge_objective(
+            "rto",
+            "1s",
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        ));
         r.compute_passed();
         assert!(!r.passed);
         assert!(r.failures()[0].contains("rto objective 1s missed"));
         r.objectives.clear();
-        r.checks.push(CheckResult::new("assertion a.sql", Outcome::Fail, "returned false", std::time::Instant::now()));
+        r.checks.push(CheckResult::new(
+            "assertion a.sql",
+            Outcome::Fail,
+            "returned false",
+            std::time::Instant::now(),
+        ));
         r.compute_passed();
         assert!(!r.passed);
         assert!(r.render().contains("[FAIL] assertion a.sql: returned false"));

@@ -52,7 +52,10 @@ impl Sandbox {
             }
             None => {
                 let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-                (parent.join(format!("pgvault-drill-{stamp}-{}", std::process::id())), true)
+                (
+                    parent.join(format!("pgvault-drill-{stamp}-{}", std::process::id())),
+                    true,
+                )
             }
         };
         std::fs::create_dir_all(&root).map_err(io(&root))?;
@@ -94,7 +97,10 @@ impl Sandbox {
     /// and an empty `postgresql.conf` in the data directory when the backup has none.
     pub fn write_files(&self) -> Result<(), DrillError> {
         let write = |p: PathBuf, body: &str| {
-            std::fs::write(&p, body).map_err(|source| DrillError::Sandbox { path: p.clone(), source })
+            std::fs::write(&p, body).map_err(|source| DrillError::Sandbox {
+                path: p.clone(),
+                source,
+            })
         };
         write(self.hba_file(), HBA)?;
         write(self.ident_file(), "")?;
@@ -133,7 +139,8 @@ impl Sandbox {
 }
 
 /// The sandbox's `pg_hba.conf`: Unix-socket connections only (there is no TCP listener at all).
-pub const HBA: &str = "# written by pgvault drill: the sandbox is reached only through its 0700 socket directory\nlocal all all trust\n";
+pub const HBA: &str =
+    "# written by pgvault drill: the sandbox is reached only through its 0700 socket directory\nlocal all all trust\n";
 
 /// The values of [`RECOVERY_CRITICAL`] in `pg_controldata` output.
 pub fn recovery_critical_from_controldata(text: &str) -> Vec<(String, String)> {
@@ -237,7 +244,10 @@ mod tests {
 
     #[test]
     fn hba_has_no_network_line() {
-        assert!(HBA.lines().filter(|l| !l.starts_with('#')).all(|l| l.starts_with("local ")));
+        assert!(HBA
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| l.starts_with("local ")));
     }
 
     #[test]

@@ -3,9 +3,7 @@
 use super::*;
 
 fn config(extra: &str) -> Config {
-    let text = format!(
-        "[postgres]\nhost = \"/tmp\"\n[repository]\nurl = \"/tmp/repo\"\n{extra}"
-    );
+    let text = format!("[postgres]\nhost = \"/tmp\"\n[repository]\nurl = \"/tmp/repo\"\n{extra}");
     toml::from_str(&text).expect("config")
 }
 

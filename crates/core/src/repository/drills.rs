@@ -6,7 +6,11 @@ use crate::repository::{layout, Repository, RepositoryError};
 
 /// Whether `id` looks like a drill id (`YYYYMMDD-HHMMSS`, digits and one dash).
 pub fn is_drill_id(id: &str) -> bool {
-    id.len() == 15 && id.chars().enumerate().all(|(i, c)| if i == 8 { c == '-' } else { c.is_ascii_digit() })
+    id.len() == 15
+        && id
+            .chars()
+            .enumerate()
+            .all(|(i, c)| if i == 8 { c == '-' } else { c.is_ascii_digit() })
 }
 
 impl Repository {

@@ -1,0 +1,195 @@
+//! Restore drills on a real cluster (issue 8), PostgreSQL 15 and 18 (16's pgserver has no amcheck):
+//!
+//! - a drill of a healthy repository passes: JSON with the backup, phase timings, RTO and RPO
+//!   judged against `[objectives]`, the recovery check (reached the end of the archived WAL),
+//!   amcheck, data checksums, and a true assertion and a count assertion; the report is stored in
+//!   the repository; the default sandbox (under `[drill] sandbox_parent`) is gone afterwards;
+//! - with `--keep`, the sandbox stays, and the server that ran in it was sealed: its
+//!   `postmaster.opts` shows no TCP listener, a port that is not production's, the socket inside
+//!   the sandbox and `archive_mode=off`;
+//! - a false assertion fails the drill (exit 4) naming the assertion file;
+//! - a missing WAL segment in the needed range fails the drill (exit 4) naming the segment.
+
+mod recovery_common;
+
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use pgvault_tests::{
+    archiving_cluster, install_under_test, run_as_postgres, write_postgres_file, ClusterOptions, CmdOutput, PgCluster,
+    PgInstall, Vault,
+};
+use recovery_common::*;
+use serde_json::Value;
+
+fn mkdir_postgres(dir: &Path) -> Result<()> {
+    run_as_postgres(
+        "mkdir",
+        ["-p".as_ref(), dir.as_os_str()],
+        std::time::Duration::from_secs(30),
+    )?
+    .check()?;
+    Ok(())
+}
+
+fn drill(vault: &Vault, install: &PgInstall, args: &[&str]) -> Result<CmdOutput> {
+    let bin = install.bin_dir().display().to_string();
+    let mut all = vec!["drill", "--pg-bin", bin.as_str()];
+    all.extend_from_slice(args);
+    vault.pgvault(&all)
+}
+
+fn json(out: &CmdOutput) -> Result<Value> {
+    serde_json::from_str(&out.stdout).with_context(|| format!("drill --json printed no JSON: {out}"))
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> Result<&'a Value> {
+    report["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .with_context(|| format!("no check {name} in {report:#}"))
+}
+
+async fn healthy(vault: &Vault, install: &PgInstall, c: &PgCluster, assertions: &Path) -> Result<()> {
+    let parent = vault.dir.path().join("sandboxes");
+    let out = drill(
+        vault,
+        install,
+        &["--json", "--assertions", &assertions.display().to_string()],
+    )?;
+    ensure!(out.code() == Some(0), "a healthy drill passes: {out}");
+    let r = json(&out)?;
+    ensure!(r["passed"] == true, "{r:#}");
+    ensure!(r["backup"].is_string() && r["pg_major"] == install.major(), "{r:#}");
+    for t in ["restore", "wal_replay", "checks"] {
+        ensure!(r["timings"][t].as_f64().is_some_and(|s| s > 0.0), "timing {t}: {r:#}");
+    }
+    ensure!(r["rto_seconds"].as_f64().is_some_and(|s| s > 0.0), "{r:#}");
+    ensure!(r["rpo_basis"] == "last replayed commit", "{r:#}");
+    ensure!(
+        r["objectives"].as_array().map(Vec::len) == Some(2),
+        "rto and rpo judged: {r:#}"
+    );
+    ensure!(r["bytes_restored"].as_u64().is_some_and(|b| b > 0), "{r:#}");
+    ensure!(check(&r, "recovery")?["outcome"] == "pass", "{r:#}");
+    ensure!(check(&r, "amcheck")?["outcome"] == "pass", "{r:#}");
+    ensure!(check(&r, "checksums")?["outcome"] == "pass", "{r:#}");
+    ensure!(check(&r, "assertion a_rows.sql")?["outcome"] == "pass", "{r:#}");
+    ensure!(check(&r, "assertion b_count.sql")?["outcome"] == "pass", "{r:#}");
+    let left: Vec<_> = std::fs::read_dir(&parent)?.collect();
+    ensure!(left.is_empty(), "the sandbox is removed: {left:?}");
+    let stored = vault.raw_storage()?.list("drills").await?;
+    ensure!(stored.len() == 1, "the report is stored in the repository: {stored:?}");
+    // The production cluster is untouched and still the only one on its port.
+    ensure!(c.query_scalar::<i64>("SELECT count(*) FROM t").await? > 0);
+    Ok(())
+}
+
+/// `--keep`: the sandbox stays; its server ran sealed off from production.
+fn kept_and_sealed(vault: &Vault, install: &PgInstall, c: &PgCluster) -> Result<()> {
+    let sb = vault.dir.path().join("kept");
+    let out = drill(vault, install, &["--keep", "--sandbox", &sb.display().to_string()])?;
+    ensure!(out.code() == Some(0), "{out}");
+    ensure!(out.stdout.contains("PASSED") && out.stdout.contains("RTO"), "{out}");
+    let opts = std::fs::read_to_string(sb.join("data/postmaster.opts")).context("postmaster.opts")?;
+    // postmaster.opts holds the server's arguments, each in double quotes.
+    ensure!(opts.contains("\"listen_addresses=\""), "no TCP listener: {opts}");
+    ensure!(opts.contains("\"archive_mode=off\""), "{opts}");
+    ensure!(opts.contains("\"port="), "{opts}");
+    ensure!(
+        !opts.contains(&format!("\"port={}\"", c.port())),
+        "not production's port: {opts}"
+    );
+    let socket = format!("\"unix_socket_directories={}\"", sb.join("socket").display());
+    ensure!(opts.contains(&socket), "socket inside the sandbox: {opts}");
+    ensure!(
+        !opts.contains(&c.socket_dir().display().to_string()),
+        "never production's socket: {opts}"
+    );
+    ensure!(sb.join("server.log").is_file(), "the log is kept");
+    Ok(())
+}
+
+fn false_assertion(vault: &Vault, install: &PgInstall, assertions: &Path) -> Result<()> {
+    write_postgres_file(
+        &assertions.join("zz_false.sql"),
+        "-- expect: true\nSELECT count(*) = 0 FROM t;\n",
+        0o644,
+    )?;
+    let out = drill(vault, install, &["--assertions", &assertions.display().to_string()])?;
+    ensure!(out.code() == Some(4), "a false assertion fails the drill with 4: {out}");
+    ensure!(
+        out.stderr.contains("check assertion zz_false.sql failed") && out.stderr.contains("returned false"),
+        "names the assertion: {out}"
+    );
+    std::fs::remove_file(assertions.join("zz_false.sql"))?;
+    Ok(())
+}
+
+async fn missing_segment(vault: &Vault, install: &PgInstall, c: &PgCluster) -> Result<()> {
+    insert_phase(c, "m1").await?;
+    let missing = switch_and_archive(c).await?;
+    insert_phase(c, "m2").await?;
+    switch_and_archive(c).await?;
+    remove_archived_segment(vault, &missing)?;
+    let out = drill(vault, install, &["--json"])?;
+    ensure!(out.code() == Some(4), "a missing segment fails the drill with 4: {out}");
+    ensure!(
+        out.stderr.contains(&missing),
+        "names the missing segment {missing}: {out}"
+    );
+    let r = json(&out)?;
+    ensure!(
+        r["passed"] == false && r["error"].as_str().is_some_and(|e| e.contains(&missing)),
+        "{r:#}"
+    );
+    Ok(())
+}
+
+async fn scenario(install: PgInstall) -> Result<()> {
+    let vault = Vault::new()?;
+    let c = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
+    let parent = vault.dir.path().join("sandboxes");
+    mkdir_postgres(&parent)?;
+    vault.write_config(
+        &c,
+        &format!(
+            "\n[drill]\nsandbox_parent = \"{}\"\n\n[objectives]\nrto = \"30min\"\nrpo = \"30d\"\n",
+            parent.display()
+        ),
+    )?;
+    create_table(&c).await?;
+    insert_phase(&c, "p1").await?;
+    vault.backup(&[])?;
+    insert_phase(&c, "p2").await?;
+    switch_and_archive(&c).await?;
+    let assertions = vault.dir.path().join("assertions");
+    mkdir_postgres(&assertions)?;
+    write_postgres_file(
+        &assertions.join("a_rows.sql"),
+        "-- rows of both phases are back\nSELECT count(*) = 21 FROM t;\n",
+        0o644,
+    )?;
+    write_postgres_file(
+        &assertions.join("b_count.sql"),
+        "-- database: postgres\n-- expect: count 10..10\nSELECT count(*) FROM t WHERE phase = 'p2';\n",
+        0o644,
+    )?;
+    healthy(&vault, &install, &c, &assertions).await?;
+    kept_and_sealed(&vault, &install, &c)?;
+    false_assertion(&vault, &install, &assertions)?;
+    missing_segment(&vault, &install, &c).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_pg15() {
+    let Some(install) = install_under_test(15) else { return };
+    scenario(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_pg18() {
+    let Some(install) = install_under_test(18) else { return };
+    scenario(install).await.unwrap_or_else(|e| panic!("{e:#}"));
+}
