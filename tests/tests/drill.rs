@@ -8,6 +8,7 @@
 //!   `postmaster.opts` shows no TCP listener, a port that is not production's, the socket inside
 //!   the sandbox and `archive_mode=off`;
 //! - a false assertion fails the drill (exit 4) naming the assertion file;
+//! - a flipped byte in a stored bundle fails the drill at restore (exit 4) naming the object;
 //! - a missing WAL segment in the needed range fails the drill (exit 4) naming the segment.
 
 mod recovery_common;
@@ -15,6 +16,7 @@ mod recovery_common;
 use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
+use pgvault_core::repository::layout;
 use pgvault_tests::{
     archiving_cluster, install_under_test, run_as_postgres, write_postgres_file, ClusterOptions, CmdOutput, PgCluster,
     PgInstall, Vault,
@@ -126,6 +128,28 @@ fn false_assertion(vault: &Vault, install: &PgInstall, assertions: &Path) -> Res
     Ok(())
 }
 
+/// A flipped byte in a stored bundle: the drill fails at restore (exit 4), naming the object;
+/// the sandbox is removed. The bundle is put back afterwards.
+fn corrupt_bundle(vault: &Vault, install: &PgInstall, id: &str) -> Result<()> {
+    let key = layout::bundle_key(id, 0);
+    let bundle = vault.repo.join(&key);
+    let original = std::fs::read(&bundle).context("bundle 0")?;
+    let mut bytes = original.clone();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    write_postgres_file(&bundle, &bytes, 0o600)?;
+    let sb = vault.dir.path().join("corrupt");
+    let out = drill(vault, install, &["--sandbox", &sb.display().to_string()])?;
+    write_postgres_file(&bundle, &original, 0o600)?;
+    ensure!(out.code() == Some(4), "a corrupt backup fails the drill with 4: {out}");
+    ensure!(
+        out.stderr.contains("drill could not complete") && out.stderr.contains(&key),
+        "names the corrupt object {key}: {out}"
+    );
+    ensure!(!sb.exists(), "the sandbox is removed after a failed drill");
+    Ok(())
+}
+
 async fn missing_segment(vault: &Vault, install: &PgInstall, c: &PgCluster) -> Result<()> {
     insert_phase(c, "m1").await?;
     let missing = switch_and_archive(c).await?;
@@ -160,7 +184,7 @@ async fn scenario(install: PgInstall) -> Result<()> {
     )?;
     create_table(&c).await?;
     insert_phase(&c, "p1").await?;
-    vault.backup(&[])?;
+    let id = vault.backup(&[])?;
     insert_phase(&c, "p2").await?;
     switch_and_archive(&c).await?;
     let assertions = vault.dir.path().join("assertions");
@@ -178,6 +202,7 @@ async fn scenario(install: PgInstall) -> Result<()> {
     healthy(&vault, &install, &c, &assertions).await?;
     kept_and_sealed(&vault, &install, &c)?;
     false_assertion(&vault, &install, &assertions)?;
+    corrupt_bundle(&vault, &install, &id)?;
     missing_segment(&vault, &install, &c).await?;
     Ok(())
 }
