@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::checks::{CheckResult, Outcome};
-use crate::units::format_duration;
 
 /// Phase timings, in seconds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -186,17 +185,32 @@ impl DrillReport {
     }
 }
 
-fn secs(x: f64) -> String {
+/// Seconds for people: `4.2s`, `29min 54s`, `5h 3min`, `30d 0h`.
+pub fn secs(x: f64) -> String {
+    let x = x.max(0.0);
     if x < 60.0 {
-        format!("{x:.1}s")
-    } else {
-        format_duration(Duration::from_secs_f64(x.max(0.0)))
+        return format!("{x:.1}s");
+    }
+    let s = x as u64;
+    match s {
+        0..=3599 => format!("{}min {}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {}min", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(secs(4.25), "4.2s");
+        assert_eq!(secs(1794.9), "29min 54s");
+        assert_eq!(secs(18_200.0), "5h 3min");
+        assert_eq!(secs(2_592_000.0), "30d 0h");
+        assert_eq!(secs(-3.0), "0.0s");
+    }
 
     #[test]
     fn objectives_pass_and_fail_with_margin() {
