@@ -61,7 +61,12 @@ impl PgBin {
     /// Finds the binaries of `major`; `override_dir` (from `--pg-bin`) is the only candidate when given.
     pub fn find(major: u32, override_dir: Option<&Path>) -> Result<PgBin, PgServerError> {
         if let Some(dir) = override_dir {
-            return Self::check(dir, major);
+            let dir = std::path::absolute(dir).map_err(|source| PgServerError::Io {
+                what: "resolve",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            return Self::check(&dir, major);
         }
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(d) = std::env::var_os(format!("PGVAULT_PG_BIN_{major}")) {
@@ -136,11 +141,17 @@ pub fn server_os_user() -> String {
         .map_or_else(|| "postgres".to_string(), |u| u.name)
 }
 
-/// A command for `program`, run as `postgres` when we are root.
+/// A command for `program`, run as `postgres` when we are root (from `/`: the caller's working
+/// directory may be closed to `postgres`, and PostgreSQL's tools look it up; every path given to
+/// them is absolute).
 pub fn server_command(program: &Path) -> Command {
     if running_as_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
+        let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("runuser");
+        let mut c = Command::new(runuser);
+        c.args(["-u", "postgres", "--"]).arg(program).current_dir("/");
         c
     } else {
         Command::new(program)
@@ -263,17 +274,9 @@ impl Server {
         }
     }
 
-    fn pg_ctl(&self, args: &[&str], timeout: Duration) -> Result<Output, PgServerError> {
-        let mut cmd = server_command(&self.bin.tool("pg_ctl"));
-        cmd.arg("-D").arg(&self.spec.data_dir).args(args);
-        output_with_timeout(cmd, timeout)
-    }
-
     /// The last `n` lines of the server log.
     pub fn log_tail(&self, n: usize) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.spec.log_file).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        lines[lines.len().saturating_sub(n)..].to_vec()
+        log_tail(&self.spec.log_file, n)
     }
 
     /// The log lines that explain a failure (`ERROR`, `FATAL`, `PANIC`, `could not`), at most `n`.
@@ -291,26 +294,17 @@ impl Server {
         hits[hits.len().saturating_sub(n)..].to_vec()
     }
 
-    /// `pg_ctl start`; returns once the postmaster runs (recovery may still be going on).
+    /// `pg_ctl start -w`; returns once the server accepts connections (a recovering server:
+    /// once consistent, with `hot_standby`), see [`start`].
     pub fn start(&mut self, timeout: Duration) -> Result<(), PgServerError> {
-        let opts = command_line_options(&self.spec.settings)?;
-        let secs = timeout.as_secs().max(1).to_string();
-        let log = self.spec.log_file.display().to_string();
-        let out = self.pg_ctl(&["-w", "-t", &secs, "-l", &log, "-o", &opts, "start"], timeout)?;
-        if !out.status.success() {
-            return Err(PgServerError::StartFailed {
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                log: self.log_tail(30).join("\n"),
-            });
-        }
+        start(&self.bin, &self.spec, timeout)?;
         self.running = true;
         Ok(())
     }
 
     /// Whether a postmaster runs on the data directory.
     pub fn is_running(&self) -> bool {
-        self.pg_ctl(&["status"], Duration::from_secs(30))
-            .is_ok_and(|o| o.status.success())
+        is_running(&self.bin, &self.spec.data_dir)
     }
 
     /// Runs `sql` through psql in `db`; returns stdout (unaligned, tuples only).
@@ -391,20 +385,92 @@ impl Server {
             self.running = false;
             return Ok(true);
         }
-        let fast = self.pg_ctl(&["-m", "fast", "-w", "-t", "120", "stop"], Duration::from_secs(130));
-        if fast.as_ref().is_ok_and(|o| o.status.success()) {
+        if stop(&self.bin, &self.spec.data_dir, StopMode::Fast, Duration::from_secs(120)).is_ok() {
             self.running = false;
             return Ok(true);
         }
-        let imm = self.pg_ctl(&["-m", "immediate", "-w", "-t", "60", "stop"], Duration::from_secs(70))?;
-        if !imm.status.success() && self.is_running() {
-            return Err(PgServerError::StopFailed {
-                detail: String::from_utf8_lossy(&imm.stderr).trim().to_string(),
-            });
-        }
+        stop(
+            &self.bin,
+            &self.spec.data_dir,
+            StopMode::Immediate,
+            Duration::from_secs(60),
+        )?;
         self.running = false;
         Ok(false)
     }
+}
+
+/// `pg_ctl -D data_dir args...` (as `postgres` when root), with a time limit.
+pub fn pg_ctl(bin: &PgBin, data_dir: &Path, args: &[&str], timeout: Duration) -> Result<Output, PgServerError> {
+    let mut cmd = server_command(&bin.tool("pg_ctl"));
+    cmd.arg("-D").arg(data_dir).args(args);
+    output_with_timeout(cmd, timeout)
+}
+
+/// The last `n` lines of a server log (empty when it cannot be read).
+pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+/// `pg_ctl start -w -t` with `spec`'s settings as `-c` options (they win over every
+/// configuration file) and its log file. Waits at most `timeout`; a failure carries the log tail.
+pub fn start(bin: &PgBin, spec: &ServerSpec, timeout: Duration) -> Result<(), PgServerError> {
+    let opts = command_line_options(&spec.settings)?;
+    let secs = timeout.as_secs().max(1).to_string();
+    let log = spec.log_file.display().to_string();
+    let out = pg_ctl(
+        bin,
+        &spec.data_dir,
+        &["-w", "-t", &secs, "-l", &log, "-o", &opts, "start"],
+        timeout + Duration::from_secs(30),
+    )?;
+    if !out.status.success() {
+        return Err(PgServerError::StartFailed {
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            log: log_tail(&spec.log_file, 40).join("\n"),
+        });
+    }
+    Ok(())
+}
+
+/// How to stop a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Clean: a shutdown checkpoint is written.
+    Fast,
+    /// As a crash: no checkpoint, crash recovery on the next start.
+    Immediate,
+}
+
+/// `pg_ctl stop -m MODE -w`; no server running is not an error.
+pub fn stop(bin: &PgBin, data_dir: &Path, mode: StopMode, timeout: Duration) -> Result<(), PgServerError> {
+    if !data_dir.join("postmaster.pid").exists() {
+        return Ok(());
+    }
+    let m = match mode {
+        StopMode::Fast => "fast",
+        StopMode::Immediate => "immediate",
+    };
+    let secs = timeout.as_secs().max(1).to_string();
+    let out = pg_ctl(
+        bin,
+        data_dir,
+        &["-m", m, "-w", "-t", &secs, "stop"],
+        timeout + Duration::from_secs(30),
+    )?;
+    if !out.status.success() && data_dir.join("postmaster.pid").exists() && is_running(bin, data_dir) {
+        return Err(PgServerError::StopFailed {
+            detail: format!("pg_ctl stop -m {m}: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a postmaster runs on `data_dir` (`pg_ctl status`).
+pub fn is_running(bin: &PgBin, data_dir: &Path) -> bool {
+    pg_ctl(bin, data_dir, &["status"], Duration::from_secs(30)).is_ok_and(|o| o.status.success())
 }
 
 impl Drop for Server {
