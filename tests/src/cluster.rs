@@ -21,6 +21,9 @@
 //! -o`), which overrides every configuration file, so a restored copy never collides with its
 //! source.
 //!
+//! Starting, stopping and `pg_ctl status` go through `pgvault_core::pgserver`, the product code
+//! `pgvault drill` starts its sandbox servers with, so the harness exercises it in every test.
+//!
 //! Lifecycle methods are synchronous (usable from `Drop` and from non-async code); SQL helpers
 //! are async (tokio-postgres over the Unix socket, as user `postgres`). Blocking calls from a
 //! `current_thread` tokio test are fine; use `flavor = "multi_thread"` if a test must keep a

@@ -4,6 +4,7 @@
 //!   judged against `[objectives]`, the recovery check (reached the end of the archived WAL),
 //!   amcheck, data checksums, and a true assertion and a count assertion; the report is stored in
 //!   the repository; the default sandbox (under `[drill] sandbox_parent`) is gone afterwards;
+//! - `--random` recovers to a point inside the recoverable window and passes;
 //! - with `--keep`, the sandbox stays, and the server that ran in it was sealed: its
 //!   `postmaster.opts` shows no TCP listener, a port that is not production's, the socket inside
 //!   the sandbox and `archive_mode=off`;
@@ -92,6 +93,19 @@ async fn healthy(vault: &Vault, install: &PgInstall, c: &PgCluster, assertions: 
     ensure!(stored.len() == 1, "the report is stored in the repository: {stored:?}");
     // The production cluster is untouched and still the only one on its port.
     ensure!(c.query_scalar::<i64>("SELECT count(*) FROM t").await? > 0);
+    Ok(())
+}
+
+/// `--random`: a point inside the recoverable window, reached and promoted.
+fn random_point(vault: &Vault, install: &PgInstall) -> Result<()> {
+    let out = drill(vault, install, &["--random", "--json"])?;
+    ensure!(out.code() == Some(0), "a drill to a random point passes: {out}");
+    let r = json(&out)?;
+    ensure!(
+        r["random"] == true && r["target"].as_str().is_some_and(|t| t.starts_with("time ")),
+        "{r:#}"
+    );
+    ensure!(check(&r, "recovery")?["outcome"] == "pass", "{r:#}");
     Ok(())
 }
 
@@ -243,6 +257,7 @@ async fn scenario(install: PgInstall, all_steps: bool) -> Result<()> {
     if !all_steps {
         return Ok(());
     }
+    random_point(&vault, &install)?;
     kept_and_sealed(&vault, &install, &c)?;
     false_assertion(&vault, &install, &assertions)?;
     corrupt_bundle(&vault, &install, &id)?;
