@@ -21,6 +21,9 @@
 //! -o`), which overrides every configuration file, so a restored copy never collides with its
 //! source.
 //!
+//! Starting, stopping and `pg_ctl status` go through `pgvault_core::pgserver`, the product code
+//! `pgvault drill` starts its sandbox servers with, so the harness exercises it in every test.
+//!
 //! Lifecycle methods are synchronous (usable from `Drop` and from non-async code); SQL helpers
 //! are async (tokio-postgres over the Unix socket, as user `postgres`). Blocking calls from a
 //! `current_thread` tokio test are fine; use `flavor = "multi_thread"` if a test must keep a
@@ -41,6 +44,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::fsutil::{chown_to_postgres_recursive, keep_test_dirs, TempRepoDir};
 use crate::install::PgInstall;
 use crate::process::{is_root, postgres_command, run_as_postgres, run_with_timeout, CmdOutput};
+use pgvault_core::pgserver::{self, PgBin, ServerSpec, StopMode};
 
 /// How long `pg_ctl start` may wait for the server (recovery of a restored cluster included).
 const START_TIMEOUT: Duration = Duration::from_secs(300);
@@ -357,10 +361,18 @@ impl PgCluster {
         run_with_timeout(&mut cmd, timeout)
     }
 
+    /// The product's view of this installation (`pgvault_core::pgserver`): starting, stopping
+    /// and status go through the same code `pgvault drill` uses.
+    fn pg_bin(&self) -> PgBin {
+        PgBin {
+            dir: self.install.bin_dir().to_path_buf(),
+            major: self.install.major(),
+        }
+    }
+
     /// Whether a postmaster is running on the data directory (`pg_ctl status`).
     pub fn is_running(&self) -> bool {
-        self.pg_ctl(&["status"], Duration::from_secs(30))
-            .is_ok_and(|o| o.success())
+        pgserver::is_running(&self.pg_bin(), &self.data_dir)
     }
 
     /// Starts the server and waits until it accepts connections (for a restored cluster: until
@@ -368,63 +380,57 @@ impl PgCluster {
     /// turned out to be taken (unless the caller chose it).
     pub fn start(&mut self) -> Result<()> {
         for attempt in 1..=3 {
-            let opts = format!(
-                "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
-                self.port,
-                conf_quote(&self.socket_dir.display().to_string())
-            );
-            let log = self.log_path.display().to_string();
-            let timeout = format!("{}", START_TIMEOUT.as_secs());
-            let out = self
-                .pg_ctl(
-                    &["-l", &log, "-w", "-t", &timeout, "-o", &opts, "start"],
-                    START_TIMEOUT + Duration::from_secs(30),
-                )
-                .map_err(|e| self.error_with_log("pg_ctl start", e))?;
-            if out.success() {
-                self.running = true;
-                return self.wait_ready(Duration::from_secs(60));
+            let spec = ServerSpec {
+                data_dir: self.data_dir.clone(),
+                socket_dir: self.socket_dir.clone(),
+                port: self.port,
+                log_file: self.log_path.clone(),
+                settings: vec![
+                    ("port".to_string(), self.port.to_string()),
+                    ("listen_addresses".to_string(), "127.0.0.1".to_string()),
+                    (
+                        "unix_socket_directories".to_string(),
+                        self.socket_dir.display().to_string(),
+                    ),
+                ],
+                user: "postgres".to_string(),
+            };
+            match pgserver::start(&self.pg_bin(), &spec, START_TIMEOUT) {
+                Ok(()) => {
+                    self.running = true;
+                    return self.wait_ready(Duration::from_secs(60));
+                }
+                Err(e) => {
+                    let tail = self.log_tail();
+                    let port_taken = tail.contains("could not bind") || tail.contains("Address already in use");
+                    if port_taken && !self.fixed_port && attempt < 3 {
+                        eprintln!("port {} was taken; retrying on another", self.port);
+                        self.port = free_port()?;
+                        continue;
+                    }
+                    return Err(self.error_with_log("pg_ctl start failed", e));
+                }
             }
-            let tail = self.log_tail();
-            let port_taken = tail.contains("could not bind") || tail.contains("Address already in use");
-            if port_taken && !self.fixed_port && attempt < 3 {
-                eprintln!("port {} was taken; retrying on another", self.port);
-                self.port = free_port()?;
-                continue;
-            }
-            return Err(self.error_with_log("pg_ctl start failed", out));
         }
         unreachable!("the loop returns on its last attempt")
     }
 
-    fn stop_mode(&mut self, mode: &str) -> Result<()> {
-        if !self.data_dir.join("postmaster.pid").exists() {
-            self.running = false;
-            return Ok(());
-        }
-        let timeout = format!("{}", STOP_TIMEOUT.as_secs());
-        let out = self
-            .pg_ctl(
-                &["-m", mode, "-w", "-t", &timeout, "stop"],
-                STOP_TIMEOUT + Duration::from_secs(30),
-            )
+    fn stop_mode(&mut self, mode: StopMode) -> Result<()> {
+        pgserver::stop(&self.pg_bin(), &self.data_dir, mode, STOP_TIMEOUT)
             .map_err(|e| self.error_with_log("pg_ctl stop", e))?;
-        if !out.success() && self.data_dir.join("postmaster.pid").exists() && self.is_running() {
-            return Err(self.error_with_log(&format!("pg_ctl stop -m {mode} failed"), out));
-        }
         self.running = false;
         Ok(())
     }
 
     /// Stops the server cleanly (`-m fast`: a shutdown checkpoint is written).
     pub fn stop(&mut self) -> Result<()> {
-        self.stop_mode("fast")
+        self.stop_mode(StopMode::Fast)
     }
 
     /// Stops the server as a crash would (`-m immediate`: no shutdown checkpoint; crash
     /// recovery on next start).
     pub fn stop_immediate(&mut self) -> Result<()> {
-        self.stop_mode("immediate")
+        self.stop_mode(StopMode::Immediate)
     }
 
     /// [`PgCluster::stop`] then [`PgCluster::start`].

@@ -5,6 +5,7 @@
 
 mod commands;
 mod display;
+mod drill_cmd;
 mod expire;
 mod hints;
 mod list;
@@ -65,6 +66,8 @@ enum Command {
     Pin(expire::PinArgs),
     /// Remove a backup's pin.
     Unpin(expire::UnpinArgs),
+    /// Restore a backup into a sandbox, start it, check it, and measure the RTO and RPO.
+    Drill(Box<drill_cmd::DrillArgs>),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
             Command::Delete(a) => expire::delete(&ctx, a).await,
             Command::Pin(a) => expire::pin(&ctx, a).await,
             Command::Unpin(a) => expire::unpin(&ctx, a).await,
+            Command::Drill(a) => drill_cmd::drill(&ctx, *a).await,
         }
     });
     match result {

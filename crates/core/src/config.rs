@@ -71,6 +71,12 @@ pub struct Config {
     pub retention: Option<RetentionConfig>,
     #[serde(default)]
     pub archive: ArchiveConfig,
+    /// `[objectives]`: the recovery time and point objectives drills (and alerts) measure against.
+    #[serde(default)]
+    pub objectives: ObjectivesConfig,
+    /// `[drill]`: how `pgvault drill` runs.
+    #[serde(default)]
+    pub drill: DrillConfig,
     /// The file this was read from (absolute), for messages and for the `restore_command` that a
     /// restore writes.
     #[serde(skip)]
@@ -296,6 +302,34 @@ impl Default for RestoreConfig {
             archive_command_path: None,
         }
     }
+}
+
+/// `[objectives]`: the targets written into runbooks (PostgreSQL units, e.g. `"30min"`, `"5min"`).
+/// A drill turns its measured RTO and RPO into a pass or a fail against them; absent means no
+/// objective (the figure is reported, not judged).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectivesConfig {
+    /// Recovery time objective: restore start to a promoted server accepting connections.
+    pub rto: Option<String>,
+    /// Recovery point objective: how old the last replayed transaction may be when recovery ends.
+    pub rpo: Option<String>,
+}
+
+/// `[drill]`: restore drills (see docs/DRILLS.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// A folder of `*.sql` assertion files run against every drill's promoted server.
+    pub assertions: Option<PathBuf>,
+    /// Where sandboxes are made (default: the system temp dir).
+    pub sandbox_parent: Option<PathBuf>,
+    /// The PostgreSQL bin directory (default: found from the backup's major version).
+    pub pg_bin: Option<PathBuf>,
+    /// How long recovery may take before the drill gives up (default `"1h"`).
+    pub recovery_timeout: Option<String>,
+    /// Databases amcheck covers (default: every database that allows connections).
+    pub amcheck_databases: Option<Vec<String>>,
 }
 
 /// `[retention]`: what `pgvault expire` keeps (see docs/RETENTION.md). Every key is optional;
@@ -531,6 +565,15 @@ impl Config {
         }
         if let Some(r) = &self.retention {
             self.validate_retention(r)?;
+        }
+        for (key, v) in [
+            ("objectives.rto", &self.objectives.rto),
+            ("objectives.rpo", &self.objectives.rpo),
+            ("drill.recovery_timeout", &self.drill.recovery_timeout),
+        ] {
+            if let Some(v) = v {
+                crate::units::parse_duration(v).map_err(|e| self.invalid(key, e.to_string()))?;
+            }
         }
         Ok(())
     }

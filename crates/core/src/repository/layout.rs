@@ -61,6 +61,14 @@ pub const WAL_HORIZON_KEY: &str = "retention/wal-horizon";
 /// the catalogs stay the truth.
 pub const BACKUP_INDEX_KEY: &str = "index/backups";
 
+/// Prefix of the drill reports (`drills/<drill id>`, see [`super::drills`]).
+pub const DRILLS_PREFIX: &str = "drills";
+
+/// The report of drill `id` (a UTC timestamp `YYYYMMDD-HHMMSS`, so names sort by time).
+pub fn drill_report_key(id: &str) -> String {
+    format!("{DRILLS_PREFIX}/{id}")
+}
+
 /// A repository lock's lease object (see [`super::lock`]): `locks/<name>`.
 pub fn lock_key(name: &str) -> String {
     format!("locks/{name}")

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod dirs;
+pub mod drills;
 pub mod index;
 pub mod layout;
 pub mod lock;
