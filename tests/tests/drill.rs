@@ -91,6 +91,11 @@ async fn healthy(vault: &Vault, install: &PgInstall, c: &PgCluster, assertions: 
     ensure!(left.is_empty(), "the sandbox is removed: {left:?}");
     let stored = vault.raw_storage()?.list("drills").await?;
     ensure!(stored.len() == 1, "the report is stored in the repository: {stored:?}");
+    let list = vault.list()?;
+    ensure!(
+        list["last_drill"]["passed"] == true && list["last_drill"]["id"] == r["id"],
+        "list shows the last drill: {list:#}"
+    );
     // The production cluster is untouched and still the only one on its port.
     ensure!(c.query_scalar::<i64>("SELECT count(*) FROM t").await? > 0);
     Ok(())
@@ -147,6 +152,11 @@ fn false_assertion(vault: &Vault, install: &PgInstall, assertions: &Path) -> Res
         "names the assertion: {out}"
     );
     std::fs::remove_file(assertions.join("zz_false.sql"))?;
+    let list = vault.list()?;
+    ensure!(
+        list["last_drill"]["passed"] == false && list["last_drill"]["failures"].to_string().contains("zz_false.sql"),
+        "list shows the failed drill and why: {list:#}"
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! promises is exactly what `restore` will accept.
 
 use anyhow::Result;
+use pgvault_core::drill::report::DrillReport;
 use pgvault_core::repository::state::Pin;
 use pgvault_core::repository::summary::BackupSummary;
 use pgvault_core::repository::Repository;
@@ -126,6 +127,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
     let repo = Repository::open(&config).await?;
     let s = survey::survey(&repo, Times::WindowEnds).await?;
     let ret = retention_of(&config, &s, repo.pins().await);
+    let drill = pgvault_core::drill::last_report(&repo).await.map_err(|e| e.to_string());
     let by_tli = s.model.windows_by_timeline();
     // Missing WAL wholly before the horizon was removed by `expire` on purpose, not lost.
     let horizon = repo.wal_horizon().await?;
@@ -168,6 +170,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
                 Ok(p) => json!({"policy": p.policy, "would_delete": p.delete_backups.iter().map(|b| &b.id).collect::<Vec<_>>(), "wal_objects_expired": p.delete_wal.len()}),
                 Err(why) => json!({"policy": null, "note": why}),
             },
+            "last_drill": drill_json(&drill),
             "unreadable_backups": s.unreadable.iter().map(|(id, why)| json!({"id": id, "error": why})).collect::<Vec<_>>(),
             "wal": {
                 "segments": segments.len(),
@@ -191,7 +194,46 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
     }
     print_human(&repo, &s, &by_tli, &gaps, &segments);
     print_retention(&s, &ret);
+    print_drill(&drill);
     Ok(())
+}
+
+fn drill_json(d: &Result<Option<DrillReport>, String>) -> Value {
+    match d {
+        Ok(Some(r)) => json!({
+            "id": r.id,
+            "started_at": r.started_at.to_rfc3339(),
+            "passed": r.passed,
+            "backup": r.backup,
+            "target": r.target,
+            "rto_seconds": r.rto_seconds,
+            "rpo_seconds": r.rpo_seconds,
+            "failures": r.failures(),
+        }),
+        Ok(None) => Value::Null,
+        Err(why) => json!({ "error": why }),
+    }
+}
+
+fn print_drill(d: &Result<Option<DrillReport>, String>) {
+    match d {
+        Ok(Some(r)) => {
+            let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.1}s"));
+            println!(
+                "last drill: {} {} (backup {}, RTO {}, RPO {})",
+                r.id,
+                if r.passed { "PASSED" } else { "FAILED" },
+                r.backup.as_deref().unwrap_or("-"),
+                secs(r.rto_seconds),
+                secs(r.rpo_seconds)
+            );
+            for f in r.failures() {
+                println!("  {f}");
+            }
+        }
+        Ok(None) => println!("last drill: none yet (run `pgvault drill`)"),
+        Err(why) => println!("last drill: {why}"),
+    }
 }
 
 fn print_human(

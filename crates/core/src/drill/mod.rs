@@ -61,6 +61,17 @@ pub enum DrillError {
     Report(String),
 }
 
+/// The newest drill report stored in `repo`, `None` before the first drill (what `list` and
+/// metrics show). A report that cannot be parsed is a [`DrillError::Report`].
+pub async fn last_report(repo: &Repository) -> Result<Option<DrillReport>, DrillError> {
+    let Some((id, body)) = repo.last_drill_report().await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| DrillError::Report(format!("drill report {id} is not readable: {e}")))
+}
+
 /// What to drill.
 #[derive(Clone, Debug, Default)]
 pub struct DrillOptions {
