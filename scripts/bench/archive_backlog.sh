@@ -82,7 +82,7 @@ for i in $(seq "$PAIRS"); do
   done
   calc "$rate_pv / $rate_br" >>"$tmp/ratio"
 done
-printf 'drain of a %d-segment backlog: pgBackRest async %6.2f seg/s   pgvault %6.2f seg/s   ratio (pgvault/pgBackRest, per pair) median %.2f, spread %s\n' \
+[ "$PAIRS" -gt 0 ] && printf 'drain of a %d-segment backlog: pgBackRest async %6.2f seg/s   pgvault %6.2f seg/s   ratio (pgvault/pgBackRest, per pair) median %.2f, spread %s\n' \
   "$SEGS" "$(median <"$tmp/br")" "$(median <"$tmp/pv")" "$(median <"$tmp/ratio")" "$(minmax <"$tmp/ratio")"
 
 if [ "$BURST" -gt 0 ]; then
@@ -94,7 +94,7 @@ EOF
   chown postgres "$CDIR/burst.sql"
   for tool in pv br; do
     set_archive_command "$([ $tool = pv ] && echo "$PV_CMD" || echo "$BR_CMD")"
-    q -c "truncate burn" -c checkpoint >/dev/null
+    q -c "create table if not exists burn (id bigint, a text, b text)" -c "truncate burn" -c checkpoint >/dev/null
     l0=$(q -c "select pg_current_wal_lsn()")
     : >"$tmp/lag"
     as_pg "$PGBIN/pgbench" -n -T "$BURST" -c 2 -j 2 -h "$CDIR" -p "$CPORT" -U postgres -f "$CDIR/burst.sql" postgres >/dev/null 2>&1 &
