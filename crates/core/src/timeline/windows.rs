@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use crate::lsn::{Lsn, TimelineId};
-use crate::timeline::model::ArchiveModel;
+use crate::timeline::model::{ArchiveModel, BackupPoint};
 use crate::wal::WalFileName;
 
 /// Missing segments of one timeline, `first_missing..=last_missing`.
@@ -99,18 +99,8 @@ impl ArchiveModel {
                     continue;
                 }
             }
-            let plan = self.plan_recovery(b, target_tli, None);
-            if !plan.backup_on_path || !plan.reaches_consistency {
+            let Some(w) = self.window_from(b, target_tli) else {
                 continue;
-            }
-            let w = Window {
-                from_backup: b.id.clone(),
-                backups: vec![b.id.clone()],
-                start_lsn: b.stop_lsn,
-                start_time: b.stop_time,
-                end_lsn: plan.reachable_end,
-                end_time: plan.reachable_end_time,
-                ends_at_gap: plan.first_missing.filter(|_| plan.gap_ahead),
             };
             match windows.last_mut() {
                 Some(cur) if w.start_lsn <= cur.end_lsn => {
@@ -133,18 +123,8 @@ impl ArchiveModel {
     pub(crate) fn windows_planning_each(&self, target_tli: TimelineId) -> Vec<Window> {
         let mut windows: Vec<Window> = Vec::new();
         for b in &self.backups {
-            let plan = self.plan_recovery(b, target_tli, None);
-            if !plan.backup_on_path || !plan.reaches_consistency {
+            let Some(w) = self.window_from(b, target_tli) else {
                 continue;
-            }
-            let w = Window {
-                from_backup: b.id.clone(),
-                backups: vec![b.id.clone()],
-                start_lsn: b.stop_lsn,
-                start_time: b.stop_time,
-                end_lsn: plan.reachable_end,
-                end_time: plan.reachable_end_time,
-                ends_at_gap: plan.first_missing.filter(|_| plan.gap_ahead),
             };
             match windows.last_mut() {
                 Some(cur) if w.start_lsn <= cur.end_lsn => merge(cur, w),
@@ -152,6 +132,24 @@ impl ArchiveModel {
             }
         }
         windows
+    }
+
+    /// The window recovery from `b` along `target_tli` reaches, `None` when `b` is off that path
+    /// or its WAL cannot make it consistent.
+    fn window_from(&self, b: &BackupPoint, target_tli: TimelineId) -> Option<Window> {
+        let plan = self.plan_recovery(b, target_tli, None);
+        if !plan.backup_on_path || !plan.reaches_consistency {
+            return None;
+        }
+        Some(Window {
+            from_backup: b.id.clone(),
+            backups: vec![b.id.clone()],
+            start_lsn: b.stop_lsn,
+            start_time: b.stop_time,
+            end_lsn: plan.reachable_end,
+            end_time: plan.reachable_end_time,
+            ends_at_gap: plan.first_missing.filter(|_| plan.gap_ahead),
+        })
     }
 
     /// Windows for every timeline that is a leaf or has backups ending on it.
