@@ -98,6 +98,43 @@ pub fn fake_gcs_bin() -> Option<PathBuf> {
     existing_file("PGVAULT_FAKE_GCS_BIN")
 }
 
+/// A checker of generated artifacts, installed by `scripts/install-test-deps.sh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checker {
+    /// `promtool` (Debian `prometheus`): `check metrics`, `check rules`, `test rules`.
+    Promtool,
+    /// Debian's `docker-compose` 1.29: `config` validates a Compose file.
+    DockerCompose,
+    /// `systemd-analyze verify` for unit files.
+    SystemdAnalyze,
+    /// PyPI `kubernetes-validate` for Kubernetes manifests.
+    KubernetesValidate,
+}
+
+impl Checker {
+    fn var(self) -> &'static str {
+        match self {
+            Checker::Promtool => "PGVAULT_PROMTOOL",
+            Checker::DockerCompose => "PGVAULT_DOCKER_COMPOSE",
+            Checker::SystemdAnalyze => "PGVAULT_SYSTEMD_ANALYZE",
+            Checker::KubernetesValidate => "PGVAULT_KUBERNETES_VALIDATE",
+        }
+    }
+}
+
+/// The path of `checker`, or `None` with a `SKIP:` notice (a panic in CI: a test that cannot
+/// run its checker must fail there, never report `ok`).
+pub fn checker(checker: Checker) -> Option<PathBuf> {
+    let found = existing_file(checker.var());
+    if found.is_none() {
+        missing_dependency(
+            &format!("{checker:?}"),
+            &format!("run scripts/install-test-deps.sh or set {}", checker.var()),
+        );
+    }
+    found
+}
+
 /// Azurite's launcher script (Azure Blob emulator, needs `node`), from `PGVAULT_AZURITE_BIN` or
 /// `.deps/env.sh`.
 pub fn azurite_bin() -> Option<PathBuf> {

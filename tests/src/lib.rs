@@ -54,8 +54,9 @@ pub use fsutil::{
     write_postgres_file, TempRepoDir,
 };
 pub use install::{
-    azurite_bin, deps_env, fake_gcs_bin, in_ci, install_under_test, missing_dependency, pg_versions_under_test,
-    version_selected, weed_bin, workspace_root, PgInstall, AMCHECK_EXCEPTIONS, SUPPORTED_MAJORS,
+    azurite_bin, checker, deps_env, fake_gcs_bin, in_ci, install_under_test, missing_dependency,
+    pg_versions_under_test, version_selected, weed_bin, workspace_root, Checker, PgInstall, AMCHECK_EXCEPTIONS,
+    SUPPORTED_MAJORS,
 };
 pub use objstore::{ObjStore, StoreKind};
 pub use process::{postgres_command, run_as_postgres, run_with_timeout, CmdOutput, POSTGRES_USER};
