@@ -22,6 +22,7 @@ pub mod drill;
 pub mod failpoint;
 pub mod format;
 pub mod lsn;
+pub mod metrics;
 pub mod pgserver;
 pub mod progress;
 pub mod protocol;

@@ -5,3 +5,5 @@
 //! This crate sits on top of the engine: it uses `pgvault-core` (configuration, units, the
 //! repository, the server connection), and nothing in the engine imports it. Rules are data
 //! (each with its reason and reference), so they stay easy to read and to extend.
+
+pub mod tune;
