@@ -32,14 +32,23 @@ fn cgroup_v2_files() {
 
 #[test]
 fn cgroup_v1_files() {
-    assert_eq!(parse_v1_memory_limit(fixture!("v1_memory.limit_in_bytes_32GB")), Some(32 * GB));
-    assert_eq!(parse_v1_memory_limit(fixture!("v1_memory.limit_in_bytes_unlimited")), None);
+    assert_eq!(
+        parse_v1_memory_limit(fixture!("v1_memory.limit_in_bytes_32GB")),
+        Some(32 * GB)
+    );
+    assert_eq!(
+        parse_v1_memory_limit(fixture!("v1_memory.limit_in_bytes_unlimited")),
+        None
+    );
     assert_eq!(
         parse_v1_cpu(fixture!("v1_cpu.cfs_quota_us_2"), fixture!("v1_cpu.cfs_period_us")),
         Some(2)
     );
     assert_eq!(
-        parse_v1_cpu(fixture!("v1_cpu.cfs_quota_us_unlimited"), fixture!("v1_cpu.cfs_period_us")),
+        parse_v1_cpu(
+            fixture!("v1_cpu.cfs_quota_us_unlimited"),
+            fixture!("v1_cpu.cfs_period_us")
+        ),
         None
     );
     assert_eq!(parse_v1_cpu("100000", "0"), None);
@@ -77,7 +86,11 @@ fn host_service_cgroup_is_read_first() {
     let d = tempfile::tempdir().expect("tempdir");
     put(d.path(), "proc/meminfo", fixture!("proc_meminfo_64GB"));
     put(d.path(), "proc/self/cgroup", fixture!("proc_self_cgroup_v2"));
-    put(d.path(), "sys/fs/cgroup/memory.max", fixture!("v2_memory.max_unlimited"));
+    put(
+        d.path(),
+        "sys/fs/cgroup/memory.max",
+        fixture!("v2_memory.max_unlimited"),
+    );
     put(
         d.path(),
         "sys/fs/cgroup/system.slice/postgresql.service/memory.max",
@@ -92,9 +105,21 @@ fn host_service_cgroup_is_read_first() {
 fn cgroup_v1_then_proc() {
     let d = tempfile::tempdir().expect("tempdir");
     put(d.path(), "proc/meminfo", fixture!("proc_meminfo_64GB"));
-    put(d.path(), "sys/fs/cgroup/memory/memory.limit_in_bytes", fixture!("v1_memory.limit_in_bytes_32GB"));
-    put(d.path(), "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", fixture!("v1_cpu.cfs_quota_us_2"));
-    put(d.path(), "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", fixture!("v1_cpu.cfs_period_us"));
+    put(
+        d.path(),
+        "sys/fs/cgroup/memory/memory.limit_in_bytes",
+        fixture!("v1_memory.limit_in_bytes_32GB"),
+    );
+    put(
+        d.path(),
+        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us",
+        fixture!("v1_cpu.cfs_quota_us_2"),
+    );
+    put(
+        d.path(),
+        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us",
+        fixture!("v1_cpu.cfs_period_us"),
+    );
     let m = detect_in(d.path(), Some(16));
     assert_eq!((m.memory_bytes, m.memory_source), (Some(32 * GB), Source::CgroupV1));
     assert_eq!((m.cpus, m.cpu_source), (2, Source::CgroupV1));
@@ -104,9 +129,17 @@ fn cgroup_v1_then_proc() {
 fn unlimited_cgroups_fall_back_to_proc() {
     let d = tempfile::tempdir().expect("tempdir");
     put(d.path(), "proc/meminfo", fixture!("proc_meminfo_64GB"));
-    put(d.path(), "sys/fs/cgroup/memory.max", fixture!("v2_memory.max_unlimited"));
+    put(
+        d.path(),
+        "sys/fs/cgroup/memory.max",
+        fixture!("v2_memory.max_unlimited"),
+    );
     put(d.path(), "sys/fs/cgroup/cpu.max", fixture!("v2_cpu.max_unlimited"));
-    put(d.path(), "sys/fs/cgroup/memory/memory.limit_in_bytes", fixture!("v1_memory.limit_in_bytes_unlimited"));
+    put(
+        d.path(),
+        "sys/fs/cgroup/memory/memory.limit_in_bytes",
+        fixture!("v1_memory.limit_in_bytes_unlimited"),
+    );
     let m = detect_in(d.path(), Some(12));
     assert_eq!((m.memory_bytes, m.memory_source), (Some(MEMINFO_64GB), Source::Meminfo));
     assert_eq!((m.cpus, m.cpu_source), (12, Source::Nproc));
@@ -116,7 +149,11 @@ fn unlimited_cgroups_fall_back_to_proc() {
 fn a_limit_above_physical_memory_is_not_a_limit() {
     let d = tempfile::tempdir().expect("tempdir");
     put(d.path(), "proc/meminfo", "MemTotal: 2097152 kB\n");
-    put(d.path(), "sys/fs/cgroup/memory/memory.limit_in_bytes", fixture!("v1_memory.limit_in_bytes_32GB"));
+    put(
+        d.path(),
+        "sys/fs/cgroup/memory/memory.limit_in_bytes",
+        fixture!("v1_memory.limit_in_bytes_32GB"),
+    );
     let m = detect_in(d.path(), None);
     assert_eq!((m.memory_bytes, m.memory_source), (Some(2 * GB), Source::Meminfo));
     assert_eq!((m.cpus, m.cpu_source), (1, Source::Fallback));

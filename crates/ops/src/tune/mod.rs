@@ -10,6 +10,7 @@
 //! already decided, e.g. `work_mem` depends on `shared_buffers`), a reason and a reference.
 //! `doctor` compares a running server against [`recommend`] with [`Recommendation::matches`].
 
+mod formulas;
 pub mod machine;
 pub mod render;
 pub mod rules;
@@ -37,7 +38,11 @@ pub enum TuneError {
     #[error("unknown format '{0}': give conf, sql or json")]
     BadFormat(String),
     #[error("{what} must be at least {min} (got {got})")]
-    TooSmall { what: &'static str, min: String, got: String },
+    TooSmall {
+        what: &'static str,
+        min: String,
+        got: String,
+    },
 }
 
 /// The kind of storage the data directory is on.

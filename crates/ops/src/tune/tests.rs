@@ -119,7 +119,11 @@ fn thirty_two_gb_eight_cpus_ssd_web() {
     assert_eq!(value(&r, "work_mem"), "9605kB");
     // 32GB: huge pages. (8GB + 3%) / 2MB = 8847632629 / 2097152 = 4218.9 → 4219 pages.
     assert_eq!(value(&r, "huge_pages"), "try");
-    assert!(get(&r, "huge_pages").reason.contains("~4219 2MB pages"), "{}", get(&r, "huge_pages").reason);
+    assert!(
+        get(&r, "huge_pages").reason.contains("~4219 2MB pages"),
+        "{}",
+        get(&r, "huge_pages").reason
+    );
 }
 
 #[test]
@@ -127,7 +131,10 @@ fn two_hundred_fifty_six_gb_thirty_two_cpus_dw() {
     let r = recommend(&inputs(256 * GB, 32, Storage::Ssd, Workload::Dw, 40));
     // 25% would be 64GB: capped at 32GB. × 3/4 of 256GB = 192GB. Warehouse: RAM/8 = 32GB → 2GB cap.
     assert_eq!(value(&r, "shared_buffers"), "32GB");
-    assert_eq!(get(&r, "shared_buffers").reason, "25% of 256.0GB, capped at 32GB: the OS cache serves the rest");
+    assert_eq!(
+        get(&r, "shared_buffers").reason,
+        "25% of 256.0GB, capped at 32GB: the OS cache serves the rest"
+    );
     assert_eq!(value(&r, "effective_cache_size"), "192GB");
     assert_eq!(value(&r, "maintenance_work_mem"), "2GB");
     // Warehouse: ceil(32/2) = 16 per gather, not capped at 4.
@@ -149,7 +156,9 @@ fn connections_that_cannot_fit_are_cut() {
     let r = recommend(&inputs(GB, 4, Storage::Ssd, Workload::Dw, 10_000));
     assert_eq!(value(&r, "work_mem"), "64kB");
     assert_eq!(int(&r, "max_connections"), 1686);
-    assert!(get(&r, "max_connections").reason.contains("10000 connections do not fit"));
+    assert!(get(&r, "max_connections")
+        .reason
+        .contains("10000 connections do not fit"));
 }
 
 #[test]
@@ -256,7 +265,11 @@ fn prop_no_recommendation_exceeds_memory() {
             prop_assert!(int(&r, "max_parallel_workers_per_gather") <= int(&r, "max_parallel_workers"));
             prop_assert!(int(&r, "max_parallel_workers") <= int(&r, "max_worker_processes"));
             for x in &r {
-                prop_assert!(!x.reason.is_empty() && !x.reference.is_empty(), "{} unexplained", x.name);
+                prop_assert!(
+                    !x.reason.is_empty() && !x.reference.is_empty(),
+                    "{} unexplained",
+                    x.name
+                );
                 prop_assert!(x.typed.render() == x.value);
             }
             let mut names: Vec<_> = r.iter().map(|x| x.name).collect();

@@ -6,15 +6,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::sizing::{GB, MB};
-use super::tests::{bytes, get, int, inputs};
+use super::tests::{bytes, get, inputs, int};
 use super::*;
 
 /// Asserts `lo <= v <= hi`, naming the setting and why the range.
 fn within(name: &str, v: u64, lo: u64, hi: u64, why: &str) {
-    assert!(
-        (lo..=hi).contains(&v),
-        "{name} = {v} outside [{lo}, {hi}]: {why}"
-    );
+    assert!((lo..=hi).contains(&v), "{name} = {v} outside [{lo}, {hi}]: {why}");
 }
 
 fn real(r: &[Recommendation], name: &str) -> f64 {
@@ -40,11 +37,29 @@ fn ha_primary_32gb_4vcpu_provisioned_iops() {
     for storage in [Storage::Ssd, Storage::Network] {
         let r = recommend(&ha_primary(storage, false, 100));
         // PostgreSQL docs: 25% of RAM is a reasonable start, more than 40% unlikely to help.
-        within("shared_buffers", bytes(&r, "shared_buffers"), 32 * GB / 5, 32 * GB * 2 / 5, "docs 25%, < 40%");
+        within(
+            "shared_buffers",
+            bytes(&r, "shared_buffers"),
+            32 * GB / 5,
+            32 * GB * 2 / 5,
+            "docs 25%, < 40%",
+        );
         assert_eq!(get(&r, "shared_buffers").value, "8GB", "the review's 8GB");
         // The docs' "half of memory is a normal conservative setting", up to the review's 75%.
-        within("effective_cache_size", bytes(&r, "effective_cache_size"), 16 * GB, 24 * GB, "50–75% of RAM");
-        within("maintenance_work_mem", bytes(&r, "maintenance_work_mem"), 256 * MB, 2 * GB, "review 2GB");
+        within(
+            "effective_cache_size",
+            bytes(&r, "effective_cache_size"),
+            16 * GB,
+            24 * GB,
+            "50–75% of RAM",
+        );
+        within(
+            "maintenance_work_mem",
+            bytes(&r, "maintenance_work_mem"),
+            256 * MB,
+            2 * GB,
+            "review 2GB",
+        );
         // PostgreSQL's 4MB default up to the review's 64MB at its max_connections = 100.
         within("work_mem", bytes(&r, "work_mem"), 4 * MB, 64 * MB, "default..review");
         assert_eq!(int(&r, "max_connections"), 100);
@@ -97,17 +112,49 @@ fn compose_2gb_container() {
     put("sys/fs/cgroup/memory.max", "2147483648\n");
     put("sys/fs/cgroup/cpu.max", "max 100000\n");
     let m = machine::detect_in(Path::new(root.path()), Some(4));
-    assert_eq!(m.memory_bytes, Some(2 * GB), "the container's limit, not the host's 64GB");
+    assert_eq!(
+        m.memory_bytes,
+        Some(2 * GB),
+        "the container's limit, not the host's 64GB"
+    );
     for (pooler, connections) in [(false, 100), (true, 200)] {
-        let mut i = inputs(m.memory_bytes.expect("memory"), m.cpus, Storage::Ssd, Workload::Mixed, connections);
+        let mut i = inputs(
+            m.memory_bytes.expect("memory"),
+            m.cpus,
+            Storage::Ssd,
+            Workload::Mixed,
+            connections,
+        );
         i.pooler = pooler;
         let r = recommend(&i);
         assert_eq!(get(&r, "shared_buffers").value, "512MB", "as the auto-config logged");
-        assert_eq!(get(&r, "effective_cache_size").value, "1536MB", "as the auto-config logged");
-        within("shared_buffers", bytes(&r, "shared_buffers"), 2 * GB * 15 / 100, 2 * GB / 4, "15–25%");
-        within("effective_cache_size", bytes(&r, "effective_cache_size"), 2 * GB * 3 / 4, 2 * GB * 85 / 100, "75–85%");
+        assert_eq!(
+            get(&r, "effective_cache_size").value,
+            "1536MB",
+            "as the auto-config logged"
+        );
+        within(
+            "shared_buffers",
+            bytes(&r, "shared_buffers"),
+            2 * GB * 15 / 100,
+            2 * GB / 4,
+            "15–25%",
+        );
+        within(
+            "effective_cache_size",
+            bytes(&r, "effective_cache_size"),
+            2 * GB * 3 / 4,
+            2 * GB * 85 / 100,
+            "75–85%",
+        );
         // 3.1% (their map) to 6.25% (pgtune's RAM/16).
-        within("maintenance_work_mem", bytes(&r, "maintenance_work_mem"), 2 * GB * 31 / 1000, 2 * GB / 16, "3.1–6.25%");
+        within(
+            "maintenance_work_mem",
+            bytes(&r, "maintenance_work_mem"),
+            2 * GB * 31 / 1000,
+            2 * GB / 16,
+            "3.1–6.25%",
+        );
         // At most their 32MB cap; at least 1MB, enough for a small sort in memory.
         within("work_mem", bytes(&r, "work_mem"), MB, 32 * MB, "their cap");
     }
@@ -121,7 +168,10 @@ fn docker_pgbouncer_default_shared_buffers_is_raised() {
         let mut i = inputs(ram, 2, Storage::Ssd, Workload::Web, 100);
         i.pooler = true;
         let r = recommend(&i);
-        assert!(bytes(&r, "shared_buffers") > 128 * MB, "above the default the review calls low");
+        assert!(
+            bytes(&r, "shared_buffers") > 128 * MB,
+            "above the default the review calls low"
+        );
         assert!(int(&r, "max_connections") <= 100);
         assert_eq!(get(&r, "archive_mode").value, "on");
     }

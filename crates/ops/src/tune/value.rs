@@ -102,9 +102,10 @@ fn time_unit(u: &str) -> Option<u128> {
     })
 }
 
+/// PostgreSQL's booleans; `wal_compression`'s methods (15+ shows `on` as `pglz`) count as on.
 fn parse_bool(s: &str) -> Option<bool> {
     match s.to_ascii_lowercase().as_str() {
-        "on" | "true" | "yes" | "1" => Some(true),
+        "on" | "true" | "yes" | "1" | "pglz" | "lz4" | "zstd" => Some(true),
         "off" | "false" | "no" | "0" => Some(false),
         _ => None,
     }
@@ -161,6 +162,7 @@ mod tests {
         assert!(!Typed::Real(1100).matches("4", None));
         assert!(Typed::Bool(true).matches("on", None));
         assert!(!Typed::Bool(true).matches("off", None));
+        assert!(Typed::Bool(true).matches("pglz", None));
         assert!(Typed::Integer(100).matches("100", None));
         assert!(Typed::Text("replica".into()).matches("replica", None));
         assert!(!Typed::Text("replica".into()).matches("minimal", None));
