@@ -152,3 +152,24 @@ async fn scenario(install: PgInstall) -> Result<()> {
     ensure!(text.contains("already has all"), "diff text after applying: {text}");
     Ok(())
 }
+
+/// Bad flag values exit 2 with a message naming the value; no server or configuration needed.
+#[test]
+fn bad_values_are_usage_errors() {
+    for (args, says) in [
+        (vec!["tune", "--storage", "tape"], "unknown storage 'tape'"),
+        (vec!["tune", "--workload", "batch"], "unknown workload 'batch'"),
+        (vec!["tune", "--memory", "32XB"], "unit 'XB'"),
+        (
+            vec!["tune", "--memory", "100MB", "--cpus", "2"],
+            "memory must be at least 256MB",
+        ),
+        (vec!["tune", "--cpus", "0"], "0 is not in 1..=4096"),
+        (vec!["tune", "--format", "yaml"], "unknown format 'yaml'"),
+        (vec!["tune", "--rpo", "5"], "no unit"),
+    ] {
+        let out = pgvault_tests::run_pgvault(&args, None).expect("run pgvault");
+        assert_eq!(out.code(), Some(2), "{args:?}: {out}");
+        assert!(out.stderr.contains(says), "{args:?} does not say {says:?}: {out}");
+    }
+}

@@ -280,3 +280,74 @@ fn prop_no_recommendation_exceeds_memory() {
         })
         .expect("the memory bound holds");
 }
+
+#[test]
+fn outputs_carry_every_setting_and_its_reason() {
+    let i = inputs(8 * GB, 4, Storage::Ssd, Workload::Mixed, 100);
+    let r = recommend(&i);
+    let conf = render::conf(&i, &r, &["a note".into()]);
+    let sql = render::sql(&i, &r, &[]);
+    for x in &r {
+        assert!(conf.contains(&format!("# {}", x.reason)), "{} reason missing", x.name);
+        assert!(
+            conf.contains(&format!("\n{} = {}\n", x.name, x.value)),
+            "{} missing",
+            x.name
+        );
+        assert!(
+            sql.contains(&format!("ALTER SYSTEM SET {} = '", x.name)),
+            "{} missing",
+            x.name
+        );
+    }
+    assert!(conf.contains("# a note\n"));
+    assert!(sql.contains("ALTER SYSTEM SET archive_command = 'pgvault-archive push %p';"));
+    assert!(sql.ends_with("SELECT pg_reload_conf();\n"));
+    let json = render::json(&i, &r, serde_json::json!({"memory_source": "flag"}));
+    assert_eq!(json["inputs"]["memory"], "8GB");
+    assert_eq!(json["inputs"]["memory_source"], "flag");
+    assert_eq!(json["settings"].as_array().map(Vec::len), Some(r.len()));
+    let ac = &json["settings"].as_array().expect("settings")
+        [r.iter().position(|x| x.name == "archive_command").expect("ac")];
+    assert_eq!(ac["value"], "pgvault-archive push %p");
+    assert!(!ac["reference"].as_str().unwrap_or_default().is_empty());
+}
+
+#[test]
+fn diff_names_only_what_differs() {
+    let r = recommend(&inputs(8 * GB, 4, Storage::Ssd, Workload::Mixed, 100));
+    let row = |name: &str, setting: &str, unit: Option<&str>, display: &str| render::Current {
+        name: name.into(),
+        setting: setting.into(),
+        unit: unit.map(String::from),
+        display: display.into(),
+    };
+    let current = vec![
+        row("shared_buffers", "16384", Some("8kB"), "128MB"),
+        row("effective_cache_size", "786432", Some("8kB"), "6GB"),
+        row("archive_timeout", "0", Some("s"), "0"),
+        row("checkpoint_completion_target", "0.9", None, "0.9"),
+        row("wal_compression", "pglz", None, "pglz"),
+    ];
+    let d = render::diff(&r, &current);
+    let names: Vec<_> = d.iter().map(|x| x.name).collect();
+    assert!(names.contains(&"shared_buffers"));
+    assert!(names.contains(&"archive_timeout"));
+    assert!(!names.contains(&"effective_cache_size"), "6GB = 786432 × 8kB");
+    assert!(!names.contains(&"checkpoint_completion_target"));
+    assert!(!names.contains(&"wal_compression"));
+    // Settings the server did not report are listed as unknown to it.
+    let wl = d.iter().find(|x| x.name == "wal_level").expect("wal_level");
+    assert_eq!(wl.current, None);
+    let sb = d.iter().find(|x| x.name == "shared_buffers").expect("shared_buffers");
+    assert_eq!(
+        (sb.current.as_deref(), sb.recommended.as_str(), sb.restart),
+        (Some("128MB"), "2GB", true)
+    );
+    let text = render::diff_text(&d, r.len());
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("shared_buffers "))
+        .expect("a line");
+    assert!(line.ends_with(" 128MB → 2GB  (restart)"), "{line}");
+}
