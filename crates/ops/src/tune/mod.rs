@@ -172,6 +172,9 @@ pub struct Recommendation {
     pub typed: Typed,
     /// Changing it needs a server restart (`pg_settings.context = 'postmaster'`).
     pub restart: bool,
+    /// The value is a floor: a larger current value also complies (`max_wal_senders = 10` is
+    /// met by 20).
+    pub at_least: bool,
 }
 
 impl Recommendation {
@@ -183,7 +186,10 @@ impl Recommendation {
     /// Whether a server's `pg_settings` row (`setting`, `unit`) already has this value: sizes and
     /// durations compared in bytes and milliseconds, numbers numerically, booleans by meaning.
     pub fn matches(&self, setting: &str, unit: Option<&str>) -> bool {
-        self.typed.matches(setting, unit)
+        match (&self.typed, self.at_least) {
+            (Typed::Integer(floor), true) => setting.trim().parse::<i64>().is_ok_and(|v| v >= *floor),
+            _ => self.typed.matches(setting, unit),
+        }
     }
 }
 

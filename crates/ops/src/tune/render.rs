@@ -122,6 +122,7 @@ fn setting_json(r: &Recommendation) -> Value {
         "reference": r.reference,
         "section": section_of(r.name),
         "restart": r.restart,
+        "at_least": r.at_least,
         "typed": r.typed,
     })
 }

@@ -25,6 +25,8 @@ pub struct Rule {
     pub name: &'static str,
     /// `pg_settings.context = 'postmaster'`: takes effect at the next restart.
     pub restart: bool,
+    /// The value is a floor: a server with more already complies (`max_wal_senders`).
+    pub at_least: bool,
     pub reference: &'static str,
     pub formula: Formula,
 }
@@ -35,6 +37,7 @@ pub static RULES: &[Rule] = &[
         section: "connections",
         name: "max_connections",
         restart: true,
+        at_least: false,
         reference: "docs runtime-config-connection; wiki Number_Of_Database_Connections",
         formula: max_connections,
     },
@@ -42,6 +45,7 @@ pub static RULES: &[Rule] = &[
         section: "memory",
         name: "shared_buffers",
         restart: true,
+        at_least: false,
         reference: "docs runtime-config-resource#GUC-SHARED-BUFFERS (25% of RAM); pgtune RAM/4",
         formula: |c| Some((Typed::Bytes(c.sizing.shared_buffers), shared_buffers_reason(c))),
     },
@@ -49,6 +53,7 @@ pub static RULES: &[Rule] = &[
         section: "memory",
         name: "huge_pages",
         restart: true,
+        at_least: false,
         reference: "docs kernel-resources#LINUX-HUGE-PAGES; pgtune (try from 32GB)",
         formula: huge_pages,
     },
@@ -56,6 +61,7 @@ pub static RULES: &[Rule] = &[
         section: "memory",
         name: "effective_cache_size",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-query#GUC-EFFECTIVE-CACHE-SIZE; pgtune RAM×3/4",
         formula: |c| {
             Some((
@@ -71,6 +77,7 @@ pub static RULES: &[Rule] = &[
         section: "memory",
         name: "work_mem",
         restart: false,
+        at_least: false,
         reference: "pgtune: (RAM − shared_buffers) / (max_connections × 3) / workers per gather (÷2 mixed, dw)",
         formula: work_mem,
     },
@@ -78,6 +85,7 @@ pub static RULES: &[Rule] = &[
         section: "memory",
         name: "maintenance_work_mem",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-resource#GUC-MAINTENANCE-WORK-MEM; pgtune RAM/16 (dw RAM/8), at most 2GB",
         formula: maintenance_work_mem,
     },
@@ -85,6 +93,7 @@ pub static RULES: &[Rule] = &[
         section: "wal",
         name: "wal_buffers",
         restart: true,
+        at_least: false,
         reference: "docs runtime-config-wal#GUC-WAL-BUFFERS (-1: 1/32 of shared_buffers, at most a segment); pgtune 3%",
         formula: |c| {
             Some((
@@ -100,6 +109,7 @@ pub static RULES: &[Rule] = &[
         section: "wal",
         name: "min_wal_size",
         restart: false,
+        at_least: false,
         reference: "docs wal-configuration; pgtune per workload",
         formula: |c| {
             let (min, _) = wal_sizes(c.inputs.workload);
@@ -116,6 +126,7 @@ pub static RULES: &[Rule] = &[
         section: "wal",
         name: "max_wal_size",
         restart: false,
+        at_least: false,
         reference: "docs wal-configuration; pgtune per workload",
         formula: |c| {
             let (_, max) = wal_sizes(c.inputs.workload);
@@ -132,6 +143,7 @@ pub static RULES: &[Rule] = &[
         section: "wal",
         name: "checkpoint_completion_target",
         restart: false,
+        at_least: false,
         reference: "docs wal-configuration (default 0.9 since 14); pgtune",
         formula: |_| {
             Some((
@@ -144,6 +156,7 @@ pub static RULES: &[Rule] = &[
         section: "wal",
         name: "wal_compression",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-wal#GUC-WAL-COMPRESSION",
         formula: |_| {
             Some((
@@ -156,6 +169,7 @@ pub static RULES: &[Rule] = &[
         section: "planner",
         name: "random_page_cost",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-query#GUC-RANDOM-PAGE-COST; pgtune (ssd/san 1.1, hdd 4)",
         formula: random_page_cost,
     },
@@ -163,6 +177,7 @@ pub static RULES: &[Rule] = &[
         section: "planner",
         name: "effective_io_concurrency",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-resource#GUC-EFFECTIVE-IO-CONCURRENCY; pgtune (ssd 200, san 300, hdd 2)",
         formula: effective_io_concurrency,
     },
@@ -170,6 +185,7 @@ pub static RULES: &[Rule] = &[
         section: "planner",
         name: "default_statistics_target",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-query#GUC-DEFAULT-STATISTICS-TARGET; pgtune (dw 500)",
         formula: |c| {
             Some(if c.inputs.workload == Workload::Dw {
@@ -189,6 +205,7 @@ pub static RULES: &[Rule] = &[
         section: "parallelism",
         name: "max_worker_processes",
         restart: true,
+        at_least: true,
         reference: "docs runtime-config-resource (asynchronous behavior); pgtune (cpus), at least the default 8",
         formula: |c| {
             Some((
@@ -204,6 +221,7 @@ pub static RULES: &[Rule] = &[
         section: "parallelism",
         name: "max_parallel_workers",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-resource (asynchronous behavior); pgtune (cpus)",
         formula: |c| {
             Some((
@@ -216,6 +234,7 @@ pub static RULES: &[Rule] = &[
         section: "parallelism",
         name: "max_parallel_workers_per_gather",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-resource (asynchronous behavior); pgtune ceil(cpus/2), at most 4 except dw",
         formula: |c| Some((Typed::Integer(c.sizing.workers_per_gather.into()), per_gather_reason(c))),
     },
@@ -223,6 +242,7 @@ pub static RULES: &[Rule] = &[
         section: "parallelism",
         name: "max_parallel_maintenance_workers",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-resource (asynchronous behavior); pgtune ceil(cpus/2), at most 4",
         formula: |c| {
             Some((
@@ -235,6 +255,7 @@ pub static RULES: &[Rule] = &[
         section: "backups",
         name: "wal_level",
         restart: true,
+        at_least: false,
         reference: "docs continuous-archiving#BACKUP-ARCHIVING-WAL",
         formula: |_| {
             Some((
@@ -247,6 +268,7 @@ pub static RULES: &[Rule] = &[
         section: "backups",
         name: "archive_mode",
         restart: true,
+        at_least: false,
         reference: "docs continuous-archiving#BACKUP-ARCHIVING-WAL",
         formula: |_| {
             Some((
@@ -259,6 +281,7 @@ pub static RULES: &[Rule] = &[
         section: "backups",
         name: "archive_command",
         restart: false,
+        at_least: false,
         reference: "docs continuous-archiving; pgvault docs/ARCHIVING.md",
         formula: archive_command,
     },
@@ -266,6 +289,7 @@ pub static RULES: &[Rule] = &[
         section: "backups",
         name: "archive_timeout",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-wal#GUC-ARCHIVE-TIMEOUT (a minute or so is usually reasonable)",
         formula: archive_timeout,
     },
@@ -273,6 +297,7 @@ pub static RULES: &[Rule] = &[
         section: "backups",
         name: "max_wal_senders",
         restart: true,
+        at_least: true,
         reference: "docs runtime-config-replication#GUC-MAX-WAL-SENDERS (default 10)",
         formula: |_| {
             Some((
@@ -285,6 +310,7 @@ pub static RULES: &[Rule] = &[
         section: "backups",
         name: "summarize_wal",
         restart: false,
+        at_least: false,
         reference: "docs runtime-config-wal#GUC-SUMMARIZE-WAL (17+)",
         formula: |c| match c.inputs.server_major {
             Some(v) if v >= 17 => Some((
@@ -314,6 +340,7 @@ pub fn evaluate(inputs: &Inputs, archive_config: Option<&Path>) -> Vec<Recommend
                 reference: r.reference,
                 typed,
                 restart: r.restart,
+                at_least: r.at_least,
             })
         })
         .collect()

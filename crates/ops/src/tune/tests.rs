@@ -336,6 +336,9 @@ fn diff_names_only_what_differs() {
     assert!(!names.contains(&"effective_cache_size"), "6GB = 786432 × 8kB");
     assert!(!names.contains(&"checkpoint_completion_target"));
     assert!(!names.contains(&"wal_compression"));
+    // A floor: more WAL senders than recommended comply, fewer do not.
+    let senders = get(&r, "max_wal_senders");
+    assert!(senders.at_least && senders.matches("20", None) && !senders.matches("2", None));
     // Settings the server did not report are listed as unknown to it.
     let wl = d.iter().find(|x| x.name == "wal_level").expect("wal_level");
     assert_eq!(wl.current, None);
