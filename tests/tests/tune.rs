@@ -1,12 +1,13 @@
 //! `pgvault tune` against a real PostgreSQL 15 (pgvault's own logic: one version): `--diff`
 //! reads the server's `pg_settings` and names only what differs (the harness's defaults:
-//! `shared_buffers` as initdb chose it, no archiving), with the RPO from `[objectives]`; `--format sql` is
+//! `shared_buffers` as initdb chose it, no archiving), with the RPO from `[objectives]`; the conf output, included from `postgresql.conf`, is
+//! read whole; `--format sql` is
 //! accepted by the server statement by statement (`ALTER SYSTEM`, `pg_reload_conf()`, no error
 //! in `pg_file_settings`); after a restart the diff is empty, so the comparison of units
 //! (`8kB` pages, `MB`, `s`) agrees with the server's.
 
 use anyhow::{ensure, Context, Result};
-use pgvault_tests::{install_under_test, ClusterOptions, PgCluster, PgInstall, Vault};
+use pgvault_tests::{install_under_test, write_postgres_file, ClusterOptions, PgCluster, PgInstall, Vault};
 use serde_json::Value;
 
 /// The machine tune is told about: 1GB, 2 CPUs (shared_buffers 256MB: differs from 128MB).
@@ -103,6 +104,25 @@ async fn scenario(install: PgInstall) -> Result<()> {
         "diff text: {text}"
     );
 
+    // The conf include file (what `deploy` installs): PostgreSQL reads every line of it.
+    let conf = tune(&vault, &["--pg-version", "15"])?;
+    let include = cluster.data_dir().join("pgvault-tune.conf");
+    write_postgres_file(&include, &conf, 0o600)?;
+    let main_conf = cluster.data_dir().join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&main_conf)?;
+    text.push_str("include 'pgvault-tune.conf'\n");
+    write_postgres_file(&main_conf, text, 0o600)?;
+    cluster.reload()?;
+    let read: i64 = cluster
+        .query_scalar("SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%pgvault-tune.conf'")
+        .await?;
+    let settings = json["settings"].as_array().context("settings")?.len() as i64;
+    ensure!(
+        read == settings,
+        "PostgreSQL read {read} of the {settings} settings in the include file"
+    );
+    file_settings_ok(&cluster, &json).await?;
+
     // --format sql: every statement accepted.
     let sql = tune(&vault, &["--format", "sql", "--pg-version", "15"])?;
     let client = cluster.client().await?;
@@ -118,8 +138,25 @@ async fn scenario(install: PgInstall) -> Result<()> {
         applied += 1;
     }
     ensure!(applied > 20, "only {applied} statements in {sql}");
-    // Only "setting could not be applied" (a restart is needed) may remain, and only for the
-    // settings tune marks (restart).
+    file_settings_ok(&cluster, &json).await?;
+
+    // After a restart every recommendation is in effect: the diff is empty.
+    drop(client);
+    cluster.restart()?;
+    let json: Value = serde_json::from_str(&tune(&vault, &["--diff", "--format", "json"])?)?;
+    ensure!(
+        diff_names(&json).is_empty(),
+        "still differs after applying: {}",
+        json["diff"]
+    );
+    let text = tune(&vault, &["--diff"])?;
+    ensure!(text.contains("already has all"), "diff text after applying: {text}");
+    Ok(())
+}
+
+/// Only "setting could not be applied" (a restart is needed) may be in `pg_file_settings`, and
+/// only for the settings tune marks (restart).
+async fn file_settings_ok(cluster: &PgCluster, json: &Value) -> Result<()> {
     let client = cluster.client().await?;
     let rows = client
         .query("SELECT name, error FROM pg_file_settings WHERE error IS NOT NULL", &[])
@@ -138,18 +175,6 @@ async fn scenario(install: PgInstall) -> Result<()> {
             "{name}: {error} after the reload"
         );
     }
-
-    // After a restart every recommendation is in effect: the diff is empty.
-    drop(client);
-    cluster.restart()?;
-    let json: Value = serde_json::from_str(&tune(&vault, &["--diff", "--format", "json"])?)?;
-    ensure!(
-        diff_names(&json).is_empty(),
-        "still differs after applying: {}",
-        json["diff"]
-    );
-    let text = tune(&vault, &["--diff"])?;
-    ensure!(text.contains("already has all"), "diff text after applying: {text}");
     Ok(())
 }
 
