@@ -11,6 +11,7 @@ mod hints;
 mod list;
 mod progress;
 mod restore_cmd;
+mod tune_cmd;
 mod verify_cmd;
 
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ enum Command {
     Unpin(expire::UnpinArgs),
     /// Restore a backup into a sandbox, start it, check it, and measure the RTO and RPO.
     Drill(Box<drill_cmd::DrillArgs>),
+    /// Recommended postgresql.conf settings for this machine, with reasons (see docs/TUNE.md).
+    Tune(Box<tune_cmd::TuneArgs>),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::Pin(a) => expire::pin(&ctx, a).await,
             Command::Unpin(a) => expire::unpin(&ctx, a).await,
             Command::Drill(a) => drill_cmd::drill(&ctx, *a).await,
+            Command::Tune(a) => tune_cmd::tune(&ctx, *a).await,
         }
     });
     match result {
