@@ -42,6 +42,10 @@ pub struct BackupArgs {
     /// Seconds to wait for the archiver to store the backup's WAL (overrides [backup] archive_wait_timeout).
     #[arg(long, value_name = "SECONDS")]
     archive_wait_timeout: Option<u64>,
+    /// full, incr (changed blocks since the newest backup) or diff (since the newest full);
+    /// incr and diff need PostgreSQL 17+ with summarize_wal = on.
+    #[arg(long = "type", default_value = "full", value_parser = ["full", "incr", "diff"])]
+    kind: String,
 }
 
 #[derive(Args)]
@@ -102,6 +106,11 @@ pub async fn backup(ctx: &Context, args: BackupArgs) -> Result<()> {
     let mut opts = BackupOptions::from_config(&config);
     opts.include_wal |= args.include_wal;
     opts.label = args.label;
+    opts.kind = match args.kind.as_str() {
+        "incr" => pgvault_core::repository::catalog::BackupKind::Incr,
+        "diff" => pgvault_core::repository::catalog::BackupKind::Diff,
+        _ => pgvault_core::repository::catalog::BackupKind::Full,
+    };
     if let Some(s) = args.archive_wait_timeout {
         opts.archive_wait = std::time::Duration::from_secs(s);
     }

@@ -270,6 +270,9 @@ pub struct BackupConfig {
     /// Request a fast (immediate) checkpoint at backup start. Default true.
     #[serde(default = "default_true")]
     pub fast_checkpoint: bool,
+    /// When an incremental backup cannot be taken: `"full"` (take a full one, logged) or `"fail"`.
+    #[serde(default)]
+    pub incremental_fallback: crate::backup::incremental::IncrementalFallback,
 }
 
 impl Default for BackupConfig {
@@ -279,6 +282,7 @@ impl Default for BackupConfig {
             include_wal: false,
             bundle_size_mib: default_bundle_mib(),
             fast_checkpoint: true,
+            incremental_fallback: Default::default(),
         }
     }
 }

@@ -8,8 +8,10 @@
 //! backup) is the catalog written, which is what makes the backup exist.
 
 pub mod bundle;
+pub mod incremental;
 pub mod manifest;
 pub mod packer;
+mod parent;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +65,13 @@ pub enum BackupError {
     Lock(#[from] LockError),
     #[error("a backup with id {0} already exists; wait a second and run the backup again")]
     IdTaken(String),
+    #[error("an {kind} backup needs PostgreSQL 17 or later (block-level incremental backups); this server is PostgreSQL {version}. Take full backups (--type full)")]
+    IncrementalUnsupported { kind: String, version: String },
+    #[error("an {kind} backup cannot be taken: {why} ([backup] incremental_fallback = \"fail\")")]
+    NoIncremental { kind: String, why: String },
+    /// The server refused the incremental BASE_BACKUP before sending anything.
+    #[error("the server refused the incremental backup: {0}")]
+    IncrementalRefused(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -78,6 +87,9 @@ pub struct BackupOptions {
     pub label: Option<String>,
     pub fast_checkpoint: bool,
     pub bundle_size: u64,
+    /// `full`, or `incr`/`diff` (PostgreSQL 17+).
+    pub kind: BackupKind,
+    pub incremental_fallback: incremental::IncrementalFallback,
 }
 
 impl BackupOptions {
@@ -88,6 +100,8 @@ impl BackupOptions {
             label: None,
             fast_checkpoint: config.backup.fast_checkpoint,
             bundle_size: config.backup.bundle_size_mib * 1024 * 1024,
+            kind: BackupKind::Full,
+            incremental_fallback: config.backup.incremental_fallback,
         }
     }
 }
@@ -167,13 +181,15 @@ async fn run_locked(
 
     // Times on the server's clock: recovery targets are compared with commit timestamps, which
     // the server writes with its own clock.
+    let mut parent = parent::prepare(config, repo, opts, identity.pg_version_num, &mut sql).await?;
     let start_time = server::server_clock(&mut sql, config).await?;
-    let id = catalog::backup_id(start_time);
+    let kind_of = |p: &Option<parent::Parent>| if p.is_some() { opts.kind } else { BackupKind::Full };
+    let mut id = catalog::backup_id_of(start_time, kind_of(&parent));
     if repo.catalog_exists(&id).await? {
         return Err(BackupError::IdTaken(id));
     }
-    let label = opts.label.clone().unwrap_or_else(|| format!("pgvault backup {id}"));
-    tracing::info!(backup = %id, "starting base backup");
+    let mut label = opts.label.clone().unwrap_or_else(|| format!("pgvault backup {id}"));
+    tracing::info!(backup = %id, parent = parent.as_ref().map(|p| p.id.as_str()), "starting base backup");
     progress.phase("checkpoint");
 
     let bb = BaseBackupOptions {
@@ -187,7 +203,19 @@ async fn run_locked(
         // Tablespace links travel as tar symlinks; restore re-points them (and --tablespace-map).
         tablespace_map: false,
     };
-    let result = stream_backup(config, repo, &id, &bb, opts, (&mut repl, &mut sql), progress.clone()).await;
+    let conns = (&mut repl, &mut sql);
+    let mut result = stream_backup(config, repo, &id, &bb, opts, parent.as_ref(), conns, progress.clone()).await;
+    if let Err(BackupError::IncrementalRefused(why)) = &result {
+        // Nothing was stored: the server refused before sending data. Fall back (or fail).
+        parent = parent::fall_back(opts, why.clone())?;
+        id = catalog::backup_id_of(start_time, BackupKind::Full);
+        if repo.catalog_exists(&id).await? {
+            return Err(BackupError::IdTaken(id));
+        }
+        label = opts.label.clone().unwrap_or_else(|| format!("pgvault backup {id}"));
+        let bb = BaseBackupOptions { label: label.clone(), ..bb };
+        result = stream_backup(config, repo, &id, &bb, opts, None, (&mut repl, &mut sql), progress.clone()).await;
+    }
     let streamed = match result {
         Ok(s) => s,
         Err(e) => {
@@ -231,11 +259,16 @@ async fn run_locked(
 
     let manifest_sha256 = hex::encode(Sha256::digest(&streamed.manifest));
     let packed = streamed.packed;
+    let kind = kind_of(&parent);
     let cat = BackupCatalog {
-        catalog_version: catalog::CATALOG_VERSION,
+        catalog_version: if kind.is_incremental() {
+            catalog::CATALOG_VERSION_INCREMENTAL
+        } else {
+            catalog::CATALOG_VERSION
+        },
         id: id.clone(),
         label,
-        kind: BackupKind::Full,
+        kind,
         pgvault_version: env!("CARGO_PKG_VERSION").to_string(),
         system_identifier: identity.system_identifier,
         pg_version_num: identity.pg_version_num,
@@ -261,7 +294,7 @@ async fn run_locked(
         symlinks: packed.symlinks,
         files: packed.files,
         manifest_sha256: Some(manifest_sha256),
-        parent: None,
+        parent: parent.map(|p| p.id),
     };
     // A run that lost its lease (paused past it) must not publish a backup another run may be
     // writing beside.
@@ -289,12 +322,14 @@ struct Streamed {
     tablespaces: Vec<TablespaceEntry>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn stream_backup(
     config: &Config,
     repo: &Repository,
     id: &str,
     bb: &BaseBackupOptions,
     opts: &BackupOptions,
+    parent: Option<&parent::Parent>,
     (repl, sql): (&mut crate::protocol::Connection, &mut crate::protocol::Connection),
     progress: Arc<dyn Progress>,
 ) -> Result<Streamed, BackupError> {
@@ -303,7 +338,16 @@ async fn stream_backup(
         target: target.clone(),
         source,
     };
-    let mut stream = repl.base_backup(bb).await.map_err(stream_err)?;
+    let mut stream = match parent {
+        None => repl.base_backup(bb).await.map_err(stream_err)?,
+        Some(p) => match repl.incremental_base_backup(bb, &p.manifest).await {
+            Ok(s) => s,
+            Err(e @ ProtocolError::Server { .. }) => {
+                return Err(BackupError::IncrementalRefused(format!("against parent {}: {e}", p.id)))
+            }
+            Err(e) => return Err(stream_err(e)),
+        },
+    };
     let start_lsn = stream.start_lsn;
     let start_tli = stream.start_timeline;
     let total: i64 = stream.tablespaces.iter().filter_map(|t| t.size_kb).sum();

@@ -27,6 +27,8 @@ pub enum PackError {
     File { path: String, source: AddFileError },
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Incremental(#[from] super::incremental::IncrementalError),
 }
 
 /// Everything the packer learned.
@@ -139,6 +141,7 @@ fn pack_inner(
 ) -> Result<(), PackError> {
     let mut stash: Option<BackupEvent> = None;
     let mut buf = vec![0u8; 256 * 1024];
+    let mut head = Vec::new();
     loop {
         let ev = match stash.take() {
             Some(ev) => ev,
@@ -206,13 +209,22 @@ fn pack_inner(
                             }
                             tar::EntryType::Regular | tar::EntryType::Continuous => {
                                 let mtime = header.mtime().unwrap_or(0) as i64;
-                                let (pieces, crc, size) =
-                                    bundles
-                                        .add_file(&mut entry, &mut buf)
-                                        .map_err(|source| PackError::File {
-                                            path: path.clone(),
-                                            source,
-                                        })?;
+                                let incremental = super::incremental::is_incremental_path(&path);
+                                let file_err = |source| PackError::File {
+                                    path: path.clone(),
+                                    source,
+                                };
+                                let (pieces, crc, size) = if incremental {
+                                    let mut tap = super::incremental::HeaderTap::new(&mut entry, &mut head);
+                                    bundles.add_file(&mut tap, &mut buf).map_err(file_err)?
+                                } else {
+                                    bundles.add_file(&mut entry, &mut buf).map_err(file_err)?
+                                };
+                                let incremental = if incremental {
+                                    Some(super::incremental::parse_header(&path, &head, size)?)
+                                } else {
+                                    None
+                                };
                                 out.size += size;
                                 out.received.insert(path.clone(), Received { size, crc32c: crc });
                                 out.files.push(FileEntry {
@@ -221,6 +233,7 @@ fn pack_inner(
                                     mode,
                                     mtime,
                                     pieces,
+                                    incremental,
                                 });
                             }
                             other => {

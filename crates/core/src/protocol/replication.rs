@@ -90,6 +90,17 @@ impl BaseBackupOptions {
     }
 }
 
+/// Size of the CopyData messages carrying an uploaded manifest.
+const UPLOAD_CHUNK: usize = 64 * 1024;
+
+/// `command` (a `BASE_BACKUP ( … )` text) with the INCREMENTAL option added.
+fn incremental_command(command: &str) -> String {
+    match command.strip_suffix(" )") {
+        Some(head) => format!("{head}, INCREMENTAL )"),
+        None => format!("{command} INCREMENTAL"),
+    }
+}
+
 /// One tablespace of the backup, as listed before the archives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TablespaceInfo {
@@ -163,8 +174,61 @@ impl Connection {
     /// Starts BASE_BACKUP and reads up to the first archive: the start position and the
     /// tablespace list are in the returned stream.
     pub async fn base_backup(&mut self, opts: &BaseBackupOptions) -> Result<BaseBackupStream<'_>, ProtocolError> {
-        self.ensure_replication("BASE_BACKUP")?;
         let command = opts.command()?;
+        self.start_base_backup(command).await
+    }
+
+    /// An incremental BASE_BACKUP (PostgreSQL 17+): `UPLOAD_MANIFEST` sends the parent backup's
+    /// `backup_manifest`, then `BASE_BACKUP (…, INCREMENTAL)` on the same connection. Files the
+    /// server sends incrementally are named `INCREMENTAL.<name>` in the archives. The server
+    /// refuses (an error naming the cause) when it lacks WAL summaries back to the parent.
+    pub async fn incremental_base_backup(
+        &mut self,
+        opts: &BaseBackupOptions,
+        parent_manifest: &[u8],
+    ) -> Result<BaseBackupStream<'_>, ProtocolError> {
+        self.upload_manifest(parent_manifest).await?;
+        let command = incremental_command(&opts.command()?);
+        self.start_base_backup(command).await
+    }
+
+    /// `UPLOAD_MANIFEST`: the server answers CopyIn; the manifest goes in CopyData messages.
+    pub async fn upload_manifest(&mut self, manifest: &[u8]) -> Result<(), ProtocolError> {
+        self.ensure_replication("UPLOAD_MANIFEST")?;
+        self.ensure_idle()?;
+        postgres_protocol::message::frontend::query("UPLOAD_MANIFEST", self.write_buf())
+            .map_err(|e| ProtocolError::Config(format!("cannot send UPLOAD_MANIFEST: {e}")))?;
+        self.flush().await?;
+        let context = format!("uploading the parent's backup_manifest to {}", self.describe_endpoint());
+        let mut error = None;
+        loop {
+            match self.read_message().await? {
+                Message::CopyInResponse(_) => {
+                    for chunk in manifest.chunks(UPLOAD_CHUNK) {
+                        let buf = self.write_buf();
+                        buf.extend_from_slice(b"d");
+                        buf.extend_from_slice(&(chunk.len() as i32 + 4).to_be_bytes());
+                        buf.extend_from_slice(chunk);
+                        self.flush().await?;
+                    }
+                    postgres_protocol::message::frontend::copy_done(self.write_buf());
+                    self.flush().await?;
+                }
+                Message::CommandComplete(_) | Message::RowDescription(_) | Message::DataRow(_) => {}
+                Message::NoticeResponse(body) => log_notice(body.fields()),
+                Message::ErrorResponse(body) => error = Some(server_error(body.fields(), Some(context.clone()))),
+                Message::ReadyForQuery(_) => break,
+                other => return Err(unexpected(&other, "UPLOAD_MANIFEST")),
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn start_base_backup(&mut self, command: String) -> Result<BaseBackupStream<'_>, ProtocolError> {
+        self.ensure_replication("BASE_BACKUP")?;
         tracing::debug!(%command, endpoint = %self.describe_endpoint(), "starting base backup");
         postgres_protocol::message::frontend::query(&command, self.write_buf())
             .map_err(|e| ProtocolError::Config(format!("cannot send BASE_BACKUP: {e}")))?;
@@ -415,6 +479,14 @@ pub(crate) fn parse_identify_system(row: &[Option<String>]) -> Result<SystemIden
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adds_the_incremental_option() {
+        let cmd = BaseBackupOptions::default().command().unwrap();
+        let inc = incremental_command(&cmd);
+        assert!(inc.starts_with("BASE_BACKUP ( LABEL"), "{inc}");
+        assert!(inc.ends_with(", TABLESPACE_MAP, INCREMENTAL )"), "{inc}");
+    }
 
     #[test]
     fn builds_base_backup_commands() {

@@ -13,6 +13,9 @@ use crate::lsn::{Lsn, TimelineId};
 use crate::repository::meta::u64_string;
 
 pub const CATALOG_VERSION: u32 = 1;
+/// The catalog version of incremental backups (`kind` `incr`/`diff`, files with an
+/// `incremental` entry). Version-1 readers refuse them by their unknown `kind`.
+pub const CATALOG_VERSION_INCREMENTAL: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackupCatalog {
@@ -65,6 +68,35 @@ pub struct BackupCatalog {
 #[serde(rename_all = "lowercase")]
 pub enum BackupKind {
     Full,
+    /// Incremental relative to the newest backup before it (`I`).
+    Incr,
+    /// Differential: incremental relative to the newest full backup (`D`).
+    Diff,
+}
+
+impl BackupKind {
+    /// The letter ending the backup id.
+    pub fn letter(self) -> char {
+        match self {
+            BackupKind::Full => 'F',
+            BackupKind::Incr => 'I',
+            BackupKind::Diff => 'D',
+        }
+    }
+
+    pub fn is_incremental(self) -> bool {
+        !matches!(self, BackupKind::Full)
+    }
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupKind::Full => "full",
+            BackupKind::Incr => "incr",
+            BackupKind::Diff => "diff",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -106,6 +138,21 @@ pub struct FileEntry {
     pub mtime: i64,
     /// Where the file's bytes are; empty for an empty file. Pieces are in file order.
     pub pieces: Vec<Piece>,
+    /// For an incremental file (`INCREMENTAL.` name prefix, PostgreSQL 17+): its header. The
+    /// stored bytes are PostgreSQL's incremental file unchanged (header, then the blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalInfo>,
+}
+
+/// The header of one incremental file, as PostgreSQL wrote it (see docs/INCREMENTAL.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrementalInfo {
+    /// The relation segment's length in blocks: blocks at or past it in older backups are gone.
+    pub truncation_block_length: u32,
+    /// Block numbers (relative to the segment) of the blocks stored, in file order.
+    pub blocks: Vec<u32>,
+    /// Bytes before the first block (header and padding).
+    pub header_len: u64,
 }
 
 /// A contiguous run of a file's bytes stored in one bundle.
@@ -134,7 +181,12 @@ impl BackupCatalog {
 
 /// Backup ids sort by time: `YYYYMMDD-HHMMSSF`.
 pub fn backup_id(start: DateTime<Utc>) -> String {
-    format!("{}F", start.format("%Y%m%d-%H%M%S"))
+    backup_id_of(start, BackupKind::Full)
+}
+
+/// The id of a backup of `kind` started at `start`: `YYYYMMDD-HHMMSS` and the kind's letter.
+pub fn backup_id_of(start: DateTime<Utc>, kind: BackupKind) -> String {
+    format!("{}{}", start.format("%Y%m%d-%H%M%S"), kind.letter())
 }
 
 /// Whether `s` has the shape of a backup id (guards paths built from user input).

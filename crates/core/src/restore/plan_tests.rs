@@ -15,6 +15,7 @@ fn catalog() -> BackupCatalog {
         mode: 0o600,
         mtime: 0,
         pieces: vec![],
+        incremental: None,
     };
     BackupCatalog {
         catalog_version: 1,
@@ -126,6 +127,7 @@ fn link_map_makes_a_root() {
         mode: 0o600,
         mtime: 0,
         pieces: vec![],
+        incremental: None,
     });
     let p = plan_for(cat.clone(), &req).unwrap();
     assert!(p.plain_links.is_empty());
@@ -146,6 +148,7 @@ fn hostile_catalogs_are_refused() {
         mode: 0o600,
         mtime: 0,
         pieces: vec![],
+        incremental: None,
     };
     for bad in [
         "/etc/passwd",
