@@ -8,6 +8,7 @@
 //! restore did not write itself is refused, so a restore never overwrites anything.
 
 pub mod conf;
+mod chain;
 mod execute;
 pub mod failpoint;
 pub mod marker;
