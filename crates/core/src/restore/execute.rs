@@ -70,18 +70,32 @@ pub async fn execute(
     let files = Arc::new(cat.files.clone());
     let dests = Arc::new(plan.files.clone());
     let counted = failpoint::counting(progress.clone());
-    unpack::unpack_all(repo, cat, files, dests, plan.request.parallel.max(1), counted).await?;
+    let parallel = plan.request.parallel.max(1);
+    match &plan.chain {
+        None => unpack::unpack_all(repo, cat, files, dests, parallel, counted).await?,
+        Some(chain) => {
+            let sizes = cat.files.iter().map(|f| f.size).collect();
+            let ids = chain.ids();
+            tracing::info!(chain = %ids.join(" <- "), "restoring an incremental chain in one pass");
+            unpack::unpack_chain(repo, &ids, &chain.combined.sources, sizes, dests, parallel, counted).await?
+        }
+    }
     failpoint::hit("after-files");
 
     // PostgreSQL's manifest beside the data, as pg_basebackup leaves it, for pg_verifybackup.
     // The data is already verified piece by piece, so a manifest that cannot be read costs only
     // that cross-check: say so instead of failing the restore.
-    match repo.get_manifest(&cat.id).await {
-        Ok(Some(manifest)) => write_new(&pgdata_dest(plan, "backup_manifest")?, &manifest)?,
-        Ok(None) => {}
+    let manifest = match repo.get_manifest(&cat.id).await {
+        Ok(m) => m,
         Err(e) => {
-            tracing::warn!(backup = %cat.id, "backup_manifest not restored ({e}); pg_verifybackup cannot be run on this copy")
+            tracing::warn!(backup = %cat.id, "backup_manifest not restored ({e}); pg_verifybackup cannot be run on this copy");
+            None
         }
+    };
+    if let Some(chain) = &plan.chain {
+        finish_chain(plan, chain, manifest.as_deref())?;
+    } else if let Some(manifest) = manifest {
+        write_new(&pgdata_dest(plan, "backup_manifest")?, &manifest)?;
     }
     write_recovery_settings(config, plan)?;
     failpoint::hit("after-settings");
@@ -105,6 +119,30 @@ pub async fn execute(
         tablespaces: plan.tablespaces.clone(),
         resumed: plan.resume.as_ref().map(|m| m.started_at),
     })
+}
+
+/// After a chain's files are written: `backup_label` without `INCREMENTAL FROM`, and the
+/// manifest of the combined result.
+fn finish_chain(
+    plan: &RestorePlan,
+    chain: &super::combined::ChainPlan,
+    manifest: Option<&[u8]>,
+) -> Result<(), RestoreError> {
+    let label_at = plan.catalog.files.iter().position(|f| f.path == "backup_label");
+    if let Some(i) = label_at {
+        super::combined::fix_label(&plan.files[i])?;
+    }
+    let Some(manifest) = manifest else {
+        return Ok(());
+    };
+    let mut changed = std::collections::HashMap::new();
+    for (i, f) in chain.links[0].files.iter().enumerate() {
+        if f.incremental.is_some() || f.path == "backup_label" {
+            changed.insert(plan.catalog.files[i].path.clone(), &plan.files[i]);
+        }
+    }
+    let combined = super::combined::combined_manifest(manifest, &changed)?;
+    write_new(&pgdata_dest(plan, "backup_manifest")?, &combined)
 }
 
 /// Removes what an interrupted restore of the same backup wrote: `global/pg_control` first (and

@@ -9,6 +9,7 @@
 
 pub mod conf;
 mod chain;
+mod combined;
 mod execute;
 pub mod failpoint;
 pub mod marker;
@@ -26,6 +27,7 @@ use crate::repository::{Repository, RepositoryError};
 use crate::storage::StorageError;
 use crate::survey::SurveyError;
 
+pub use chain::ChainError;
 pub use conf::{ArchiveMode, ConfError, RestoreType};
 pub use execute::execute;
 pub use paths::PathError;
@@ -88,6 +90,8 @@ pub enum RestoreError {
     UnreadableCatalog { id: String, why: String },
     #[error("{0}")]
     Unpack(#[from] unpack::UnpackError),
+    #[error(transparent)]
+    Chain(#[from] chain::ChainError),
     #[error("internal: {0}")]
     Internal(String),
 }

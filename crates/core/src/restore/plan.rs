@@ -43,6 +43,9 @@ pub struct RestorePlan {
     /// What recovery will read, from the archive model: the timeline path, the segments, the
     /// furthest reachable point (`None` only for plans made by [`plan_for`] alone).
     pub recovery: Option<Choice>,
+    /// For an incremental backup: the chain down to its full backup, restored in one pass
+    /// (`catalog` is then the combined result's).
+    pub chain: Option<std::sync::Arc<super::combined::ChainPlan>>,
 }
 
 impl RestorePlan {
@@ -102,6 +105,13 @@ async fn plan_once(repo: &Repository, req: &RestoreRequest) -> Result<RestorePla
         Some(summary) => repo.load_catalog_matching(summary).await?,
         None => repo.load_catalog(&choice.backup.id).await?,
     };
+    if cat.parent.is_some() {
+        let chain = super::combined::load_chain(repo, cat).await?;
+        let mut plan = plan_for(super::combined::combined_catalog(&chain), req)?;
+        plan.chain = Some(std::sync::Arc::new(chain));
+        plan.recovery = Some(choice);
+        return Ok(plan);
+    }
     let mut plan = plan_for(cat, req)?;
     plan.recovery = Some(choice);
     Ok(plan)
@@ -162,6 +172,7 @@ pub fn plan_for(cat: BackupCatalog, req: &RestoreRequest) -> Result<RestorePlan,
         pg_control,
         resume: None,
         recovery: None,
+        chain: None,
     };
     plan.resume = check_destinations(&plan)?;
     Ok(plan)

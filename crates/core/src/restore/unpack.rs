@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use super::chain::{Source, SourceMap};
 use super::paths::{Dest, PathError};
 use crate::repository::walk::{walk_bundle, WalkError};
 
@@ -51,6 +52,16 @@ pub enum UnpackError {
     Task(u32, String),
 }
 
+/// One piece of a stored file and where its bytes go.
+#[derive(Clone)]
+struct PieceJob {
+    dest: usize,
+    piece: Piece,
+    /// `None`: the piece's bytes go to the same offsets of the destination file.
+    map: Option<Arc<SourceMap>>,
+    path: String,
+}
+
 /// Downloads and unpacks every bundle of `cat`.
 pub async fn unpack_all(
     repo: &Repository,
@@ -60,33 +71,83 @@ pub async fn unpack_all(
     parallel: usize,
     progress: Arc<dyn Progress>,
 ) -> Result<(), UnpackError> {
-    // Every file exists (empty) before pieces land in it, so empty files are restored too.
-    {
-        let dests = dests.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), UnpackError> {
-            for d in dests.iter() {
-                super::paths::create_file(d)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| UnpackError::Task(u32::MAX, e.to_string()))??;
-    }
-
-    let mut work: HashMap<u32, Vec<(usize, Piece)>> = HashMap::new();
+    let mut work: HashMap<(String, u32), Vec<PieceJob>> = HashMap::new();
     for (i, f) in files.iter().enumerate() {
         for p in &f.pieces {
-            work.entry(p.bundle).or_default().push((i, p.clone()));
+            work.entry((cat.id.clone(), p.bundle)).or_default().push(PieceJob {
+                dest: i,
+                piece: p.clone(),
+                map: None,
+                path: f.path.clone(),
+            });
         }
     }
-    let mut bundles: Vec<(u32, Vec<(usize, Piece)>)> = work.into_iter().collect();
+    create_all(dests.clone(), None).await?;
+    run_jobs(repo, work, dests, parallel, progress).await
+}
+
+/// Unpacks a chain of backups in one pass: each source's bytes go where its map sends them.
+/// `links` are the backup ids, newest first (`Source::link` indexes them); `sizes` are the
+/// output files' final lengths.
+pub async fn unpack_chain(
+    repo: &Repository,
+    links: &[String],
+    sources: &[Source],
+    sizes: Vec<u64>,
+    dests: Arc<Vec<Dest>>,
+    parallel: usize,
+    progress: Arc<dyn Progress>,
+) -> Result<(), UnpackError> {
+    let mut work: HashMap<(String, u32), Vec<PieceJob>> = HashMap::new();
+    for s in sources {
+        let map = s.map.take.as_ref().map(|_| Arc::new(s.map.clone()));
+        for p in &s.file.pieces {
+            work.entry((links[s.link].clone(), p.bundle)).or_default().push(PieceJob {
+                dest: s.output,
+                piece: p.clone(),
+                map: map.clone(),
+                path: format!("{} (backup {})", s.file.path, links[s.link]),
+            });
+        }
+    }
+    create_all(dests.clone(), Some(sizes)).await?;
+    run_jobs(repo, work, dests, parallel, progress).await
+}
+
+/// Every file exists (empty, or of its final length) before pieces land in it, so empty files
+/// are restored too.
+async fn create_all(dests: Arc<Vec<Dest>>, sizes: Option<Vec<u64>>) -> Result<(), UnpackError> {
+    tokio::task::spawn_blocking(move || -> Result<(), UnpackError> {
+        for (i, d) in dests.iter().enumerate() {
+            let f = super::paths::create_file(d)?;
+            if let Some(len) = sizes.as_ref().and_then(|s| s.get(i)) {
+                f.set_len(*len).map_err(|source| UnpackError::Write { path: d.full(), source })?;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| UnpackError::Task(u32::MAX, e.to_string()))?
+}
+
+async fn run_jobs(
+    repo: &Repository,
+    work: HashMap<(String, u32), Vec<PieceJob>>,
+    dests: Arc<Vec<Dest>>,
+    parallel: usize,
+    progress: Arc<dyn Progress>,
+) -> Result<(), UnpackError> {
+    let mut bundles: Vec<((String, u32), Vec<PieceJob>)> = work.into_iter().collect();
     // Largest first: the longest unpack starts earliest.
-    bundles.sort_by_key(|(id, pieces)| (std::cmp::Reverse(pieces.iter().map(|p| p.1.len).sum::<u64>()), *id));
+    bundles.sort_by(|(ka, a), (kb, b)| {
+        let size = |v: &Vec<PieceJob>| v.iter().map(|p| p.piece.len).sum::<u64>();
+        size(b).cmp(&size(a)).then_with(|| ka.cmp(kb))
+    });
 
     let sem = Arc::new(Semaphore::new(parallel));
     let mut tasks = tokio::task::JoinSet::new();
-    for (bundle, mut pieces) in bundles {
-        pieces.sort_by_key(|(_, p)| p.bundle_offset);
+    for ((backup, bundle), mut pieces) in bundles {
+        pieces.sort_by_key(|p| p.piece.bundle_offset);
         let permit = sem
             .clone()
             .acquire_owned()
@@ -94,10 +155,9 @@ pub async fn unpack_all(
             .map_err(|e| UnpackError::Task(bundle, e.to_string()))?;
         let storage = repo.storage().clone();
         let sealing = repo.sealing();
-        let (files, dests, progress) = (files.clone(), dests.clone(), progress.clone());
-        let backup = cat.id.clone();
+        let (dests, progress) = (dests.clone(), progress.clone());
         tasks.spawn(async move {
-            let r = unpack_bundle(storage, backup, bundle, sealing, pieces, files, dests, progress).await;
+            let r = unpack_bundle(storage, backup, bundle, sealing, pieces, dests, progress).await;
             drop(permit);
             r
         });
@@ -112,14 +172,28 @@ pub async fn unpack_all(
     Ok(())
 }
 
+/// Writes `bytes` (source file offset `off` on) where `map` sends them.
+fn write_mapped(file: &File, map: &SourceMap, mut off: u64, mut bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    while !bytes.is_empty() {
+        let (to, run) = map.locate(off);
+        let n = run.min(bytes.len() as u64) as usize;
+        if let Some(to) = to {
+            file.write_all_at(&bytes[..n], to)?;
+        }
+        off += n as u64;
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn unpack_bundle(
     storage: Storage,
     backup: String,
     bundle: u32,
     sealing: ObjectSealing,
-    pieces: Vec<(usize, Piece)>,
-    files: Arc<Vec<FileEntry>>,
+    pieces: Vec<PieceJob>,
     dests: Arc<Vec<Dest>>,
     progress: Arc<dyn Progress>,
 ) -> Result<(), UnpackError> {
@@ -138,10 +212,10 @@ async fn unpack_bundle(
         // one's SHA-256; this sink writes them into their files.
         let walked = walk_bundle(
             &mut obj,
-            pieces.iter().map(|(_, p)| p),
+            pieces.iter().map(|p| &p.piece),
             None,
             |i, piece, done, bytes| {
-                let fi = pieces[i].0;
+                let fi = pieces[i].dest;
                 let path = &dests[fi];
                 let file = match open.get_mut(&fi) {
                     Some(f) => f,
@@ -154,10 +228,14 @@ async fn unpack_bundle(
                     path: path.full(),
                     source,
                 };
-                if done == 0 {
-                    file.seek(SeekFrom::Start(piece.file_offset)).map_err(werr)?;
+                if let Some(map) = &pieces[i].map {
+                    write_mapped(file, map, piece.file_offset + done, bytes).map_err(werr)?;
+                } else {
+                    if done == 0 {
+                        file.seek(SeekFrom::Start(piece.file_offset)).map_err(werr)?;
+                    }
+                    file.write_all(bytes).map_err(werr)?;
                 }
-                file.write_all(bytes).map_err(werr)?;
                 progress.advance(bytes.len() as u64);
                 Ok(())
             },
@@ -184,7 +262,7 @@ async fn unpack_bundle(
                     expected,
                     found,
                 } => UnpackError::Checksum {
-                    path: files[pieces[index].0].path.clone(),
+                    path: pieces[index].path.clone(),
                     bundle,
                     offset,
                     expected,
