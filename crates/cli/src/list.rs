@@ -21,7 +21,8 @@ fn backup_json(b: &BackupSummary) -> Value {
     json!({
         "id": b.id,
         "label": b.label,
-        "kind": "full",
+        "kind": b.kind.to_string(),
+        "parent": b.parent,
         "timeline": b.timeline,
         "stop_timeline": b.stop_timeline,
         "start_lsn": b.start_lsn.to_string(),
@@ -273,6 +274,9 @@ fn print_human(
                 display::bytes(b.stored_size),
                 if b.wal_included { "  (WAL included)" } else { "" }
             );
+            if let Some(parent) = &b.parent {
+                println!("{:<17} {} of {parent}", "", b.kind);
+            }
         }
     }
     for (id, why) in &s.unreadable {
