@@ -52,6 +52,9 @@ pub enum UnpackError {
     Task(u32, String),
 }
 
+/// Files one bundle's unpacker keeps open at once.
+const MAX_OPEN_FILES: usize = 64;
+
 /// One piece of a stored file and where its bytes go.
 #[derive(Clone)]
 struct PieceJob {
@@ -220,6 +223,16 @@ async fn unpack_bundle(
                 let file = match open.get_mut(&fi) {
                     Some(f) => f,
                     None => {
+                        // Bundles (several at once, several links of a chain) can hold
+                        // thousands of small files: keep few descriptors, syncing what closes.
+                        if open.len() >= MAX_OPEN_FILES {
+                            for (fi, f) in open.drain() {
+                                f.sync_all().map_err(|source| UnpackError::Write {
+                                    path: dests[fi].full(),
+                                    source,
+                                })?;
+                            }
+                        }
                         let f = super::paths::open_nofollow(path)?;
                         open.entry(fi).or_insert(f)
                     }
