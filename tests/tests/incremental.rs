@@ -52,7 +52,8 @@ async fn chain_scenario(install: PgInstall) -> Result<()> {
     let vault = Vault::new()?;
     let c = summarizing_cluster(&install, &vault).await?;
     c.execute("CREATE TABLE big (id int PRIMARY KEY, pad text)").await?;
-    c.execute("INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g").await?;
+    c.execute("INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+        .await?;
     c.execute("CREATE TABLE dropme (id int)").await?;
     c.execute("INSERT INTO dropme SELECT generate_series(1, 1000)").await?;
     insert_phase(&c, "p0").await?;
@@ -60,7 +61,8 @@ async fn chain_scenario(install: PgInstall) -> Result<()> {
     ensure!(full.ends_with('F'), "{full}");
 
     insert_phase(&c, "p1").await?;
-    c.execute("UPDATE big SET pad = repeat('y', 200) WHERE id BETWEEN 5000 AND 5100").await?;
+    c.execute("UPDATE big SET pad = repeat('y', 200) WHERE id BETWEEN 5000 AND 5100")
+        .await?;
     c.execute("CREATE DATABASE newdb").await?;
     let i1 = vault.backup(&["--type", "incr"])?;
     ensure!(i1.ends_with('I'), "an incremental backup's id ends in I: {i1}");
@@ -76,7 +78,8 @@ async fn chain_scenario(install: PgInstall) -> Result<()> {
     let t2 = server_time_between(&c).await?;
 
     insert_phase(&c, "p3").await?;
-    c.execute("INSERT INTO big SELECT g, 'z' FROM generate_series(3001, 3500) g").await?;
+    c.execute("INSERT INTO big SELECT g, 'z' FROM generate_series(3001, 3500) g")
+        .await?;
     let d = vault.backup(&["--type", "diff"])?;
     ensure!(d.ends_with('D'), "{d}");
     let t3 = server_time_between(&c).await?;
@@ -85,8 +88,14 @@ async fn chain_scenario(install: PgInstall) -> Result<()> {
 
     let list = vault.list()?;
     let text = list.to_string();
-    ensure!(text.contains(&format!("\"parent\":\"{full}\"")), "list shows the chain: {text}");
-    ensure!(text.contains(&format!("\"parent\":\"{i1}\"")), "list shows the chain: {text}");
+    ensure!(
+        text.contains(&format!("\"parent\":\"{full}\"")),
+        "list shows the chain: {text}"
+    );
+    ensure!(
+        text.contains(&format!("\"parent\":\"{i1}\"")),
+        "list shows the chain: {text}"
+    );
 
     // The newest link restored as is (no target): pg_verifybackup on the combined result.
     let (r, out) = restore_as_is(&install, &vault, "as-is", &["--backup", &d, "--target-immediate"])?;
@@ -96,10 +105,19 @@ async fn chain_scenario(install: PgInstall) -> Result<()> {
     }
     let label = std::fs::read_to_string(r.data_dir().join("backup_label"))?;
     ensure!(!label.contains("INCREMENTAL FROM"), "backup_label: {label}");
-    ensure!(!r.data_dir().join("base").read_dir()?.any(|e| e
-        .ok()
-        .map(|e| e.path().read_dir().map(|mut d| d.any(|f| f.ok().is_some_and(|f| f.file_name().to_string_lossy().starts_with("INCREMENTAL.")))).unwrap_or(false))
-        .unwrap_or(false)), "no INCREMENTAL. file restored");
+    ensure!(
+        !r.data_dir().join("base").read_dir()?.any(|e| e
+            .ok()
+            .map(|e| e
+                .path()
+                .read_dir()
+                .map(|mut d| d.any(|f| f
+                    .ok()
+                    .is_some_and(|f| f.file_name().to_string_lossy().starts_with("INCREMENTAL."))))
+                .unwrap_or(false))
+            .unwrap_or(false)),
+        "no INCREMENTAL. file restored"
+    );
     drop(r);
 
     let expected = [
@@ -109,12 +127,22 @@ async fn chain_scenario(install: PgInstall) -> Result<()> {
     ];
     for (i, (t, rows, big)) in expected.iter().enumerate() {
         let (r, out) = restore_and_promote(&install, &vault, &format!("t{i}"), &["--target-time", t], false).await?;
-        ensure!(phases(&r).await? == *rows, "restore to {t} ({out}): {}", phases(&r).await?);
+        ensure!(
+            phases(&r).await? == *rows,
+            "restore to {t} ({out}): {}",
+            phases(&r).await?
+        );
         ensure!(count(&r, "SELECT count(*) FROM big").await? == *big, "big at {t}");
         let pad: i64 = count(&r, "SELECT count(*) FROM big WHERE pad LIKE 'y%'").await?;
-        ensure!(pad == if i == 0 { 101 } else { 0 }, "the updated range comes back at {t}: {pad} ({out})");
+        ensure!(
+            pad == if i == 0 { 101 } else { 0 },
+            "the updated range comes back at {t}: {pad} ({out})"
+        );
         let dropped: i64 = count(&r, "SELECT count(*) FROM pg_class WHERE relname = 'dropme'").await?;
-        ensure!(dropped == i64::from(i == 0), "dropme exists only before its drop (at {t})");
+        ensure!(
+            dropped == i64::from(i == 0),
+            "dropme exists only before its drop (at {t})"
+        );
         ensure!(count(&r, "SELECT count(*) FROM pg_database WHERE datname = 'newdb'").await? == 1);
         r.pg_amcheck()?;
     }
@@ -146,7 +174,10 @@ async fn fallbacks_scenario(install: PgInstall) -> Result<()> {
     c.reload()?;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let out = vault.pgvault(["backup", "--type", "diff"])?.check()?;
-    ensure!(out.stdout.contains("F complete") && out.stderr.contains("summarize_wal"), "{out}");
+    ensure!(
+        out.stdout.contains("F complete") && out.stderr.contains("summarize_wal"),
+        "{out}"
+    );
     vault.write_config(&c, "incremental_fallback = \"fail\"\n")?;
     let out = vault.pgvault(["backup", "--type", "incr"])?;
     ensure!(out.code() == Some(1), "incremental_fallback = fail: {out}");

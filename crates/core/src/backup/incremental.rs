@@ -265,7 +265,10 @@ mod tests {
 
     #[test]
     fn prefixes_and_labels() {
-        assert_eq!(strip_prefix("base/5/INCREMENTAL.16384").as_deref(), Some("base/5/16384"));
+        assert_eq!(
+            strip_prefix("base/5/INCREMENTAL.16384").as_deref(),
+            Some("base/5/16384")
+        );
         assert_eq!(strip_prefix("INCREMENTAL.x").as_deref(), Some("x"));
         assert_eq!(strip_prefix("base/5/16384"), None);
         let label = b"START WAL LOCATION: 0/2\nINCREMENTAL FROM LSN: 0/1\nINCREMENTAL FROM TLI: 1\nLABEL: x\n";

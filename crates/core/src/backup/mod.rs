@@ -213,8 +213,21 @@ async fn run_locked(
             return Err(BackupError::IdTaken(id));
         }
         label = opts.label.clone().unwrap_or_else(|| format!("pgvault backup {id}"));
-        let bb = BaseBackupOptions { label: label.clone(), ..bb };
-        result = stream_backup(config, repo, &id, &bb, opts, None, (&mut repl, &mut sql), progress.clone()).await;
+        let bb = BaseBackupOptions {
+            label: label.clone(),
+            ..bb
+        };
+        result = stream_backup(
+            config,
+            repo,
+            &id,
+            &bb,
+            opts,
+            None,
+            (&mut repl, &mut sql),
+            progress.clone(),
+        )
+        .await;
     }
     let streamed = match result {
         Ok(s) => s,

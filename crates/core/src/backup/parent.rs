@@ -25,6 +25,7 @@ pub struct Parent {
 
 /// What to do when the incremental backup cannot be taken for `why`: `Ok(None)` (take a full
 /// backup, logged) or the error.
+#[allow(clippy::result_large_err)]
 pub fn fall_back(opts: &BackupOptions, why: String) -> Result<Option<Parent>, BackupError> {
     match opts.incremental_fallback {
         IncrementalFallback::Full => {

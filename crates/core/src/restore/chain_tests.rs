@@ -95,11 +95,7 @@ fn history(steps: &[Vec<Op>], initial: usize) -> (Vec<BackupCatalog>, Vec<Vec<u8
         };
         let mut c = catalog(
             &format!("{}I", n + 1),
-            vec![entry(
-                "base/5/INCREMENTAL.16384",
-                bytes.len() as u64,
-                Some(info),
-            )],
+            vec![entry("base/5/INCREMENTAL.16384", bytes.len() as u64, Some(info))],
         );
         c.kind = BackupKind::Incr;
         links.insert(0, c);
@@ -139,11 +135,14 @@ fn op() -> impl Strategy<Value = Op> {
 fn a_chain_restores_the_newest_state_of_every_block() {
     let mut runner = TestRunner::new(Config {
         cases: 300,
-        rng_seed: RngSeed::Fixed(0x636861_696e),
+        rng_seed: RngSeed::Fixed(0x0063_6861_696e),
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (0usize..12, proptest::collection::vec(proptest::collection::vec(op(), 0..6), 0..5));
+    let strategy = (
+        0usize..12,
+        proptest::collection::vec(proptest::collection::vec(op(), 0..6), 0..5),
+    );
     runner
         .run(&strategy, |(initial, steps)| {
             let (links, stored, expected) = history(&steps, initial);
@@ -168,8 +167,15 @@ fn a_file_dropped_between_links_does_not_come_back_and_a_broken_chain_is_refused
     let incr = catalog("1I", vec![entry("INCREMENTAL.a", 12, Some(info.clone()))]);
     let c = combine(&[incr.clone(), full]).unwrap();
     assert_eq!(c.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), vec!["a"]);
-    assert_eq!(c.sources.len(), 1, "only the full file's block, none from the empty increment");
-    assert!(matches!(combine(&[incr.clone()]), Err(ChainError::NoFull(_))));
+    assert_eq!(
+        c.sources.len(),
+        1,
+        "only the full file's block, none from the empty increment"
+    );
+    assert!(matches!(
+        combine(std::slice::from_ref(&incr)),
+        Err(ChainError::NoFull(_))
+    ));
     let other = catalog("0F", vec![entry("b", BLCKSZ, None)]);
     assert!(matches!(combine(&[incr, other]), Err(ChainError::MissingFile { .. })));
 }

@@ -125,7 +125,11 @@ pub fn combined_manifest(newest: &[u8], changed: &HashMap<String, &Dest>) -> Res
         body.push_str(&serde_json::to_string(&f).map_err(|e| bad(e.to_string()))?);
     }
     body.push_str("\n],\n\"WAL-Ranges\": [");
-    let ranges = obj.get("WAL-Ranges").and_then(Value::as_array).cloned().unwrap_or_default();
+    let ranges = obj
+        .get("WAL-Ranges")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for (i, r) in ranges.iter().enumerate() {
         body.push_str(if i == 0 { "\n" } else { ",\n" });
         body.push_str(&serde_json::to_string(r).map_err(|e| bad(e.to_string()))?);

@@ -7,9 +7,9 @@
 //! first, `global/pg_control` last) makes a restore safe to interrupt and repeat; a directory
 //! restore did not write itself is refused, so a restore never overwrites anything.
 
-pub mod conf;
 mod chain;
 mod combined;
+pub mod conf;
 mod execute;
 pub mod failpoint;
 pub mod marker;

@@ -105,12 +105,14 @@ pub async fn unpack_chain(
     for s in sources {
         let map = s.map.take.as_ref().map(|_| Arc::new(s.map.clone()));
         for p in &s.file.pieces {
-            work.entry((links[s.link].clone(), p.bundle)).or_default().push(PieceJob {
-                dest: s.output,
-                piece: p.clone(),
-                map: map.clone(),
-                path: format!("{} (backup {})", s.file.path, links[s.link]),
-            });
+            work.entry((links[s.link].clone(), p.bundle))
+                .or_default()
+                .push(PieceJob {
+                    dest: s.output,
+                    piece: p.clone(),
+                    map: map.clone(),
+                    path: format!("{} (backup {})", s.file.path, links[s.link]),
+                });
         }
     }
     create_all(dests.clone(), Some(sizes)).await?;
@@ -124,7 +126,8 @@ async fn create_all(dests: Arc<Vec<Dest>>, sizes: Option<Vec<u64>>) -> Result<()
         for (i, d) in dests.iter().enumerate() {
             let f = super::paths::create_file(d)?;
             if let Some(len) = sizes.as_ref().and_then(|s| s.get(i)) {
-                f.set_len(*len).map_err(|source| UnpackError::Write { path: d.full(), source })?;
+                f.set_len(*len)
+                    .map_err(|source| UnpackError::Write { path: d.full(), source })?;
             }
         }
         Ok(())
