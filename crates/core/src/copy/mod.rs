@@ -340,6 +340,9 @@ async fn plan_run(
     summary.wal_expired_by_target = skip_wal.len();
     survey.backups.retain(|b| !skip_backups.contains(&b.id));
     survey.wal.retain(|(n, _)| !skip_wal.contains(n));
+    // Chains parent first: a parent is older than its child, so copying oldest first (the
+    // survey's order, made explicit here) never stores a child's catalog before its parent's.
+    survey.backups.sort_by(|a, b| a.id.cmp(&b.id));
     let mut wal = plan_wal(&survey.wal, &target.present, source.cluster());
     summary.wal_present = wal.present;
     summary.plan.append(&mut wal.items);

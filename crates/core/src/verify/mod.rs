@@ -12,7 +12,8 @@
 //! in the repository: the archive path, end to end.
 
 pub mod check;
-pub mod continuity;
+mod chain;
+mod continuity;
 pub mod objects;
 #[cfg(test)]
 mod objects_tests;
@@ -150,9 +151,18 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
             })
         }
     };
+    // Every link of a chain is checked, even when one backup is asked for.
+    let mut linked = ids.clone();
     for id in &ids {
+        linked.extend(chain::ancestors(&survey.backups, id).0);
+    }
+    linked.sort();
+    linked.dedup();
+    for id in &linked {
         findings.extend(objects::verify_backup(repo, id, parallel, &tally).await?);
     }
+    let mut chain_findings = chain::chain_findings(&survey.backups, &ids, &findings);
+    findings.append(&mut chain_findings);
 
     let wal_to_read = wal_to_read(&survey, scope, repo.cluster().wal_segment_size);
     findings.extend(wal::verify_wal(repo, wal_to_read, parallel, &tally).await?);

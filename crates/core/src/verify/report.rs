@@ -51,6 +51,11 @@ pub enum Finding {
     /// A timeline other than 1 that WAL or a backup needs has no `.history` file: PostgreSQL
     /// cannot follow it.
     HistoryMissing { timeline: TimelineId },
+    /// An incremental backup's parent (a link of its chain) is not in the repository.
+    ParentMissing { backup: String, parent: String },
+    /// A link of an incremental backup's chain has findings of its own, so the backup cannot
+    /// be restored either.
+    ParentDamaged { backup: String, parent: String },
 }
 
 impl Finding {
@@ -62,7 +67,9 @@ impl Finding {
             | Finding::BundleDamaged { backup, .. }
             | Finding::ManifestMissing { backup }
             | Finding::ManifestDamaged { backup, .. }
-            | Finding::BackupWalMissing { backup, .. } => Some(backup),
+            | Finding::BackupWalMissing { backup, .. }
+            | Finding::ParentMissing { backup, .. }
+            | Finding::ParentDamaged { backup, .. } => Some(backup),
             Finding::WalDamaged { .. } | Finding::WalGap { .. } | Finding::HistoryMissing { .. } => None,
         }
     }
@@ -93,6 +100,14 @@ impl std::fmt::Display for Finding {
             Finding::ManifestMissing { backup } => write!(f, "backup {backup}: backup_manifest is missing"),
             Finding::ManifestDamaged { backup, detail } => write!(f, "backup {backup}: backup_manifest: {detail}"),
             Finding::WalDamaged { file, detail } => write!(f, "WAL {file}: {detail}"),
+            Finding::ParentMissing { backup, parent } => write!(
+                f,
+                "backup {backup}: it is incremental and its parent {parent} is not in the repository (the chain is broken)"
+            ),
+            Finding::ParentDamaged { backup, parent } => write!(
+                f,
+                "backup {backup}: the link {parent} of its chain is damaged (see its findings)"
+            ),
             Finding::BackupWalMissing { backup, segment } => write!(
                 f,
                 "backup {backup}: WAL segment {segment} (between its start and stop) is missing"
