@@ -235,8 +235,19 @@ fn select(input: &PlanInput<'_>, policy: &Policy) -> Reasons {
         add(&mut reasons, &b.id, KeepReason::Newest);
     }
     if let Some(n) = policy.keep_full {
-        for (i, b) in newest_first.iter().take(n as usize).enumerate() {
-            add(&mut reasons, &b.id, KeepReason::KeepFull { rank: i as u32 + 1 });
+        // Full backups are counted; the incremental backups built on a kept full (its chain)
+        // are kept with it, so expiring a full expires its dependents, never the reverse.
+        let fulls: Vec<&BackupSummary> = newest_first
+            .iter()
+            .filter(|b| !b.kind.is_incremental())
+            .take(n as usize)
+            .copied()
+            .collect();
+        for b in &newest_first {
+            let root = chain_root(input.backups, b);
+            if let Some(rank) = fulls.iter().position(|f| f.id == root) {
+                add(&mut reasons, &b.id, KeepReason::KeepFull { rank: rank as u32 + 1 });
+            }
         }
     }
     if let Some(d) = policy.recovery_window {
@@ -282,6 +293,22 @@ fn select(input: &PlanInput<'_>, policy: &Policy) -> Reasons {
     );
     add_pins_and_parents(input, &mut reasons);
     reasons
+}
+
+/// The id of the full backup at the bottom of `b`'s chain (`b` itself for a full backup, or the
+/// oldest ancestor present when a parent is missing).
+fn chain_root(backups: &[BackupSummary], b: &BackupSummary) -> String {
+    let mut cur = b;
+    for _ in 0..backups.len() {
+        if !cur.kind.is_incremental() {
+            break;
+        }
+        match cur.parent.as_deref().and_then(|p| backups.iter().find(|x| x.id == p)) {
+            Some(parent) => cur = parent,
+            None => break,
+        }
+    }
+    cur.id.clone()
 }
 
 fn add_pins_and_parents(input: &PlanInput<'_>, reasons: &mut Reasons) {
@@ -427,3 +454,7 @@ fn assemble(input: &PlanInput<'_>, policy: String, reasons: Reasons, why: &str, 
         warnings,
     }
 }
+
+#[cfg(test)]
+#[path = "chain_tests.rs"]
+mod chain_tests;

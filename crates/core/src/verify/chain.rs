@@ -71,14 +71,23 @@ mod tests {
 
     #[test]
     fn a_missing_or_damaged_link_is_reported_against_its_dependents() {
-        let backups = vec![summary("1F", None), summary("2I", Some("1F")), summary("3I", Some("2I"))];
-        assert_eq!(ancestors(&backups, "3I"), (vec!["2I".to_string(), "1F".to_string()], None));
+        let backups = vec![
+            summary("1F", None),
+            summary("2I", Some("1F")),
+            summary("3I", Some("2I")),
+        ];
+        assert_eq!(
+            ancestors(&backups, "3I"),
+            (vec!["2I".to_string(), "1F".to_string()], None)
+        );
         let ids: Vec<String> = backups.iter().map(|b| b.id.clone()).collect();
         assert!(chain_findings(&backups, &ids, &[]).is_empty());
         let damaged = [Finding::ManifestMissing { backup: "1F".into() }];
         let found = chain_findings(&backups, &ids, &damaged);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found.iter().all(|f| matches!(f, Finding::ParentDamaged { parent, .. } if parent == "1F")));
+        assert!(found
+            .iter()
+            .all(|f| matches!(f, Finding::ParentDamaged { parent, .. } if parent == "1F")));
         let broken = vec![summary("2I", Some("1F")), summary("3I", Some("2I"))];
         let found = chain_findings(&broken, &["3I".to_string()], &[]);
         assert_eq!(

@@ -11,8 +11,8 @@
 //! `check` ([`check`](mod@check)) forces a WAL switch on the server and waits until that segment is
 //! in the repository: the archive path, end to end.
 
-pub mod check;
 mod chain;
+pub mod check;
 mod continuity;
 pub mod objects;
 #[cfg(test)]
