@@ -7,6 +7,10 @@
 //!   also checks the manifest pgvault writes for the combined result).
 //! - `fallbacks`: `summarize_wal = off` and a parent whose manifest was damaged by hand give a
 //!   full backup with the reason, or a failure with `incremental_fallback = "fail"`.
+//! - `timeline_switch`: a cluster restored from a full backup and promoted (timeline 2) has no
+//!   WAL summaries of timeline 1, so the server refuses an incremental backup against the
+//!   timeline-1 full: a full backup is taken with the server's reason; the next incremental
+//!   backup on timeline 2 works and restores.
 //! - `refused_before_17`: `--type incr` on PostgreSQL 15 is refused with a clear message.
 
 #[path = "recovery_common/mod.rs"]
@@ -37,6 +41,7 @@ macro_rules! pg17_and_18 {
 
 pg17_and_18!(chain, chain_scenario);
 pg17_and_18!(fallbacks, fallbacks_scenario);
+pg17_and_18!(timeline_switch, timeline_switch_scenario);
 
 async fn summarizing_cluster(install: &PgInstall, vault: &Vault) -> Result<PgCluster> {
     let c = archiving_cluster(install, vault, ClusterOptions::default().conf("summarize_wal = on")).await?;
@@ -201,4 +206,32 @@ async fn refused_before_17() {
 
 async fn summarizing_cluster_15(install: &PgInstall, vault: &Vault) -> Result<PgCluster> {
     archiving_cluster(install, vault, ClusterOptions::default()).await
+}
+
+async fn timeline_switch_scenario(install: PgInstall) -> Result<()> {
+    let vault = Vault::new()?;
+    let mut a = summarizing_cluster(&install, &vault).await?;
+    insert_phase(&a, "p0").await?;
+    vault.backup(&[])?;
+    insert_phase(&a, "p1").await?;
+    switch_and_archive(&a).await?;
+    a.stop()?;
+
+    let (b, _) = restore_and_promote(&install, &vault, "b", &[], true).await?;
+    vault.write_config(&b, "")?;
+    insert_phase(&b, "p2").await?;
+    let out = vault.pgvault(["backup", "--type", "incr"])?.check()?;
+    ensure!(
+        out.stdout.contains("F complete") && out.stderr.contains("taking a full backup instead"),
+        "the timeline-1 parent cannot be used from timeline 2 without its summaries: {out}"
+    );
+    insert_phase(&b, "p3").await?;
+    let i = vault.backup(&["--type", "incr"])?;
+    ensure!(i.ends_with('I'), "{i}");
+    insert_phase(&b, "p4").await?;
+    switch_and_archive(&b).await?;
+    let (r, _) = restore_and_promote(&install, &vault, "r", &[], false).await?;
+    let rows = phases(&r).await?;
+    ensure!(rows == "base:1 p0:10 p1:10 p2:10 p3:10 p4:10", "{rows}");
+    Ok(())
 }
