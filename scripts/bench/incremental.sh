@@ -35,8 +35,9 @@ backup() { # TYPE -> prints "id seconds"
   local t0 t1 id; t0=$(now); id=$(as_pg $PV backup --type "$1" | awk '{print $2}'); t1=$(now)
   echo "$id $(calc "$t1 - $t0")"
 }
-update_1pct() { # runs of 100 rows covering 1% of the table, at random places
-  q -c "UPDATE t SET v = v + 1 WHERE id % ($ROWS / 100) < 100 AND (id / ($ROWS / 100)) % 1 = 0" >/dev/null
+update_1pct() { # runs of 100 consecutive rows, one every 10000 rows (1%), shifted each time
+  local shift=$(( (RANDOM % 100) * 100 ))
+  q -c "UPDATE t SET v = v + 1 WHERE (id + $shift) % 10000 < 100" >/dev/null
 }
 
 read -r full tfull < <(backup full)
