@@ -134,7 +134,7 @@ pub(crate) fn with_trailer(body: &str) -> Vec<u8> {
 }
 
 /// The manifest ends with `"Manifest-Checksum": "<sha256 of everything before this line>"}`.
-fn verify_trailer(manifest: &[u8]) -> Result<(), ManifestError> {
+pub(crate) fn verify_trailer(manifest: &[u8]) -> Result<(), ManifestError> {
     let text = std::str::from_utf8(manifest).map_err(|e| ManifestError::Malformed(e.to_string()))?;
     let marker = "\"Manifest-Checksum\": \"";
     let at = text

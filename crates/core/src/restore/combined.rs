@@ -139,3 +139,39 @@ pub fn combined_manifest(newest: &[u8], changed: &HashMap<String, &Dest>) -> Res
     body.push_str(&format!("\"Manifest-Checksum\": \"{sum}\"}}\n"));
     Ok(body.into_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::{verify_trailer, with_trailer};
+
+    #[test]
+    fn the_combined_manifest_renames_reconstructed_files_and_has_a_valid_trailer() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::sync::Arc::new(dir.path().to_path_buf());
+        std::fs::create_dir_all(dir.path().join("base/5")).unwrap();
+        std::fs::write(dir.path().join("base/5/16384"), vec![7u8; 8192]).unwrap();
+        let newest = with_trailer(
+            "{ \"PostgreSQL-Backup-Manifest-Version\": 2,\n\"System-Identifier\": 7,\n\"Files\": [\n\
+             { \"Path\": \"base/5/INCREMENTAL.16384\", \"Size\": 12, \"Last-Modified\": \"x\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"00000000\" },\n\
+             { \"Path\": \"PG_VERSION\", \"Size\": 3, \"Last-Modified\": \"x\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"11111111\" }\n],\n\
+             \"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/1\", \"End-LSN\": \"0/2\" }\n],\n",
+        );
+        let dest = Dest::new(root, "base/5/16384").unwrap();
+        let changed = HashMap::from([("base/5/16384".to_string(), &dest)]);
+        let out = combined_manifest(&newest, &changed).unwrap();
+        verify_trailer(&out).unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(doc["System-Identifier"], 7);
+        let f = &doc["Files"][0];
+        assert_eq!(f["Path"], "base/5/16384");
+        assert_eq!(f["Size"], 8192);
+        let crc = crc32c::crc32c(&vec![7u8; 8192]);
+        assert_eq!(f["Checksum"], hex::encode(crc.to_le_bytes()));
+        assert_eq!(
+            doc["Files"][1]["Checksum"], "11111111",
+            "unchanged files keep their entry"
+        );
+        assert_eq!(doc["WAL-Ranges"][0]["Start-LSN"], "0/1");
+    }
+}
