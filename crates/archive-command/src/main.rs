@@ -25,6 +25,7 @@
 mod fetch;
 mod prefetch;
 mod push;
+mod push_async;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -79,6 +80,14 @@ fn main() -> ExitCode {
             Ok(config) => rt.block_on(prefetch::worker(config, current, size, PathBuf::from(pg_wal))),
             Err(e) => {
                 eprintln!("pgvault-archive: prefetch worker: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        // Internal: started by an asynchronous `push` (see the push_async module), not by users.
+        [cmd, pg_wal] if cmd == "push-worker" => match load_config(config_path.as_deref()) {
+            Ok(config) => rt.block_on(push_async::worker(config, PathBuf::from(pg_wal))),
+            Err(e) => {
+                eprintln!("pgvault-archive: archive worker: {e:#}");
                 ExitCode::from(1)
             }
         },

@@ -381,6 +381,26 @@ pub struct ArchiveConfig {
     /// Segments downloaded ahead at once.
     #[serde(default = "default_archive_parallel")]
     pub get_parallel: usize,
+    // --- asynchronous push (issue 11 item 2); see crate::archive::async_mode ---
+    /// `"sync"` (default): each `push` stores its segment itself. `"async"`: a background worker
+    /// stores the `.ready` segments and `push` waits for (or spools) its segment.
+    #[serde(default = "default_push_mode")]
+    pub push_mode: String,
+    /// In async mode, when `push` answers PostgreSQL: `"repository"` (default) once the segment
+    /// is stored; `"spool"` once it is fsync'd in the local spool (a lost disk loses those).
+    #[serde(default = "default_push_ack")]
+    pub push_ack: String,
+    /// The async spool directory; default `pg_wal/.pgvault/push` (never elsewhere in the data
+    /// directory). Must be absolute.
+    #[serde(default)]
+    pub spool_path: Option<PathBuf>,
+    /// A size (`4GB`): when un-archived WAL exceeds it, async `push` reports success WITHOUT
+    /// storing the segment (recorded as a gap). Unset: never drop.
+    #[serde(default)]
+    pub archive_push_queue_max: Option<String>,
+    /// A duration (`60s`): how long an async `push` waits for its segment to be stored.
+    #[serde(default = "default_async_wait")]
+    pub archive_async_wait: String,
 }
 
 impl Default for ArchiveConfig {
@@ -390,27 +410,85 @@ impl Default for ArchiveConfig {
             push_parallel: default_archive_parallel(),
             get_prefetch: default_get_prefetch(),
             get_parallel: default_archive_parallel(),
+            push_mode: default_push_mode(),
+            push_ack: default_push_ack(),
+            spool_path: None,
+            archive_push_queue_max: None,
+            archive_async_wait: default_async_wait(),
         }
     }
 }
 
 impl ArchiveConfig {
     /// The first key out of range, with why.
-    fn check(&self) -> Option<(&'static str, &'static str)> {
+    fn check(&self) -> Option<(&'static str, String)> {
+        let bad = |k: &'static str, why: &str| Some((k, why.to_string()));
         if self.push_batch == 0 || self.push_batch > 256 {
-            return Some(("archive.push_batch", "must be between 1 and 256"));
+            return bad("archive.push_batch", "must be between 1 and 256");
         }
         if self.push_parallel == 0 || self.push_parallel > 64 {
-            return Some(("archive.push_parallel", "must be between 1 and 64"));
+            return bad("archive.push_parallel", "must be between 1 and 64");
         }
         if self.get_prefetch > 256 {
-            return Some(("archive.get_prefetch", "must be between 0 and 256"));
+            return bad("archive.get_prefetch", "must be between 0 and 256");
         }
         if self.get_parallel == 0 || self.get_parallel > 64 {
-            return Some(("archive.get_parallel", "must be between 1 and 64"));
+            return bad("archive.get_parallel", "must be between 1 and 64");
         }
-        None
+        if !matches!(self.push_mode.as_str(), "sync" | "async") {
+            return bad("archive.push_mode", "must be \"sync\" or \"async\"");
+        }
+        if !matches!(self.push_ack.as_str(), "repository" | "spool") {
+            return bad("archive.push_ack", "must be \"repository\" or \"spool\"");
+        }
+        if self.spool_path.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return bad("archive.spool_path", "must be an absolute path");
+        }
+        if let Some(q) = &self.archive_push_queue_max {
+            match crate::units::parse_size(q) {
+                Err(e) => return Some(("archive.archive_push_queue_max", e.to_string())),
+                Ok(0) => {
+                    return bad(
+                        "archive.archive_push_queue_max",
+                        "0 would drop all WAL; remove the key for no limit",
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
+        match crate::units::parse_duration(&self.archive_async_wait) {
+            Err(e) => Some(("archive.archive_async_wait", e.to_string())),
+            Ok(d) if d.is_zero() => bad("archive.archive_async_wait", "must be more than 0"),
+            Ok(_) => None,
+        }
     }
+
+    /// Whether `push` runs asynchronously.
+    pub fn is_async(&self) -> bool {
+        self.push_mode == "async"
+    }
+
+    /// `archive_push_queue_max` in bytes (validated at load).
+    pub fn queue_max_bytes(&self) -> Option<u64> {
+        self.archive_push_queue_max
+            .as_deref()
+            .and_then(|q| crate::units::parse_size(q).ok())
+    }
+
+    /// `archive_async_wait` (validated at load).
+    pub fn async_wait(&self) -> std::time::Duration {
+        crate::units::parse_duration(&self.archive_async_wait).unwrap_or(std::time::Duration::from_secs(60))
+    }
+}
+
+fn default_push_mode() -> String {
+    "sync".into()
+}
+fn default_push_ack() -> String {
+    "repository".into()
+}
+fn default_async_wait() -> String {
+    "60s".into()
 }
 
 fn default_push_batch() -> usize {

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod dirs;
 pub mod drills;
+pub mod gaps;
 pub mod index;
 pub mod layout;
 pub mod lock;

@@ -355,6 +355,7 @@ fn findings_name_their_backup_and_read_well() {
         before: None,
         window_from: Some("b1".into()),
         window_end: Some(lsn("0/5000000")),
+        reason: None,
     };
     assert_eq!(g.backup(), None);
     let v = serde_json::to_value(&g).expect("json");

@@ -89,6 +89,7 @@ fn gaps_refuse_targets_beyond_them() {
                 first_missing,
                 reachable_lsn,
                 reachable_time,
+                ..
             } = &e
             else {
                 unreachable!()
