@@ -79,6 +79,11 @@ impl StoreOutage {
     }
 }
 
+/// After three failures PostgreSQL's archiver sleeps up to a minute; a reload wakes it.
+async fn wake_archiver(c: &PgCluster) -> Result<()> {
+    c.execute("SELECT pg_reload_conf()").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_push_survives_an_outage_and_drops_only_past_the_queue_limit() {
     let Some(install) = install_under_test(15) else {
@@ -123,6 +128,7 @@ async fn outage(install: PgInstall) -> Result<()> {
     );
     cluster.execute("SELECT 1").await.context("PostgreSQL keeps running")?;
     down.end()?;
+    wake_archiver(&cluster).await?;
     cluster
         .wait_for_archived(during.last().context("during")?, Duration::from_secs(90))
         .await?;
@@ -168,6 +174,7 @@ async fn outage(install: PgInstall) -> Result<()> {
         "{stats}"
     );
     down.end()?;
+    wake_archiver(&cluster).await?;
     cluster
         .wait_for_archived(over.last().context("over")?, Duration::from_secs(90))
         .await?;
