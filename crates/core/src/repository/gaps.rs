@@ -89,7 +89,7 @@ impl Repository {
                 out.push(m);
             }
         }
-        out.sort_by(|a, b| (a.first, a.last).cmp(&(b.first, b.last)));
+        out.sort_by_key(|m| (m.first, m.last));
         Ok(out)
     }
 }
