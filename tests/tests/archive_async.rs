@@ -7,13 +7,17 @@
 //! - with `archive_push_queue_max` reached, WAL is dropped only down to the limit, with an
 //!   `ERROR` line naming each dropped segment, the local counter, a gap marker in the repository,
 //!   and `pgvault verify` (exit 4) and `pgvault list` naming the hole;
+//! - `pgvault restore` refuses to cross the hole and says why;
+//! - with `push_ack = "spool"`, segments acknowledged from the spool all end up stored;
 //! - the worker SIGKILLed at pseudo-random instants never leaves a segment marked stored that the
 //!   repository does not hold with exactly those bytes.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use pgvault_core::archive::async_mode::AsyncSpool;
 use pgvault_tests::{
     archiving_cluster, install_under_test, postgres_command, wal_key, workspace_bin, ClusterOptions, PgCluster,
     PgInstall, Vault,
@@ -202,7 +206,41 @@ async fn outage(install: PgInstall) -> Result<()> {
     );
     let list = vault.pgvault(["list"])?;
     ensure!(list.stdout.contains(&over[0]), "list names the hole: {list}");
+    let restore = vault.pgvault([
+        "restore",
+        "--dry-run",
+        "--pgdata",
+        &vault.restore_path("across-the-gap").display().to_string(),
+    ])?;
+    ensure!(
+        !restore.success() && restore.stderr.contains("dropped by archive_push_queue_max at"),
+        "restore refuses to cross the hole and says why: {restore}"
+    );
     eprintln!("queue limit checked at {:?}", t0.elapsed());
+
+    // 4. push_ack = "spool": acknowledged once spooled, stored by the worker from the spool.
+    vault.write_config(&cluster, &format!("{ASYNC}push_ack = \"spool\"\n"))?;
+    let spooled = make_segments(&cluster, 4).await?;
+    cluster
+        .wait_for_archived(spooled.last().context("spooled")?, Duration::from_secs(60))
+        .await?;
+    let queue = cluster.data_dir().join("pg_wal/.pgvault/push/queue");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !files_in(&queue).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(
+        files_in(&queue).is_empty(),
+        "the worker emptied the spool: {:?}",
+        files_in(&queue)
+    );
+    for s in &spooled {
+        ensure!(
+            fetch_bytes(&vault, s, &work.join("seg"))? == vault.archived_copy(s)?,
+            "{s}"
+        );
+    }
+    eprintln!("spool acknowledgement checked at {:?}", t0.elapsed());
     Ok(())
 }
 
@@ -222,7 +260,6 @@ async fn killed(install: PgInstall) -> Result<()> {
     let segs = make_segments(&cluster, 8).await?;
     let pg_wal = cluster.data_dir().join("pg_wal");
     let markers = pg_wal.join(".pgvault/pushed");
-    let lock = pg_wal.join(".pgvault/push/worker.lock");
     let work = vault.dir.subdir("work")?;
     let push = || {
         let mut cmd = postgres_command(workspace_bin("pgvault-archive"));
@@ -230,15 +267,25 @@ async fn killed(install: PgInstall) -> Result<()> {
             .arg(pg_wal.join(&segs[0]))
             .env("PGVAULT_FAILPOINT", "archive:push-delay-ms=40")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            .stderr(std::process::Stdio::null())
+            .process_group(0);
         cmd
     };
-    let kill_worker = || {
-        let pid = std::fs::read_to_string(&lock)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok());
-        if let Some(pid) = pid {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let spool = AsyncSpool::at(&pg_wal.join(".pgvault/push"));
+    // Kills the worker (SIGKILL) and any the killed foreground call had just started, until
+    // none has run for a while, so that nothing writes while the markers are checked.
+    let kill_worker = || async {
+        let mut quiet = 0;
+        while quiet < 10 {
+            match spool.worker_pid() {
+                Some(pid) => {
+                    quiet = 0;
+                    let pid = nix::unistd::Pid::from_raw(pid as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                None => quiet += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
     };
     let reset = || -> Result<()> {
@@ -252,8 +299,7 @@ async fn killed(install: PgInstall) -> Result<()> {
     let status = push().status()?;
     let whole = started.elapsed();
     ensure!(status.success(), "an uninterrupted async push succeeds");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    kill_worker();
+    kill_worker().await;
     reset()?;
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut checked = 0;
@@ -264,11 +310,12 @@ async fn killed(install: PgInstall) -> Result<()> {
         let delay = whole.mul_f64(((seed >> 33) % 1000) as f64 / 1000.0);
         let mut child = push().spawn()?;
         tokio::time::sleep(delay).await;
-        kill_worker();
-        let _ = child.kill();
+        // The whole foreground call (runuser and pgvault-archive), then its worker (a process
+        // group of its own).
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         child.wait()?;
-        // The lock dies with the worker: wait for it to be free before the next round.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        kill_worker().await;
         for m in files_in(&markers) {
             if m.contains(".tmp") {
                 continue;

@@ -167,7 +167,7 @@ pub async fn worker(config: Config, pg_wal: PathBuf) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let Some(_lock) = WorkerLock::try_take(&spool) else {
+    let Some(mut lock) = WorkerLock::try_take(&spool) else {
         return ExitCode::SUCCESS;
     };
     let mut w = Worker {
@@ -186,9 +186,19 @@ pub async fn worker(config: Config, pg_wal: PathBuf) -> ExitCode {
     loop {
         let todo = w.todo();
         let gaps = dropped::pending(w.spool.dir()).unwrap_or_default();
-        if todo.is_empty() && gaps.is_empty() {
+        if todo.1.is_empty() && gaps.is_empty() {
             if idle_since.elapsed() > IDLE_EXIT {
-                return ExitCode::SUCCESS;
+                // A `push` that saw this worker running just before it let go of its lock
+                // started no other: look once more after letting go.
+                drop(lock);
+                if w.todo().1.is_empty() {
+                    return ExitCode::SUCCESS;
+                }
+                match WorkerLock::try_take(&w.spool) {
+                    Some(l) => lock = l,
+                    None => return ExitCode::SUCCESS,
+                }
+                idle_since = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -221,22 +231,30 @@ struct Worker {
 }
 
 impl Worker {
-    /// The next segments to store, oldest first, at most `push_batch`.
-    fn todo(&self) -> Vec<WalFileName> {
-        let mut names = if self.spool_ack {
-            self.spool.queued()
+    /// The next segments to store, oldest first, at most `push_batch`, and whether they come
+    /// from the spool queue. The spool goes first, whatever this worker's own `push_ack`: a
+    /// worker started before the setting changed still drains it.
+    fn todo(&self) -> (bool, Vec<WalFileName>) {
+        let queued = self.spool.queued();
+        let (from_spool, mut names) = if !queued.is_empty() || self.spool_ack {
+            (true, queued)
         } else {
-            ready_segments(&self.pg_wal)
+            let ready = ready_segments(&self.pg_wal)
                 .into_iter()
                 .filter(|n| !self.markers.exists(n))
-                .collect()
+                .collect();
+            (false, ready)
         };
         names.truncate(self.config.archive.push_batch);
-        names
+        (from_spool, names)
     }
 
     /// One pass: gap markers, then `todo`. Whether everything tried succeeded.
-    async fn pass(&mut self, todo: Vec<WalFileName>, gaps: Vec<pgvault_core::repository::gaps::WalGapMarker>) -> bool {
+    async fn pass(
+        &mut self,
+        (from_spool, todo): (bool, Vec<WalFileName>),
+        gaps: Vec<pgvault_core::repository::gaps::WalGapMarker>,
+    ) -> bool {
         let repo = match &self.repo {
             Some(r) => Arc::clone(r),
             None => match Repository::open(&self.config).await {
@@ -269,7 +287,7 @@ impl Worker {
             );
         }
         let parallel = self.config.archive.push_parallel;
-        let report = if self.spool_ack {
+        let report = if from_spool {
             let q = self.spool.queue_dir();
             let r = push_ahead(&repo, &q, &todo, parallel, &self.spool_markers, &self.label).await;
             for n in &r.stored {
