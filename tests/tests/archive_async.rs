@@ -307,7 +307,8 @@ async fn killed(install: PgInstall) -> Result<()> {
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        let delay = whole.mul_f64(((seed >> 33) % 1000) as f64 / 1000.0);
+        // Over twice the time of a whole call: the worker goes on storing the batch after it.
+        let delay = whole.mul_f64(((seed >> 33) % 2000) as f64 / 1000.0);
         let mut child = push().spawn()?;
         tokio::time::sleep(delay).await;
         // The whole foreground call (runuser and pgvault-archive), then its worker (a process

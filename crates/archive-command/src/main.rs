@@ -19,6 +19,10 @@
 //! | 2    | usage error                  | usage error                                        |
 //! | 126  | –                            | real failure (corruption, wrong passphrase, foreign WAL, bad credentials, storage down outside standby mode, a `.history` file the store could not serve even on a standby): PostgreSQL aborts recovery instead of ending it early and promoting |
 //!
+//! With `[archive] push_mode = "async"`, `push` hands segments to a detached `push-worker`
+//! (internal, started on demand; see [`push_async`]) and exits 0 once the segment is stored
+//! (or spooled, or dropped by `archive_push_queue_max`, loudly), 1 otherwise.
+//!
 //! `spool-clean` (as `recovery_end_command`, run in the data directory) removes the prefetch
 //! spool at promotion; it always exits 0 unless the spool cannot be removed (1).
 

@@ -72,17 +72,15 @@ async fn push_inner(config_path: Option<&Path>, path: &Path) -> anyhow::Result<P
         (Some(w), Some(n)) if w.join("archive_status").is_dir() => Some((w, n)),
         _ => None,
     };
-    if let (true, Some((pg_wal, name))) = (config.archive.is_async(), &batch) {
+    let mut extras = Vec::new();
+    if let Some((pg_wal, name)) = &batch {
+        clean_spool_after_promotion(pg_wal);
         // History, `.backup` and `.partial` files stay synchronous: rare, small, and needed first.
-        if name.kind == WalKind::Segment {
+        if config.archive.is_async() && name.kind == WalKind::Segment {
             return Ok(Pushed::Async(
                 push_async::foreground(&config, pg_wal, name, path).await?,
             ));
         }
-    }
-    let mut extras = Vec::new();
-    if let Some((pg_wal, name)) = &batch {
-        clean_spool_after_promotion(pg_wal);
         let markers = PushedMarkers::new(pg_wal);
         if markers.vouches(name, path, &label) {
             markers.remove(name);
