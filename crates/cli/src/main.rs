@@ -5,6 +5,7 @@
 
 mod commands;
 mod display;
+mod doctor_cmd;
 mod drill_cmd;
 mod expire;
 mod hints;
@@ -68,6 +69,8 @@ enum Command {
     Unpin(expire::UnpinArgs),
     /// Restore a backup into a sandbox, start it, check it, and measure the RTO and RPO.
     Drill(Box<drill_cmd::DrillArgs>),
+    /// Audit the server and the repository for production readiness (exit 0 ok, 3 warnings, 4 critical).
+    Doctor(doctor_cmd::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::Pin(a) => expire::pin(&ctx, a).await,
             Command::Unpin(a) => expire::unpin(&ctx, a).await,
             Command::Drill(a) => drill_cmd::drill(&ctx, *a).await,
+            Command::Doctor(a) => doctor_cmd::doctor(&ctx, a).await,
         }
     });
     match result {

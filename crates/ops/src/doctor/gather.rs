@@ -71,7 +71,10 @@ pub async fn gather(config: &Config, opts: &DoctorOptions) -> Result<Facts, Doct
         target: &target,
     };
     let settings: BTreeMap<String, String> = q
-        .rows("reading pg_settings", "SELECT name, current_setting(name) FROM pg_settings")
+        .rows(
+            "reading pg_settings",
+            "SELECT name, current_setting(name) FROM pg_settings",
+        )
         .await?
         .into_iter()
         .filter_map(|r| Some((col(&r, 0)?, col(&r, 1).unwrap_or_default())))
@@ -180,7 +183,8 @@ async fn roles(q: &mut Query<'_>) -> Result<Vec<Role>, DoctorError> {
 
 /// Checks the verifiers of the roles that can log in; the verifiers never leave this function.
 async fn password_audit(q: &mut Query<'_>, roles: &[Role]) -> PasswordAudit {
-    let sql = "SELECT rolname, rolpassword FROM pg_authid WHERE rolcanlogin AND rolpassword IS NOT NULL ORDER BY rolname";
+    let sql =
+        "SELECT rolname, rolpassword FROM pg_authid WHERE rolcanlogin AND rolpassword IS NOT NULL ORDER BY rolname";
     let rows = match q.conn.simple_query(sql).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -356,9 +360,12 @@ fn detect_memory() -> Option<u64> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
     });
-    let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok());
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok());
     match (cgroup, total) {
         (Some(c), Some(t)) => Some(c.min(t)),
         (c, t) => c.or(t),

@@ -100,7 +100,11 @@ pub fn parse_file(text: &str) -> Vec<HbaRule> {
         if fields.len() < min {
             continue;
         }
-        let list = |f: &str| f.split(',').map(|s| s.trim_matches('"').to_string()).collect::<Vec<_>>();
+        let list = |f: &str| {
+            f.split(',')
+                .map(|s| s.trim_matches('"').to_string())
+                .collect::<Vec<_>>()
+        };
         let (address, prefix, method_at) = if is_local {
             (None, None, 3)
         } else {

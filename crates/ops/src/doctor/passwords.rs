@@ -17,8 +17,23 @@ use super::facts::Weakness;
 
 /// Passwords that installers, tutorials and Compose files leave behind.
 pub const KNOWN_DEFAULTS: &[&str] = &[
-    "postgres", "password", "admin", "changeme", "secret", "root", "test", "pass", "123456", "12345678", "qwerty",
-    "letmein", "welcome", "pgpass", "postgres123", "Password1", "default",
+    "postgres",
+    "password",
+    "admin",
+    "changeme",
+    "secret",
+    "root",
+    "test",
+    "pass",
+    "123456",
+    "12345678",
+    "qwerty",
+    "letmein",
+    "welcome",
+    "pgpass",
+    "postgres123",
+    "Password1",
+    "default",
 ];
 
 /// Suffixes people append to a role name (`app123`, `apppass`, `tuxpass` for `tuxuser`).

@@ -563,13 +563,16 @@ fn inactive_slots(f: &Facts) -> Vec<Hit> {
         .map(|s| {
             let held = s
                 .retained_bytes
-                .map_or("no longer reserved".to_string(), pgvault_core::units::format_size);
+                .map_or("no longer reserved".to_string(), pgvault_core::units::format_size_rough);
             let status = s.wal_status.as_deref().unwrap_or("?");
             Hit::new(format!(
                 "{} slot '{}' is inactive and holds {held} of WAL (wal_status {status})",
                 s.kind, s.name
             ))
-            .sql(format!("SELECT pg_drop_replication_slot('{}')", s.name.replace('\'', "''")))
+            .sql(format!(
+                "SELECT pg_drop_replication_slot('{}')",
+                s.name.replace('\'', "''")
+            ))
         })
         .collect()
 }
@@ -587,11 +590,10 @@ fn hba_hits(f: &Facts, pred: impl Fn(&HbaRule) -> bool) -> Vec<Hit> {
 
 /// `listen_addresses` reaches beyond this host.
 pub fn listens_remote(f: &Facts) -> bool {
-    f.setting("listen_addresses").split(',').map(str::trim).any(|a| {
-        !(a.is_empty()
-            || a == "localhost"
-            || a.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
-    })
+    f.setting("listen_addresses")
+        .split(',')
+        .map(str::trim)
+        .any(|a| !(a.is_empty() || a == "localhost" || a.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())))
 }
 
 fn superuser_remote(f: &Facts) -> Vec<Hit> {
@@ -615,7 +617,11 @@ fn superuser_remote(f: &Facts) -> Vec<Hit> {
         let admitted: Vec<&str> = if r.users.iter().any(|u| u == "all") {
             supers.clone()
         } else {
-            supers.iter().copied().filter(|s| r.users.iter().any(|u| u == s)).collect()
+            supers
+                .iter()
+                .copied()
+                .filter(|s| r.users.iter().any(|u| u == s))
+                .collect()
         };
         if !admitted.is_empty() {
             hits.push(Hit::new(format!(

@@ -43,8 +43,15 @@ pub fn far_from_advice(f: &Facts) -> Vec<Hit> {
                     "{} = {current}; pgvault tune advises {} for {machine}",
                     rec.name, rec.value
                 ),
-                fix: Some(format!("ALTER SYSTEM SET {} = '{}': {}", rec.name, rec.value, rec.reason)),
-                sql: Some(format!("ALTER SYSTEM SET {} = '{}'", rec.name, rec.value.trim_matches('\''))),
+                fix: Some(format!(
+                    "ALTER SYSTEM SET {} = '{}': {}",
+                    rec.name, rec.value, rec.reason
+                )),
+                sql: Some(format!(
+                    "ALTER SYSTEM SET {} = '{}'",
+                    rec.name,
+                    rec.value.trim_matches('\'')
+                )),
             });
         }
     }

@@ -17,7 +17,10 @@ fn healthy() -> Facts {
     let settings: BTreeMap<String, String> = [
         ("wal_level", "replica"),
         ("archive_mode", "on"),
-        ("archive_command", "/usr/bin/pgvault-archive --config /etc/pgvault/pgvault.toml push %p"),
+        (
+            "archive_command",
+            "/usr/bin/pgvault-archive --config /etc/pgvault/pgvault.toml push %p",
+        ),
         ("archive_library", ""),
         ("listen_addresses", "localhost"),
         ("password_encryption", "scram-sha-256"),
@@ -147,10 +150,17 @@ fn backup_setup_rules() {
     only(&f, "backup.archive_mode_off", Severity::Critical);
 
     let mut f = healthy();
-    set(&mut f, "archive_command", "AWS_SECRET_ACCESS_KEY=hunter2 wal-g wal-push %p");
+    set(
+        &mut f,
+        "archive_command",
+        "AWS_SECRET_ACCESS_KEY=hunter2 wal-g wal-push %p",
+    );
     only(&f, "backup.archive_command_not_pgvault", Severity::Warning);
     let ev = &judge(&f).findings[0].evidence;
-    assert!(ev.contains("wal-g") && !ev.contains("hunter2"), "no secret in evidence: {ev}");
+    assert!(
+        ev.contains("wal-g") && !ev.contains("hunter2"),
+        "no secret in evidence: {ev}"
+    );
 
     let mut f = healthy();
     set(&mut f, "archive_command", "");
@@ -185,7 +195,10 @@ fn repository_rules() {
         drill_error: None,
     };
     let found = ids(&f);
-    assert!(found.contains(&"backup.no_backup") && found.contains(&"backup.no_drill"), "{found:?}");
+    assert!(
+        found.contains(&"backup.no_backup") && found.contains(&"backup.no_drill"),
+        "{found:?}"
+    );
     assert_eq!(judge(&f).summary.exit_code, 4);
 
     let mut f = healthy();
@@ -218,7 +231,10 @@ fn inactive_slot_holding_wal() {
     f.slots[0].active = false;
     only(&f, "backup.inactive_slot", Severity::Warning);
     let finding = &judge(&f).findings[0];
-    assert!(finding.evidence.contains("standby1") && finding.evidence.contains("16MB"), "{finding:?}");
+    assert!(
+        finding.evidence.contains("standby1") && finding.evidence.contains("16.0MB"),
+        "{finding:?}"
+    );
     f.slots[0].retained_bytes = Some(0);
     assert!(ids(&f).is_empty(), "a slot holding nothing is harmless");
 }
@@ -327,9 +343,17 @@ fn weak_passwords_are_named_never_spelled() {
 fn reliability_rules() {
     for (name, id, sev) in [
         ("fsync", "reliability.fsync_off", Severity::Critical),
-        ("full_page_writes", "reliability.full_page_writes_off", Severity::Critical),
+        (
+            "full_page_writes",
+            "reliability.full_page_writes_off",
+            Severity::Critical,
+        ),
         ("data_checksums", "reliability.data_checksums_off", Severity::Warning),
-        ("synchronous_commit", "reliability.synchronous_commit_off", Severity::Warning),
+        (
+            "synchronous_commit",
+            "reliability.synchronous_commit_off",
+            Severity::Warning,
+        ),
     ] {
         let mut f = healthy();
         set(&mut f, name, "off");
@@ -348,7 +372,10 @@ fn resources_against_tune() {
     set(&mut f, "shared_buffers", "128MB");
     only(&f, "resources.far_from_advice", Severity::Warning);
     let finding = &judge(&f).findings[0];
-    assert_eq!(finding.fix_sql.as_deref(), Some("ALTER SYSTEM SET shared_buffers = '8GB'"));
+    assert_eq!(
+        finding.fix_sql.as_deref(),
+        Some("ALTER SYSTEM SET shared_buffers = '8GB'")
+    );
     assert!(finding.evidence.contains("128MB") && finding.evidence.contains("8GB"));
     // Within a factor of two: left alone.
     set(&mut f, "shared_buffers", "6GB");
@@ -429,7 +456,10 @@ fn hba_file_parser() {
     assert_eq!(rules[0].kind, "local");
     assert_eq!(rules[0].address, None);
     assert_eq!(rules[1].line, 3);
-    assert_eq!((rules[1].address.as_deref(), rules[1].prefix), (Some("0.0.0.0"), Some(0)));
+    assert_eq!(
+        (rules[1].address.as_deref(), rules[1].prefix),
+        (Some("0.0.0.0"), Some(0))
+    );
     assert!(super::hba::is_broad(&rules[1]));
     assert_eq!(rules[2].databases, vec!["db1", "db2"]);
     assert_eq!((rules[2].prefix, rules[2].method.as_str()), (Some(24), "scram-sha-256"));
