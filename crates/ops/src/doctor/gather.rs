@@ -84,7 +84,6 @@ pub async fn gather(config: &Config, opts: &DoctorOptions) -> Result<Facts, Doct
     let roles = roles(&mut q).await?;
     let passwords = password_audit(&mut q, &roles).await;
     let hba = hba_facts(&mut q, &settings).await;
-    drop(q);
     let _ = conn.close().await;
 
     let repository = repository_facts(config).await;

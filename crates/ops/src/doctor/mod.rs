@@ -102,7 +102,7 @@ pub struct Report {
 impl Report {
     pub fn new(mut findings: Vec<Finding>) -> Report {
         // Stable: within a severity, the rule table's order.
-        findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
         let count = |s| findings.iter().filter(|f| f.severity == s).count();
         let worst = findings.iter().map(|f| f.severity).max();
         let summary = Summary {

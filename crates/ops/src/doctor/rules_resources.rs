@@ -37,7 +37,7 @@ pub fn far_from_advice(f: &Facts) -> Vec<Hit> {
             continue;
         }
         let ratio = have as f64 / want as f64;
-        if ratio > FACTOR || ratio < 1.0 / FACTOR {
+        if !(1.0 / FACTOR..=FACTOR).contains(&ratio) {
             hits.push(Hit {
                 evidence: format!(
                     "{} = {current}; pgvault tune advises {} for {machine}",
