@@ -19,6 +19,7 @@ pub mod gather;
 pub mod hba;
 pub mod passwords;
 pub mod rules;
+mod rules_checks;
 mod rules_resources;
 
 #[cfg(test)]
