@@ -5,6 +5,7 @@
 
 mod commands;
 mod display;
+mod doctor_cmd;
 mod drill_cmd;
 mod expire;
 mod hints;
@@ -71,6 +72,8 @@ enum Command {
     Drill(Box<drill_cmd::DrillArgs>),
     /// Recommended postgresql.conf settings for this machine, with reasons (see docs/TUNE.md).
     Tune(Box<tune_cmd::TuneArgs>),
+    /// Audit the server and the repository for production readiness (exit 0 ok, 3 warnings, 4 critical).
+    Doctor(doctor_cmd::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
             Command::Unpin(a) => expire::unpin(&ctx, a).await,
             Command::Drill(a) => drill_cmd::drill(&ctx, *a).await,
             Command::Tune(a) => tune_cmd::tune(&ctx, *a).await,
+            Command::Doctor(a) => doctor_cmd::doctor(&ctx, a).await,
         }
     });
     match result {
