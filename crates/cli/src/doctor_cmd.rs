@@ -11,6 +11,7 @@ use pgvault_ops::tune::{Storage, Workload};
 use serde_json::json;
 
 use crate::commands::Context;
+use crate::tune_cmd;
 use crate::verify_cmd::{parse_duration, ExitStatus};
 
 #[derive(Args)]
@@ -20,16 +21,16 @@ pub struct DoctorArgs {
     json: bool,
     /// Memory of the database host for tune's advice (`32GB`); default detected when the server
     /// is on this host.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = tune_cmd::parse_size)]
     memory: Option<u64>,
     /// CPUs of the database host; default detected when the server is on this host.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     cpus: Option<u32>,
     /// Storage the data directory is on: ssd, hdd or network.
-    #[arg(long, value_name = "KIND", default_value = "ssd", value_parser = parse_storage)]
+    #[arg(long, value_name = "KIND", default_value = "ssd", value_parser = tune_cmd::parse_storage)]
     storage: Storage,
     /// What the server mostly does: web, oltp, dw or mixed.
-    #[arg(long, value_name = "KIND", default_value = "mixed", value_parser = parse_workload)]
+    #[arg(long, value_name = "KIND", default_value = "mixed", value_parser = tune_cmd::parse_workload)]
     workload: Workload,
     /// The newest backup may be this old (`36h`).
     #[arg(long, value_name = "DURATION", default_value = "36h", value_parser = parse_duration)]
@@ -37,29 +38,6 @@ pub struct DoctorArgs {
     /// The newest restore drill may be this old (`30d`).
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
     drill_max_age: Duration,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    pgvault_core::units::parse_size(s).map_err(|e| e.to_string())
-}
-
-fn parse_storage(s: &str) -> Result<Storage, String> {
-    match s {
-        "ssd" => Ok(Storage::Ssd),
-        "hdd" => Ok(Storage::Hdd),
-        "network" => Ok(Storage::Network),
-        _ => Err(format!("'{s}' is not ssd, hdd or network")),
-    }
-}
-
-fn parse_workload(s: &str) -> Result<Workload, String> {
-    match s {
-        "web" => Ok(Workload::Web),
-        "oltp" => Ok(Workload::Oltp),
-        "dw" => Ok(Workload::Dw),
-        "mixed" => Ok(Workload::Mixed),
-        _ => Err(format!("'{s}' is not web, oltp, dw or mixed")),
-    }
 }
 
 pub async fn doctor(ctx: &Context, args: DoctorArgs) -> Result<()> {

@@ -56,15 +56,15 @@ pub struct TuneArgs {
     diff: bool,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     units::parse_size(s).map_err(|e| e.to_string())
 }
 
-fn parse_storage(s: &str) -> Result<Storage, String> {
+pub fn parse_storage(s: &str) -> Result<Storage, String> {
     s.parse().map_err(|e: pgvault_ops::tune::TuneError| e.to_string())
 }
 
-fn parse_workload(s: &str) -> Result<Workload, String> {
+pub fn parse_workload(s: &str) -> Result<Workload, String> {
     s.parse().map_err(|e: pgvault_ops::tune::TuneError| e.to_string())
 }
 

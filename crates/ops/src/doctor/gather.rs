@@ -300,13 +300,12 @@ fn resource_facts(
     server_major: u32,
 ) -> ResourceFacts {
     let local = server_is_local(config);
-    let memory = opts.memory_bytes.or_else(|| local.then(detect_memory).flatten());
-    let cpus = opts.cpus.or_else(|| {
-        local
-            .then(|| std::thread::available_parallelism().ok())
-            .flatten()
-            .and_then(|n| u32::try_from(n.get()).ok())
-    });
+    // The same detection as `pgvault tune` (cgroup v2, then v1, then /proc), when local.
+    let detected = local.then(tune::machine::detect);
+    let memory = opts
+        .memory_bytes
+        .or_else(|| detected.as_ref().and_then(|m| m.memory_bytes));
+    let cpus = opts.cpus.or_else(|| detected.as_ref().map(|m| m.cpus));
     let (Some(memory_bytes), Some(cpus)) = (memory, cpus) else {
         return ResourceFacts::NotChecked(format!(
             "the server ({}) is not on this host and --memory/--cpus were not given",
@@ -349,24 +348,4 @@ fn resource_facts(
 fn server_is_local(config: &Config) -> bool {
     let host = config.postgres.host.as_str();
     host.starts_with('/') || matches!(host, "" | "localhost" | "127.0.0.1" | "::1")
-}
-
-/// Memory limit of this process's cgroup (v2, then v1), else MemTotal.
-fn detect_memory() -> Option<u64> {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    });
-    let cgroup = [
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]
-    .iter()
-    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok());
-    match (cgroup, total) {
-        (Some(c), Some(t)) => Some(c.min(t)),
-        (c, t) => c.or(t),
-    }
 }
