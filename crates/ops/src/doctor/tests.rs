@@ -10,7 +10,7 @@ use chrono::{Duration as CDuration, TimeZone, Utc};
 
 use super::facts::*;
 use super::{judge, Severity};
-use crate::tune::Recommendation;
+use crate::tune::{Recommendation, Typed};
 
 fn healthy() -> Facts {
     let now = Utc.with_ymd_and_hms(2026, 12, 2, 4, 0, 0).unwrap();
@@ -108,6 +108,10 @@ fn rec(name: &'static str, value: &str) -> Recommendation {
         name,
         value: value.into(),
         reason: "25% of RAM".into(),
+        reference: "pgtune",
+        typed: Typed::Bytes(pgvault_core::units::parse_size(value).expect("a size")),
+        restart: true,
+        at_least: false,
     }
 }
 
