@@ -109,7 +109,7 @@ fn rec(name: &'static str, value: &str) -> Recommendation {
         value: value.into(),
         reason: "25% of RAM".into(),
         reference: "pgtune",
-        typed: Typed::Bytes(pgvault_core::units::parse_size(value).expect("a size")),
+        typed: pgvault_core::units::parse_size(value).map_or_else(|_| Typed::Text(value.into()), Typed::Bytes),
         restart: true,
         at_least: false,
     }
