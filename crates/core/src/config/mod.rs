@@ -14,11 +14,13 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 mod connection;
+mod schedule;
 mod sections;
 #[cfg(test)]
 mod tests;
 
 pub use connection::{PostgresConfig, RepositoryConfig};
+pub use schedule::{MetricsConfig, ScheduleConfig, DEFAULT_METRICS_REFRESH};
 pub use sections::{
     ArchiveConfig, BackupConfig, CompressionConfig, DrillConfig, EncryptionConfig, ObjectivesConfig, RestoreConfig,
     RetentionConfig,
@@ -87,6 +89,12 @@ pub struct Config {
     /// `[drill]`: how `pgvault drill` runs.
     #[serde(default)]
     pub drill: DrillConfig,
+    /// `[schedule]`: the jobs `pgvault schedule` runs (cron expressions); absent runs nothing.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// `[metrics]`: where `pgvault schedule` serves Prometheus metrics; absent serves none.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The file this was read from (absolute), for messages and for the `restore_command` that a
     /// restore writes.
     #[serde(skip)]
@@ -202,6 +210,9 @@ impl Config {
         }
         if let Some(r) = &self.retention {
             self.validate_retention(r)?;
+        }
+        if let Some((key, why)) = self.schedule.check().or_else(|| self.metrics.check()) {
+            return Err(self.invalid(&key, why));
         }
         for (key, v) in [
             ("objectives.rto", &self.objectives.rto),

@@ -149,3 +149,37 @@ fn world_readable_credentials_warn_but_load() {
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(Config::load(Some(&cfg)).unwrap().warnings.is_empty());
 }
+
+#[test]
+fn schedule_and_metrics_sections_are_checked() {
+    let base = "[postgres]\n[repository]\nurl = \"file:///r\"\n";
+    let c = parse(base).unwrap();
+    assert!(c.schedule.jobs().unwrap().is_empty());
+    assert_eq!(c.metrics.listen_addr().unwrap(), None);
+    let c = parse(&format!(
+        "{base}[schedule]\nbackup = \"0 2 * * *\"\ndrill = \"@weekly\"\ntimezone = \"Europe/Berlin\"\n[metrics]\nlisten = \"127.0.0.1\"\nrefresh = \"30s\"\n"
+    ))
+    .unwrap();
+    let kinds: Vec<_> = c.schedule.jobs().unwrap().iter().map(|j| j.kind.name()).collect();
+    assert_eq!(kinds, ["backup", "drill"]);
+    assert_eq!(
+        c.metrics.listen_addr().unwrap().unwrap().port(),
+        crate::metrics::DEFAULT_PORT
+    );
+    assert_eq!(c.metrics.refresh().unwrap(), std::time::Duration::from_secs(30));
+    for (bad, key) in [
+        ("[schedule]\nbackup = \"0 25 * * *\"", "schedule.backup"),
+        ("[schedule]\nverify = \"daily\"", "schedule.verify"),
+        ("[schedule]\ntimezone = \"Moon/Base\"", "schedule.timezone"),
+        ("[schedule]\nbackup_incr = \"0 * * * *\"", "schedule.backup_incr"),
+        ("[schedule]\nbackups = \"0 * * * *\"", "backups"),
+        ("[metrics]\nlisten = \"my host:1\"", "metrics.listen"),
+        ("[metrics]\nlisten = \"localhost:http\"", "metrics.listen"),
+        ("[metrics]\nrefresh = \"10\"", "metrics.refresh"),
+    ] {
+        let err = parse(&format!("{base}{bad}\n")).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains("test.toml"), "{bad}: {err}");
+    }
+    let c = parse(&format!("{base}[metrics]\nlisten = \"localhost:9999\"\n")).unwrap();
+    assert_eq!(c.metrics.listen_addr().unwrap().unwrap().to_string(), "127.0.0.1:9999");
+}
