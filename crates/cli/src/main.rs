@@ -9,8 +9,10 @@ mod drill_cmd;
 mod expire;
 mod hints;
 mod list;
+mod metrics_cmd;
 mod progress;
 mod restore_cmd;
+mod schedule_cmd;
 mod verify_cmd;
 
 use std::path::PathBuf;
@@ -68,11 +70,18 @@ enum Command {
     Unpin(expire::UnpinArgs),
     /// Restore a backup into a sandbox, start it, check it, and measure the RTO and RPO.
     Drill(Box<drill_cmd::DrillArgs>),
+    /// Run the [schedule] jobs (backup, expire, verify, drill) and serve [metrics], in the foreground.
+    Schedule(schedule_cmd::ScheduleArgs),
+    /// Print the Prometheus metrics, or write them for node_exporter (--textfile).
+    Metrics(metrics_cmd::MetricsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon logs each job run at info: that is its output.
+    let daemon = matches!(cli.command, Command::Schedule(_));
     let level = match cli.verbose {
+        0 if daemon => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -113,6 +122,8 @@ fn main() -> ExitCode {
             Command::Pin(a) => expire::pin(&ctx, a).await,
             Command::Unpin(a) => expire::unpin(&ctx, a).await,
             Command::Drill(a) => drill_cmd::drill(&ctx, *a).await,
+            Command::Schedule(a) => schedule_cmd::schedule(&ctx, a).await,
+            Command::Metrics(a) => metrics_cmd::metrics(&ctx, a).await,
         }
     });
     match result {
