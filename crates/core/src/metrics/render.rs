@@ -354,13 +354,15 @@ fn jobs(o: &mut Out, s: &Snapshot) {
     );
 }
 
+/// The job's label is `kind`, not `job`: Prometheus owns `job` (the scrape job) and would rename
+/// ours to `exported_job`.
 fn job_label(job: &str) -> Labels<'_> {
     match job {
-        "backup" => &[("job", "backup")],
-        "expire" => &[("job", "expire")],
-        "verify" => &[("job", "verify")],
-        "drill" => &[("job", "drill")],
-        _ => &[("job", "other")],
+        "backup" => &[("kind", "backup")],
+        "expire" => &[("kind", "expire")],
+        "verify" => &[("kind", "verify")],
+        "drill" => &[("kind", "drill")],
+        _ => &[("kind", "other")],
     }
 }
 

@@ -129,9 +129,9 @@ fn every_family_parses_with_help_type_and_its_value() {
         Some(1.0)
     );
     assert_eq!(value(&s, "pgvault_objective_rpo_seconds", None), Some(300.0));
-    assert_eq!(value(&s, "pgvault_job_runs_total", Some(("job", "backup"))), Some(5.0));
+    assert_eq!(value(&s, "pgvault_job_runs_total", Some(("kind", "backup"))), Some(5.0));
     assert_eq!(
-        value(&s, "pgvault_job_failures_total", Some(("job", "backup"))),
+        value(&s, "pgvault_job_failures_total", Some(("kind", "backup"))),
         Some(1.0)
     );
     // Counters are typed as counters; every sample's family has HELP text.
