@@ -44,6 +44,9 @@ fn alert_rules_check_and_their_unit_tests_pass() -> Result<()> {
             .current_dir(dir.path()),
         Duration::from_secs(60),
     )?;
-    ensure!(!out.success() && out.to_string().contains("PgvaultDrillFailed"), "{out}");
+    ensure!(
+        !out.success() && out.to_string().contains("PgvaultDrillFailed"),
+        "{out}"
+    );
     Ok(())
 }

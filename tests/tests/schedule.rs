@@ -28,7 +28,10 @@ fn get_metrics(port: u16) -> Result<String> {
     s.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP header end")?;
     ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
-    ensure!(head.to_ascii_lowercase().contains("text/plain; version=0.0.4"), "{head}");
+    ensure!(
+        head.to_ascii_lowercase().contains("text/plain; version=0.0.4"),
+        "{head}"
+    );
     Ok(body.to_string())
 }
 
@@ -112,9 +115,11 @@ fn promtool_check_metrics(text: &str, dir: &Path) -> Result<()> {
     let file = dir.join("metrics.prom");
     std::fs::write(&file, text)?;
     let out = run_with_timeout(
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("'{}' check metrics < '{}'", promtool.display(), file.display())),
+        std::process::Command::new("sh").arg("-c").arg(format!(
+            "'{}' check metrics < '{}'",
+            promtool.display(),
+            file.display()
+        )),
         Duration::from_secs(60),
     )?;
     ensure!(out.success(), "promtool check metrics: {out}\n{text}");
@@ -150,13 +155,19 @@ async fn daemon_backs_up_serves_metrics_and_stops_on_sigterm() -> Result<()> {
     let text = wait_metrics(port, Duration::from_secs(30), "the job counter", |t| {
         sample(t, "pgvault_job_runs_total{kind=\"backup\"}").is_some_and(|v| v >= 1.0)
     })?;
-    ensure!(sample(&text, "pgvault_job_failures_total{kind=\"backup\"}") == Some(0.0), "{text}\n{}", daemon.log());
+    ensure!(
+        sample(&text, "pgvault_job_failures_total{kind=\"backup\"}") == Some(0.0),
+        "{text}\n{}",
+        daemon.log()
+    );
     promtool_check_metrics(&text, vault.dir.path())?;
 
     // A WAL switch: the pushed segment moves the newest-segment gauge.
     let newest = "pgvault_wal_newest_segment_number";
     let before = sample(&text, newest).context("no newest-segment gauge")?;
-    cluster.execute("CREATE TABLE sched_t AS SELECT generate_series(1, 1000) AS i").await?;
+    cluster
+        .execute("CREATE TABLE sched_t AS SELECT generate_series(1, 1000) AS i")
+        .await?;
     cluster.switch_wal().await?;
     wait_metrics(port, Duration::from_secs(60), "the newest segment to move", |t| {
         sample(t, newest).is_some_and(|v| v > before)
@@ -166,12 +177,16 @@ async fn daemon_backs_up_serves_metrics_and_stops_on_sigterm() -> Result<()> {
     let failed = "pgvault_archiver_failed_total";
     let before = sample(&get_metrics(port)?, failed).context("no archiver failure counter")?;
     cluster.alter_system("archive_command", "false").await?;
-    cluster.execute("INSERT INTO sched_t SELECT generate_series(1, 1000)").await?;
+    cluster
+        .execute("INSERT INTO sched_t SELECT generate_series(1, 1000)")
+        .await?;
     cluster.switch_wal().await?;
     let raised = wait_metrics(port, Duration::from_secs(60), "archiver failures", |t| {
         sample(t, failed).is_some_and(|v| v > before)
     });
-    cluster.alter_system("archive_command", &vault.archive_command()).await?;
+    cluster
+        .alter_system("archive_command", &vault.archive_command())
+        .await?;
     raised?;
 
     // SIGTERM: no new job starts, a running one finishes, exit 0. The signal goes to pgvault
@@ -183,7 +198,11 @@ async fn daemon_backs_up_serves_metrics_and_stops_on_sigterm() -> Result<()> {
         if let Some(s) = daemon.child.try_wait()? {
             break s;
         }
-        ensure!(Instant::now() < deadline, "the daemon did not stop on SIGTERM:\n{}", daemon.log());
+        ensure!(
+            Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM:\n{}",
+            daemon.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let log = daemon.log();

@@ -135,6 +135,8 @@ struct Daemon {
     repo: Repository,
     jobs: Mutex<Vec<JobMetric>>,
     text: metrics_cmd::Shared,
+    /// Whether `/metrics` is served (nothing to refresh otherwise).
+    serving: bool,
 }
 
 async fn run(
@@ -163,6 +165,7 @@ async fn run(
         config,
         repo,
         text: Arc::new(RwLock::new(String::new())),
+        serving: listen.is_some(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (abort_tx, abort_rx) = watch::channel(false);
@@ -239,6 +242,9 @@ fn spawn_refresher(
 impl Daemon {
     /// Re-reads the repository and the server and re-renders the metrics.
     async fn refresh(&self) {
+        if !self.serving {
+            return;
+        }
         let mut snap = metrics::collect(&self.config, Some(&self.repo), true, Utc::now()).await;
         snap.jobs = self.jobs.lock().map(|j| j.clone()).unwrap_or_default();
         let text = metrics::render(&snap);

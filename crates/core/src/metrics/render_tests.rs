@@ -179,3 +179,40 @@ fn label_values_are_escaped() {
         "{text}"
     );
 }
+
+/// Every metric the alert rules and the Grafana dashboard read is one the renderer writes (a typo
+/// in a rule would make it silently never fire).
+#[test]
+fn rules_and_dashboard_read_only_rendered_metrics() {
+    let mut every = full();
+    if let Some(d) = every.drill.as_mut() {
+        d.rpo_seconds = Some(12.0);
+    }
+    let text = render(&every);
+    let rendered: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let dashboard = include_str!("../../../../docs/grafana/pgvault.json");
+    serde_json::from_str::<serde_json::Value>(dashboard).expect("the dashboard is JSON");
+    for (what, source) in [("alert rules", crate::metrics::ALERT_RULES), ("dashboard", dashboard)] {
+        let mut seen = 0;
+        for (i, _) in source.match_indices("pgvault_") {
+            let name: String = source[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // Rule and group names (`pgvault`, `PgvaultDrillFailed`) are not metrics.
+            if name == "pgvault_" {
+                continue;
+            }
+            seen += 1;
+            assert!(
+                rendered.contains(name.as_str()),
+                "{what} read {name}, which is never rendered"
+            );
+        }
+        assert!(seen > 5, "{what}: {seen}");
+    }
+}
