@@ -408,10 +408,22 @@ fn quiet() -> Arc<dyn Progress> {
     crate::progress::for_terminal(false)
 }
 
-/// Whether an error is "the repository lock is held" (a manual run is working).
+/// Whether an error is "the repository lock is held" (a manual run is working). The commands'
+/// errors wrap the lock error transparently (their `source()` skips it), so each is unwrapped.
 fn lock_held(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| matches!(c.downcast_ref::<LockError>(), Some(LockError::Held { .. })))
+    e.chain().any(|c| {
+        let lock = c
+            .downcast_ref::<LockError>()
+            .or_else(|| match c.downcast_ref::<backup::BackupError>() {
+                Some(backup::BackupError::Lock(l)) => Some(l),
+                _ => None,
+            })
+            .or_else(|| match c.downcast_ref::<retention::RetentionError>() {
+                Some(retention::RetentionError::Lock(l)) => Some(l),
+                _ => None,
+            });
+        matches!(lock, Some(LockError::Held { .. }))
+    })
 }
 
 fn log_run(kind: JobKind, ran: &Ran, took: Duration, skipped: u32) {
@@ -455,4 +467,38 @@ fn archive_command_path(config: &Config) -> Result<PathBuf> {
         "pgvault-archive is not installed beside {} ; install it there or set [restore] archive_command_path",
         exe.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgvault_core::repository::lock::LockHolder;
+
+    fn held() -> LockError {
+        LockError::Held {
+            location: "file:///r".into(),
+            name: "backup".into(),
+            key: "locks/backup".into(),
+            holder: Box::new(LockHolder {
+                host: "db1".into(),
+                pid: 42,
+                command: "pgvault backup".into(),
+                started: Utc::now(),
+            }),
+            expires_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_held_lock_is_told_apart_from_other_failures() {
+        let direct = anyhow::Error::from(held());
+        assert!(lock_held(&direct));
+        let wrapped = anyhow::Error::from(backup::BackupError::from(held())).context("job backup");
+        assert!(lock_held(&wrapped), "found through the error chain");
+        let expire = anyhow::Error::from(retention::RetentionError::from(held()));
+        assert!(lock_held(&expire));
+        let other = anyhow::Error::from(LockError::BadName("x".into()));
+        assert!(!lock_held(&other));
+        assert!(!lock_held(&anyhow::anyhow!("connection refused")));
+    }
 }
