@@ -13,6 +13,7 @@ mod metrics_cmd;
 mod progress;
 mod restore_cmd;
 mod schedule_cmd;
+mod schedule_jobs;
 mod verify_cmd;
 
 use std::path::PathBuf;
