@@ -5,7 +5,8 @@
 //!   counter); the text passes `promtool check metrics`;
 //! - a WAL switch (a push through `archive_command`) moves the newest-segment gauge;
 //! - an `archive_command` made to fail for a moment raises `pgvault_archiver_failed_total`;
-//! - SIGTERM stops the daemon: exit 0, and its log says so and shows the job's one-line record.
+//! - SIGTERM stops the daemon: exit 0, and its log says so and shows the job's one-line record;
+//! - `pgvault metrics --textfile` writes the same metrics into a file.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -209,5 +210,16 @@ async fn daemon_backs_up_serves_metrics_and_stops_on_sigterm() -> Result<()> {
     ensure!(status.code() == Some(0), "exit {status}:\n{log}");
     ensure!(log.contains("SIGTERM") && log.contains("schedule stopped"), "{log}");
     ensure!(log.contains("job backup ok in"), "one line per run: {log}");
+
+    // The same metrics as a node_exporter textfile, written whole.
+    let prom = vault.dir.path().join("pgvault.prom");
+    let out = vault.pgvault(["metrics".as_ref(), "--textfile".as_ref(), prom.as_os_str()])?;
+    ensure!(out.success(), "{out}");
+    let text = std::fs::read_to_string(&prom)?;
+    ensure!(
+        sample(&text, full).is_some() && sample(&text, "pgvault_up") == Some(1.0),
+        "{text}"
+    );
+    promtool_check_metrics(&text, vault.dir.path())?;
     Ok(())
 }
