@@ -10,8 +10,11 @@ mod drill_cmd;
 mod expire;
 mod hints;
 mod list;
+mod metrics_cmd;
 mod progress;
 mod restore_cmd;
+mod schedule_cmd;
+mod schedule_jobs;
 mod tune_cmd;
 mod verify_cmd;
 
@@ -74,11 +77,18 @@ enum Command {
     Tune(Box<tune_cmd::TuneArgs>),
     /// Audit the server and the repository for production readiness (exit 0 ok, 3 warnings, 4 critical).
     Doctor(doctor_cmd::DoctorArgs),
+    /// Run the [schedule] jobs (backup, expire, verify, drill) and serve [metrics], in the foreground.
+    Schedule(schedule_cmd::ScheduleArgs),
+    /// Print the Prometheus metrics, or write them for node_exporter (--textfile).
+    Metrics(metrics_cmd::MetricsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon logs each job run at info: that is its output.
+    let daemon = matches!(cli.command, Command::Schedule(_));
     let level = match cli.verbose {
+        0 if daemon => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -121,6 +131,8 @@ fn main() -> ExitCode {
             Command::Drill(a) => drill_cmd::drill(&ctx, *a).await,
             Command::Tune(a) => tune_cmd::tune(&ctx, *a).await,
             Command::Doctor(a) => doctor_cmd::doctor(&ctx, a).await,
+            Command::Schedule(a) => schedule_cmd::schedule(&ctx, a).await,
+            Command::Metrics(a) => metrics_cmd::metrics(&ctx, a).await,
         }
     });
     match result {

@@ -62,6 +62,10 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
         parallel: args.parallel.clamp(1, 64),
     };
     let report = verify::verify(&repo, &opts).await?;
+    // The metrics report the last verify from this record; failing to store it fails nothing.
+    if let Err(e) = verify::record::store(&repo, &report, chrono::Utc::now()).await {
+        tracing::warn!("cannot store the verify record for the metrics: {e}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
