@@ -4,6 +4,7 @@
 //! work is in `pgvault-core`, so the same code paths are exercised by the library's tests.
 
 mod commands;
+mod deploy_cmd;
 mod display;
 mod drill_cmd;
 mod expire;
@@ -68,6 +69,8 @@ enum Command {
     Unpin(expire::UnpinArgs),
     /// Restore a backup into a sandbox, start it, check it, and measure the RTO and RPO.
     Drill(Box<drill_cmd::DrillArgs>),
+    /// Render systemd units, a Compose stack or Kubernetes manifests with backups wired in.
+    Deploy(Box<deploy_cmd::DeployArgs>),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::Pin(a) => expire::pin(&ctx, a).await,
             Command::Unpin(a) => expire::unpin(&ctx, a).await,
             Command::Drill(a) => drill_cmd::drill(&ctx, *a).await,
+            Command::Deploy(a) => deploy_cmd::deploy(&ctx, *a).await,
         }
     });
     match result {
