@@ -34,7 +34,7 @@ pub(super) fn render(opts: &Options) -> Vec<Rendered> {
             0o644,
         ),
         rendered("pgvault.conf", postgres::include(opts, tls), 0o644),
-        rendered("pg_hba.conf", postgres::hba(opts, Some("samenet")), 0o644),
+        rendered("pg_hba.conf", postgres::hba(opts, Some("samenet"), false), 0o644),
         rendered(
             "pgvault.toml",
             postgres::pgvault_toml(opts, &pg, None, "0.0.0.0"),

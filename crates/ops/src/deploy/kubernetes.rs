@@ -77,7 +77,7 @@ fn config_map(opts: &Options) -> String {
          pgvault.conf: |\n{}  pg_hba.conf: |\n{}",
         indent(&postgres::pgvault_toml(opts, &pg, None, "0.0.0.0"), 4),
         indent(&postgres::include(opts, tls), 4),
-        indent(&postgres::hba(opts, None), 4),
+        indent(&postgres::hba(opts, None, true), 4),
     )
 }
 

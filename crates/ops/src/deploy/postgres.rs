@@ -80,9 +80,10 @@ pub(super) fn include(opts: &Options, tls: Option<(String, String)>) -> String {
     s
 }
 
-/// Where clients may connect from, in `pg_hba.conf`: `local_net` is an extra trusted source of
-/// the target (Compose: `samenet`, the stack's own network).
-pub(super) fn hba(opts: &Options, local_net: Option<&str>) -> String {
+/// Where clients may connect from, in `pg_hba.conf`: `local_net` is an extra source of the
+/// target (Compose: `samenet`, the stack's own network); `backup_from_cidrs` also lets the
+/// `pgvault` role replicate from the given networks (Kubernetes: the scheduler's pod network).
+pub(super) fn hba(opts: &Options, local_net: Option<&str>, backup_from_cidrs: bool) -> String {
     let host = if opts.tls == Tls::Off { "host" } else { "hostssl" };
     let mut s = String::from(
         "# pg_hba.conf rendered by `pgvault deploy`: scram-sha-256 (peer for local OS users), only the networks named.\n\

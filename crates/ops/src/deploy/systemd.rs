@@ -23,7 +23,7 @@ pub(super) fn render(opts: &Options) -> Vec<Rendered> {
     };
     let mut files = vec![
         rendered("pgvault.conf", postgres::include(opts, tls), 0o644),
-        rendered("pg_hba.conf", postgres::hba(opts, None), 0o644),
+        rendered("pg_hba.conf", postgres::hba(opts, None, false), 0o644),
         rendered(
             "pgvault.toml",
             postgres::pgvault_toml(opts, &pg, Some("/etc/pgvault/pgvault-passphrase"), "127.0.0.1"),

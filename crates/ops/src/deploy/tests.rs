@@ -83,7 +83,7 @@ fn the_include_archives_with_pgvault_and_keeps_tunes_archive_settings_out() {
 fn hba_has_no_trust_and_limits_to_the_given_networks() {
     let mut opts = all();
     opts.allow_cidrs = vec![Cidr::parse("10.0.0.0/8").expect("cidr")];
-    let hba = postgres::hba(&opts, None);
+    let hba = postgres::hba(&opts, None, false);
     assert!(
         !hba.contains("trust") && !hba.contains("md5") && !hba.contains("0.0.0.0/0"),
         "{hba}"
@@ -93,7 +93,7 @@ fn hba_has_no_trust_and_limits_to_the_given_networks() {
         "{hba}"
     );
     opts.tls = Tls::SelfSigned;
-    assert!(postgres::hba(&opts, None).contains("hostssl  all          all       10.0.0.0/8"));
+    assert!(postgres::hba(&opts, None, false).contains("hostssl  all          all       10.0.0.0/8"));
 }
 
 #[test]
