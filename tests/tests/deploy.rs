@@ -7,7 +7,11 @@
 //! - a second run is byte-identical and keeps every secret; adding PgBouncer later extends `.env`
 //!   with only the new key; secrets are 0600; `--dry-run` writes nothing;
 //! - `--k8s-jobs cronjob` renders four CronJobs and no scheduler Deployment;
-//! - bad input is refused with a clear error (exit 1) or a usage error (exit 2).
+//! - bad input is refused with a clear error (exit 1) or a usage error (exit 2);
+//! - the rendered include, `pg_hba.conf` (with TLS from the self-signed pair) and the Compose
+//!   stack's role script run on a real PostgreSQL 15: no `pg_hba.conf` errors, archiving and
+//!   SSL on, the `pgvault` role logs in over TLS with SCRAM and may replicate, PgBouncer's lookup
+//!   function returns SCRAM secrets to `pgbouncer_auth` only.
 //!
 //! Facts taken from the reviews of production set-ups (the project's fixtures, so that no test
 //! reads anything outside the repository):
@@ -27,7 +31,11 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use pgvault_tests::bins::target_profile_dir;
-use pgvault_tests::{checker, run_pgvault, run_with_timeout, Checker, CmdOutput, TempRepoDir};
+use pgvault_tests::process::postgres_command;
+use pgvault_tests::{
+    checker, install_under_test, run_pgvault, run_with_timeout, write_postgres_file, Checker, ClusterOptions,
+    CmdOutput, PgCluster, TempRepoDir,
+};
 
 /// The option sets rendered with `--target all`.
 fn option_sets(tls_pair: &Path) -> Vec<(&'static str, Vec<String>)> {
@@ -362,5 +370,124 @@ fn bad_input_is_refused_clearly() -> Result<()> {
     let o = deploy(&out, &["--pgbouncer".into(), "statement".into()])?;
     ensure!(o.code() == Some(2), "{o}");
     ensure!(!out.exists(), "a refused deploy wrote files");
+    Ok(())
+}
+
+/// `psql -Atc SQL` as the `postgres` OS user over the socket, with extra `env`, `conninfo`.
+fn psql(cluster: &PgCluster, conninfo: &str, env: &[(&str, &str)], sql: &str) -> Result<String> {
+    let mut cmd = postgres_command("/usr/bin/env");
+    for (k, v) in env {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(cluster.install().bin("psql"))
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", conninfo, "-c", sql]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60))?.check()?;
+    Ok(out.stdout.trim().to_string())
+}
+
+#[test]
+fn rendered_postgres_files_work_on_a_real_server() -> Result<()> {
+    let Some(install) = install_under_test(15) else {
+        return Ok(());
+    };
+    let tmp = TempRepoDir::with_prefix("pgvault-deploy-")?;
+    let out = tmp.join("out");
+    let args: Vec<String> = [
+        "--tls",
+        "self-signed",
+        "--pgbouncer",
+        "transaction",
+        "--allow-cidr",
+        "10.10.5.0/24",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    deploy(&out, &args)?.check()?;
+    let compose = out.join("compose");
+    // The include names the container's TLS paths: point them at the rendered pair.
+    let include = std::fs::read_to_string(compose.join("pgvault.conf"))?.replace(
+        "/var/lib/postgresql/tls/",
+        &format!("{}/", compose.join("tls").display()),
+    );
+    ensure!(include.contains("ssl = on"), "{include}");
+    let include_path = tmp.join("pgvault.conf");
+    write_postgres_file(&include_path, include, 0o644)?;
+    let hba: Vec<String> = std::fs::read_to_string(compose.join("pg_hba.conf"))?
+        .lines()
+        .map(String::from)
+        .collect();
+    let opts = ClusterOptions {
+        hba: Some(hba),
+        extra_conf: vec![format!("include '{}'", include_path.display())],
+        ..ClusterOptions::default()
+    };
+    let cluster = PgCluster::start_new(&install, opts)?;
+    let local = format!(
+        "host={} port={} user=postgres dbname=postgres",
+        cluster.socket_dir().display(),
+        cluster.port()
+    );
+    let show = |sql: &str| psql(&cluster, &local, &[], sql);
+    ensure!(show("SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL")? == "0");
+    ensure!(show("SHOW ssl")? == "on" && show("SHOW archive_mode")? == "on");
+    ensure!(show("SHOW password_encryption")? == "scram-sha-256");
+    ensure!(show("SELECT setting FROM pg_settings WHERE name = 'archive_timeout'")? == "150");
+    ensure!(show("SHOW archive_command")?.starts_with("pgvault-archive --config /etc/pgvault/pgvault.toml push"));
+
+    // The Compose stack's initdb script, as the image's entrypoint runs it.
+    let script = compose.join("initdb/10-pgvault-roles.sh");
+    let mut cmd = postgres_command("/usr/bin/env");
+    let path = format!("{}:/usr/bin:/bin", install.bin_dir().display());
+    let (host, port) = (cluster.socket_dir().display().to_string(), cluster.port().to_string());
+    cmd.args([
+        format!("PATH={path}"),
+        format!("PGHOST={host}"),
+        format!("PGPORT={port}"),
+        "POSTGRES_USER=postgres".into(),
+        "POSTGRES_DB=postgres".into(),
+        "PGVAULT_DB_PASSWORD=backup-role-password-1".into(),
+        "PGBOUNCER_AUTH_PASSWORD=pooler-password-22".into(),
+        "/bin/sh".into(),
+        script.display().to_string(),
+    ]);
+    run_with_timeout(&mut cmd, Duration::from_secs(120))?
+        .check()
+        .context("the roles script")?;
+
+    // pgvault over TCP with TLS and SCRAM: SQL, WAL switch and a replication connection.
+    let tcp = format!(
+        "host=127.0.0.1 port={} user=pgvault dbname=postgres sslmode=require",
+        cluster.port()
+    );
+    let pw = [("PGPASSWORD", "backup-role-password-1")];
+    ensure!(
+        psql(
+            &cluster,
+            &tcp,
+            &pw,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        )? == "t"
+    );
+    psql(&cluster, &tcp, &pw, "SELECT pg_switch_wal()")?;
+    let repl = format!("{tcp} replication=database");
+    ensure!(psql(&cluster, &repl, &pw, "IDENTIFY_SYSTEM")?.contains('|'));
+    // A wrong password is refused (no trust line anywhere).
+    let wrong = psql(&cluster, &tcp, &[("PGPASSWORD", "nope")], "SELECT 1");
+    ensure!(wrong.is_err(), "a wrong password was accepted");
+    // PgBouncer's lookup: SCRAM secrets for pgbouncer_auth, nothing for other roles.
+    let auth = format!(
+        "host=127.0.0.1 port={} user=pgbouncer_auth dbname=postgres sslmode=require",
+        cluster.port()
+    );
+    let secret = psql(
+        &cluster,
+        &auth,
+        &[("PGPASSWORD", "pooler-password-22")],
+        "SELECT passwd FROM pgbouncer.get_auth('pgvault')",
+    )?;
+    ensure!(secret.starts_with("SCRAM-SHA-256$"), "{secret}");
+    let denied = psql(&cluster, &tcp, &pw, "SELECT passwd FROM pgbouncer.get_auth('pgvault')");
+    ensure!(denied.is_err(), "pgvault may read password hashes");
     Ok(())
 }
