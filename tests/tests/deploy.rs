@@ -285,6 +285,20 @@ fn rendering_again_is_byte_identical_and_keeps_the_secrets() -> Result<()> {
     let dry = deploy(&out, &[args.clone(), vec!["--dry-run".into()]].concat())?.check()?;
     ensure!(!out.exists(), "--dry-run wrote {}", out.display());
     ensure!(dry.stdout.contains("create    compose/.env  (secret)"), "{dry}");
+    let json = deploy(
+        &out,
+        &[args.clone(), vec!["--dry-run".into(), "--json".into()]].concat(),
+    )?
+    .check()?;
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).with_context(|| json.to_string())?;
+    let files = v["files"].as_array().context("files[]")?;
+    ensure!(
+        files
+            .iter()
+            .any(|f| f["path"] == "kubernetes/tls-secret.yaml" && f["kind"] == "secret" && f["action"] == "create"),
+        "{json}"
+    );
+    ensure!(!out.exists() && v["dry_run"] == true, "--dry-run --json wrote files");
 
     deploy(&out, &args)?.check()?;
     let before = files_under(&out)?;
@@ -367,6 +381,8 @@ fn bad_input_is_refused_clearly() -> Result<()> {
     ensure!(o.code() == Some(1) && o.stderr.contains("--allow-cidr"), "{o}");
     let o = deploy(&out, &["--tls".into(), "cert-only.pem".into()])?;
     ensure!(o.code() == Some(1) && o.stderr.contains("--tls"), "{o}");
+    let o = deploy(&out, &["--image".into(), "redis=redis:7".into()])?;
+    ensure!(o.code() == Some(1) && o.stderr.contains("--image"), "{o}");
     let o = deploy(&out, &["--pgbouncer".into(), "statement".into()])?;
     ensure!(o.code() == Some(2), "{o}");
     ensure!(!out.exists(), "a refused deploy wrote files");

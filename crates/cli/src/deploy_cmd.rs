@@ -216,6 +216,9 @@ pub async fn deploy(ctx: &Context, args: DeployArgs) -> Result<()> {
     if !args.dry_run {
         deploy::execute(&plan)?;
     }
+    for note in &plan.notes {
+        eprintln!("pgvault: note: {note}");
+    }
     if args.json {
         let files: Vec<_> = plan
             .files
@@ -229,7 +232,10 @@ pub async fn deploy(ctx: &Context, args: DeployArgs) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", json!({"out": args.out, "dry_run": args.dry_run, "files": files}));
+        println!(
+            "{}",
+            json!({"out": args.out, "dry_run": args.dry_run, "files": files, "notes": plan.notes})
+        );
         return Ok(());
     }
     let verb = if args.dry_run { "would" } else { "did" };

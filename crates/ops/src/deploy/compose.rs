@@ -188,7 +188,8 @@ fn compose_file(opts: &Options) -> String {
         &mut s,
         &["CMD", "pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres"],
     );
-    s.push_str("    stop_grace_period: 1m\n\n");
+    // Docker's default 64MB /dev/shm is too small for parallel queries.
+    s.push_str("    shm_size: \"256m\"\n    stop_grace_period: 1m\n\n");
     if opts.pgbouncer.is_some() {
         pgbouncer_service(&mut s, opts);
     }

@@ -310,6 +310,8 @@ impl std::fmt::Debug for PlannedFile {
 pub struct Plan {
     pub out: PathBuf,
     pub files: Vec<PlannedFile>,
+    /// Things the operator should know before starting the result (printed, not fatal).
+    pub notes: Vec<String>,
 }
 
 /// A file a renderer produces, before it is compared with what is on disk.
@@ -370,7 +372,37 @@ pub fn plan(opts: &Options, out: &Path, source: &mut dyn SecretSource) -> Result
     Ok(Plan {
         out: out.to_path_buf(),
         files,
+        notes: notes(opts),
     })
+}
+
+/// What the options leave for the operator to do or to decide.
+fn notes(opts: &Options) -> Vec<String> {
+    let mut notes = Vec::new();
+    if opts.targets.contains(&Target::Kubernetes) && opts.allow_cidrs.is_empty() {
+        notes.push(
+            "kubernetes: no --allow-cidr, so pg_hba.conf admits only loopback: pass the pod network \
+             (e.g. --allow-cidr 10.244.0.0/16) for the scheduler to reach the database"
+                .into(),
+        );
+    }
+    if opts.pgbouncer.is_some() && opts.images.pgbouncer.ends_with(":latest") {
+        notes.push(format!(
+            "compose: {} is not pinned; pin it with --image pgbouncer=REF",
+            opts.images.pgbouncer
+        ));
+    }
+    if opts.tls == Tls::SelfSigned {
+        notes.push("tls: the self-signed pair is for a first start; replace it with a real certificate".into());
+    }
+    if opts.repository.starts_with("file://") && opts.targets.contains(&Target::Kubernetes) {
+        notes.push(
+            "kubernetes: a file:// repository needs a ReadWriteMany volume shared with the database pods; \
+             an object store (--repository s3://...) needs none"
+                .into(),
+        );
+    }
+    notes
 }
 
 /// Writes the plan: generated files atomically (replacing older renderings), secrets created

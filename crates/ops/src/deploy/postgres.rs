@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use pgvault_core::units::format_duration;
 
-use super::{archive_timeout, Options, Tls, JOBS, METRICS_PORT};
+use super::{archive_timeout, Cidr, Options, Tls, JOBS, METRICS_PORT};
 
 /// Where pgvault's configuration lives on every target.
 pub(super) const CONFIG_PATH: &str = "/etc/pgvault/pgvault.toml";
@@ -100,12 +100,11 @@ pub(super) fn hba(opts: &Options, local_net: Option<&str>, backup_from_cidrs: bo
         let _ = writeln!(s, "host     all          all       {net:<16} scram-sha-256");
         let _ = writeln!(s, "host     replication  pgvault   {net:<16} scram-sha-256");
     }
-    for cidr in &opts.allow_cidrs {
-        let _ = writeln!(
-            s,
-            "{host:<8} all          all       {:<16} scram-sha-256",
-            cidr.as_str()
-        );
+    for cidr in opts.allow_cidrs.iter().map(Cidr::as_str) {
+        let _ = writeln!(s, "{host:<8} all          all       {cidr:<16} scram-sha-256");
+        if backup_from_cidrs {
+            let _ = writeln!(s, "{host:<8} replication  pgvault   {cidr:<16} scram-sha-256");
+        }
     }
     s
 }

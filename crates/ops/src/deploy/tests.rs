@@ -94,6 +94,8 @@ fn hba_has_no_trust_and_limits_to_the_given_networks() {
     );
     opts.tls = Tls::SelfSigned;
     assert!(postgres::hba(&opts, None, false).contains("hostssl  all          all       10.0.0.0/8"));
+    assert!(!postgres::hba(&opts, None, false).contains("replication  pgvault   10.0.0.0/8"));
+    assert!(postgres::hba(&opts, None, true).contains("hostssl  replication  pgvault   10.0.0.0/8"));
 }
 
 #[test]
