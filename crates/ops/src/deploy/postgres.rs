@@ -13,8 +13,9 @@ use super::{archive_timeout, Cidr, Options, Tls, JOBS, METRICS_PORT};
 pub(super) const CONFIG_PATH: &str = "/etc/pgvault/pgvault.toml";
 
 /// The settings pgvault's include owns; `tune`'s values for these names are left out.
-const OWNED: [&str; 9] = [
+const OWNED: [&str; 10] = [
     "wal_level",
+    "max_wal_senders",
     "archive_mode",
     "archive_command",
     "archive_timeout",
