@@ -4,6 +4,7 @@
 //! work is in `pgvault-core`, so the same code paths are exercised by the library's tests.
 
 mod commands;
+mod deploy_cmd;
 mod display;
 mod doctor_cmd;
 mod drill_cmd;
@@ -81,6 +82,8 @@ enum Command {
     Schedule(schedule_cmd::ScheduleArgs),
     /// Print the Prometheus metrics, or write them for node_exporter (--textfile).
     Metrics(metrics_cmd::MetricsArgs),
+    /// Render systemd units, a Compose stack or Kubernetes manifests with backups wired in.
+    Deploy(Box<deploy_cmd::DeployArgs>),
 }
 
 fn main() -> ExitCode {
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
             Command::Doctor(a) => doctor_cmd::doctor(&ctx, a).await,
             Command::Schedule(a) => schedule_cmd::schedule(&ctx, a).await,
             Command::Metrics(a) => metrics_cmd::metrics(&ctx, a).await,
+            Command::Deploy(a) => deploy_cmd::deploy(&ctx, *a).await,
         }
     });
     match result {
