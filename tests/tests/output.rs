@@ -1,6 +1,6 @@
 //! Output conventions (issue 9 item 3, docs/COMMANDS.md) on a real cluster (PostgreSQL 15):
 //! a backup under a pseudo terminal (`script` from util-linux) draws a bar with throughput and
-//! time left; the same backup without a terminal (as cron runs it) prints only its result line
+//! time left, with `-v` log lines around it; the same backup without a terminal (as cron runs it) prints only its result line
 //! on stdout and nothing on stderr; `--log-format json` writes one JSON object per stderr line;
 //! every read command's `--json` parses, with the documented top-level fields; usage errors exit 2.
 
@@ -89,8 +89,9 @@ async fn scenario(install: pgvault_tests::PgInstall) -> Result<()> {
         .await?;
     cluster.execute("CHECKPOINT").await?;
 
-    // On a terminal: a bar with throughput and ETA, then the result line.
-    let tty = pgvault_on_terminal(&vault, "backup")?;
+    // On a terminal: a bar with throughput and ETA, then the result line; log lines (-v) are
+    // written around the bar, each on a line of its own.
+    let tty = pgvault_on_terminal(&vault, "-v backup")?;
     ensure!(tty.success(), "backup on a terminal failed: {tty}");
     let screen = strip_ansi(&tty.stdout);
     ensure!(

@@ -7,7 +7,7 @@
 //! text format, log events in the JSON format, so that stderr stays one JSON object per line
 //! for whoever parses it. Results go to stdout and never through here.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 
 use clap::ValueEnum;
@@ -35,6 +35,21 @@ pub enum Format {
 
 static FORMAT: OnceLock<Format> = OnceLock::new();
 
+/// stderr, written around the progress bar (the formatter writes each event in one call).
+struct AroundBar;
+
+impl Write for AroundBar {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::suspend(|| std::io::stderr().write(buf))
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        crate::progress::suspend(|| std::io::stderr().write_all(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// The filter directive for the flags: `--log-level` wins over `-v` (info) and `-vv` (debug),
 /// `-vvv` is trace; without either only warnings and errors are shown.
 pub fn directive(level: Option<Level>, verbose: u8) -> &'static str {
@@ -54,7 +69,7 @@ pub fn init(directive: &str, format: Format) {
     let filter = EnvFilter::try_from_env("PGVAULT_LOG").unwrap_or_else(|_| EnvFilter::new(directive));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| AroundBar)
         .with_target(false);
     match format {
         Format::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -76,7 +91,7 @@ pub fn warn(msg: &str) {
     if json() {
         tracing::warn!("{msg}");
     } else {
-        eprintln!("pgvault: warning: {msg}");
+        crate::progress::suspend(|| eprintln!("pgvault: warning: {msg}"));
     }
 }
 
@@ -85,7 +100,7 @@ pub fn note(msg: &str) {
     if json() {
         tracing::warn!(note = true, "{msg}");
     } else {
-        eprintln!("pgvault: note: {msg}");
+        crate::progress::suspend(|| eprintln!("pgvault: note: {msg}"));
     }
 }
 
@@ -97,10 +112,12 @@ pub fn error(msg: &str, hint: Option<&str>) {
             None => tracing::error!("{msg}"),
         }
     } else {
-        eprintln!("pgvault: error: {msg}");
-        if let Some(h) = hint {
-            eprintln!("pgvault: hint: {h}");
-        }
+        crate::progress::suspend(|| {
+            eprintln!("pgvault: error: {msg}");
+            if let Some(h) = hint {
+                eprintln!("pgvault: hint: {h}");
+            }
+        });
     }
 }
 

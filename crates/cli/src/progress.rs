@@ -6,16 +6,33 @@
 //! written in PostgreSQL's units by [`pgvault_core::units`], like every other size pgvault shows.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, WeakProgressBar};
 use pgvault_core::progress::{Progress, Quiet};
 use pgvault_core::units;
 
 /// How often the bar is redrawn even without news (elapsed time and ETA keep moving while the
 /// server checkpoints or reports its progress once a second).
 const TICK: Duration = Duration::from_millis(250);
+
+/// The bar on screen, if any: log lines and warnings are written around it ([`suspend`]). Weak:
+/// a bar dropped by a failed command is gone, not kept ticking by this.
+static ACTIVE: Mutex<Option<WeakProgressBar>> = Mutex::new(None);
+
+/// Runs `f` (a write to stderr) with the bar on screen, if any, cleared and redrawn after, so a
+/// log line never lands in the middle of the bar.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    let bar = ACTIVE
+        .lock()
+        .ok()
+        .and_then(|a| a.as_ref().and_then(WeakProgressBar::upgrade));
+    match bar {
+        Some(b) if !b.is_finished() => b.suspend(f),
+        _ => f(),
+    }
+}
 
 struct Bar(ProgressBar);
 
@@ -34,6 +51,9 @@ impl Progress for Bar {
     }
     fn finish(&self) {
         self.0.finish_and_clear();
+        if let Ok(mut a) = ACTIVE.lock() {
+            *a = None;
+        }
     }
 }
 
@@ -100,6 +120,9 @@ pub fn for_terminal(enabled: bool) -> Arc<dyn Progress> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(style());
     bar.enable_steady_tick(TICK);
+    if let Ok(mut a) = ACTIVE.lock() {
+        *a = Some(bar.downgrade());
+    }
     Arc::new(Bar(bar))
 }
 
