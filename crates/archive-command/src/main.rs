@@ -113,9 +113,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Installs the stderr log subscriber: `PGVAULT_LOG` (a tracing filter) wins over `level`
-/// (default `warn`); `format` is `text` (default) or `json`. A bad value is a usage error.
-fn init_logging(level: Option<&str>, format: Option<&str>) -> Result<(), String> {
+/// The filter directive and whether to write JSON, from `--log-level` (default `warn`) and
+/// `--log-format`/`PGVAULT_LOG_FORMAT` (`text`, the default, or `json`); a bad value is a usage
+/// error.
+fn log_settings(level: Option<&str>, format: Option<&str>) -> Result<(String, bool), String> {
     let level = level.unwrap_or("warn");
     if !LEVELS.contains(&level) {
         return Err(format!("--log-level {level}: use one of {}", LEVELS.join(", ")));
@@ -125,6 +126,13 @@ fn init_logging(level: Option<&str>, format: Option<&str>) -> Result<(), String>
         "json" => true,
         other => return Err(format!("log format {other}: use text or json")),
     };
+    Ok((level.to_string(), json))
+}
+
+/// Installs the stderr log subscriber ([`log_settings`]); `PGVAULT_LOG` (a tracing filter) wins
+/// over the level.
+fn init_logging(level: Option<&str>, format: Option<&str>) -> Result<(), String> {
+    let (level, json) = log_settings(level, format)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
@@ -165,5 +173,29 @@ fn repository_label(config: &Config) -> String {
     match &r.endpoint {
         Some(e) => format!("{} at {}", r.url.trim(), e.trim()),
         None => r.url.trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_flags() {
+        assert_eq!(log_settings(None, None), Ok(("warn".to_string(), false)));
+        assert_eq!(
+            log_settings(Some("debug"), Some("json")),
+            Ok(("debug".to_string(), true))
+        );
+        assert_eq!(
+            log_settings(Some("error"), Some("text")),
+            Ok(("error".to_string(), false))
+        );
+        assert!(log_settings(Some("loud"), None).is_err());
+        assert!(
+            log_settings(Some("WARN"), None).is_err(),
+            "levels are lower-case, as pgvault's"
+        );
+        assert!(log_settings(None, Some("xml")).is_err());
     }
 }
