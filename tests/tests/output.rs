@@ -187,6 +187,40 @@ async fn scenario(install: pgvault_tests::PgInstall) -> Result<()> {
     }
 
     read_commands_json(&vault, &id)?;
+
+    // copy --dry-run --json: the plan of a copy into an empty second repository.
+    let target = Vault::new()?;
+    target.write_config(&cluster, "")?;
+    let copy = vault
+        .pgvault([
+            "copy",
+            "--to",
+            &target.config.display().to_string(),
+            "--dry-run",
+            "--json",
+        ])?
+        .check()?;
+    let copy = json_of(&copy)?;
+    has_fields(
+        &copy,
+        "copy --dry-run",
+        &[
+            "source",
+            "target",
+            "dry_run",
+            "backups_copied",
+            "bytes_copied",
+            "plan",
+            "duration_seconds",
+        ],
+    )?;
+    ensure!(
+        copy["dry_run"] == true
+            && copy["plan"]
+                .as_array()
+                .is_some_and(|p| p.iter().filter(|i| i["kind"] == "backup").count() == 3),
+        "the plan names the three backups: {copy:#}"
+    );
     Ok(())
 }
 

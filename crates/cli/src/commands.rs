@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use pgvault_core::backup::{self, BackupOptions};
 use pgvault_core::config::Config;
-use pgvault_core::copy::{CopyOptions, PlanItem};
+use pgvault_core::copy::{CopyOptions, CopySummary, PlanItem};
 use pgvault_core::repository::summary::BackupSummary;
 use pgvault_core::repository::Repository;
 use pgvault_core::server;
@@ -61,6 +61,9 @@ pub struct CopyArgs {
     /// Objects copied at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     parallel: usize,
+    /// Print the plan (with --dry-run) or what was copied as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -196,6 +199,9 @@ pub async fn copy(ctx: &Context, args: CopyArgs) -> Result<()> {
     let started = Instant::now();
     let bar = progress::for_terminal(ctx.show_progress && !args.dry_run);
     let summary = pgvault_core::copy::run(&repo, &target_config, &opts, bar).await?;
+    if args.json {
+        return display::print_json(&copy_json(&summary, started.elapsed()));
+    }
     if args.dry_run {
         for item in &summary.plan {
             match item {
@@ -221,6 +227,32 @@ pub async fn copy(ctx: &Context, args: CopyArgs) -> Result<()> {
         println!("{}, took {}", summary.one_line(), display::seconds(started.elapsed()));
     }
     Ok(())
+}
+
+/// `copy --json`: the counts, and the plan (what the target lacked when the run started).
+fn copy_json(s: &CopySummary, took: std::time::Duration) -> serde_json::Value {
+    json!({
+        "source": s.source,
+        "target": s.target,
+        "dry_run": s.dry_run,
+        "descriptor_created": s.descriptor_created,
+        "backups_copied": s.backups_copied,
+        "backups_present": s.backups_present,
+        "wal_copied": s.wal_copied,
+        "wal_present": s.wal_present,
+        "objects_copied": s.objects_copied,
+        "bytes_copied": s.bytes_copied,
+        "objects_reused": s.objects_reused,
+        "backups_expired_by_target": s.backups_expired_by_target,
+        "wal_expired_by_target": s.wal_expired_by_target,
+        "plan": s.plan.iter().map(|item| match item {
+            PlanItem::Backup { id, objects, bytes, objects_present } => json!({
+                "kind": "backup", "id": id, "objects": objects, "bytes": bytes, "objects_present": objects_present,
+            }),
+            PlanItem::Wal { name, bytes } => json!({ "kind": "wal", "name": name, "bytes": bytes }),
+        }).collect::<Vec<_>>(),
+        "duration_seconds": display::json_seconds(took),
+    })
 }
 
 /// `pgvault upgrade`: makes a repository write the newest format. Only the descriptor changes;
