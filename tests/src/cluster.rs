@@ -452,7 +452,7 @@ impl PgCluster {
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut cmd = std::process::Command::new(self.install.bin("pg_isready"));
+            let mut cmd = std::process::Command::new(self.install.tool("pg_isready"));
             cmd.arg("-h").arg(&self.socket_dir).args([
                 "-p",
                 &self.port.to_string(),
@@ -682,7 +682,7 @@ impl PgCluster {
             "--install-missing".as_ref(),
             "--heapallindexed".as_ref(),
         ];
-        let out = run_as_postgres(self.install.bin("pg_amcheck"), args, Duration::from_secs(600))?;
+        let out = run_as_postgres(self.install.tool("pg_amcheck"), args, Duration::from_secs(600))?;
         if !out.success() || !out.stdout.trim().is_empty() {
             return Err(self.error_with_log("pg_amcheck found problems", out));
         }
@@ -690,7 +690,7 @@ impl PgCluster {
     }
 
     /// `pg_verifybackup` of this installation; see [`PgInstall::pg_verifybackup`].
-    pub fn pg_verifybackup(&self, backup_dir: &Path, manifest: Option<&Path>) -> Result<CmdOutput> {
+    pub fn pg_verifybackup(&self, backup_dir: &Path, manifest: Option<&Path>) -> Result<Option<CmdOutput>> {
         self.install.pg_verifybackup(backup_dir, manifest)
     }
 }

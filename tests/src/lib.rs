@@ -25,7 +25,7 @@
 //! - `CI`: when set to anything non-empty, a missing dependency (a PostgreSQL version, an
 //!   object-store emulator, amcheck) is a panic instead of a skip ([`missing_dependency`]), and
 //!   `PGVAULT_TEST_PG_VERSIONS` is ignored. The one named exception: [`AMCHECK_EXCEPTIONS`].
-//! - `PGVAULT_PG15_BIN`, `PGVAULT_PG16_BIN`, `PGVAULT_PG18_BIN`: bin directories (otherwise
+//! - `PGVAULT_PG15_BIN` … `PGVAULT_PG18_BIN`: bin directories (otherwise
 //!   `.deps/env.sh`, then the known locations).
 //! - `PGVAULT_TEST_PG_VERSIONS`: e.g. `15,18` to test only those majors (outside CI only).
 //! - `PGVAULT_KEEP_TEST_DIRS`: keep temp dirs (data directories, logs, repositories) for
@@ -89,6 +89,12 @@ macro_rules! per_pg_version {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn pg16() {
                 if let Some(i) = $crate::install_under_test(16) {
+                    super::$body(i).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pg17() {
+                if let Some(i) = $crate::install_under_test(17) {
                     super::$body(i).await;
                 }
             }

@@ -1,5 +1,5 @@
 //! Restore recovers exactly to the point asked for, or refuses (issue 6): what PostgreSQL itself
-//! does with what `pgvault restore` wrote, on every supported version (15, 16, 18).
+//! does with what `pgvault restore` wrote, on every supported version (15, 16, 17, 18).
 //!
 //! - `restore_of_restore`: a cluster restored to a time, promoted, backed up and written to is
 //!   restored again with no target: every row of it comes back (the first restore's stale

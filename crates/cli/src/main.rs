@@ -10,6 +10,7 @@
 
 mod commands;
 mod display;
+mod doctor_cmd;
 mod drill_cmd;
 mod expire;
 mod hints;
@@ -17,6 +18,7 @@ mod list;
 mod logging;
 mod progress;
 mod restore_cmd;
+mod tune_cmd;
 mod verify_cmd;
 
 use std::path::PathBuf;
@@ -87,6 +89,10 @@ enum Command {
     Unpin(expire::UnpinArgs),
     /// Restore a backup into a sandbox, start it, check it, and measure the RTO and RPO.
     Drill(Box<drill_cmd::DrillArgs>),
+    /// Recommended postgresql.conf settings for this machine, with reasons (see docs/TUNE.md).
+    Tune(Box<tune_cmd::TuneArgs>),
+    /// Audit the server and the repository for production readiness (exit 0 ok, 3 warnings, 4 critical).
+    Doctor(doctor_cmd::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +126,8 @@ fn main() -> ExitCode {
             Command::Pin(a) => expire::pin(&ctx, a).await,
             Command::Unpin(a) => expire::unpin(&ctx, a).await,
             Command::Drill(a) => drill_cmd::drill(&ctx, *a).await,
+            Command::Tune(a) => tune_cmd::tune(&ctx, *a).await,
+            Command::Doctor(a) => doctor_cmd::doctor(&ctx, a).await,
         }
     });
     match result {
