@@ -17,11 +17,12 @@ use serde_json::{json, Value};
 use crate::commands::{Context, ListArgs};
 use crate::display;
 
-fn backup_json(b: &BackupSummary) -> Value {
+/// A backup as `list --json` and `backup --json` show it.
+pub fn backup_json(b: &BackupSummary) -> Value {
     json!({
         "id": b.id,
         "label": b.label,
-        "kind": "full",
+        "kind": b.kind,
         "timeline": b.timeline,
         "stop_timeline": b.stop_timeline,
         "start_lsn": b.start_lsn.to_string(),
@@ -189,8 +190,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
                 "to_lsn": latest_w.last().map(|w| w.end_lsn.to_string()),
             },
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return display::print_json(&out);
     }
     print_human(&repo, &s, &by_tli, &gaps, &segments);
     print_retention(&s, &ret);

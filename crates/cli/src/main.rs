@@ -2,6 +2,11 @@
 //!
 //! Thin by design: argument parsing, progress display and human/JSON output live here; all the
 //! work is in `pgvault-core`, so the same code paths are exercised by the library's tests.
+//!
+//! Output conventions (docs/COMMANDS.md): results on stdout (`--json` on the read commands),
+//! diagnostics on stderr through `tracing` (`--log-level`, `--log-format`), a progress bar only
+//! when stderr is a terminal, and the exit status says how it went (0 ok, 1 error, 2 usage,
+//! 3 warnings, 4 critical finding).
 
 mod commands;
 mod deploy_cmd;
@@ -11,6 +16,7 @@ mod drill_cmd;
 mod expire;
 mod hints;
 mod list;
+mod logging;
 mod metrics_cmd;
 mod progress;
 mod restore_cmd;
@@ -34,9 +40,22 @@ struct Cli {
     /// Configuration file (default: $PGVAULT_CONFIG, then /etc/pgvault/pgvault.toml).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// More log output (-v info, -vv debug).
+    /// More log output (-v info, -vv debug, -vvv trace); --log-level wins.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// The least severe log events shown on stderr (default warn; PGVAULT_LOG, a tracing filter, wins).
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    log_level: Option<logging::Level>,
+    /// How log lines are written on stderr: text, or json (one JSON object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "PGVAULT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: logging::Format,
     /// Never show a progress bar, even on a terminal.
     #[arg(long, global = true)]
     no_progress: bool,
@@ -90,21 +109,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs each job run at info: that is its output.
     let daemon = matches!(cli.command, Command::Schedule(_));
-    let level = match cli.verbose {
-        0 if daemon => "info",
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    let directive = match (cli.log_level, cli.verbose) {
+        (None, 0) if daemon => "info",
+        (level, verbose) => logging::directive(level, verbose),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGVAULT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    logging::init(directive, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -114,7 +123,8 @@ fn main() -> ExitCode {
     };
     let ctx = commands::Context {
         config_path: cli.config,
-        show_progress: !cli.no_progress,
+        // JSON logs are read by programs: a bar would only garble them.
+        show_progress: !cli.no_progress && cli.log_format == logging::Format::Text,
     };
     let result = rt.block_on(async move {
         match cli.command {
@@ -146,10 +156,7 @@ fn main() -> ExitCode {
             if let Some(status) = e.downcast_ref::<verify_cmd::ExitStatus>() {
                 return ExitCode::from(status.0);
             }
-            eprintln!("pgvault: error: {e:#}");
-            if let Some(hint) = hints::hint(&e) {
-                eprintln!("pgvault: hint: {hint}");
-            }
+            logging::error(&format!("{e:#}"), hints::hint(&e).as_deref());
             ExitCode::FAILURE
         }
     }
