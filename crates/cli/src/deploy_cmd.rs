@@ -217,7 +217,7 @@ pub async fn deploy(ctx: &Context, args: DeployArgs) -> Result<()> {
         deploy::execute(&plan)?;
     }
     for note in &plan.notes {
-        eprintln!("pgvault: note: {note}");
+        crate::logging::note(note);
     }
     if args.json {
         let files: Vec<_> = plan

@@ -32,9 +32,10 @@ pub struct DoctorArgs {
     /// What the server mostly does: web, oltp, dw or mixed.
     #[arg(long, value_name = "KIND", default_value = "mixed", value_parser = tune_cmd::parse_workload)]
     workload: Workload,
-    /// The newest backup may be this old (`36h`).
-    #[arg(long, value_name = "DURATION", default_value = "36h", value_parser = parse_duration)]
-    backup_max_age: Duration,
+    /// The newest backup may be this old (default: what `[schedule] backup` allows, the same
+    /// age the `pgvault_backup_max_age_seconds` alert uses; else `36h`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    backup_max_age: Option<Duration>,
     /// The newest restore drill may be this old (`30d`).
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
     drill_max_age: Duration,
@@ -48,7 +49,10 @@ pub async fn doctor(ctx: &Context, args: DoctorArgs) -> Result<()> {
         storage: args.storage,
         workload: args.workload,
         thresholds: Thresholds {
-            backup_max_age: args.backup_max_age,
+            backup_max_age: args
+                .backup_max_age
+                .or_else(|| pgvault_core::metrics::backup_max_age(&config, chrono::Utc::now()))
+                .unwrap_or(Thresholds::default().backup_max_age),
             drill_max_age: args.drill_max_age,
         },
         now: chrono::Utc::now(),
@@ -59,7 +63,7 @@ pub async fn doctor(ctx: &Context, args: DoctorArgs) -> Result<()> {
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["server"] = json!({ "target": target, "major": facts.server_major });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::display::print_json(&value)?;
     } else {
         print_report(&report, &target, facts.server_major);
     }

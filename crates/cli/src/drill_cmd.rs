@@ -53,7 +53,9 @@ pub struct DrillArgs {
     parallel: Option<usize>,
 }
 
-fn archive_command_path(config: &pgvault_core::config::Config) -> Result<PathBuf> {
+/// The `pgvault-archive` a drill writes into `restore_command`: `[restore] archive_command_path`,
+/// else the one installed beside `pgvault`.
+pub(crate) fn archive_command_path(config: &pgvault_core::config::Config) -> Result<PathBuf> {
     if let Some(p) = &config.restore.archive_command_path {
         return Ok(config.relative_to_config(p));
     }

@@ -50,21 +50,24 @@ pub async fn schedule(ctx: &Context, args: ScheduleArgs) -> Result<()> {
     let config = match ctx.config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("pgvault: error: {e:#}");
+            crate::logging::error(&format!("{e:#}"), None);
             return Err(ExitStatus(EXIT_USAGE).into());
         }
     };
     let (jobs, zone) = match (config.schedule.jobs(), config.schedule.zone()) {
         (Ok(j), Ok(z)) => (j, z),
         (Err((key, why)), _) | (_, Err((key, why))) => {
-            eprintln!("pgvault: error: {}: key {key}: {why}", config.source.display());
+            crate::logging::error(&format!("{}: key {key}: {why}", config.source.display()), None);
             return Err(ExitStatus(EXIT_USAGE).into());
         }
     };
     if jobs.is_empty() {
-        eprintln!(
-            "pgvault: error: nothing is scheduled: add a [schedule] section to {} (e.g. backup = \"0 2 * * *\")",
-            config.source.display()
+        crate::logging::error(
+            &format!(
+                "nothing is scheduled: add a [schedule] section to {}",
+                config.source.display()
+            ),
+            Some("e.g. backup = \"0 2 * * *\""),
         );
         return Err(ExitStatus(EXIT_USAGE).into());
     }
@@ -89,7 +92,7 @@ fn print(sched: &Scheduler, now: DateTime<Utc>, count: usize, as_json: bool) -> 
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "jobs": jobs }))?);
+        crate::display::print_json(&json!({ "jobs": jobs }))?;
         return Ok(());
     }
     for j in sched.jobs() {

@@ -2,11 +2,10 @@
 //! (`backup::run`, `retention::expire`, `verify::verify`, `drill::run`) with progress off, its
 //! outcome told apart as done, failed, or not run because a manual run holds the lock.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use chrono::Utc;
 use pgvault_core::backup::{self, BackupOptions};
 use pgvault_core::config::Config;
@@ -84,7 +83,7 @@ async fn verify(repo: &Repository) -> Result<Ran> {
 
 async fn drill(config: &Config, repo: &Repository) -> Result<Ran> {
     let opts = DrillOptions {
-        archive_command: archive_command_path(config)?,
+        archive_command: crate::drill_cmd::archive_command_path(config)?,
         parallel: config.restore.parallel,
         ..DrillOptions::default()
     };
@@ -148,22 +147,6 @@ pub fn log_run(kind: JobKind, ran: &Ran, took: Duration, skipped: u32) {
             "job {kind} FAILED after {secs:.1}s: {why}"
         ),
     }
-}
-
-/// The `pgvault-archive` drills write into `restore_command` (as `pgvault drill` finds it).
-fn archive_command_path(config: &Config) -> Result<PathBuf> {
-    if let Some(p) = &config.restore.archive_command_path {
-        return Ok(config.relative_to_config(p));
-    }
-    let exe = std::env::current_exe().context("cannot locate the pgvault executable")?;
-    let beside = exe.with_file_name("pgvault-archive");
-    if beside.exists() {
-        return Ok(beside);
-    }
-    bail!(
-        "pgvault-archive is not installed beside {} ; install it there or set [restore] archive_command_path",
-        exe.display()
-    )
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::verify::record::VerifyRecord;
 
-pub use collect::collect;
+pub use collect::{backup_max_age, collect};
 pub use render::render;
 
 /// Where `pgvault schedule` serves `/metrics` when `[metrics] listen` is set without a port

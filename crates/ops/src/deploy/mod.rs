@@ -432,11 +432,8 @@ pub(crate) fn yq(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// `archive_timeout` for the RPO: half of it, so that a forced segment switch plus its upload fit
-/// in the objective; never below PostgreSQL's sensible minimum of one minute.
-pub fn archive_timeout(rpo: Duration) -> Duration {
-    (rpo / 2).max(Duration::from_secs(60))
-}
+/// `archive_timeout` for the RPO: the same rule `pgvault tune` recommends.
+pub use crate::tune::archive_timeout_for as archive_timeout;
 
 /// Cron expressions (for `[schedule]` and CronJobs) and systemd calendar events (for timers),
 /// the same times: daily backup at 02:00, expire at 03:30, weekly verify and drill on Sunday.

@@ -62,11 +62,19 @@ fn the_include_archives_with_pgvault_and_keeps_tunes_archive_settings_out() {
             name: "shared_buffers",
             value: "8GB".into(),
             reason: "a quarter of RAM".into(),
+            reference: "pgtune",
+            typed: crate::tune::Typed::Bytes(8 << 30),
+            restart: true,
+            at_least: false,
         },
         crate::tune::Recommendation {
             name: "archive_timeout",
             value: "'1min'".into(),
             reason: "x".into(),
+            reference: "x",
+            typed: crate::tune::Typed::Millis(60_000),
+            restart: false,
+            at_least: false,
         },
     ];
     let inc = postgres::include(&opts, None);
@@ -99,7 +107,7 @@ fn hba_has_no_trust_and_limits_to_the_given_networks() {
 }
 
 #[test]
-fn pgvault_toml_parses_as_a_configuration_once_schedule_and_metrics_are_known() {
+fn pgvault_toml_parses_as_a_configuration_with_its_schedule_and_metrics() {
     let opts = all();
     let pg = postgres::PgEndpoint {
         host: "/var/run/postgresql",
@@ -110,11 +118,17 @@ fn pgvault_toml_parses_as_a_configuration_once_schedule_and_metrics_are_known() 
     let text = postgres::pgvault_toml(&opts, &pg, None, "127.0.0.1");
     assert!(text.contains("[schedule]\nbackup = \"0 2 * * *\"\n"), "{text}");
     assert!(text.contains("[metrics]\nlisten = \"127.0.0.1:9856\"\n"), "{text}");
-    // The engine's parser does not know [schedule]/[metrics] until the scheduler work lands:
-    // check everything else with it.
-    let engine_part = text.split("[schedule]").next().expect("split");
-    pgvault_core::config::Config::parse(engine_part, Path::new("/etc/pgvault/pgvault.toml"))
-        .unwrap_or_else(|e| panic!("{e}\n{engine_part}"));
+    let config = pgvault_core::config::Config::parse(&text, Path::new("/etc/pgvault/pgvault.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let jobs = config
+        .schedule
+        .jobs()
+        .unwrap_or_else(|(key, why)| panic!("{key}: {why}"));
+    assert_eq!(jobs.len(), 4, "backup, expire, verify and drill are scheduled");
+    assert!(
+        config.metrics.listen_addr().is_ok_and(|a| a.is_some()),
+        "metrics served"
+    );
 }
 
 #[test]
