@@ -69,6 +69,14 @@ pub fn drill_report_key(id: &str) -> String {
     format!("{DRILLS_PREFIX}/{id}")
 }
 
+/// Prefix of the verify records (`verify/<id>`, see [`super::reports`]).
+pub const VERIFY_PREFIX: &str = "verify";
+
+/// The record of verify run `id` (a UTC timestamp `YYYYMMDD-HHMMSS`, so names sort by time).
+pub fn verify_report_key(id: &str) -> String {
+    format!("{VERIFY_PREFIX}/{id}")
+}
+
 /// A repository lock's lease object (see [`super::lock`]): `locks/<name>`.
 pub fn lock_key(name: &str) -> String {
     format!("locks/{name}")

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod lock;
 pub mod meta;
 pub mod objects;
+pub mod reports;
 pub mod state;
 pub mod summary;
 #[cfg(test)]

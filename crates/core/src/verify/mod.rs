@@ -16,6 +16,7 @@ pub mod continuity;
 pub mod objects;
 #[cfg(test)]
 mod objects_tests;
+pub mod record;
 pub mod report;
 #[cfg(test)]
 mod tests;
