@@ -5,8 +5,8 @@
 //! and messages are part of what we test. `scripts/test.sh` builds them (`cargo build --workspace
 //! --bins`) before `cargo test`, because Cargo only builds binaries of the package under test.
 //!
-//! A binary older than the newest source file of the crates it is built from (`crates/core`,
-//! `crates/cli`, `crates/archive-command`, and the workspace `Cargo.toml`/`Cargo.lock`) is
+//! A binary older than the newest source file of the crates it is built from
+//! ([`binary_sources`], and the workspace `Cargo.toml`/`Cargo.lock`) is
 //! refused with a panic ("run cargo build --workspace --bins"): a test that runs yesterday's
 //! `pgvault` proves nothing about today's code. The check runs once per binary per test process.
 //!
@@ -61,14 +61,15 @@ pub fn target_profile_dir() -> PathBuf {
     target.join("debug")
 }
 
-/// What the workspace binaries are built from, relative to the workspace root.
-pub const BINARY_SOURCES: &[&str] = &[
-    "crates/core",
-    "crates/cli",
-    "crates/archive-command",
-    "Cargo.toml",
-    "Cargo.lock",
-];
+/// What each workspace binary is built from, relative to the workspace root: its own crate,
+/// the crates it depends on, and the workspace `Cargo.toml`/`Cargo.lock`. Per binary, so that an
+/// edit of the CLI does not make `pgvault-archive` look stale (Cargo would not relink it).
+pub fn binary_sources(name: &str) -> &'static [&'static str] {
+    match name {
+        "pgvault-archive" => &["crates/core", "crates/archive-command", "Cargo.toml", "Cargo.lock"],
+        _ => &["crates/core", "crates/ops", "crates/cli", "Cargo.toml", "Cargo.lock"],
+    }
+}
 
 /// The newest modification time of a file under `path` (itself if a file), skipping `target`
 /// directories and dot-files; with the file that has it.
@@ -132,7 +133,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry(name.to_string())
-        .or_insert_with(|| check_fresh(&bin, &workspace_root(), BINARY_SOURCES))
+        .or_insert_with(|| check_fresh(&bin, &workspace_root(), binary_sources(name)))
         .clone();
     if let Err(e) = verdict {
         panic!("{e}");

@@ -8,6 +8,8 @@
 //! marked only after the store confirmed it. S's own result alone decides the exit code: a
 //! segment stored ahead that fails is pushed, or refused, when PostgreSQL asks for it.
 //!
+//! With `[archive] push_mode = "async"` a segment's call is handed to [`crate::push_async`].
+//!
 //! Batching only happens when `%p` is inside a `pg_wal` directory with an `archive_status`
 //! beside it; a push of any other path is a plain single push.
 
@@ -19,13 +21,16 @@ use pgvault_core::archive::pushed::{pg_wal_of, ready_after, PushedMarkers};
 use pgvault_core::archive::spool::Spool;
 use pgvault_core::archive::{self, PushOutcome};
 use pgvault_core::repository::Repository;
-use pgvault_core::wal::WalFileName;
+use pgvault_core::wal::{WalFileName, WalKind};
 
+use crate::push_async::{self, AsyncOutcome};
 use crate::{load_config, repository_label};
 
 /// How S was dealt with.
 enum Pushed {
     Now(PushOutcome),
+    /// Asynchronous mode (see [`crate::push_async`]).
+    Async(AsyncOutcome),
     /// An earlier batch stored it; its marker vouches for the file's current bytes.
     Earlier,
 }
@@ -33,6 +38,8 @@ enum Pushed {
 pub async fn push(config_path: Option<&Path>, path: &Path) -> ExitCode {
     match push_inner(config_path, path).await {
         Ok(Pushed::Now(PushOutcome::Stored { .. })) | Ok(Pushed::Earlier) => ExitCode::SUCCESS,
+        // A drop was logged loudly where it happened.
+        Ok(Pushed::Async(AsyncOutcome::Stored | AsyncOutcome::Spooled | AsyncOutcome::Dropped)) => ExitCode::SUCCESS,
         Ok(Pushed::Now(PushOutcome::AlreadyArchived)) => {
             eprintln!(
                 "pgvault-archive: {} was already archived with identical content",
@@ -68,6 +75,12 @@ async fn push_inner(config_path: Option<&Path>, path: &Path) -> anyhow::Result<P
     let mut extras = Vec::new();
     if let Some((pg_wal, name)) = &batch {
         clean_spool_after_promotion(pg_wal);
+        // History, `.backup` and `.partial` files stay synchronous: rare, small, and needed first.
+        if config.archive.is_async() && name.kind == WalKind::Segment {
+            return Ok(Pushed::Async(
+                push_async::foreground(&config, pg_wal, name, path).await?,
+            ));
+        }
         let markers = PushedMarkers::new(pg_wal);
         if markers.vouches(name, path, &label) {
             markers.remove(name);

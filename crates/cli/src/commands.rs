@@ -8,12 +8,14 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use pgvault_core::backup::{self, BackupOptions};
 use pgvault_core::config::Config;
-use pgvault_core::copy::{CopyOptions, PlanItem};
+use pgvault_core::copy::{CopyOptions, CopySummary, PlanItem};
+use pgvault_core::repository::summary::BackupSummary;
 use pgvault_core::repository::Repository;
 use pgvault_core::server;
 use serde_json::json;
 
 use crate::display;
+use crate::logging;
 use crate::progress;
 
 pub struct Context {
@@ -25,7 +27,7 @@ impl Context {
     pub fn config(&self) -> Result<Config> {
         let config = Config::load(self.config_path.as_deref())?;
         for w in &config.warnings {
-            eprintln!("pgvault: warning: {w}");
+            logging::warn(&w.to_string());
         }
         Ok(config)
     }
@@ -46,6 +48,9 @@ pub struct BackupArgs {
     /// incr and diff need PostgreSQL 17+ with summarize_wal = on.
     #[arg(long = "type", default_value = "full", value_parser = ["full", "incr", "diff"])]
     kind: String,
+    /// Print the new backup's summary as JSON (the object `list --json` shows per backup).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -60,6 +65,9 @@ pub struct CopyArgs {
     /// Objects copied at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     parallel: usize,
+    /// Print the plan (with --dry-run) or what was copied as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -73,8 +81,19 @@ pub async fn init(ctx: &Context) -> Result<()> {
     let config = ctx.config()?;
     let mut conn = server::connect(&config, true).await?;
     let (identity, _) = server::cluster_identity(&mut conn, &config).await?;
+    // Incremental backups (17+) need WAL summaries: say so now rather than at the first fallback.
+    let summarize_off = identity.major() >= 17
+        && server::show(&mut conn, &config, "summarize_wal")
+            .await
+            .is_ok_and(|v| v.trim() == "off");
     let _ = conn.close().await;
     let (repo, created) = Repository::init(&config, identity.clone(), None).await?;
+    if summarize_off {
+        logging::note(
+            "summarize_wal is off: `pgvault backup --type incr|diff` will take full backups instead; \
+             ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); (docs/INCREMENTAL.md)",
+        );
+    }
     let enc = if repo.is_encrypted() {
         "encrypted (AES-256-GCM)"
     } else {
@@ -89,7 +108,7 @@ pub async fn init(ctx: &Context) -> Result<()> {
             display::bytes(identity.wal_segment_size)
         );
         if !repo.is_encrypted() {
-            eprintln!("pgvault: note: backups in this repository are stored unencrypted; set [encryption] passphrase_file to encrypt a new repository");
+            logging::note("backups in this repository are stored unencrypted; set [encryption] passphrase_file to encrypt a new repository");
         }
     } else {
         println!(
@@ -117,10 +136,22 @@ pub async fn backup(ctx: &Context, args: BackupArgs) -> Result<()> {
     let started = Instant::now();
     let bar = progress::for_terminal(ctx.show_progress);
     let cat = backup::run(&config, &repo, &opts, bar).await?;
+    let took = started.elapsed();
+    if let Some(mib) = display::peak_memory_mib() {
+        tracing::info!("peak memory {mib} MiB");
+    }
+    if args.json {
+        let mut v = crate::list::backup_json(&BackupSummary::from(&cat));
+        v["duration_seconds"] = json!(display::json_seconds(took));
+        return display::print_json(&v);
+    }
+    // One line, the id second: scripts (and the test harness) read it from there.
     println!(
-        "backup {} complete: {} in {} files, stored {} ({}{}), WAL {}..{}{}, took {}",
+        "backup {} complete: {} in {} ({}), {} files, stored {} ({}{}), WAL {}..{}{}",
         cat.id,
         display::bytes(cat.size),
+        display::seconds(took),
+        display::rate(cat.size, took),
         cat.files.len(),
         display::bytes(cat.stored_size),
         cat.compression,
@@ -128,11 +159,7 @@ pub async fn backup(ctx: &Context, args: BackupArgs) -> Result<()> {
         cat.start_wal,
         cat.stop_wal,
         if cat.wal_included { " (included)" } else { "" },
-        display::seconds(started.elapsed())
     );
-    if let Some(mib) = display::peak_memory_mib() {
-        tracing::info!("peak memory {mib} MiB");
-    }
     Ok(())
 }
 
@@ -141,9 +168,7 @@ pub async fn info(ctx: &Context, args: ListArgs) -> Result<()> {
     let repo = Repository::open(&config).await?;
     let m = repo.meta();
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
+        return display::print_json(&json!({
                 "repository": repo.storage().to_string(),
                 "repository_id": m.repository_id,
                 "format_version": m.format_version,
@@ -154,9 +179,7 @@ pub async fn info(ctx: &Context, args: ListArgs) -> Result<()> {
                 "encrypted": repo.is_encrypted(),
                 "compression": repo.compression_name(),
                 "wal_push_mode": repo.wal_push_mode().name(),
-            }))?
-        );
-        return Ok(());
+        }));
     }
     println!("repository      {}", repo.storage());
     println!("id              {}", m.repository_id);
@@ -186,7 +209,7 @@ pub async fn copy(ctx: &Context, args: CopyArgs) -> Result<()> {
     let target_config =
         Config::load(Some(&args.to)).with_context(|| format!("target configuration (--to {})", args.to.display()))?;
     for w in &target_config.warnings {
-        eprintln!("pgvault: warning: {w}");
+        logging::warn(&w.to_string());
     }
     let repo = Repository::open(&config).await?;
     let opts = CopyOptions {
@@ -196,6 +219,9 @@ pub async fn copy(ctx: &Context, args: CopyArgs) -> Result<()> {
     let started = Instant::now();
     let bar = progress::for_terminal(ctx.show_progress && !args.dry_run);
     let summary = pgvault_core::copy::run(&repo, &target_config, &opts, bar).await?;
+    if args.json {
+        return display::print_json(&copy_json(&summary, started.elapsed()));
+    }
     if args.dry_run {
         for item in &summary.plan {
             match item {
@@ -221,6 +247,32 @@ pub async fn copy(ctx: &Context, args: CopyArgs) -> Result<()> {
         println!("{}, took {}", summary.one_line(), display::seconds(started.elapsed()));
     }
     Ok(())
+}
+
+/// `copy --json`: the counts, and the plan (what the target lacked when the run started).
+fn copy_json(s: &CopySummary, took: std::time::Duration) -> serde_json::Value {
+    json!({
+        "source": s.source,
+        "target": s.target,
+        "dry_run": s.dry_run,
+        "descriptor_created": s.descriptor_created,
+        "backups_copied": s.backups_copied,
+        "backups_present": s.backups_present,
+        "wal_copied": s.wal_copied,
+        "wal_present": s.wal_present,
+        "objects_copied": s.objects_copied,
+        "bytes_copied": s.bytes_copied,
+        "objects_reused": s.objects_reused,
+        "backups_expired_by_target": s.backups_expired_by_target,
+        "wal_expired_by_target": s.wal_expired_by_target,
+        "plan": s.plan.iter().map(|item| match item {
+            PlanItem::Backup { id, objects, bytes, objects_present } => json!({
+                "kind": "backup", "id": id, "objects": objects, "bytes": bytes, "objects_present": objects_present,
+            }),
+            PlanItem::Wal { name, bytes } => json!({ "kind": "wal", "name": name, "bytes": bytes }),
+        }).collect::<Vec<_>>(),
+        "duration_seconds": display::json_seconds(took),
+    })
 }
 
 /// `pgvault upgrade`: makes a repository write the newest format. Only the descriptor changes;

@@ -11,10 +11,13 @@ use pgvault_core::repository::Repository;
 use pgvault_core::restore;
 
 use crate::commands::Context;
+use crate::display;
+use crate::logging;
 use crate::progress;
+use crate::verify_cmd::ExitStatus;
 
 /// Exit status of a drill that ran and failed.
-pub const EXIT_FAILED: i32 = 4;
+pub const EXIT_FAILED: u8 = 4;
 
 #[derive(Args)]
 pub struct DrillArgs {
@@ -50,7 +53,9 @@ pub struct DrillArgs {
     parallel: Option<usize>,
 }
 
-fn archive_command_path(config: &pgvault_core::config::Config) -> Result<PathBuf> {
+/// The `pgvault-archive` a drill writes into `restore_command`: `[restore] archive_command_path`,
+/// else the one installed beside `pgvault`.
+pub(crate) fn archive_command_path(config: &pgvault_core::config::Config) -> Result<PathBuf> {
     if let Some(p) = &config.restore.archive_command_path {
         return Ok(config.relative_to_config(p));
     }
@@ -87,15 +92,15 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<()> {
     let bar = progress::for_terminal(ctx.show_progress && !args.json);
     let report = drill::run(&config, &repo, &opts, bar).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        display::print_json(&report)?;
     } else {
         print!("{}", report.render());
     }
     if !report.passed {
         for f in report.failures() {
-            eprintln!("pgvault: drill failed: {f}");
+            logging::error(&format!("drill failed: {f}"), None);
         }
-        std::process::exit(EXIT_FAILED);
+        return Err(ExitStatus(EXIT_FAILED).into());
     }
     Ok(())
 }

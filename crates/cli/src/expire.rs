@@ -15,6 +15,7 @@ use pgvault_core::units;
 use serde_json::{json, Value};
 
 use crate::commands::Context;
+use crate::display;
 
 #[derive(Args)]
 pub struct ExpireArgs {
@@ -50,6 +51,7 @@ pub struct DeleteArgs {
     /// Show what would be deleted, delete nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Machine-readable output (the same document as `expire --json`).
     #[arg(long)]
     json: bool,
 }
@@ -64,11 +66,17 @@ pub struct PinArgs {
     /// Why it is pinned (shown by `list`).
     #[arg(long, value_name = "TEXT")]
     note: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
 pub struct UnpinArgs {
     id: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn expire(ctx: &Context, a: ExpireArgs) -> Result<()> {
@@ -110,6 +118,15 @@ pub async fn pin(ctx: &Context, a: PinArgs) -> Result<()> {
         note: a.note,
     };
     retention::pin(&repo, &pin).await?;
+    if a.json {
+        return display::print_json(&json!({
+            "backup": a.id,
+            "pinned": true,
+            "until": until.map(|u| u.to_rfc3339()),
+            "note": pin.note,
+            "created_at": now.to_rfc3339(),
+        }));
+    }
     match until {
         Some(u) => println!("pinned {} until {}", a.id, u.to_rfc3339()),
         None => println!("pinned {} (until `pgvault unpin {}`)", a.id, a.id),
@@ -120,7 +137,11 @@ pub async fn pin(ctx: &Context, a: PinArgs) -> Result<()> {
 pub async fn unpin(ctx: &Context, a: UnpinArgs) -> Result<()> {
     let config = ctx.config()?;
     let repo = Repository::open(&config).await?;
-    if retention::unpin(&repo, &a.id).await? {
+    let was_pinned = retention::unpin(&repo, &a.id).await?;
+    if a.json {
+        return display::print_json(&json!({ "backup": a.id, "pinned": false, "was_pinned": was_pinned }));
+    }
+    if was_pinned {
         println!("unpinned {}: retention treats it like any other backup now", a.id);
     } else {
         println!("{} was not pinned", a.id);
@@ -214,8 +235,7 @@ fn plan_json(plan: &ExpirePlan, applied: bool) -> Value {
 
 fn show(plan: &ExpirePlan, applied: bool, as_json: bool) -> Result<()> {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&plan_json(plan, applied))?);
-        return Ok(());
+        return display::print_json(&plan_json(plan, applied));
     }
     println!("policy: {}", plan.policy);
     if plan.delete_backups.is_empty() {

@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use crate::commands::{Context, ListArgs};
 use crate::display;
 
-fn backup_json(b: &BackupSummary) -> Value {
+/// A backup as `list --json` and `backup --json` show it.
+pub fn backup_json(b: &BackupSummary) -> Value {
     json!({
         "id": b.id,
         "label": b.label,
@@ -55,7 +56,12 @@ fn window_json(tli: u32, w: &Window) -> Value {
 }
 
 fn gap_json(g: &Gap) -> Value {
-    json!({ "timeline": g.tli, "first_missing": g.first_missing.to_string(), "last_missing": g.last_missing.to_string() })
+    json!({
+        "timeline": g.tli,
+        "first_missing": g.first_missing.to_string(),
+        "last_missing": g.last_missing.to_string(),
+        "reason": g.reason,
+    })
 }
 
 /// Pins and what the configured policy would do to each backup.
@@ -190,8 +196,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<()> {
                 "to_lsn": latest_w.last().map(|w| w.end_lsn.to_string()),
             },
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return display::print_json(&out);
     }
     print_human(&repo, &s, &by_tli, &gaps, &segments);
     print_retention(&s, &ret);
@@ -298,7 +303,12 @@ fn print_human(
                 g.tli
             );
         } else {
-            println!("GAP on timeline {}: {what}", g.tli);
+            let why = g
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r}; take a new full backup)"))
+                .unwrap_or_default();
+            println!("GAP on timeline {}: {what}{why}", g.tli);
         }
     }
     let latest = s.model.tree().latest();

@@ -2,15 +2,26 @@
 //!
 //! Thin by design: argument parsing, progress display and human/JSON output live here; all the
 //! work is in `pgvault-core`, so the same code paths are exercised by the library's tests.
+//!
+//! Output conventions (docs/COMMANDS.md): results on stdout (`--json` on the read commands),
+//! diagnostics on stderr through `tracing` (`--log-level`, `--log-format`), a progress bar only
+//! when stderr is a terminal, and the exit status says how it went (0 ok, 1 error, 2 usage,
+//! 3 warnings, 4 critical finding).
 
 mod commands;
+mod deploy_cmd;
 mod display;
+mod doctor_cmd;
 mod drill_cmd;
 mod expire;
 mod hints;
 mod list;
+mod logging;
+mod metrics_cmd;
 mod progress;
 mod restore_cmd;
+mod schedule_cmd;
+mod schedule_jobs;
 mod tune_cmd;
 mod verify_cmd;
 
@@ -29,9 +40,22 @@ struct Cli {
     /// Configuration file (default: $PGVAULT_CONFIG, then /etc/pgvault/pgvault.toml).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// More log output (-v info, -vv debug).
+    /// More log output (-v info, -vv debug, -vvv trace); --log-level wins.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// The least severe log events shown on stderr (default warn; PGVAULT_LOG, a tracing filter, wins).
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    log_level: Option<logging::Level>,
+    /// How log lines are written on stderr: text, or json (one JSON object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "PGVAULT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: logging::Format,
     /// Never show a progress bar, even on a terminal.
     #[arg(long, global = true)]
     no_progress: bool,
@@ -71,24 +95,25 @@ enum Command {
     Drill(Box<drill_cmd::DrillArgs>),
     /// Recommended postgresql.conf settings for this machine, with reasons (see docs/TUNE.md).
     Tune(Box<tune_cmd::TuneArgs>),
+    /// Audit the server and the repository for production readiness (exit 0 ok, 3 warnings, 4 critical).
+    Doctor(doctor_cmd::DoctorArgs),
+    /// Run the [schedule] jobs (backup, expire, verify, drill) and serve [metrics], in the foreground.
+    Schedule(schedule_cmd::ScheduleArgs),
+    /// Print the Prometheus metrics, or write them for node_exporter (--textfile).
+    Metrics(metrics_cmd::MetricsArgs),
+    /// Render systemd units, a Compose stack or Kubernetes manifests with backups wired in.
+    Deploy(Box<deploy_cmd::DeployArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    // The daemon logs each job run at info: that is its output.
+    let daemon = matches!(cli.command, Command::Schedule(_));
+    let directive = match (cli.log_level, cli.verbose) {
+        (None, 0) if daemon => "info",
+        (level, verbose) => logging::directive(level, verbose),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGVAULT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    logging::init(directive, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -98,7 +123,8 @@ fn main() -> ExitCode {
     };
     let ctx = commands::Context {
         config_path: cli.config,
-        show_progress: !cli.no_progress,
+        // JSON logs are read by programs: a bar would only garble them.
+        show_progress: !cli.no_progress && cli.log_format == logging::Format::Text,
     };
     let result = rt.block_on(async move {
         match cli.command {
@@ -117,6 +143,10 @@ fn main() -> ExitCode {
             Command::Unpin(a) => expire::unpin(&ctx, a).await,
             Command::Drill(a) => drill_cmd::drill(&ctx, *a).await,
             Command::Tune(a) => tune_cmd::tune(&ctx, *a).await,
+            Command::Doctor(a) => doctor_cmd::doctor(&ctx, a).await,
+            Command::Schedule(a) => schedule_cmd::schedule(&ctx, a).await,
+            Command::Metrics(a) => metrics_cmd::metrics(&ctx, a).await,
+            Command::Deploy(a) => deploy_cmd::deploy(&ctx, *a).await,
         }
     });
     match result {
@@ -126,10 +156,7 @@ fn main() -> ExitCode {
             if let Some(status) = e.downcast_ref::<verify_cmd::ExitStatus>() {
                 return ExitCode::from(status.0);
             }
-            eprintln!("pgvault: error: {e:#}");
-            if let Some(hint) = hints::hint(&e) {
-                eprintln!("pgvault: hint: {hint}");
-            }
+            logging::error(&format!("{e:#}"), hints::hint(&e).as_deref());
             ExitCode::FAILURE
         }
     }

@@ -11,6 +11,7 @@ use pgvault_core::config::Config;
 use pgvault_core::repository::Repository;
 use pgvault_core::restore::{self, ArchiveMode, RestorePlan, RestoreRequest, RestoreType, Target, TargetAction};
 use pgvault_core::timeline::Choice;
+use serde_json::{json, Value};
 
 use crate::commands::Context;
 use crate::display;
@@ -81,6 +82,9 @@ pub struct RestoreArgs {
     /// Bundles unpacked at once (overrides [restore] parallel).
     #[arg(long)]
     parallel: Option<usize>,
+    /// Print the plan (with --dry-run) or the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn archive_command_path(config: &Config) -> Result<PathBuf> {
@@ -159,11 +163,12 @@ fn print_plan(plan: &RestorePlan, choice: Option<&Choice>, list_segments: bool) 
     );
     match (p.segments.first(), p.segments.last()) {
         (Some(f), Some(l)) => println!(
-            "WAL segments from the archive: {} ({}), {f} .. {l}",
+            "WAL segments from the archive: {} ({}, {} bytes), {f} .. {l}",
             p.segment_count(),
-            display::bytes(p.bytes())
+            display::bytes(p.bytes()),
+            p.bytes()
         ),
-        _ => println!("WAL segments from the archive: 0 (0 B)"),
+        _ => println!("WAL segments from the archive: 0 (0 bytes)"),
     }
     if list_segments {
         for s in &p.segments {
@@ -185,43 +190,108 @@ fn print_plan(plan: &RestorePlan, choice: Option<&Choice>, list_segments: bool) 
     }
 }
 
+/// The plan as `restore --dry-run --json` shows it.
+fn plan_json(plan: &RestorePlan, choice: Option<&Choice>) -> Value {
+    let c = &plan.catalog;
+    let recovery = choice.map(|choice| {
+        let p = &choice.plan;
+        json!({
+            "timeline_path": p.timeline_path,
+            "target_timeline": choice.target_tli,
+            "wal": {
+                "segments": p.segment_count(),
+                "bytes": p.bytes(),
+                "first": p.segments.first().map(|s| s.to_string()),
+                "last": p.segments.last().map(|s| s.to_string()),
+                "names": p.segments.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            },
+            "reachable_end_lsn": p.reachable_end.to_string(),
+            "reachable_end_time": p.reachable_end_time.map(|t| t.to_rfc3339()),
+            "restore_point": choice.restore_point.as_ref().map(|rp| json!({
+                "name": rp.point.name, "lsn": rp.point.lsn.to_string(), "time": rp.point.time.to_rfc3339(),
+            })),
+        })
+    });
+    json!({
+        "backup": {
+            "id": c.id,
+            "timeline": c.stop_timeline,
+            "stop_lsn": c.stop_lsn.to_string(),
+            "stop_time": c.stop_time.to_rfc3339(),
+            "size": c.size,
+            "files": c.files.len(),
+        },
+        "recovery": recovery,
+    })
+}
+
 pub async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
     let config = ctx.config()?;
     let repo = Repository::open(&config).await?;
     let target = target_of(&args)?;
-    let dry_run = args.dry_run;
+    let (dry_run, as_json) = (args.dry_run, args.json);
     let req = request(&config, args, target.clone())?;
     let plan = restore::plan(&config, &repo, &req).await?;
-    print_plan(&plan, plan.recovery.as_ref(), dry_run);
+    if as_json && dry_run {
+        let mut v = plan_json(&plan, plan.recovery.as_ref());
+        v["dry_run"] = json!(true);
+        v["pgdata"] = json!(req.pgdata.display().to_string());
+        v["target"] = json!(restore::target::describe(&target));
+        return display::print_json(&v);
+    }
+    if !as_json {
+        print_plan(&plan, plan.recovery.as_ref(), dry_run);
+    }
     if dry_run {
         println!("dry run: nothing was written");
         return Ok(());
     }
     if plan.resume.is_some() {
-        println!(
+        let msg = format!(
             "{} holds an interrupted restore of this backup: starting it over",
             req.pgdata.display()
         );
+        if as_json {
+            tracing::warn!("{msg}");
+        } else {
+            println!("{msg}");
+        }
     }
     let started = Instant::now();
     let bar = progress::for_terminal(ctx.show_progress);
     let summary = restore::execute(&config, &repo, &plan, bar).await?;
-    println!(
-        "restored backup {} into {}: {} in {} files, took {}",
-        summary.backup_id,
-        req.pgdata.display(),
-        display::bytes(summary.bytes),
-        summary.files,
-        display::seconds(started.elapsed())
-    );
-    for (oid, loc) in &summary.tablespaces {
-        println!("  tablespace {oid} -> {}", loc.display());
-    }
+    let took = started.elapsed();
     let then = match (req.kind, &target) {
         (RestoreType::Standby, _) => "stay a standby, following the archive".to_string(),
         (_, Target::End) => "promote".to_string(),
         _ => req.action.as_str().to_string(),
     };
+    if as_json {
+        let mut v = plan_json(&plan, plan.recovery.as_ref());
+        v["dry_run"] = json!(false);
+        v["pgdata"] = json!(req.pgdata.display().to_string());
+        v["target"] = json!(restore::target::describe(&target));
+        v["restored"] = json!({
+            "bytes": summary.bytes,
+            "files": summary.files,
+            "duration_seconds": display::json_seconds(took),
+            "tablespaces": summary.tablespaces.iter().map(|(oid, loc)| json!({"oid": oid, "location": loc.display().to_string()})).collect::<Vec<_>>(),
+        });
+        v["then"] = json!(then);
+        return display::print_json(&v);
+    }
+    println!(
+        "restored backup {} into {}: {} in {} files, took {} ({})",
+        summary.backup_id,
+        req.pgdata.display(),
+        display::bytes(summary.bytes),
+        summary.files,
+        display::seconds(took),
+        display::rate(summary.bytes, took)
+    );
+    for (oid, loc) in &summary.tablespaces {
+        println!("  tablespace {oid} -> {}", loc.display());
+    }
     println!(
         "recovery will replay WAL to {} and then {then}; start the server with: pg_ctl -D {} start",
         restore::target::describe(&target),

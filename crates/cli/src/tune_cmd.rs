@@ -56,15 +56,15 @@ pub struct TuneArgs {
     diff: bool,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     units::parse_size(s).map_err(|e| e.to_string())
 }
 
-fn parse_storage(s: &str) -> Result<Storage, String> {
+pub fn parse_storage(s: &str) -> Result<Storage, String> {
     s.parse().map_err(|e: pgvault_ops::tune::TuneError| e.to_string())
 }
 
-fn parse_workload(s: &str) -> Result<Workload, String> {
+pub fn parse_workload(s: &str) -> Result<Workload, String> {
     s.parse().map_err(|e: pgvault_ops::tune::TuneError| e.to_string())
 }
 
@@ -74,7 +74,7 @@ fn parse_format(s: &str) -> Result<Format, String> {
 
 /// A usage error found after parsing: message on stderr, exit 2.
 fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
-    eprintln!("pgvault tune: {msg}");
+    crate::logging::error(&format!("tune: {msg}"), None);
     ExitStatus(2).into()
 }
 
@@ -141,13 +141,10 @@ pub async fn tune(ctx: &Context, args: TuneArgs) -> Result<()> {
         (Some(rows), Format::Json) => {
             let mut v = render::json(&inputs, &recs, extra);
             v["diff"] = serde_json::to_value(render::diff(&recs, &rows))?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            crate::display::print_json(&v)?;
         }
         (Some(rows), _) => print!("{}", render::diff_text(&render::diff(&recs, &rows), recs.len())),
-        (None, Format::Json) => println!(
-            "{}",
-            serde_json::to_string_pretty(&render::json(&inputs, &recs, extra))?
-        ),
+        (None, Format::Json) => crate::display::print_json(&render::json(&inputs, &recs, extra))?,
         (None, Format::Conf) => print!("{}", render::conf(&inputs, &recs, &notes)),
         (None, Format::Sql) => print!("{}", render::sql(&inputs, &recs, &notes)),
     }
@@ -165,7 +162,7 @@ fn config_rpo(config: Option<&Config>, notes: &mut Vec<String>) -> Duration {
             d
         }
         Err(e) => {
-            eprintln!("pgvault: warning: [objectives] rpo: {e}; using 5min");
+            crate::logging::warn(&format!("[objectives] rpo: {e}; using 5min"));
             DEFAULT_RPO
         }
     }

@@ -62,8 +62,15 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
         parallel: args.parallel.clamp(1, 64),
     };
     let report = verify::verify(&repo, &opts).await?;
+    // The metrics report the last verify from this record; failing to store it fails nothing.
+    if let Err(e) = verify::record::store(&repo, &report, chrono::Utc::now()).await {
+        tracing::warn!("cannot store the verify record for the metrics: {e}");
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // The library's report, plus its duration in seconds like every other JSON document.
+        let mut v = serde_json::to_value(&report)?;
+        v["duration_seconds"] = json!(display::json_seconds(Duration::from_millis(report.duration_ms)));
+        display::print_json(&v)?;
     } else {
         print_report(&report);
     }
@@ -148,16 +155,14 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
     }
     let report = verify::check(&config, &repo, &opts).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "ok": true,
-                "segment": report.segment,
-                "switch_lsn": report.switch_lsn.to_string(),
-                "waited_ms": report.waited_ms,
-                "repository": repo.storage().to_string(),
-            }))?
-        );
+        display::print_json(&json!({
+            "ok": true,
+            "segment": report.segment,
+            "switch_lsn": report.switch_lsn.to_string(),
+            "waited_ms": report.waited_ms,
+            "waited_seconds": display::json_seconds(Duration::from_millis(report.waited_ms)),
+            "repository": repo.storage().to_string(),
+        }))?;
     } else {
         println!(
             "archive path works: WAL segment {} was switched and reached {} in {}",

@@ -29,6 +29,7 @@ pub mod protocol;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod server;
 pub mod storage;
 pub mod survey;

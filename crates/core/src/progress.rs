@@ -1,8 +1,9 @@
 //! Progress reporting for long operations, independent of how it is shown.
 //!
 //! The library reports bytes done; the CLI decides whether that becomes an indicatif bar (on a
-//! terminal) or nothing at all (under cron, where output means mail). [`format_bytes`] is how
-//! every size is written for people, by the library's messages and the CLI alike.
+//! terminal, with throughput and time left) or nothing at all (under cron, where output means
+//! mail). Sizes for people are written by [`crate::units`] only; [`format_bytes`] is its rough
+//! form under the name the library's messages already use.
 
 /// Receives progress of a long operation. Implementations must be cheap: this is called per
 /// network message.
@@ -23,28 +24,18 @@ pub struct Quiet;
 
 impl Progress for Quiet {}
 
-/// A size for people, in binary units with one decimal: `512 B`, `1.5 KiB`, `3.0 GiB`.
+/// A size for people in PostgreSQL's units, one decimal: `512B`, `1.5kB`, `3.0GB`
+/// ([`crate::units::format_size_rough`]).
 pub fn format_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    crate::units::format_size_rough(n)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn sizes() {
-        assert_eq!(super::format_bytes(512), "512 B");
-        assert_eq!(super::format_bytes(1536), "1.5 KiB");
-        assert_eq!(super::format_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(super::format_bytes(512), "512B");
+        assert_eq!(super::format_bytes(1536), "1.5kB");
+        assert_eq!(super::format_bytes(3 * 1024 * 1024 * 1024), "3.0GB");
     }
 }

@@ -21,8 +21,8 @@ use crate::repository::summary::BackupSummary;
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::ObjectInfo;
 use crate::timeline::{
-    parse_history, ArchiveModel, BackupPoint, HistoryEntry, ModelError, RestorePoint, SegmentTimes, TimelineError,
-    TimelineTree,
+    parse_history, ArchiveModel, BackupPoint, DeclaredGap, HistoryEntry, ModelError, RestorePoint, SegmentTimes,
+    TimelineError, TimelineTree,
 };
 use crate::wal::{WalFileName, WalKind, WalSummary};
 
@@ -103,13 +103,28 @@ pub async fn survey(repo: &Repository, times: Times) -> Result<Survey, SurveyErr
             window_end_times(repo, &bare, &wal).await?
         }
     };
-    let model = ArchiveModel::new(seg, tree, names(&wal), backups, times)?;
+    let mut model = ArchiveModel::new(seg, tree, names(&wal), backups, times)?;
+    model.set_declared_gaps(declared_gaps(repo).await?);
     Ok(Survey {
         model,
         backups: listing.backups,
         unreadable,
         wal,
     })
+}
+
+/// The holes the archiver recorded on purpose ([`crate::repository::gaps`]), for the model.
+async fn declared_gaps(repo: &Repository) -> Result<Vec<DeclaredGap>, RepositoryError> {
+    Ok(repo
+        .wal_gaps()
+        .await?
+        .into_iter()
+        .map(|m| DeclaredGap {
+            reason: m.describe(),
+            first: m.first,
+            last: m.last,
+        })
+        .collect())
 }
 
 fn names(wal: &[(WalFileName, ObjectInfo)]) -> impl Iterator<Item = WalFileName> + '_ {

@@ -6,4 +6,6 @@
 //! repository, the server connection), and nothing in the engine imports it. Rules are data
 //! (each with its reason and reference), so they stay easy to read and to extend.
 
+pub mod deploy;
+pub mod doctor;
 pub mod tune;

@@ -152,4 +152,31 @@ mod config_tests {
             assert!(err.contains(key), "{bad}: {err}");
         }
     }
+
+    #[test]
+    fn async_settings_are_opt_in_and_checked() {
+        let c = parse("").expect("defaults");
+        let a = &c.archive;
+        assert!(!a.is_async());
+        assert_eq!((a.push_ack.as_str(), a.queue_max_bytes()), ("repository", None));
+        assert_eq!(a.async_wait(), std::time::Duration::from_secs(60));
+        let c = parse("[archive]\npush_mode = \"async\"\npush_ack = \"spool\"\narchive_push_queue_max = \"4GB\"\narchive_async_wait = \"5s\"\nspool_path = \"/var/spool/pgvault\"\n")
+            .expect("async");
+        let a = &c.archive;
+        assert!(a.is_async());
+        assert_eq!(a.queue_max_bytes(), Some(4 << 30), "1 GB = 1024 MB");
+        assert_eq!(a.async_wait(), std::time::Duration::from_secs(5));
+        for (bad, key) in [
+            ("push_mode = \"fast\"", "archive.push_mode"),
+            ("push_ack = \"disk\"", "archive.push_ack"),
+            ("spool_path = \"spool\"", "archive.spool_path"),
+            ("archive_push_queue_max = \"lots\"", "archive.archive_push_queue_max"),
+            ("archive_push_queue_max = \"0\"", "archive.archive_push_queue_max"),
+            ("archive_async_wait = \"0s\"", "archive.archive_async_wait"),
+            ("archive_async_wait = \"soon\"", "archive.archive_async_wait"),
+        ] {
+            let err = parse(&format!("[archive]\n{bad}\n")).expect_err(bad).to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
 }

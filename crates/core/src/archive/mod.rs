@@ -9,7 +9,9 @@
 //! normal end of recovery) from real failures (corruption, wrong passphrase, storage errors),
 //! which must stop recovery rather than let PostgreSQL promote early.
 
+pub mod async_mode;
 pub mod batch;
+pub mod dropped;
 pub mod pushed;
 pub mod spool;
 pub mod spool_worker;
@@ -38,6 +40,8 @@ pub enum ArchiveError {
     DifferentContent { name: String, location: String },
     #[error("{name} is not a valid timeline history file: {source}; nothing was stored")]
     BadHistory { name: String, source: TimelineError },
+    #[error("spool_path {path} cannot be used: {why}")]
+    SpoolPlacement { path: PathBuf, why: String },
     #[error("a compression worker failed: {0}")]
     Worker(String),
     #[error("archived {name} in {location} fails its check after decryption: {source}")]

@@ -69,9 +69,31 @@ pub fn drill_report_key(id: &str) -> String {
     format!("{DRILLS_PREFIX}/{id}")
 }
 
+/// Prefix of the verify records (`verify/<id>`, see [`super::reports`]).
+pub const VERIFY_PREFIX: &str = "verify";
+
+/// The record of verify run `id` (a UTC timestamp `YYYYMMDD-HHMMSS`, so names sort by time).
+pub fn verify_report_key(id: &str) -> String {
+    format!("{VERIFY_PREFIX}/{id}")
+}
+
 /// A repository lock's lease object (see [`super::lock`]): `locks/<name>`.
 pub fn lock_key(name: &str) -> String {
     format!("locks/{name}")
+}
+
+/// Prefix of the declared WAL gaps (see [`super::gaps`]).
+pub const WAL_GAPS_PREFIX: &str = "gaps";
+
+/// The marker of dropped segments `first..=last`: `gaps/<timeline>/<first>-<last>`.
+pub fn wal_gap_key(first: &WalFileName, last: &WalFileName) -> String {
+    format!("{WAL_GAPS_PREFIX}/{:08X}/{first}-{last}", first.timeline)
+}
+
+/// Parses a key under `gaps/` back into its run.
+pub fn wal_gap_of_key(key: &str) -> Option<(WalFileName, WalFileName)> {
+    let (first, last) = key.rsplit('/').next()?.split_once('-')?;
+    Some((WalFileName::parse(first).ok()?, WalFileName::parse(last).ok()?))
 }
 
 #[cfg(test)]
@@ -99,5 +121,13 @@ mod tests {
             bundle_key("20261123-101500F", 7),
             "backups/20261123-101500F/bundles/000007"
         );
+        let (a, b) = (
+            WalFileName::parse("000000020000000000000005").unwrap(),
+            WalFileName::parse("000000020000000000000009").unwrap(),
+        );
+        let k = wal_gap_key(&a, &b);
+        assert_eq!(k, "gaps/00000002/000000020000000000000005-000000020000000000000009");
+        assert_eq!(wal_gap_of_key(&k), Some((a, b)));
+        assert_eq!(wal_gap_of_key("gaps/00000002/junk"), None);
     }
 }

@@ -8,11 +8,13 @@
 pub mod catalog;
 pub mod dirs;
 pub mod drills;
+pub mod gaps;
 pub mod index;
 pub mod layout;
 pub mod lock;
 pub mod meta;
 pub mod objects;
+pub mod reports;
 pub mod state;
 pub mod summary;
 #[cfg(test)]
@@ -459,6 +461,17 @@ impl Repository {
             key: key.clone(),
             message: format!("not a valid catalog: {e}"),
         })?;
+        if cat.catalog_version > catalog::CATALOG_VERSION_INCREMENTAL {
+            return Err(RepositoryError::BadCatalog {
+                location: self.storage.to_string(),
+                key,
+                message: format!(
+                    "catalog version {} is newer than this pgvault reads (up to {}): upgrade pgvault",
+                    cat.catalog_version,
+                    catalog::CATALOG_VERSION_INCREMENTAL
+                ),
+            });
+        }
         if cat.id != id {
             return Err(RepositoryError::CatalogIdMismatch {
                 location: self.storage.to_string(),

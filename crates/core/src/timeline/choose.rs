@@ -114,12 +114,18 @@ pub enum ChoiceError {
     XidTooOld { xid: u64, target_tli: TimelineId },
     #[error("no restore point named '{name}' is recorded on the history of timeline {target_tli}")]
     RestorePointNotFound { name: String, target_tli: TimelineId },
-    #[error("backup {id} cannot be made consistent: WAL segment {first_missing} is missing from the archive")]
-    NotConsistent { id: String, first_missing: WalFileName },
-    #[error("{target} cannot be reached: WAL segment {first_missing} is missing from the archive; the furthest point recovery can reach is {reachable_lsn}{}", at(.reachable_time))]
+    #[error("backup {id} cannot be made consistent: WAL segment {first_missing} is missing from the archive{why}")]
+    NotConsistent {
+        id: String,
+        first_missing: WalFileName,
+        /// Why it is missing when that was recorded (`" (dropped by …)"`), else empty.
+        why: String,
+    },
+    #[error("{target} cannot be reached: WAL segment {first_missing} is missing from the archive{why}; the furthest point recovery can reach is {reachable_lsn}{}", at(.reachable_time))]
     GapBeforeTarget {
         target: ModelTarget,
         first_missing: WalFileName,
+        why: String,
         reachable_lsn: Lsn,
         reachable_time: Option<DateTime<Utc>>,
     },
@@ -129,10 +135,11 @@ pub enum ChoiceError {
         end_lsn: Lsn,
         end_time: Option<DateTime<Utc>>,
     },
-    #[error("recovery from backup {id} would stop early at a gap: WAL segment {first_missing} is missing while later segments are archived; the furthest point recovery can reach is {reachable_lsn}{}", at(.reachable_time))]
+    #[error("recovery from backup {id} would stop early at a gap: WAL segment {first_missing} is missing while later segments are archived{why}; the furthest point recovery can reach is {reachable_lsn}{}", at(.reachable_time))]
     GapAfterBackup {
         id: String,
         first_missing: WalFileName,
+        why: String,
         reachable_lsn: Lsn,
         reachable_time: Option<DateTime<Utc>>,
     },
@@ -201,8 +208,8 @@ impl ArchiveModel {
             ModelTarget::End | ModelTarget::Time(_) | ModelTarget::Xid { .. } => None,
         };
         let mut plan = self.plan_recovery(backup, target_tli, until);
-        check_reach(target, backup, &plan)?;
-        self.check_time_beyond_gap(target, &plan)?;
+        check_reach(target, backup, &plan).map_err(|e| self.explain(e))?;
+        self.check_time_beyond_gap(target, &plan).map_err(|e| self.explain(e))?;
         if let ModelTarget::Time(t) = target {
             self.stop_at_time(&mut plan, *t);
         }
@@ -343,6 +350,19 @@ impl ArchiveModel {
 }
 
 impl ArchiveModel {
+    /// Adds why the missing segment of a refusal is missing, when a declared gap says so.
+    fn explain(&self, mut e: ChoiceError) -> ChoiceError {
+        if let ChoiceError::NotConsistent { first_missing, why, .. }
+        | ChoiceError::GapBeforeTarget { first_missing, why, .. }
+        | ChoiceError::GapAfterBackup { first_missing, why, .. } = &mut e
+        {
+            if let Some(r) = self.missing_reason(first_missing) {
+                *why = format!(" ({r}; only a newer full backup covers what follows)");
+            }
+        }
+        e
+    }
+
     /// With no recorded end time for the run, a time target is still known to lie beyond a gap
     /// when a commit after the gap is not later than it: recovery must replay that commit.
     fn check_time_beyond_gap(&self, target: &ModelTarget, plan: &RecoveryPlan) -> Result<(), ChoiceError> {
@@ -354,6 +374,7 @@ impl ArchiveModel {
             Some(first) if first <= *t && plan.reachable_end_time.is_none() => Err(ChoiceError::GapBeforeTarget {
                 target: target.clone(),
                 first_missing: missing,
+                why: String::new(),
                 reachable_lsn: plan.reachable_end,
                 reachable_time: None,
             }),
@@ -371,12 +392,14 @@ fn check_reach(target: &ModelTarget, backup: &BackupPoint, plan: &RecoveryPlan) 
         return Err(ChoiceError::NotConsistent {
             id: backup.id.clone(),
             first_missing,
+            why: String::new(),
         });
     }
     let short = |plan: &RecoveryPlan| match plan.first_missing.filter(|_| plan.gap_ahead) {
         Some(first_missing) => ChoiceError::GapBeforeTarget {
             target: target.clone(),
             first_missing,
+            why: String::new(),
             reachable_lsn: plan.reachable_end,
             reachable_time: plan.reachable_end_time,
         },
@@ -391,6 +414,7 @@ fn check_reach(target: &ModelTarget, backup: &BackupPoint, plan: &RecoveryPlan) 
             Some(first_missing) => Err(ChoiceError::GapAfterBackup {
                 id: backup.id.clone(),
                 first_missing,
+                why: String::new(),
                 reachable_lsn: plan.reachable_end,
                 reachable_time: plan.reachable_end_time,
             }),

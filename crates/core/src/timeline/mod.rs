@@ -23,7 +23,9 @@ pub mod windows;
 
 pub use choose::{Choice, ChoiceError, ModelTarget, TimelineSpec, XidAfterBackup};
 pub use history::{parse_history, HistoryEntry, TimelineError, TimelineSpan, TimelineTree, MAX_HISTORY_BYTES};
-pub use model::{ArchiveModel, BackupPoint, FoundRestorePoint, ModelError, RecoveryPlan, RestorePoint, SegmentTimes};
+pub use model::{
+    ArchiveModel, BackupPoint, DeclaredGap, FoundRestorePoint, ModelError, RecoveryPlan, RestorePoint, SegmentTimes,
+};
 pub use windows::{Gap, TimelineWindows, Window};
 
 #[cfg(test)]

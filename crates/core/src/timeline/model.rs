@@ -159,6 +159,17 @@ pub struct ArchiveModel {
     /// Oldest consistent point first.
     pub(crate) backups: Vec<BackupPoint>,
     pub(super) times: HashMap<WalFileName, SegmentTimes>,
+    /// Holes recorded on purpose, with why (see [`DeclaredGap`]).
+    declared: Vec<DeclaredGap>,
+}
+
+/// A run of segments known to be missing on purpose (the archiver dropped them), with the text
+/// that says why: gaps that overlap it carry that reason into `list`, `verify` and `restore`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredGap {
+    pub first: WalFileName,
+    pub last: WalFileName,
+    pub reason: String,
 }
 
 impl ArchiveModel {
@@ -209,7 +220,33 @@ impl ArchiveModel {
             ignored,
             backups,
             times,
+            declared: Vec::new(),
         })
+    }
+
+    /// Attaches the reasons of holes recorded on purpose (the repository's gap markers).
+    pub fn set_declared_gaps(&mut self, declared: Vec<DeclaredGap>) {
+        self.declared = declared;
+    }
+
+    /// Why segment `name` is missing, when a declared gap covers it.
+    pub fn missing_reason(&self, name: &WalFileName) -> Option<&str> {
+        self.declared
+            .iter()
+            .find(|d| d.first.timeline == name.timeline && d.first <= *name && *name <= d.last)
+            .map(|d| d.reason.as_str())
+    }
+
+    /// Why the run `first..=last` of one timeline is missing: the reasons of the declared gaps
+    /// that overlap it, joined.
+    pub fn gap_reason(&self, first: &WalFileName, last: &WalFileName) -> Option<String> {
+        let reasons: Vec<&str> = self
+            .declared
+            .iter()
+            .filter(|d| d.first.timeline == first.timeline && d.first <= *last && *first <= d.last)
+            .map(|d| d.reason.as_str())
+            .collect();
+        (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     pub fn segment_size(&self) -> u64 {

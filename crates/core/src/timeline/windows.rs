@@ -20,6 +20,8 @@ pub struct Gap {
     pub tli: TimelineId,
     pub first_missing: WalFileName,
     pub last_missing: WalFileName,
+    /// Why it is missing, when it was recorded (e.g. "dropped by archive_push_queue_max at …").
+    pub reason: Option<String>,
 }
 
 /// A stretch that can really be recovered to, along one timeline.
@@ -67,10 +69,12 @@ impl ArchiveModel {
             let mut expect = oldest.min(needed).max(begin);
             for &s in set.range(expect..) {
                 if s > expect {
+                    let (first_missing, last_missing) = (self.name(tli, expect), self.name(tli, s - 1));
                     gaps.push(Gap {
                         tli,
-                        first_missing: self.name(tli, expect),
-                        last_missing: self.name(tli, s - 1),
+                        reason: self.gap_reason(&first_missing, &last_missing),
+                        first_missing,
+                        last_missing,
                     });
                 }
                 expect = s + 1;

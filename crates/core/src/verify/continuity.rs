@@ -187,6 +187,7 @@ fn gap_findings(model: &ArchiveModel, runs: &[Run], findings: &mut Vec<Finding>)
             before: model.earliest_commit_after(r.target, r.last.segment_number(ss)),
             window_from: cut.map(|w| w.from_backup.clone()),
             window_end: cut.map(|w| w.end_lsn),
+            reason: model.gap_reason(&r.first, &r.last),
         });
     }
 }
@@ -287,6 +288,7 @@ fn timeline_reports(
                 first_missing: g.first_missing.to_string(),
                 last_missing: g.last_missing.to_string(),
                 damage,
+                reason: g.reason.clone(),
             });
         }
     }
@@ -297,6 +299,7 @@ fn timeline_reports(
                 first_missing: r.first.to_string(),
                 last_missing: r.last.to_string(),
                 damage: true,
+                reason: model.gap_reason(&r.first, &r.last),
             });
             t.gaps.sort_by(|a, b| a.first_missing.cmp(&b.first_missing));
         }

@@ -17,6 +17,7 @@ mod continuity;
 pub mod objects;
 #[cfg(test)]
 mod objects_tests;
+pub mod record;
 pub mod report;
 #[cfg(test)]
 mod tests;

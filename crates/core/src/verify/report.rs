@@ -47,6 +47,9 @@ pub enum Finding {
         before: Option<DateTime<Utc>>,
         window_from: Option<String>,
         window_end: Option<Lsn>,
+        /// Why it is missing, when that was recorded (the archiver dropped it on purpose).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A timeline other than 1 that WAL or a backup needs has no `.history` file: PostgreSQL
     /// cannot follow it.
@@ -120,6 +123,7 @@ impl std::fmt::Display for Finding {
                 before,
                 window_from,
                 window_end,
+                reason,
             } => {
                 if first_missing == last_missing {
                     write!(f, "timeline {timeline}: WAL segment {first_missing} is missing")?;
@@ -128,6 +132,9 @@ impl std::fmt::Display for Finding {
                         f,
                         "timeline {timeline}: WAL segments {first_missing}..{last_missing} are missing"
                     )?;
+                }
+                if let Some(r) = reason {
+                    write!(f, " ({r}; take a new full backup)")?;
                 }
                 write!(
                     f,
@@ -185,6 +192,9 @@ pub struct GapReport {
     pub first_missing: String,
     pub last_missing: String,
     pub damage: bool,
+    /// Why it is missing, when that was recorded (e.g. dropped by `archive_push_queue_max`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A recoverable window of one timeline.

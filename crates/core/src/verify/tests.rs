@@ -355,6 +355,7 @@ fn findings_name_their_backup_and_read_well() {
         before: None,
         window_from: Some("b1".into()),
         window_end: Some(lsn("0/5000000")),
+        reason: None,
     };
     assert_eq!(g.backup(), None);
     let v = serde_json::to_value(&g).expect("json");
@@ -365,4 +366,27 @@ fn findings_name_their_backup_and_read_well() {
         g.to_string().ends_with("the window from backup b1 ends at 0/5000000"),
         "{g}"
     );
+}
+
+#[test]
+fn a_dropped_gap_is_reported_with_its_reason() {
+    let g = Finding::WalGap {
+        timeline: 1,
+        first_missing: seg(1, 5).to_string(),
+        last_missing: seg(1, 6).to_string(),
+        after: None,
+        before: None,
+        window_from: None,
+        window_end: None,
+        reason: Some("dropped by archive_push_queue_max at 2026-01-01T00:00:00Z".into()),
+    };
+    let text = g.to_string();
+    assert!(
+        text.contains(
+            "are missing (dropped by archive_push_queue_max at 2026-01-01T00:00:00Z; take a new full backup)"
+        ),
+        "{text}"
+    );
+    let v = serde_json::to_value(&g).expect("json");
+    assert_eq!(v["reason"], "dropped by archive_push_queue_max at 2026-01-01T00:00:00Z");
 }

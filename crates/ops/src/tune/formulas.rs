@@ -179,24 +179,24 @@ pub(super) fn shell_word(s: &str) -> String {
 /// The least `archive_timeout` recommended: each forced switch archives a whole segment.
 pub const ARCHIVE_TIMEOUT_FLOOR: Duration = Duration::from_secs(60);
 
+/// `archive_timeout` for an RPO: half of it, so that a forced segment switch plus its upload fit
+/// in the objective, never below [`ARCHIVE_TIMEOUT_FLOOR`]. `tune` and `deploy` both use it.
+pub fn archive_timeout_for(rpo: Duration) -> Duration {
+    Duration::from_secs(rpo.as_secs() / 2).max(ARCHIVE_TIMEOUT_FLOOR)
+}
+
 pub(super) fn archive_timeout(c: &Ctx) -> Option<(Typed, String)> {
     let rpo = c.inputs.rpo;
-    let half = Duration::from_secs(rpo.as_secs() / 2);
-    let (t, reason) = if half >= ARCHIVE_TIMEOUT_FLOOR {
-        (
-            half,
-            format!(
-                "half the RPO ({}): a quiet server's last writes are archived in time, with room for the upload",
-                format_duration(rpo)
-            ),
+    let t = archive_timeout_for(rpo);
+    let reason = if rpo / 2 >= ARCHIVE_TIMEOUT_FLOOR {
+        format!(
+            "half the RPO ({}): a quiet server's last writes are archived in time, with room for the upload",
+            format_duration(rpo)
         )
     } else {
-        (
-            ARCHIVE_TIMEOUT_FLOOR,
-            format!(
-                "RPO {} is tighter than switching every 60s allows cheaply (a whole segment each); stream WAL for less",
-                format_duration(rpo)
-            ),
+        format!(
+            "RPO {} is tighter than switching every 60s allows cheaply (a whole segment each); stream WAL for less",
+            format_duration(rpo)
         )
     };
     Some((Typed::Millis(t.as_millis() as u64), reason))

@@ -26,6 +26,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use formulas::archive_timeout_for;
 pub use value::Typed;
 
 /// Why an input could not be read.

@@ -89,6 +89,7 @@ fn gaps_refuse_targets_beyond_them() {
                 first_missing,
                 reachable_lsn,
                 reachable_time,
+                ..
             } = &e
             else {
                 unreachable!()
@@ -400,4 +401,24 @@ fn latest_is_resolved_from_each_backups_timeline() {
         .choose_backup_for(&ModelTarget::End, TimelineSpec::Latest, Some("b1"), &no_xid)
         .unwrap();
     assert_eq!((c.target_tli, c.backup.id.as_str()), (1, "b1"));
+}
+
+#[test]
+fn a_refusal_at_a_dropped_gap_says_why() {
+    let mut m = linear(&[7]);
+    let plain = choose(&m, ModelTarget::End, 1).expect_err("gap").to_string();
+    assert!(!plain.contains("dropped"), "{plain}");
+    m.set_declared_gaps(vec![crate::timeline::DeclaredGap {
+        first: seg(1, 7),
+        last: seg(1, 7),
+        reason: "dropped by archive_push_queue_max at 2026-01-01T00:00:00Z".into(),
+    }]);
+    for target in [ModelTarget::End, ModelTarget::Lsn(lsn("0/8000000"))] {
+        let text = choose(&m, target, 1).expect_err("gap").to_string();
+        assert!(
+            text.contains("000000010000000000000007 is missing")
+                && text.contains("(dropped by archive_push_queue_max at 2026-01-01T00:00:00Z;"),
+            "{text}"
+        );
+    }
 }

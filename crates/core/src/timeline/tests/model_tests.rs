@@ -123,7 +123,8 @@ fn gap_ends_the_run_and_splits_windows() {
         vec![Gap {
             tli: 1,
             first_missing: seg(1, 5),
-            last_missing: seg(1, 5)
+            last_missing: seg(1, 5),
+            reason: None
         }]
     );
     let w = m.windows(1);
@@ -215,17 +216,20 @@ fn gaps_on_one_branch_only() {
             Gap {
                 tli: 1,
                 first_missing: seg(1, 13),
-                last_missing: seg(1, 13)
+                last_missing: seg(1, 13),
+                reason: None
             },
             Gap {
                 tli: 2,
                 first_missing: seg(2, 7),
-                last_missing: seg(2, 7)
+                last_missing: seg(2, 7),
+                reason: None
             },
             Gap {
                 tli: 4,
                 first_missing: seg(4, 10),
-                last_missing: seg(4, 10)
+                last_missing: seg(4, 10),
+                reason: None
             },
         ]
     );
@@ -247,7 +251,8 @@ fn archive_missing_the_oldest_needed_segment_is_a_gap() {
         vec![Gap {
             tli: 1,
             first_missing: seg(1, 2),
-            last_missing: seg(1, 3)
+            last_missing: seg(1, 3),
+            reason: None
         }]
     );
 }
@@ -353,4 +358,31 @@ fn consistency_segments_cross_a_switch_during_the_backup() {
     };
     assert_eq!(m.consistency_segments(&b), vec![seg(1, 4), seg(2, 5)]);
     assert_eq!(m.plan_recovery(&b, 2, None).segments.first(), Some(&seg(1, 4)));
+}
+
+#[test]
+fn a_declared_gap_gives_its_reason_to_the_gaps_it_overlaps() {
+    let mut m = model(
+        TimelineTree::default(),
+        [segs(1, 2..=4), segs(1, 8..=9)].concat(),
+        vec![b1()],
+        HashMap::new(),
+    );
+    assert_eq!(m.gaps()[0].reason, None, "an undeclared hole has no reason");
+    m.set_declared_gaps(vec![crate::timeline::DeclaredGap {
+        first: seg(1, 6),
+        last: seg(1, 7),
+        reason: "dropped by archive_push_queue_max at 2026-01-01T00:00:00Z".into(),
+    }]);
+    let g = m.gaps();
+    assert_eq!((g[0].first_missing, g[0].last_missing), (seg(1, 5), seg(1, 7)));
+    assert_eq!(
+        g[0].reason.as_deref(),
+        Some("dropped by archive_push_queue_max at 2026-01-01T00:00:00Z")
+    );
+    assert!(m
+        .missing_reason(&seg(1, 6))
+        .is_some_and(|r| r.starts_with("dropped by")));
+    assert_eq!(m.missing_reason(&seg(1, 5)), None, "outside the declared run");
+    assert_eq!(m.missing_reason(&seg(2, 6)), None, "another timeline");
 }
