@@ -10,7 +10,7 @@
 # Usage (as root, from the project root, after ../shared/bench/setup.sh and a release build):
 #   PG18_BIN=/path/to/pg18/bin scripts/bench/incremental.sh [scale_rows]   default 9000000 rows (~1.8 GB)
 # Environment: PGVAULT_BIN, BENCH_DIR as in lib.sh; INCR_PORT (default 55435); KEEP=1 keeps the cluster.
-# Not part of the test command. Written at the end of the issue-12 work and NOT yet run.
+# Not part of the test command.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -27,10 +27,15 @@ as_pg $PV init >/dev/null
 q -c "ALTER SYSTEM SET summarize_wal = on" -c "ALTER SYSTEM SET archive_command = '$bin/pgvault-archive --config $CDIR/pgvault.toml push %p'" -c "SELECT pg_reload_conf()" >/dev/null
 log "loading $ROWS rows"
 q -c "CREATE TABLE t (id bigint PRIMARY KEY, v int, pad text)" \
-  -c "INSERT INTO t SELECT g, 0, repeat('x', 150) FROM generate_series(1, $ROWS) g" -c "CHECKPOINT" >/dev/null
+  -c "INSERT INTO t SELECT g, 0, repeat('x', 150) FROM generate_series(1, $ROWS) g" >/dev/null
+# A freshly loaded table has no hint bits yet: the first scan after the load sets them on every
+# page and, with data checksums on, WAL-logs each page (so every block counts as changed). A
+# database in service is long past that point: freeze it first, as its autovacuum would have.
+q -c "VACUUM (FREEZE, ANALYZE) t" -c "CHECKPOINT" >/dev/null
 log "database size $(q -c "SELECT pg_size_pretty(pg_database_size(current_database()))")"
 
-stored() { as_pg $PV list --json | python3 -c "import json,sys; b=[x for x in json.load(sys.stdin)['backups'] if x['id']=='$1'][0]; print(b['stored_size'])"; }
+field() { as_pg $PV list --json | python3 -c "import json,sys; b=[x for x in json.load(sys.stdin)['backups'] if x['id']=='$1'][0]; print(b['$2'])"; }
+stored() { field "$1" stored_size; }
 backup() { # TYPE -> prints "id seconds"
   local t0 t1 id; t0=$(now); id=$(as_pg $PV backup --type "$1" | awk '{print $2}'); t1=$(now)
   echo "$id $(calc "$t1 - $t0")"
@@ -50,7 +55,7 @@ echo "time ratio incr/full:   $(calc "$tinc / $tfull") (goal <= 0.25)"
 
 # File-level incremental of the same change: the full sizes of the files whose manifest
 # entries differ between the two backups (pgBackRest's incremental copies those whole).
-mdir=$CDIR/manifests; mkdir -p "$mdir"
+mdir=$CDIR/manifests; mkdir -p "$mdir"; chown postgres "$mdir"
 for id in "$full" "$inc"; do
   as_pg $PV restore --pgdata "$mdir/$id" --backup "$id" --target-immediate >/dev/null
 done
@@ -61,7 +66,12 @@ b = {f["Path"]: f for f in json.load(open(sys.argv[2]))["Files"]}
 print(sum(f["Size"] for p, f in b.items() if p not in a or a[p].get("Checksum") != f.get("Checksum")))
 PY
 )
-echo "stored ratio incr/file-level ($filelevel bytes, uncompressed): $(calc "$sinc / $filelevel") (goal <= 0.3)"
+# The file-level incremental would be compressed too: estimate its stored size with the full
+# backup's own compression ratio (stored / cluster size), so both sides are compared compressed.
+sizefull=$(field "$full" size)
+filestored=$(calc "$filelevel * $sfull / $sizefull")
+echo "file-level incremental: $filelevel bytes of changed files, about $filestored stored at the full's ratio"
+echo "stored ratio incr/file-level: $(calc "$sinc / $filestored") (goal <= 0.3)"
 
 # Restore: the full alone, then a chain of a full and 6 incrementals.
 restore_time() { local d=$CDIR/r-$1 t0 t1; rm -rf "$d"; t0=$(now); as_pg $PV restore --pgdata "$d" --backup "$1" --target-immediate >/dev/null; t1=$(now); rm -rf "$d"; calc "$t1 - $t0"; }

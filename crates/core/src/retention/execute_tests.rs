@@ -191,7 +191,8 @@ async fn dry_run_over_1000_backups_reads_a_handful_of_objects() {
     assert!(!out.applied);
     assert_eq!(out.plan.delete_backups.len(), 970, "keeps the newest 30");
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    assert!(c.lists <= 4, "{c:?}");
+    // A fixed number of listings (backups, WAL, pins, gap markers, ...), not one per backup.
+    assert!(c.lists <= 5, "{c:?}");
     assert!(
         c.gets <= 6,
         "a handful of objects, not one per backup or segment: {c:?}"
