@@ -7,7 +7,6 @@
 
 pub mod catalog;
 pub mod dirs;
-pub mod drills;
 pub mod gaps;
 pub mod index;
 pub mod layout;
