@@ -46,6 +46,7 @@ pub mod process;
 pub mod proxied;
 pub mod tls;
 pub mod vault;
+pub mod walsegs;
 
 pub use bins::{run_pgvault, run_pgvault_archive, run_workspace_bin, workspace_bin};
 pub use cluster::{ClusterOptions, PgCluster};

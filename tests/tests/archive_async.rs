@@ -13,11 +13,12 @@
 //!   repository does not hold with exactly those bytes.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use pgvault_core::archive::async_mode::AsyncSpool;
+use pgvault_tests::walsegs::{check_markers, fetch_bytes, files_in, make_segments};
 use pgvault_tests::{
     archiving_cluster, install_under_test, postgres_command, wal_key, workspace_bin, ClusterOptions, PgCluster,
     PgInstall, Vault,
@@ -26,40 +27,11 @@ use pgvault_tests::{
 const ASYNC: &str =
     "[archive]\npush_mode = \"async\"\npush_batch = 8\npush_parallel = 4\narchive_async_wait = \"5s\"\n";
 
-/// Writes some rows and switches segment `n` times; returns the finished segments.
-async fn make_segments(c: &PgCluster, n: usize) -> Result<Vec<String>> {
-    c.execute("CREATE TABLE IF NOT EXISTS burst (x text)").await?;
-    let mut segs = Vec::new();
-    for _ in 0..n {
-        c.execute("INSERT INTO burst SELECT md5(g::text) FROM generate_series(1, 3000) g")
-            .await?;
-        segs.push(c.switch_wal().await?);
-    }
-    Ok(segs)
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn ready_count(c: &PgCluster) -> usize {
     files_in(&c.data_dir().join("pg_wal/archive_status"))
         .iter()
         .filter(|f| f.ends_with(".ready"))
         .count()
-}
-
-fn fetch_bytes(vault: &Vault, name: &str, dest: &Path) -> Result<Vec<u8>> {
-    vault.archive(["fetch", name, &dest.display().to_string()])?.check()?;
-    Ok(std::fs::read(dest)?)
 }
 
 /// Makes the local repository unreachable (root ignores permissions, so it is moved away) and
@@ -317,18 +289,8 @@ async fn killed(install: PgInstall) -> Result<()> {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         child.wait()?;
         kill_worker().await;
-        for m in files_in(&markers) {
-            if m.contains(".tmp") {
-                continue;
-            }
-            let got = fetch_bytes(&vault, &m, &work.join("seg"))
-                .with_context(|| format!("round {round} (killed after {delay:?}): marker {m} without an object"))?;
-            ensure!(
-                got == std::fs::read(pg_wal.join(&m))?,
-                "round {round}: marker {m} for other bytes"
-            );
-            checked += 1;
-        }
+        let what = format!("round {round} (killed after {delay:?})");
+        checked += check_markers(&vault, &markers, &pg_wal, &work.join("seg"), &what)?;
         reset()?;
     }
     eprintln!("an async push took {whole:?}; checked {checked} markers left by killed workers");

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use pgvault_tests::walsegs::{check_markers, fetch_bytes, files_in, make_segments};
 use pgvault_tests::{
     archiving_cluster, install_under_test, postgres_command, wal_key, workspace_bin, write_postgres_file,
     ClusterOptions, ObjStore, PgCluster, PgInstall, StoreKind, Vault,
@@ -24,40 +25,12 @@ use pgvault_tests::{
 
 const BATCH: &str = "[archive]\npush_batch = 8\npush_parallel = 4\nget_prefetch = 4\nget_parallel = 2\n";
 
-/// Writes some rows and switches segment `n` times; returns the finished segments.
-async fn make_segments(c: &PgCluster, n: usize) -> Result<Vec<String>> {
-    c.execute("CREATE TABLE IF NOT EXISTS burst (x text)").await?;
-    let mut segs = Vec::new();
-    for _ in 0..n {
-        c.execute("INSERT INTO burst SELECT md5(g::text) FROM generate_series(1, 3000) g")
-            .await?;
-        segs.push(c.switch_wal().await?);
-    }
-    Ok(segs)
-}
-
 async fn pause_archiving(c: &PgCluster) -> Result<()> {
     c.alter_system("archive_command", "/bin/false").await
 }
 
 fn pushed_dir(c: &PgCluster) -> PathBuf {
     c.data_dir().join("pg_wal/.pgvault/pushed")
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Fetches `name` from the vault's repository into `dest` (outside any `pg_wal`: no prefetch).
-fn fetch_bytes(vault: &Vault, name: &str, dest: &Path) -> Result<Vec<u8>> {
-    vault.archive(["fetch", name, &dest.display().to_string()])?.check()?;
-    Ok(std::fs::read(dest)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,18 +159,8 @@ async fn killed(install: PgInstall) -> Result<()> {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         child.wait()?;
         // Every marker left must be true: the object exists and holds the file's bytes.
-        for m in files_in(&markers) {
-            if m.contains(".tmp") {
-                continue;
-            }
-            let got = fetch_bytes(&vault, &m, &work.join("seg"))
-                .with_context(|| format!("round {round} (killed after {delay:?}): marker {m} without an object"))?;
-            assert!(
-                got == std::fs::read(pg_wal.join(&m))?,
-                "round {round}: marker {m} for other bytes"
-            );
-            checked_markers += 1;
-        }
+        let what = format!("round {round} (killed after {delay:?})");
+        checked_markers += check_markers(&vault, &markers, &pg_wal, &work.join("seg"), &what)?;
         // Start the next round from scratch: no markers, no stored segments.
         reset()?;
     }
