@@ -19,6 +19,7 @@
 #   ARCHIVE_EXTRA  TOML lines for pgvault's [archive] section (default "get_prefetch = 8\nget_parallel = 4",
 #                  the defaults; pgBackRest's archive-get-queue-max default of 128 MiB is 8 segments too)
 #   KEEP=1         leave the source cluster running afterwards
+#   REUSE=1        measure again against the cluster and repositories a KEEP=1 run left (no new WAL)
 # Output: per measurement the restore, replay (start to promoted) and total seconds; then the
 # medians and the ratio pgvault/pgBackRest per pair (below 1.0: pgvault is faster), min-max.
 set -euo pipefail
@@ -29,8 +30,6 @@ ARCHIVE_EXTRA=${ARCHIVE_EXTRA:-$'get_prefetch = 8\nget_parallel = 4'}
 PAIRS=${1:-5}; SEGS=${2:-128}
 CDIR=$B/replay; CPORT=${REPLAY_PORT:-55434}; DATA=$CDIR/pg; RPORT=$((CPORT + 1))
 
-log "fresh cluster in $DATA (port $CPORT), run $RUNID"
-make_cluster "$CDIR" "$CPORT"
 cleanup() {
   stop_cluster "$CDIR/r-pv"; stop_cluster "$CDIR/r-br"
   rm -rf "$CDIR/r-pv" "$CDIR/r-br"
@@ -38,25 +37,33 @@ cleanup() {
 }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; cleanup' EXIT
 
-write_pgvault_conf "$CDIR/pgvault.toml" "replay-$RUNID" "$DATA"
-write_pgbr_conf "$CDIR/pgbackrest.conf" "replay-$RUNID" "$DATA"
-# the restores' configuration: asynchronous archive-get into the spool, the restored directory
-write_pgbr_conf "$CDIR/pgbackrest-restore.conf" "replay-$RUNID" "$CDIR/r-br" "archive-async=y"
-as_pg "$bin/pgvault" --config "$CDIR/pgvault.toml" init >/dev/null
-as_pg pgbackrest --config="$CDIR/pgbackrest.conf" --stanza=main stanza-create >/dev/null
-set_archive_command "$bin/pgvault-archive --config $CDIR/pgvault.toml push %p && pgbackrest --config=$CDIR/pgbackrest.conf --stanza=main archive-push %p"
-q -c "create table marker (tag text)" -c "create table burn (id bigint, a text, b text)" >/dev/null
+if [ "${REUSE:-0}" = 1 ] && [ -f "$CDIR/runid" ] && [ -f "$DATA/postmaster.pid" ]; then
+  RUNID=$(cat "$CDIR/runid")
+  log "reusing the cluster and repositories of run $RUNID"
+else
+  log "fresh cluster in $DATA (port $CPORT), run $RUNID"
+  make_cluster "$CDIR" "$CPORT"
+  write_pgvault_conf "$CDIR/pgvault.toml" "replay-$RUNID" "$DATA"
+  write_pgbr_conf "$CDIR/pgbackrest.conf" "replay-$RUNID" "$DATA"
+  # the restores' configuration: asynchronous archive-get into the spool, the restored directory
+  write_pgbr_conf "$CDIR/pgbackrest-restore.conf" "replay-$RUNID" "$CDIR/r-br" "archive-async=y"
+  as_pg "$bin/pgvault" --config "$CDIR/pgvault.toml" init >/dev/null
+  as_pg pgbackrest --config="$CDIR/pgbackrest.conf" --stanza=main stanza-create >/dev/null
+  set_archive_command "$bin/pgvault-archive --config $CDIR/pgvault.toml push %p && pgbackrest --config=$CDIR/pgbackrest.conf --stanza=main archive-push %p"
+  q -c "create table marker (tag text)" -c "create table burn (id bigint, a text, b text)" >/dev/null
 
-log "full backups (pgBackRest, then pgvault)"
-as_pg pgbackrest --config="$CDIR/pgbackrest.conf" --stanza=main --type=full backup >/dev/null
-as_pg "$bin/pgvault" --config "$CDIR/pgvault.toml" backup >/dev/null
-log "writing $SEGS segments of WAL"
-write_wal $((SEGS * SEG))
-q -c "insert into marker values ('end-$RUNID')" -c "select pg_switch_wal()" >/dev/null
-log "waiting for the archive to catch up"
-while [ "$(ready_count "$DATA")" -gt 0 ]; do sleep 1; done
-log "archived: $(q -c "select archived_count, last_archived_wal from pg_stat_archiver")"
+  log "full backups (pgBackRest, then pgvault)"
+  as_pg pgbackrest --config="$CDIR/pgbackrest.conf" --stanza=main --type=full backup >/dev/null
+  as_pg "$bin/pgvault" --config "$CDIR/pgvault.toml" backup >/dev/null
+  log "writing $SEGS segments of WAL"
+  write_wal $((SEGS * SEG))
+  q -c "insert into marker values ('end-$RUNID')" -c "select pg_switch_wal()" >/dev/null
+  log "waiting for the archive to catch up"
+  while [ "$(ready_count "$DATA")" -gt 0 ]; do sleep 1; done
+  log "archived: $(q -c "select archived_count, last_archived_wal from pg_stat_archiver")"
 
+  echo "$RUNID" >"$CDIR/runid"
+fi
 # start_and_wait DIR: starts the restored cluster on RPORT, prints seconds until promoted.
 start_and_wait() {
   local dir=$1 t0 rec

@@ -59,6 +59,9 @@ pub async fn fetch(config_path: Option<&Path>, name: &str, dest: &Path) -> ExitC
         .filter(|_| config.archive.get_prefetch > 0)
         .map(|w| Spool::new(&w));
     if let (Some(spool), Some(n), Some(pg_wal)) = (&spool, parsed, pg_wal_of(dest)) {
+        if n.kind == WalKind::Segment {
+            spool.set_cursor(&n);
+        }
         if let Some(served) = prefetch::serve(spool, &n, dest) {
             if let Some(segment_size) = served {
                 prefetch::refill(&config, &pg_wal, &n, segment_size);

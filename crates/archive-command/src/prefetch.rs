@@ -1,21 +1,21 @@
 //! The prefetch side of `fetch`, its background worker, and `spool-clean`.
 //!
 //! After a segment came from the repository, `fetch` starts a detached worker process
-//! (`pgvault-archive prefetch-worker CURRENT SEGMENT_SIZE PG_WAL`, [`start_worker`]) and returns at once, so
-//! recovery replays while the worker downloads; a `fetch` served from the spool starts one too
-//! when less than half a window is left, so the spool stays ahead of recovery. At most one worker
-//! runs per spool ([`pgvault_core::archive::spool_worker`]). The worker ([`worker`], [`ahead`])
-//! downloads the next
-//! `[archive] get_prefetch` segments recovery will ask for (on the target timeline, as far as
-//! the history files recovery fetched tell), `get_parallel` at once, with the repository that
-//! call already opened. Each is authenticated and checked as a segment of the cluster before it
-//! is written to the spool ([`pgvault_core::archive::spool`]). The first one that is not archived
-//! (the end of the archive so far) or that fails (store down, corrupt) ends the window: nothing
-//! is written for it, so the later request for it takes the normal path, with its retries and
-//! its exit codes. A wrong guess (a timeline switch not foreseen) only costs a download.
+//! (`pgvault-archive prefetch-worker CURRENT SEGMENT_SIZE PG_WAL`, [`start_worker`]) and returns
+//! at once, so recovery replays while the worker downloads. At most one worker runs per spool
+//! ([`pgvault_core::archive::spool_worker`]), and it lives as long as recovery keeps asking:
+//! every `fetch` records the segment it was asked for (the spool's cursor), and the worker keeps
+//! the `[archive] get_prefetch` segments after the cursor spooled, `get_parallel` downloads at
+//! once, with the one repository it opened (one key derivation for the whole recovery). It
+//! follows the target timeline as far as the history files recovery fetched tell. The first
+//! segment that is not archived (the end of the archive so far) or that fails (store down,
+//! corrupt) stops the window there: nothing is written for it, so the later request for it takes
+//! the normal path, with its retries and its exit codes; a new cursor opens the window again. A
+//! wrong guess (a timeline switch not foreseen) only costs a download. The worker ends when
+//! recovery stops asking for [`IDLE_EXIT`], or at once when promotion asks it to.
 //!
-//! [`serve`] hands a checked spool entry to PostgreSQL; [`spool_clean`] removes the spool at
-//! promotion.
+//! [`serve`] hands a checked spool entry to PostgreSQL (moved, not copied); [`spool_clean`]
+//! removes the spool at promotion.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -23,10 +23,9 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use pgvault_core::archive::spool::{segments_after, Spool};
+use pgvault_core::archive::spool::{segments_after, Spool, TakeError};
 use pgvault_core::archive::spool_worker::{remove_lock_file, running_plan, WorkerLock};
-use pgvault_core::archive::{self, write_atomically, ArchiveError};
+use pgvault_core::archive::{self, ArchiveError};
 use pgvault_core::config::{ArchiveConfig, Config};
 use pgvault_core::repository::Repository;
 use pgvault_core::wal::{self, WalFileName, WalKind};
@@ -36,6 +35,10 @@ use pgvault_core::wal::{self, WalFileName, WalKind};
 const WAIT_FOR_WORKER: Duration = Duration::from_secs(30);
 /// How often it looks.
 const WAIT_STEP: Duration = Duration::from_millis(10);
+/// How often the worker looks at the cursor while its window is full.
+const WORKER_STEP: Duration = Duration::from_millis(20);
+/// The worker ends when the cursor has not moved for this long and it has nothing to do.
+const IDLE_EXIT: Duration = Duration::from_secs(5);
 
 /// Serves segment `name` from the spool into `dest`. `None` when the spool has no good copy (a
 /// bad one is removed, with a line on stderr) and the repository must be asked; otherwise the
@@ -59,20 +62,15 @@ pub fn serve(spool: &Spool, name: &WalFileName, dest: &Path) -> Option<Option<u6
 }
 
 fn serve_entry(spool: &Spool, name: &WalFileName, dest: &Path) -> Option<Option<u64>> {
-    match spool.get(name) {
-        Ok(Some(plain)) => match write_atomically(dest, &plain, false) {
-            Ok(()) => {
-                spool.remove(name);
-                Some(segment_size_of(name, &plain))
-            }
-            Err(e) => {
-                eprintln!("pgvault-archive: note: cannot restore {name} from the prefetch spool ({e}); fetching it from the repository");
-                None
-            }
-        },
+    match spool.take_into(name, dest) {
+        Ok(Some(head)) => Some(segment_size_of(name, &head)),
         Ok(None) => None,
-        Err(why) => {
+        Err(TakeError::Rejected(why)) => {
             eprintln!("pgvault-archive: the prefetched copy of {name} failed its check ({why}) and was removed; fetching {name} from the repository");
+            None
+        }
+        Err(TakeError::Io(e)) => {
+            eprintln!("pgvault-archive: note: cannot restore {name} from the prefetch spool ({e}); fetching it from the repository");
             None
         }
     }
@@ -85,41 +83,87 @@ pub fn segment_size_of(name: &WalFileName, plain: &[u8]) -> Option<u64> {
         .map(|h| u64::from(h.segment_size))
 }
 
-/// The window after `current` (on the target timeline as far as the spooled history files
-/// tell), with the spool trimmed to it; returns the segments of the window not spooled yet.
-fn plan_window(spool: &Spool, current: &WalFileName, cfg: &ArchiveConfig, segment_size: u64) -> Vec<WalFileName> {
-    let target = spool.target_history(current.timeline);
-    let window = segments_after(current, cfg.get_prefetch, target.as_ref(), segment_size);
+/// The window after `cursor` (on the target timeline as far as the spooled history files
+/// tell), with the spool trimmed to it.
+fn window(spool: &Spool, cursor: &WalFileName, cfg: &ArchiveConfig, segment_size: u64) -> Vec<WalFileName> {
+    let target = spool.target_history(cursor.timeline);
+    let window = segments_after(cursor, cfg.get_prefetch, target.as_ref(), segment_size);
     spool.retain(&window);
-    window.into_iter().filter(|n| !spool.contains(n)).collect()
+    window
 }
 
-/// Downloads `todo` into the spool, in order, stopping at the first one missing or failing
-/// (see the module documentation). Each segment is a task of its own, so that decryption,
-/// decompression and the checks of different segments run on different cores.
-async fn ahead(repo: &Arc<Repository>, spool: &Spool, todo: Vec<WalFileName>, cfg: &ArchiveConfig) {
-    let mut downloads = futures::stream::iter(todo)
-        .map(|name| {
-            let (repo, spool) = (Arc::clone(repo), spool.clone());
-            let task = tokio::spawn(async move { download(&repo, &spool, &name).await });
-            async move { (name, task.await) }
-        })
-        .buffered(cfg.get_parallel.max(1));
-    while let Some((name, result)) = downloads.next().await {
+/// Keeps the window after the spool's cursor downloaded (see the module documentation), until
+/// recovery stops asking or promotion asks the worker to stop.
+async fn keep_ahead(
+    repo: &Arc<Repository>,
+    spool: &Spool,
+    lock: &mut WorkerLock,
+    start: WalFileName,
+    cfg: &ArchiveConfig,
+    segment_size: u64,
+) {
+    let mut cursor = start;
+    let mut moved_at = Instant::now();
+    // The first segment of the current window that is not archived or failed: nothing at or
+    // after it is downloaded until the cursor moves.
+    let mut stop_at: Option<WalFileName> = None;
+    let mut running: tokio::task::JoinSet<(WalFileName, Result<bool, ArchiveError>)> = tokio::task::JoinSet::new();
+    let mut in_flight: Vec<WalFileName> = Vec::new();
+    let mut published: Vec<WalFileName> = Vec::new();
+    loop {
+        if spool.stop_requested() {
+            return;
+        }
+        if let Some(c) = spool.cursor().filter(|c| *c != cursor) {
+            cursor = c;
+            moved_at = Instant::now();
+            stop_at = None;
+        }
+        let wanted: Vec<WalFileName> = window(spool, &cursor, cfg, segment_size)
+            .into_iter()
+            .take_while(|n| stop_at.is_none_or(|s| *n < s))
+            .filter(|n| !spool.contains(n))
+            .collect();
+        for n in &wanted {
+            if running.len() >= cfg.get_parallel.max(1) {
+                break;
+            }
+            if !in_flight.contains(n) {
+                let (repo, spool, name) = (Arc::clone(repo), spool.clone(), *n);
+                in_flight.push(name);
+                running.spawn(async move { (name, download(&repo, &spool, &name).await) });
+            }
+        }
+        if wanted != published {
+            if let Err(e) = lock.set_plan(&wanted) {
+                eprintln!("pgvault-archive: note: the prefetch worker cannot publish its plan: {e}");
+            }
+            published = wanted.clone();
+        }
+        if running.is_empty() && moved_at.elapsed() > IDLE_EXIT {
+            return;
+        }
+        let done = tokio::select! {
+            d = running.join_next(), if !running.is_empty() => d,
+            _ = tokio::time::sleep(WORKER_STEP) => None,
+        };
+        let Some(done) = done else { continue };
+        let (name, result) = match done {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pgvault-archive: note: a prefetch download failed ({e}); segments are fetched when recovery asks for them");
+                return;
+            }
+        };
+        in_flight.retain(|n| *n != name);
         match result {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => break,
-            Ok(Err(why)) => {
+            Ok(true) => {}
+            Ok(false) => stop_at = Some(stop_at.map_or(name, |s| s.min(name))),
+            Err(why) => {
                 eprintln!(
                     "pgvault-archive: note: prefetching {name} failed ({why}); it is fetched when recovery asks for it"
                 );
-                break;
-            }
-            Err(e) => {
-                eprintln!(
-                    "pgvault-archive: note: prefetching {name} failed ({e}); it is fetched when recovery asks for it"
-                );
-                break;
+                stop_at = Some(stop_at.map_or(name, |s| s.min(name)));
             }
         }
     }
@@ -139,9 +183,12 @@ async fn download(repo: &Repository, spool: &Spool, name: &WalFileName) -> Resul
 /// Starts a detached worker that prefetches the segments after `current` (nothing when one
 /// runs already). Its notes go to PostgreSQL's log through the inherited stderr.
 pub fn start_worker(config: &Config, pg_wal: &Path, current: &WalFileName, segment_size: u64) {
-    if running_plan(&Spool::new(pg_wal)).is_some() {
+    let spool = Spool::new(pg_wal);
+    if running_plan(&spool).is_some() {
         return;
     }
+    // Recovery is asking, so a stop request left by an interrupted `spool-clean` is stale.
+    spool.clear_stop();
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -174,9 +221,9 @@ pub fn refill(config: &Config, pg_wal: &Path, current: &WalFileName, segment_siz
 }
 
 /// `prefetch-worker CURRENT SEGMENT_SIZE PG_WAL`: takes the worker lock (or exits: another one
-/// runs), publishes its plan (before the slow repository open, so that a `fetch` arriving
+/// runs), publishes its first plan (before the slow repository open, so that a `fetch` arriving
 /// meanwhile waits for it rather than downloading the same segment), opens the repository and
-/// downloads the window after CURRENT.
+/// keeps the window after the cursor downloaded.
 pub async fn worker(config: Config, current: &str, segment_size: &str, pg_wal: PathBuf) -> ExitCode {
     let spool = Spool::new(&pg_wal);
     let Some(mut lock) = WorkerLock::try_take(&spool) else {
@@ -188,7 +235,11 @@ pub async fn worker(config: Config, current: &str, segment_size: &str, pg_wal: P
     if !segment_size.is_power_of_two() || !(1 << 20..=1 << 30).contains(&segment_size) {
         return ExitCode::from(2);
     }
-    let todo = plan_window(&spool, &current, &config.archive, segment_size);
+    let start = spool.cursor().unwrap_or(current);
+    let todo: Vec<WalFileName> = window(&spool, &start, &config.archive, segment_size)
+        .into_iter()
+        .filter(|n| !spool.contains(n))
+        .collect();
     if todo.is_empty() {
         return ExitCode::SUCCESS;
     }
@@ -203,7 +254,7 @@ pub async fn worker(config: Config, current: &str, segment_size: &str, pg_wal: P
             return ExitCode::from(1);
         }
     };
-    ahead(&repo, &spool, todo, &config.archive).await;
+    keep_ahead(&repo, &spool, &mut lock, start, &config.archive, segment_size).await;
     drop(lock);
     ExitCode::SUCCESS
 }
@@ -212,6 +263,7 @@ pub async fn worker(config: Config, current: &str, segment_size: &str, pg_wal: P
 /// the worker (if one runs) finished, at most [`WAIT_FOR_WORKER`] later.
 pub fn spool_clean(data_dir: &Path) -> ExitCode {
     let spool = Spool::new(&data_dir.join("pg_wal"));
+    spool.request_stop();
     let start = Instant::now();
     while running_plan(&spool).is_some() && start.elapsed() < WAIT_FOR_WORKER {
         std::thread::sleep(WAIT_STEP);

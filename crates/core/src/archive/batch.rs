@@ -90,7 +90,10 @@ impl PushJob {
             markers,
             label,
         } = self;
-        let codec = repo.codec();
+        // Segments compress side by side, one core each: zstd's own threads would only add
+        // copies and hand-offs.
+        let mut codec = repo.codec();
+        codec.zstd_workers = 0;
         // The marker describes exactly the bytes that are stored: hashed from the same buffer.
         let (wal, marker) = tokio::task::spawn_blocking(move || {
             let wal = prepare_push(&path, &codec)?;

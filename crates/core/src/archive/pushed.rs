@@ -3,12 +3,15 @@
 //! When `archive_command` is asked for segment S it may also store the next `.ready` segments
 //! (see [`ready_after`]). PostgreSQL will still call `archive_command` for each of them, and that
 //! later call should return at once. What lets it is a marker `pg_wal/.pgvault/pushed/<name>`
-//! written **after** the store confirmed the object, atomically (temporary file, fsync, rename,
-//! directory fsync). A marker records the size and SHA-256 of the bytes that were stored and the
-//! repository they were stored in; the later call hashes the file PostgreSQL hands it now and
-//! trusts the marker only when all three match. So:
+//! written **after** the store confirmed the object, atomically (temporary file, rename). A
+//! marker records the size and SHA-256 of the bytes that were stored and the repository they
+//! were stored in; the later call hashes the file PostgreSQL hands it now and trusts the marker
+//! only when all three match. So:
 //! - a crash before the store confirmed leaves no marker (the segment is pushed normally later);
-//! - a crash after leaves a marker whose claim is true (the object exists with those bytes);
+//! - a crash after leaves a marker whose claim is true (the object exists with those bytes), or
+//!   no marker, or an empty or torn one that does not parse: a marker is never fsynced, because
+//!   losing one only costs a normal push later (which finds the identical object stored), and
+//!   two fsyncs per segment would cost more than the batch saves on a slow disk;
 //! - a recycled, rewritten or otherwise changed file hashes differently and is pushed normally
 //!   (and refused if the repository holds other bytes under its name, as always);
 //! - a marker for another repository (the configuration changed) is ignored.
@@ -116,7 +119,7 @@ impl PushedMarkers {
             path: self.dir.clone(),
             source,
         })?;
-        write_atomically(&self.path(name), marker.render().as_bytes(), true)
+        write_atomically(&self.path(name), marker.render().as_bytes(), false)
     }
 
     /// Whether a marker vouches that the file at `file` (now) is stored as `name` in

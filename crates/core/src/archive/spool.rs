@@ -8,19 +8,24 @@
 //! Safety: an entry is written only after the whole object was downloaded, authenticated
 //! (decryption and identity check) and checked as a segment of the repository's cluster; it is
 //! written to a temporary name and renamed, and it carries its own name, length and SHA-256 in a
-//! header line. An entry is served only when all of these match, so a torn write, a flipped byte
-//! or a file renamed by hand is never handed to PostgreSQL: it is removed and the segment is
-//! fetched from the repository as if it had never been prefetched. A prefetch that fails (store
-//! down, not archived yet) leaves no entry, so it can never turn into "not found": the later
-//! request goes to the repository with the usual retries. The spool holds at most the window the
-//! last miss asked for, and is removed at promotion (`pgvault-archive spool-clean` as
+//! fixed-size trailer. An entry is served only when all of these match, so a torn write, a
+//! flipped byte or a file renamed by hand is never handed to PostgreSQL: it is removed and the
+//! segment is fetched from the repository as if it had never been prefetched. A prefetch that
+//! fails (store down, not archived yet) leaves no entry, so it can never turn into "not found":
+//! the later request goes to the repository with the usual retries. The spool holds at most the
+//! prefetch window, and is removed at promotion (`pgvault-archive spool-clean` as
 //! `recovery_end_command`, and by the first `archive_command` push after it).
+//!
+//! Serving moves the file rather than copying it ([`Spool::take_into`]): the entry is first
+//! renamed to a name only this call uses (so nothing else can remove or replace it meanwhile),
+//! checked, cut to its body and renamed onto PostgreSQL's destination. A 16 MiB segment is read
+//! once for its checksum and never written a second time.
 //!
 //! History files recovery fetched are kept in the spool too (`<tli>.history`), so that the
 //! prefetch follows the target timeline's switch points the way recovery will
 //! ([`timeline_for_segment`]).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -32,9 +37,12 @@ use crate::timeline::{parse_history, HistoryEntry};
 use crate::wal::{WalFileName, WalKind};
 
 const PREFETCH_DIR: &str = "prefetch";
-const MAGIC: &str = "pgvault-prefetch 1";
-/// Longer than any header line the spool writes.
-const MAX_HEADER: usize = 256;
+const MAGIC: &str = "pgvault-prefetch 2";
+/// The trailer after an entry's body: `MAGIC NAME LENGTH SHA256`, padded with spaces and ended
+/// by a newline to exactly this many bytes.
+const TRAILER: usize = 160;
+/// How much of a served segment [`Spool::take_into`] hands back (its first page header).
+const HEAD: usize = 512;
 
 /// The prefetch spool of one `pg_wal` directory.
 #[derive(Clone, Debug)]
@@ -45,7 +53,7 @@ pub struct Spool {
 /// Why an entry was not served (for the log line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
-    #[error("its header is missing, torn or names another file")]
+    #[error("its trailer is missing, torn or names another file")]
     BadHeader,
     #[error("its length or SHA-256 differ from its header's")]
     BadContent,
@@ -72,15 +80,19 @@ impl Spool {
             path: self.dir.clone(),
             source,
         })?;
-        let header = format!(
-            "{MAGIC} {name} {} {}\n",
-            plain.len(),
-            hex::encode(Sha256::digest(plain))
-        );
-        let mut data = Vec::with_capacity(header.len() + plain.len());
-        data.extend_from_slice(header.as_bytes());
-        data.extend_from_slice(plain);
-        write_atomically(&self.path(name), &data, false)
+        let dest = self.path(name);
+        let tmp = self.dir.join(format!("{name}{}", own_tmp_suffix()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(plain)?;
+            f.write_all(&trailer(name, plain))?;
+            drop(f);
+            std::fs::rename(&tmp, &dest)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(|source| ArchiveError::Write { path: dest, source })
     }
 
     /// Whether an entry exists for `name` (not checked).
@@ -92,14 +104,38 @@ impl Spool {
     /// is one that fails its check (it is removed then).
     pub fn get(&self, name: &WalFileName) -> Result<Option<Vec<u8>>, Rejected> {
         let path = self.path(name);
-        let Ok(raw) = read_file(&path) else {
+        let Ok(mut raw) = std::fs::read(&path) else {
             return Ok(None);
         };
-        let checked = check_entry(name, &raw);
-        if checked.is_err() {
-            let _ = std::fs::remove_file(&path);
+        match check_entry(name, &raw) {
+            Ok(len) => {
+                raw.truncate(len);
+                Ok(Some(raw))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
         }
-        checked.map(|body| Some(raw[raw.len() - body..].to_vec()))
+    }
+
+    /// Moves `name`'s entry onto `dest` (in the same file system: `pg_wal`) if it passes its
+    /// check, and returns the first bytes of its body; `Ok(None)` when there is no entry. An
+    /// entry that fails its check is removed (`Err(Rejected)`); on an I/O error nothing is
+    /// served and the entry is gone (the segment is then fetched from the repository).
+    pub fn take_into(&self, name: &WalFileName, dest: &Path) -> Result<Option<Vec<u8>>, TakeError> {
+        let Some(state) = self.dir.parent() else {
+            return Ok(None);
+        };
+        let claimed = state.join(format!("{PREFETCH_DIR}.serving-{}", std::process::id()));
+        if std::fs::rename(self.path(name), &claimed).is_err() {
+            return Ok(None);
+        }
+        let result = finish_take(name, &claimed, dest);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&claimed);
+        }
+        result.map(Some)
     }
 
     /// How many segment entries come after `name` in WAL order (what is left of the window).
@@ -119,19 +155,20 @@ impl Spool {
         let _ = std::fs::remove_file(self.path(name));
     }
 
-    /// Removes every segment entry not in `keep` (and leftover temporary files); history entries
-    /// stay. Keeps the spool bounded to one prefetch window.
+    /// Removes every segment entry not in `keep` (and temporary files other processes left);
+    /// history entries stay. Keeps the spool bounded to one prefetch window.
     pub fn retain(&self, keep: &[WalFileName]) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
+        let own = own_tmp_suffix();
         for e in entries.flatten() {
             let n = e.file_name();
             let parsed = n.to_str().and_then(|s| WalFileName::parse(s).ok());
             let wanted = match parsed {
                 Some(p) if p.kind == WalKind::History => true,
                 Some(p) => keep.contains(&p),
-                None => false,
+                None => n.to_str().is_some_and(|s| s.ends_with(&own)),
             };
             if !wanted {
                 let _ = std::fs::remove_file(e.path());
@@ -139,8 +176,52 @@ impl Spool {
         }
     }
 
-    /// Removes the whole spool (at promotion). A spool that does not exist is fine.
+    /// Records the segment recovery asked for last: the prefetch worker's window follows it.
+    pub fn set_cursor(&self, name: &WalFileName) {
+        if let Some(state) = self.dir.parent() {
+            let _ = std::fs::create_dir_all(state);
+        }
+        let _ = write_atomically(&self.dir.with_extension("cursor"), name.to_string().as_bytes(), false);
+    }
+
+    /// The segment recovery asked for last, if recorded.
+    pub fn cursor(&self) -> Option<WalFileName> {
+        let text = std::fs::read_to_string(self.dir.with_extension("cursor")).ok()?;
+        WalFileName::parse(text.trim()).ok()
+    }
+
+    /// Asks the prefetch worker to stop (at promotion); it looks between downloads.
+    pub fn request_stop(&self) {
+        let _ = std::fs::write(self.dir.with_extension("stop"), b"");
+    }
+
+    /// Withdraws a stop request.
+    pub fn clear_stop(&self) {
+        let _ = std::fs::remove_file(self.dir.with_extension("stop"));
+    }
+
+    /// Whether [`Spool::request_stop`] was called since the spool was last removed.
+    pub fn stop_requested(&self) -> bool {
+        self.dir.with_extension("stop").exists()
+    }
+
+    /// Removes the whole spool (at promotion), with the files entries were served through. A
+    /// spool that does not exist is fine.
     pub fn remove_all(&self) -> Result<bool, ArchiveError> {
+        if let Some(Ok(entries)) = self.dir.parent().map(std::fs::read_dir) {
+            let serving = format!("{PREFETCH_DIR}.serving-");
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let done = name.to_str().is_some_and(|n| {
+                    n.starts_with(&serving)
+                        || n == format!("{PREFETCH_DIR}.cursor")
+                        || n == format!("{PREFETCH_DIR}.stop")
+                });
+                if done {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -170,22 +251,75 @@ impl Spool {
     }
 }
 
-fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path)?;
-    let mut raw = Vec::new();
-    f.read_to_end(&mut raw)?;
-    Ok(raw)
+/// The suffix of this process's temporary files in the spool.
+fn own_tmp_suffix() -> String {
+    format!(".pgvault-{}.tmp", std::process::id())
 }
 
-/// Checks a spool entry against the name it is served as; returns the body's length.
-fn check_entry(name: &WalFileName, raw: &[u8]) -> Result<usize, Rejected> {
-    let end = raw
-        .iter()
-        .take(MAX_HEADER)
-        .position(|b| *b == b'\n')
-        .ok_or(Rejected::BadHeader)?;
-    let header = std::str::from_utf8(&raw[..end]).map_err(|_| Rejected::BadHeader)?;
-    let rest = header.strip_prefix(MAGIC).ok_or(Rejected::BadHeader)?;
+/// Why [`Spool::take_into`] served nothing from an entry it found.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeError {
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The trailer of `name`'s entry with body `plain`.
+fn trailer(name: &WalFileName, plain: &[u8]) -> Vec<u8> {
+    let text = format!("{MAGIC} {name} {} {}", plain.len(), hex::encode(Sha256::digest(plain)));
+    let mut t = format!("{text:<width$}\n", width = TRAILER - 1).into_bytes();
+    t.truncate(TRAILER);
+    t
+}
+
+/// Checks the claimed entry `claimed` (hashing it as it is read), cuts it to its body and
+/// renames it onto `dest`; returns the body's first [`HEAD`] bytes.
+fn finish_take(name: &WalFileName, claimed: &Path, dest: &Path) -> Result<Vec<u8>, TakeError> {
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(claimed)?;
+    let total = f.metadata()?.len();
+    let body_len = total.checked_sub(TRAILER as u64).ok_or(Rejected::BadHeader)?;
+    let mut hasher = Sha256::new();
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = body_len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        f.read_exact(&mut buf[..want])?;
+        hasher.update(&buf[..want]);
+        if head.len() < HEAD {
+            let more = (HEAD - head.len()).min(want);
+            head.extend_from_slice(&buf[..more]);
+        }
+        left -= want as u64;
+    }
+    let mut t = [0u8; TRAILER];
+    f.read_exact(&mut t)?;
+    let (len, sha) = parse_trailer(name, &t)?;
+    if len != body_len || sha != hex::encode(hasher.finalize()) {
+        return Err(Rejected::BadContent.into());
+    }
+    f.set_len(body_len)?;
+    drop(f);
+    if let Err(e) = std::fs::rename(claimed, dest) {
+        // Not the same file system after all: copy the checked body.
+        if e.raw_os_error() != Some(nix::libc::EXDEV) {
+            return Err(e.into());
+        }
+        let body = std::fs::read(claimed)?;
+        write_atomically(dest, &body, false).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let _ = std::fs::remove_file(claimed);
+    }
+    Ok(head)
+}
+
+/// The length and SHA-256 (hex) a trailer gives, if it is one for `name`.
+fn parse_trailer(name: &WalFileName, t: &[u8]) -> Result<(u64, String), Rejected> {
+    if t.len() != TRAILER || t[TRAILER - 1] != b'\n' {
+        return Err(Rejected::BadHeader);
+    }
+    let text = std::str::from_utf8(&t[..TRAILER - 1]).map_err(|_| Rejected::BadHeader)?;
+    let rest = text.strip_prefix(MAGIC).ok_or(Rejected::BadHeader)?;
     let mut words = rest.split_whitespace();
     let (Some(n), Some(len), Some(sha), None) = (words.next(), words.next(), words.next(), words.next()) else {
         return Err(Rejected::BadHeader);
@@ -193,12 +327,18 @@ fn check_entry(name: &WalFileName, raw: &[u8]) -> Result<usize, Rejected> {
     if n != name.to_string() {
         return Err(Rejected::BadHeader);
     }
-    let len: usize = len.parse().map_err(|_| Rejected::BadHeader)?;
-    let body = &raw[end + 1..];
-    if body.len() != len || hex::encode(Sha256::digest(body)) != sha {
+    let len = len.parse().map_err(|_| Rejected::BadHeader)?;
+    Ok((len, sha.to_string()))
+}
+
+/// Checks a spool entry against the name it is served as; returns the body's length.
+fn check_entry(name: &WalFileName, raw: &[u8]) -> Result<usize, Rejected> {
+    let body = raw.len().checked_sub(TRAILER).ok_or(Rejected::BadHeader)?;
+    let (len, sha) = parse_trailer(name, &raw[body..])?;
+    if len != body as u64 || hex::encode(Sha256::digest(&raw[..body])) != sha {
         return Err(Rejected::BadContent);
     }
-    Ok(len)
+    Ok(body)
 }
 
 /// The timeline recovery reads segment number `segno` from, when its target timeline is

@@ -44,7 +44,60 @@ fn every_flipped_byte_and_every_truncation_is_refused_and_removed() {
         assert!(s.get(&name).is_err(), "truncated at {cut}");
     }
     std::fs::write(s.path(&name), [good.as_slice(), b"x"].concat()).expect("write");
-    assert_eq!(s.get(&name), Err(Rejected::BadContent), "longer");
+    assert!(s.get(&name).is_err(), "longer");
+    let mut body = good.clone();
+    body[0] ^= 1;
+    std::fs::write(s.path(&name), &body).expect("write");
+    assert_eq!(s.get(&name), Err(Rejected::BadContent), "a flipped body byte");
+}
+
+#[test]
+fn take_moves_a_checked_entry_and_refuses_a_bad_one() {
+    let (t, s) = spool();
+    let name = seg("00000001000000000000000D");
+    let dest = t.path().join("pg_wal/RECOVERYXLOG");
+    assert!(matches!(s.take_into(&name, &dest), Ok(None)), "no entry");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    s.put(&name, &data).expect("put");
+    std::fs::write(&dest, b"an older file").expect("write");
+    let head = s.take_into(&name, &dest).expect("taken").expect("served");
+    assert_eq!(head, data[..512]);
+    assert!(std::fs::read(&dest).expect("read") == data, "exactly the body");
+    assert!(!s.contains(&name), "moved, not copied");
+    s.put(&name, &data).expect("put");
+    let mut raw = std::fs::read(s.path(&name)).expect("read");
+    raw[1_000_000] ^= 0x10;
+    std::fs::write(s.path(&name), &raw).expect("write");
+    std::fs::remove_file(&dest).expect("rm");
+    assert!(matches!(
+        s.take_into(&name, &dest),
+        Err(TakeError::Rejected(Rejected::BadContent))
+    ));
+    assert!(
+        !dest.exists() && !s.contains(&name),
+        "nothing served, the bad entry removed"
+    );
+    let state = s.dir().parent().expect("state dir");
+    let left: Vec<_> = std::fs::read_dir(state)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("prefetch")], "no claimed file left");
+}
+
+#[test]
+fn the_cursor_and_the_stop_request_live_beside_the_spool_and_go_with_it() {
+    let (_t, s) = spool();
+    assert_eq!(s.cursor(), None);
+    s.set_cursor(&seg("000000010000000000000042"));
+    assert_eq!(s.cursor(), Some(seg("000000010000000000000042")));
+    assert!(!s.stop_requested());
+    s.request_stop();
+    assert!(s.stop_requested());
+    s.put(&seg("000000010000000000000043"), b"x").expect("put");
+    assert!(s.remove_all().expect("rm"));
+    assert_eq!((s.cursor(), s.stop_requested()), (None, false));
 }
 
 #[test]
