@@ -19,7 +19,8 @@
 #   ARCHIVE_EXTRA  TOML lines for pgvault's [archive] section (default "get_prefetch = 8\nget_parallel = 4",
 #                  the defaults; pgBackRest's archive-get-queue-max default of 128 MiB is 8 segments too)
 #   KEEP=1         leave the source cluster running afterwards
-#   REUSE=1        measure again against the cluster and repositories a KEEP=1 run left (no new WAL)
+#   REUSE=1        measure again against the repositories an earlier run left (no new WAL; the
+#                  source cluster is not needed)
 # Output: per measurement the restore, replay (start to promoted) and total seconds; then the
 # medians and the ratio pgvault/pgBackRest per pair (below 1.0: pgvault is faster), min-max.
 set -euo pipefail
@@ -37,7 +38,7 @@ cleanup() {
 }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; cleanup' EXIT
 
-if [ "${REUSE:-0}" = 1 ] && [ -f "$CDIR/runid" ] && [ -f "$DATA/postmaster.pid" ]; then
+if [ "${REUSE:-0}" = 1 ] && [ -f "$CDIR/runid" ]; then
   RUNID=$(cat "$CDIR/runid")
   log "reusing the cluster and repositories of run $RUNID"
 else

@@ -4,7 +4,7 @@
 //! (see [`ready_after`]). PostgreSQL will still call `archive_command` for each of them, and that
 //! later call should return at once. What lets it is a marker `pg_wal/.pgvault/pushed/<name>`
 //! written **after** the store confirmed the object, atomically (temporary file, rename). A
-//! marker records the size and SHA-256 of the bytes that were stored and the repository they
+//! marker records the size and BLAKE3 hash of the bytes that were stored and the repository they
 //! were stored in; the later call hashes the file PostgreSQL hands it now and trusts the marker
 //! only when all three match. So:
 //! - a crash before the store confirmed leaves no marker (the segment is pushed normally later);
@@ -23,21 +23,20 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::{write_atomically, ArchiveError};
 use crate::wal::{WalFileName, WalKind};
 
 /// The state directory's name inside `pg_wal` (shared with the prefetch spool).
 pub const STATE_DIR: &str = ".pgvault";
 const PUSHED_DIR: &str = "pushed";
-const MAGIC: &str = "pgvault-pushed 1";
+const MAGIC: &str = "pgvault-pushed 2";
 
-/// What a marker says: `size` bytes with SHA-256 `sha256` are stored as this name in `repository`.
+/// What a marker says: `size` bytes with BLAKE3 hash `hash` are stored as this name in
+/// `repository`. (Version 1 markers, with SHA-256, no longer parse: that only costs a push.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushedMarker {
     pub size: u64,
-    pub sha256: [u8; 32],
+    pub hash: [u8; 32],
     pub repository: String,
 }
 
@@ -46,16 +45,16 @@ impl PushedMarker {
     pub fn of(data: &[u8], repository: &str) -> PushedMarker {
         PushedMarker {
             size: data.len() as u64,
-            sha256: Sha256::digest(data).into(),
+            hash: blake3::hash(data).into(),
             repository: repository.to_string(),
         }
     }
 
     fn render(&self) -> String {
         format!(
-            "{MAGIC}\nsize {}\nsha256 {}\nrepository {}\n",
+            "{MAGIC}\nsize {}\nblake3 {}\nrepository {}\n",
             self.size,
-            hex::encode(self.sha256),
+            hex::encode(self.hash),
             self.repository.replace('\n', " ")
         )
     }
@@ -67,14 +66,14 @@ impl PushedMarker {
             return None;
         }
         let size = lines.next()?.strip_prefix("size ")?.parse().ok()?;
-        let sha = hex::decode(lines.next()?.strip_prefix("sha256 ")?).ok()?;
+        let hash = hex::decode(lines.next()?.strip_prefix("blake3 ")?).ok()?;
         let repository = lines.next()?.strip_prefix("repository ")?.to_string();
         if !text.ends_with('\n') {
             return None;
         }
         Some(PushedMarker {
             size,
-            sha256: sha.try_into().ok()?,
+            hash: hash.try_into().ok()?,
             repository,
         })
     }
@@ -132,7 +131,7 @@ impl PushedMarkers {
         };
         let ok = PushedMarker::parse(&text)
             .filter(|m| m.repository == repository)
-            .is_some_and(|m| file_matches(file, m.size, &m.sha256));
+            .is_some_and(|m| file_matches(file, m.size, &m.hash));
         if !ok {
             let _ = std::fs::remove_file(&path);
         }
@@ -164,15 +163,15 @@ impl PushedMarkers {
     }
 }
 
-/// Whether the file at `path` has exactly `size` bytes with SHA-256 `sha256`.
-fn file_matches(path: &Path, size: u64, sha256: &[u8; 32]) -> bool {
+/// Whether the file at `path` has exactly `size` bytes with BLAKE3 hash `hash`.
+fn file_matches(path: &Path, size: u64, hash: &[u8; 32]) -> bool {
     let Ok(mut f) = std::fs::File::open(path) else {
         return false;
     };
     if f.metadata().map(|m| m.len()).ok() != Some(size) {
         return false;
     }
-    let mut hasher = Sha256::new();
+    let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -186,7 +185,7 @@ fn file_matches(path: &Path, size: u64, sha256: &[u8; 32]) -> bool {
             Err(_) => return false,
         }
     }
-    total == size && <[u8; 32]>::from(hasher.finalize()) == *sha256
+    total == size && <[u8; 32]>::from(hasher.finalize()) == *hash
 }
 
 /// The WAL segments PostgreSQL has marked ready to archive (`archive_status/*.ready`) that come

@@ -64,8 +64,17 @@ fn torn_or_foreign_markers_are_never_trusted() {
         std::fs::write(markers.dir().join(name.to_string()), &good[..cut]).expect("write");
         assert!(!markers.vouches(&name, &file, "r"), "torn marker cut at {cut}");
     }
-    assert!(PushedMarker::parse(&good.replace("sha256 ", "sha256 00")).is_none());
-    assert!(PushedMarker::parse(&good.replace("pgvault-pushed 1", "pgvault-pushed 2")).is_none());
+    assert!(PushedMarker::parse(&good.replace("blake3 ", "blake3 00")).is_none());
+    assert!(PushedMarker::parse(&good.replace("pgvault-pushed 2", "pgvault-pushed 3")).is_none());
+    assert!(
+        PushedMarker::parse(
+            &good
+                .replace("pgvault-pushed 2", "pgvault-pushed 1")
+                .replace("blake3 ", "sha256 ")
+        )
+        .is_none(),
+        "a version 1 marker is ignored (the segment is pushed normally)"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //!
 //! Safety: an entry is written only after the whole object was downloaded, authenticated
 //! (decryption and identity check) and checked as a segment of the repository's cluster; it is
-//! written to a temporary name and renamed, and it carries its own name, length and SHA-256 in a
+//! written to a temporary name and renamed, and it carries its own name, length and BLAKE3 hash in a
 //! fixed-size trailer. An entry is served only when all of these match, so a torn write, a
 //! flipped byte or a file renamed by hand is never handed to PostgreSQL: it is removed and the
 //! segment is fetched from the repository as if it had never been prefetched. A prefetch that
@@ -28,8 +28,6 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::pushed::STATE_DIR;
 use super::{write_atomically, ArchiveError};
 use crate::lsn::TimelineId;
@@ -38,7 +36,7 @@ use crate::wal::{WalFileName, WalKind};
 
 const PREFETCH_DIR: &str = "prefetch";
 const MAGIC: &str = "pgvault-prefetch 2";
-/// The trailer after an entry's body: `MAGIC NAME LENGTH SHA256`, padded with spaces and ended
+/// The trailer after an entry's body: `MAGIC NAME LENGTH BLAKE3`, padded with spaces and ended
 /// by a newline to exactly this many bytes.
 const TRAILER: usize = 160;
 /// How much of a served segment [`Spool::take_into`] hands back (its first page header).
@@ -55,7 +53,7 @@ pub struct Spool {
 pub enum Rejected {
     #[error("its trailer is missing, torn or names another file")]
     BadHeader,
-    #[error("its length or SHA-256 differ from its header's")]
+    #[error("its length or hash differ from its trailer's")]
     BadContent,
 }
 
@@ -267,7 +265,7 @@ pub enum TakeError {
 
 /// The trailer of `name`'s entry with body `plain`.
 fn trailer(name: &WalFileName, plain: &[u8]) -> Vec<u8> {
-    let text = format!("{MAGIC} {name} {} {}", plain.len(), hex::encode(Sha256::digest(plain)));
+    let text = format!("{MAGIC} {name} {} {}", plain.len(), blake3::hash(plain).to_hex());
     let mut t = format!("{text:<width$}\n", width = TRAILER - 1).into_bytes();
     t.truncate(TRAILER);
     t
@@ -279,7 +277,7 @@ fn finish_take(name: &WalFileName, claimed: &Path, dest: &Path) -> Result<Vec<u8
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(claimed)?;
     let total = f.metadata()?.len();
     let body_len = total.checked_sub(TRAILER as u64).ok_or(Rejected::BadHeader)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = blake3::Hasher::new();
     let mut head = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut left = body_len;
@@ -296,7 +294,7 @@ fn finish_take(name: &WalFileName, claimed: &Path, dest: &Path) -> Result<Vec<u8
     let mut t = [0u8; TRAILER];
     f.read_exact(&mut t)?;
     let (len, sha) = parse_trailer(name, &t)?;
-    if len != body_len || sha != hex::encode(hasher.finalize()) {
+    if len != body_len || sha != hasher.finalize().to_hex().as_str() {
         return Err(Rejected::BadContent.into());
     }
     f.set_len(body_len)?;
@@ -313,7 +311,7 @@ fn finish_take(name: &WalFileName, claimed: &Path, dest: &Path) -> Result<Vec<u8
     Ok(head)
 }
 
-/// The length and SHA-256 (hex) a trailer gives, if it is one for `name`.
+/// The length and BLAKE3 hash (hex) a trailer gives, if it is one for `name`.
 fn parse_trailer(name: &WalFileName, t: &[u8]) -> Result<(u64, String), Rejected> {
     if t.len() != TRAILER || t[TRAILER - 1] != b'\n' {
         return Err(Rejected::BadHeader);
@@ -335,7 +333,7 @@ fn parse_trailer(name: &WalFileName, t: &[u8]) -> Result<(u64, String), Rejected
 fn check_entry(name: &WalFileName, raw: &[u8]) -> Result<usize, Rejected> {
     let body = raw.len().checked_sub(TRAILER).ok_or(Rejected::BadHeader)?;
     let (len, sha) = parse_trailer(name, &raw[body..])?;
-    if len != body as u64 || hex::encode(Sha256::digest(&raw[..body])) != sha {
+    if len != body as u64 || blake3::hash(&raw[..body]).to_hex().as_str() != sha {
         return Err(Rejected::BadContent);
     }
     Ok(body)
