@@ -1,7 +1,8 @@
 //! Asynchronous archiving (issue 11 item 2), with real WAL from a real cluster (PostgreSQL 15,
 //! local repository: what is tested is pgvault's queueing, not the store):
 //! - a burst archived through the background worker is stored whole and fetches back to the bytes
-//!   PostgreSQL handed `archive_command`, and no marker is left behind;
+//!   PostgreSQL handed `archive_command`, and no marker is left behind (also on the S3 emulator,
+//!   `async_burst_on_s3`);
 //! - with the repository unreachable for a while, PostgreSQL keeps running and `.ready` files
 //!   accumulate; once it is back everything is stored, nothing lost;
 //! - with `archive_push_queue_max` reached, WAL is dropped only down to the limit, with an
@@ -20,8 +21,8 @@ use anyhow::{ensure, Context, Result};
 use pgvault_core::archive::async_mode::AsyncSpool;
 use pgvault_tests::walsegs::{check_markers, fetch_bytes, files_in, make_segments};
 use pgvault_tests::{
-    archiving_cluster, install_under_test, postgres_command, wal_key, workspace_bin, ClusterOptions, PgCluster,
-    PgInstall, Vault,
+    archiving_cluster, install_under_test, postgres_command, wal_key, workspace_bin, ClusterOptions, ObjStore,
+    PgCluster, PgInstall, StoreKind, Vault,
 };
 
 const ASYNC: &str =
@@ -60,6 +61,53 @@ async fn wake_archiver(c: &PgCluster) -> Result<()> {
     c.execute("SELECT pg_reload_conf()").await
 }
 
+/// A burst of 8 segments archived through the background worker: all stored, each fetching back
+/// to the bytes PostgreSQL handed `archive_command`, and no marker left behind.
+async fn burst(cluster: &PgCluster, vault: &Vault, work: &std::path::Path, wait: Duration) -> Result<()> {
+    let pushed = cluster.data_dir().join("pg_wal/.pgvault/pushed");
+    let burst = make_segments(cluster, 8).await?;
+    cluster.wait_for_archived(burst.last().context("burst")?, wait).await?;
+    for s in &burst {
+        ensure!(
+            fetch_bytes(vault, s, &work.join("seg"))? == vault.archived_copy(s)?,
+            "{s} fetches back to what PostgreSQL archived"
+        );
+    }
+    ensure!(files_in(&pushed).is_empty(), "no marker left: {:?}", files_in(&pushed));
+    Ok(())
+}
+
+/// The burst against the S3 emulator over TLS (the harness's SeaweedFS): the worker's batched,
+/// parallel stores and the fetches go through the S3 store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_burst_on_s3() {
+    let Some(install) = install_under_test(15) else {
+        return;
+    };
+    let Some(store) = ObjStore::for_test(StoreKind::S3PrivateCa).await else {
+        return;
+    };
+    let run = async {
+        let t0 = Instant::now();
+        let mut vault = Vault::with_store(&store)?;
+        vault.keep_archived_copies()?;
+        let cluster = archiving_cluster(&install, &vault, ClusterOptions::default()).await?;
+        vault.write_config(&cluster, ASYNC)?;
+        let work = vault.dir.subdir("work")?;
+        burst(&cluster, &vault, &work, Duration::from_secs(120)).await?;
+        let log = std::fs::read_to_string(cluster.log_path())?;
+        ensure!(
+            !log.contains("the archive worker could not store WAL"),
+            "no store error on the way: {}",
+            cluster.log_tail()
+        );
+        eprintln!("burst stored on S3 and fetched back at {:?}", t0.elapsed());
+        Ok::<(), anyhow::Error>(())
+    };
+    run.await
+        .unwrap_or_else(|e| panic!("{e:#}\nstore log tail:\n{}", store.log_tail()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_push_survives_an_outage_and_drops_only_past_the_queue_limit() {
     let Some(install) = install_under_test(15) else {
@@ -76,21 +124,10 @@ async fn outage(install: PgInstall) -> Result<()> {
     vault.write_config(&cluster, ASYNC)?;
     vault.backup(&[])?;
     let work = vault.dir.subdir("work")?;
-    let pushed = cluster.data_dir().join("pg_wal/.pgvault/pushed");
 
     // 1. A burst through the worker, stored whole.
-    let burst = make_segments(&cluster, 8).await?;
-    cluster
-        .wait_for_archived(burst.last().context("burst")?, Duration::from_secs(60))
-        .await?;
-    for s in &burst {
-        ensure!(
-            fetch_bytes(&vault, s, &work.join("seg"))? == vault.archived_copy(s)?,
-            "{s} fetches back to what PostgreSQL archived"
-        );
-    }
-    ensure!(files_in(&pushed).is_empty(), "no marker left: {:?}", files_in(&pushed));
-    eprintln!("burst of {} stored at {:?}", burst.len(), t0.elapsed());
+    burst(&cluster, &vault, &work, Duration::from_secs(60)).await?;
+    eprintln!("burst stored at {:?}", t0.elapsed());
 
     // 2. The store down for a while: PostgreSQL keeps running, .ready accumulates, and nothing
     //    is lost once the store is back.

@@ -3,13 +3,18 @@
 //! copies nothing; an interrupted copy (a bundle and the catalog missing in the target) resumes,
 //! and a point-in-time restore **from the target** gives the right rows; a corrupted source
 //! bundle fails the copy loudly and keeps that backup out of the target; a target holding another
-//! cluster's repository (or the source itself) is refused.
+//! cluster's repository (or the source itself) is refused; a declared WAL gap (a marker of WAL
+//! the asynchronous archiver dropped) is copied, once, so that `verify` and `restore` on the copy
+//! name the same hole as on the source.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pgvault_core::repository::layout;
+use pgvault_core::config::Config;
+use pgvault_core::repository::gaps::{WalGapMarker, REASON_QUEUE_MAX};
+use pgvault_core::repository::{layout, Repository};
+use pgvault_core::wal::WalFileName;
 use pgvault_tests::{archiving_cluster, install_under_test, ClusterOptions, PgCluster, PgInstall, Vault};
 
 fn pg15() -> Option<PgInstall> {
@@ -171,6 +176,8 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
     );
     drop(c);
 
+    gap_is_copied(&source, &dr, &primary).await?;
+
     // A corrupted source bundle: the copy fails naming it, and the target does not get that
     // backup's catalog (it stays invisible there), while the earlier backup is untouched.
     primary
@@ -210,6 +217,71 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
         vec![id.clone()],
         "the target still lists only complete backups"
     );
+    Ok(())
+}
+
+/// A hole the asynchronous archiver would leave at `archive_push_queue_max`: a segment not
+/// stored, and its marker. The copy stores the marker once (shown in the dry run), and the copy
+/// then refuses to restore across the hole and names it in `verify`, as the source does.
+async fn gap_is_copied(source: &Vault, dr: &Vault, primary: &PgCluster) -> Result<()> {
+    let mut segs = Vec::new();
+    for i in 0..3 {
+        primary
+            .execute(&format!(
+                "INSERT INTO t (phase) SELECT 'g{i}' FROM generate_series(1, 100)"
+            ))
+            .await?;
+        segs.push(primary.switch_wal().await?);
+    }
+    primary.wait_for_archived(&segs[2], Duration::from_secs(60)).await?;
+    let dropped = WalFileName::parse(&segs[1]).context("segment name")?;
+    std::fs::remove_file(source.repo.join(layout::wal_key(&dropped)))?;
+    let repo = Repository::open(&Config::load(Some(&source.config))?).await?;
+    repo.put_wal_gap(&WalGapMarker {
+        first: dropped,
+        last: dropped,
+        at: chrono::Utc::now(),
+        reason: REASON_QUEUE_MAX.into(),
+    })
+    .await?;
+    // Written as root here: hand the new directory and marker to the user pgvault runs as.
+    pgvault_tests::chown_to_postgres_recursive(&source.repo.join(layout::WAL_GAPS_PREFIX))?;
+    let out = copy_to(source, dr, &["--dry-run"])?.check()?;
+    assert!(
+        out.stdout.contains("WAL gap markers: 1 to copy, 0 already there"),
+        "{out}"
+    );
+    let marker = dr.repo.join(layout::wal_gap_key(&dropped, &dropped));
+    assert!(!marker.exists(), "a dry run writes no marker");
+    let out = copy_to(source, dr, &[])?.check()?;
+    assert!(
+        out.stdout.contains("WAL gap markers: 1 copied, 0 already there"),
+        "{out}"
+    );
+    assert!(marker.is_file(), "the marker is in the target: {out}");
+    let out = copy_to(source, dr, &[])?.check()?;
+    assert!(
+        out.stdout.contains("WAL gap markers: 0 copied, 1 already there"),
+        "{out}"
+    );
+    for (name, vault) in [("source", source), ("copy", dr)] {
+        let verify = vault.pgvault(["verify"])?;
+        assert_eq!(verify.code(), Some(4), "{name}: verify finds the hole: {verify}");
+        assert!(
+            verify.stdout.contains(&segs[1]) && verify.stdout.contains("dropped by archive_push_queue_max at"),
+            "{name}: verify names the hole and why: {verify}"
+        );
+        let restore = vault.pgvault([
+            "restore",
+            "--dry-run",
+            "--pgdata",
+            &vault.restore_path(&format!("across-{name}")).display().to_string(),
+        ])?;
+        assert!(
+            !restore.success() && restore.stderr.contains("dropped by archive_push_queue_max at"),
+            "{name}: restore refuses to cross the hole and says why: {restore}"
+        );
+    }
     Ok(())
 }
 

@@ -6,7 +6,10 @@
 //! - a WAL switch (a push through `archive_command`) moves the newest-segment gauge;
 //! - an `archive_command` made to fail for a moment raises `pgvault_archiver_failed_total`;
 //! - SIGTERM stops the daemon: exit 0, and its log says so and shows the job's one-line record;
-//! - `pgvault metrics --textfile` writes the same metrics into a file.
+//! - `pgvault metrics --textfile` writes the same metrics into a file;
+//! - `backup_incr` due at the same minute as `backup` skips its slot (the full wins), logged and
+//!   counted in `pgvault_job_skipped_total{kind="backup_incr"}`;
+//! - `--print --json` lists the incremental job's slots a full takes as skipped.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -138,7 +141,7 @@ async fn daemon_backs_up_serves_metrics_and_stops_on_sigterm() -> Result<()> {
     vault.write_config(
         &cluster,
         &format!(
-            "\n[schedule]\nbackup = \"* * * * *\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\nrefresh = \"1s\"\n\n\
+            "\n[schedule]\nbackup = \"* * * * *\"\nbackup_incr = \"* * * * *\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\nrefresh = \"1s\"\n\n\
              [objectives]\nrpo = \"5min\"\nrto = \"30min\"\n"
         ),
     )?;
@@ -158,6 +161,13 @@ async fn daemon_backs_up_serves_metrics_and_stops_on_sigterm() -> Result<()> {
     })?;
     ensure!(
         sample(&text, "pgvault_job_failures_total{kind=\"backup\"}") == Some(0.0),
+        "{text}\n{}",
+        daemon.log()
+    );
+    // The incr due at the same minute gave way to the full: skipped, never run.
+    ensure!(
+        sample(&text, "pgvault_job_skipped_total{kind=\"backup_incr\"}").is_some_and(|v| v >= 1.0)
+            && sample(&text, "pgvault_job_runs_total{kind=\"backup_incr\"}") == Some(0.0),
         "{text}\n{}",
         daemon.log()
     );
@@ -210,6 +220,10 @@ async fn daemon_backs_up_serves_metrics_and_stops_on_sigterm() -> Result<()> {
     ensure!(status.code() == Some(0), "exit {status}:\n{log}");
     ensure!(log.contains("SIGTERM") && log.contains("schedule stopped"), "{log}");
     ensure!(log.contains("job backup ok in"), "one line per run: {log}");
+    ensure!(
+        log.contains("job backup_incr: skipping its slot") && !log.contains("job backup_incr ok"),
+        "the full wins over the incr: {log}"
+    );
 
     // The same metrics as a node_exporter textfile, written whole.
     let prom = vault.dir.path().join("pgvault.prom");
@@ -221,5 +235,47 @@ async fn daemon_backs_up_serves_metrics_and_stops_on_sigterm() -> Result<()> {
         "{text}"
     );
     promtool_check_metrics(&text, vault.dir.path())?;
+    Ok(())
+}
+
+/// `--print` needs no server and no repository: the incremental job's Sunday slot is the full's.
+#[test]
+fn print_shows_the_full_taking_the_incrementals_slot() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("pgvault.toml");
+    std::fs::write(
+        &config,
+        "[postgres]\n[repository]\nurl = \"file:///nonexistent\"\n[schedule]\n\
+         backup = \"0 2 * * sun\"\nbackup_incr = \"0 2 * * *\"\n",
+    )?;
+    let out = run_with_timeout(
+        std::process::Command::new(workspace_bin("pgvault"))
+            .arg("--config")
+            .arg(&config)
+            .args(["schedule", "--print", "--json", "--count", "7"]),
+        Duration::from_secs(30),
+    )?;
+    ensure!(out.success(), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    let jobs = v["jobs"].as_array().context("no jobs")?;
+    let incr = jobs
+        .iter()
+        .find(|j| j["job"] == "backup_incr")
+        .context("no backup_incr")?;
+    let skipped = incr["skipped"].as_array().context("no skipped")?;
+    ensure!(skipped.len() == 1 && skipped[0]["runs_instead"] == "backup", "{v}");
+    let at = skipped[0]["at"].as_str().context("no time")?;
+    let day = chrono::DateTime::parse_from_rfc3339(at)?.format("%a").to_string();
+    ensure!(day == "Sun", "{v}");
+    let next = incr["next"].as_array().context("no next")?;
+    ensure!(next.len() == 7 && !next.iter().any(|t| t.as_str() == Some(at)), "{v}");
+    let text = run_with_timeout(
+        std::process::Command::new(workspace_bin("pgvault"))
+            .arg("--config")
+            .arg(&config)
+            .args(["schedule", "--print"]),
+        Duration::from_secs(30),
+    )?;
+    ensure!(text.stdout.contains("skipped: backup runs then"), "{text}");
     Ok(())
 }

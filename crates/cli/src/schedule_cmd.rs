@@ -17,7 +17,7 @@ use pgvault_core::config::Config;
 use pgvault_core::drill;
 use pgvault_core::metrics::{self, JobMetric};
 use pgvault_core::repository::Repository;
-use pgvault_core::schedule::{JobKind, Scheduler};
+use pgvault_core::schedule::{JobKind, ScheduleZone, Scheduler};
 use pgvault_core::verify;
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
@@ -85,10 +85,16 @@ fn print(sched: &Scheduler, now: DateTime<Utc>, count: usize, as_json: bool) -> 
         let jobs: Vec<_> = sched
             .jobs()
             .map(|j| {
+                let slots = sched.upcoming_slots(j.kind, now, count, true);
+                let skipped: Vec<_> = slots
+                    .iter()
+                    .filter_map(|(t, by)| by.map(|by| json!({ "at": t.to_rfc3339(), "runs_instead": by.name() })))
+                    .collect();
                 json!({
                     "job": j.kind.name(),
                     "cron": j.cron.as_str(),
                     "next": sched.upcoming(j.kind, now, count).iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
+                    "skipped": skipped,
                 })
             })
             .collect();
@@ -97,19 +103,34 @@ fn print(sched: &Scheduler, now: DateTime<Utc>, count: usize, as_json: bool) -> 
     }
     for j in sched.jobs() {
         println!("{} ({})", j.kind, j.cron.as_str());
-        for t in sched.upcoming(j.kind, now, count) {
-            println!("  {}", zone.format(t));
+        for (t, by) in sched.upcoming_slots(j.kind, now, count, true) {
+            match by {
+                None => println!("  {}", zone.format(t)),
+                Some(by) => println!("  {}  skipped: {by} runs then", zone.format(t)),
+            }
         }
     }
     Ok(())
 }
 
-/// When each job last ran, as far as the repository tells (for the missed-run policy).
+/// When each job last ran, as far as the repository tells (for the missed-run policy). A backup
+/// job's slot is served by a backup of its kind or a bigger one (a full serves a pending incr).
 async fn last_runs(repo: &Repository) -> Vec<(JobKind, DateTime<Utc>)> {
     let mut out = Vec::new();
     if let Ok(listing) = repo.backup_summaries().await {
-        if let Some(t) = listing.backups.iter().map(|b| b.start_time).max() {
-            out.push((JobKind::Backup, t));
+        for job in [JobKind::Backup, JobKind::BackupDiff, JobKind::BackupIncr] {
+            let newest = listing
+                .backups
+                .iter()
+                .filter(|b| {
+                    let taken = JobKind::of_backup(b.kind);
+                    taken == job || taken.supersedes(job)
+                })
+                .map(|b| b.start_time)
+                .max();
+            if let Some(t) = newest {
+                out.push((job, t));
+            }
         }
     }
     if let Ok(Some(v)) = verify::record::last(repo).await {
@@ -254,6 +275,23 @@ impl Daemon {
         }
     }
 
+    /// Logs and counts backup slots not run because a bigger backup (`by`) ran then.
+    fn superseded(&self, slots: &[(JobKind, DateTime<Utc>)], by: JobKind, zone: ScheduleZone) {
+        for (small, slot) in slots {
+            tracing::info!(
+                job = small.name(),
+                outcome = "superseded",
+                "job {small}: skipping its slot of {}: job {by} runs then (full > diff > incr)",
+                zone.format(*slot)
+            );
+            if let Ok(mut jobs) = self.jobs.lock() {
+                if let Some(m) = jobs.iter_mut().find(|m| m.job == small.name()) {
+                    m.skipped += 1;
+                }
+            }
+        }
+    }
+
     fn record(&self, kind: JobKind, ran: &Ran, skipped: u32, end: DateTime<Utc>, took: Duration) {
         let Ok(mut jobs) = self.jobs.lock() else { return };
         let Some(m) = jobs.iter_mut().find(|m| m.job == kind.name()) else {
@@ -291,6 +329,7 @@ impl Daemon {
                         zone.format(due.slot)
                     );
                 }
+                self.superseded(&due.superseded, due.kind, zone);
                 let started = Instant::now();
                 let ran = tokio::select! {
                     r = schedule_jobs::run_job(&self.config, &self.repo, due.kind) => r,
@@ -300,6 +339,7 @@ impl Daemon {
                 let took = started.elapsed();
                 let skipped = sched.finish(due.kind, now, end);
                 log_run(due.kind, &ran, took, skipped);
+                self.superseded(&sched.take_superseded(), due.kind, zone);
                 self.record(due.kind, &ran, skipped, end, took);
                 self.set_next_runs(sched, end);
                 self.refresh().await;

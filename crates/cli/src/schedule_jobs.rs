@@ -28,7 +28,7 @@ pub enum Ran {
 pub async fn run_job(config: &Config, repo: &Repository, kind: JobKind) -> Ran {
     tracing::info!("job {kind}: starting");
     let result = match kind {
-        JobKind::Backup => backup(config, repo).await,
+        JobKind::Backup | JobKind::BackupDiff | JobKind::BackupIncr => backup(config, repo, kind).await,
         JobKind::Expire => expire(config, repo).await,
         JobKind::Verify => verify(repo).await,
         JobKind::Drill => drill(config, repo).await,
@@ -40,12 +40,15 @@ pub async fn run_job(config: &Config, repo: &Repository, kind: JobKind) -> Ran {
     }
 }
 
-async fn backup(config: &Config, repo: &Repository) -> Result<Ran> {
-    let opts = BackupOptions::from_config(config);
+async fn backup(config: &Config, repo: &Repository, kind: JobKind) -> Result<Ran> {
+    let mut opts = BackupOptions::from_config(config);
+    opts.kind = kind.backup_kind().unwrap_or(opts.kind);
     let cat = backup::run(config, repo, &opts, quiet()).await?;
+    // A fallback (no chain to build on) shows as the kind actually taken.
+    let of = cat.parent.as_deref().map(|p| format!(" of {p}")).unwrap_or_default();
     Ok(Ran::Ok(format!(
-        "backup {} stored {} bytes ({} bytes of data)",
-        cat.id, cat.stored_size, cat.size
+        "{} backup {}{of} stored {} bytes ({} bytes of data)",
+        cat.kind, cat.id, cat.stored_size, cat.size
     )))
 }
 

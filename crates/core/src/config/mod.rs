@@ -208,8 +208,8 @@ impl Config {
         if let Some((key, why)) = self.archive.check() {
             return Err(self.invalid(key, why));
         }
-        if let Some(r) = &self.retention {
-            self.validate_retention(r)?;
+        if let Some((key, why)) = self.retention.as_ref().and_then(RetentionConfig::check) {
+            return Err(self.invalid(key, why));
         }
         if let Some((key, why)) = self.schedule.check().or_else(|| self.metrics.check()) {
             return Err(self.invalid(&key, why));
@@ -221,32 +221,6 @@ impl Config {
         ] {
             if let Some(v) = v {
                 crate::units::parse_duration(v).map_err(|e| self.invalid(key, e.to_string()))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_retention(&self, r: &RetentionConfig) -> Result<(), ConfigError> {
-        if r.keep_full == Some(0) {
-            return Err(self.invalid(
-                "retention.keep_full",
-                "0 would keep no full backup; remove the key to not keep by count",
-            ));
-        }
-        for (key, v) in [
-            ("retention.recovery_window", &r.recovery_window),
-            ("retention.orphan_min_age", &r.orphan_min_age),
-        ] {
-            if let Some(v) = v {
-                crate::units::parse_duration(v).map_err(|e| self.invalid(key, e.to_string()))?;
-            }
-        }
-        if let Some(w) = &r.recovery_window {
-            if crate::units::parse_duration(w).is_ok_and(|d| d.is_zero()) {
-                return Err(self.invalid(
-                    "retention.recovery_window",
-                    "0 promises no window; remove the key to not keep by window",
-                ));
             }
         }
         Ok(())

@@ -13,13 +13,14 @@ use crate::schedule::{CronExpr, Job, JobKind, ScheduleZone};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
+    /// Full backups.
     pub backup: Option<String>,
     pub expire: Option<String>,
     pub verify: Option<String>,
     pub drill: Option<String>,
-    /// Reserved for incremental backups; refused until they exist.
+    /// Incremental backups (`pgvault backup --type incr`, PostgreSQL 17+).
     pub backup_incr: Option<String>,
-    /// Reserved for differential backups; refused until they exist.
+    /// Differential backups (`pgvault backup --type diff`, PostgreSQL 17+).
     pub backup_diff: Option<String>,
     /// `UTC` (default), `local`, or an IANA name (`Europe/Berlin`).
     pub timezone: Option<String>,
@@ -39,9 +40,11 @@ pub struct MetricsConfig {
 }
 
 impl ScheduleConfig {
-    fn entries(&self) -> [(JobKind, &Option<String>); 4] {
+    fn entries(&self) -> [(JobKind, &Option<String>); 6] {
         [
             (JobKind::Backup, &self.backup),
+            (JobKind::BackupDiff, &self.backup_diff),
+            (JobKind::BackupIncr, &self.backup_incr),
             (JobKind::Expire, &self.expire),
             (JobKind::Verify, &self.verify),
             (JobKind::Drill, &self.drill),
@@ -70,17 +73,6 @@ impl ScheduleConfig {
 
     /// The first bad key, with why.
     pub(super) fn check(&self) -> Option<(String, String)> {
-        for (key, v) in [
-            ("schedule.backup_incr", &self.backup_incr),
-            ("schedule.backup_diff", &self.backup_diff),
-        ] {
-            if v.is_some() {
-                return Some((
-                    key.to_string(),
-                    "the scheduler does not run incremental backups yet: schedule `pgvault backup --type incr` with cron or a timer, and full backups with `backup`".to_string(),
-                ));
-            }
-        }
         self.jobs().err().or_else(|| self.zone().err())
     }
 }

@@ -125,7 +125,12 @@ pub struct DrillConfig {
 
 /// `[retention]`: what `pgvault expire` keeps (see docs/RETENTION.md). Every key is optional;
 /// the policies combine (a backup is kept when any of them keeps it).
-#[derive(Debug, Clone, Default, Deserialize)]
+///
+/// This is the one description of the retention keys: `expire`'s flags fill the same struct
+/// (`retention::PolicyOverrides` is this type) and [`RetentionConfig::merge`] lays them over the
+/// file's section; `retention::Policy::resolve` parses the result. A new key is added here (and
+/// in `merge`, next to it) and to the parsed `Policy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Keep the newest N full backups, with continuous WAL from the oldest of them.
@@ -152,6 +157,56 @@ impl RetentionConfig {
             || self.keep_weekly.is_some()
             || self.keep_monthly.is_some()
             || self.keep_yearly.is_some()
+    }
+
+    /// `self` with every key `over` sets replaced by `over`'s value (the per-run flags over the
+    /// file's section).
+    pub fn merge(&self, over: &RetentionConfig) -> RetentionConfig {
+        let RetentionConfig {
+            keep_full,
+            recovery_window,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            orphan_min_age,
+        } = over.clone();
+        RetentionConfig {
+            keep_full: keep_full.or(self.keep_full),
+            recovery_window: recovery_window.or_else(|| self.recovery_window.clone()),
+            keep_daily: keep_daily.or(self.keep_daily),
+            keep_weekly: keep_weekly.or(self.keep_weekly),
+            keep_monthly: keep_monthly.or(self.keep_monthly),
+            keep_yearly: keep_yearly.or(self.keep_yearly),
+            orphan_min_age: orphan_min_age.or_else(|| self.orphan_min_age.clone()),
+        }
+    }
+
+    /// The first bad key of the file's section, with why (`retention.KEY`).
+    pub(super) fn check(&self) -> Option<(&'static str, String)> {
+        if self.keep_full == Some(0) {
+            return Some((
+                "retention.keep_full",
+                "0 would keep no full backup; remove the key to not keep by count".into(),
+            ));
+        }
+        for (key, v) in [
+            ("retention.recovery_window", &self.recovery_window),
+            ("retention.orphan_min_age", &self.orphan_min_age),
+        ] {
+            if let Some(Err(e)) = v.as_deref().map(crate::units::parse_duration) {
+                return Some((key, e.to_string()));
+            }
+        }
+        if let Some(w) = &self.recovery_window {
+            if crate::units::parse_duration(w).is_ok_and(|d| d.is_zero()) {
+                return Some((
+                    "retention.recovery_window",
+                    "0 promises no window; remove the key to not keep by window".into(),
+                ));
+            }
+        }
+        None
     }
 }
 

@@ -162,6 +162,16 @@ fn schedule_and_metrics_sections_are_checked() {
     .unwrap();
     let kinds: Vec<_> = c.schedule.jobs().unwrap().iter().map(|j| j.kind.name()).collect();
     assert_eq!(kinds, ["backup", "drill"]);
+    let chain = parse(&format!(
+        "{base}[schedule]\nbackup = \"0 1 * * 0\"\nbackup_diff = \"0 1 * * 3\"\nbackup_incr = \"0 1 * * *\"\n"
+    ))
+    .unwrap();
+    let kinds: Vec<_> = chain.schedule.jobs().unwrap().iter().map(|j| j.kind.name()).collect();
+    assert_eq!(
+        kinds,
+        ["backup", "backup_diff", "backup_incr"],
+        "incremental jobs are real jobs"
+    );
     assert_eq!(
         c.metrics.listen_addr().unwrap().unwrap().port(),
         crate::metrics::DEFAULT_PORT
@@ -171,7 +181,8 @@ fn schedule_and_metrics_sections_are_checked() {
         ("[schedule]\nbackup = \"0 25 * * *\"", "schedule.backup"),
         ("[schedule]\nverify = \"daily\"", "schedule.verify"),
         ("[schedule]\ntimezone = \"Moon/Base\"", "schedule.timezone"),
-        ("[schedule]\nbackup_incr = \"0 * * * *\"", "schedule.backup_incr"),
+        ("[schedule]\nbackup_incr = \"0 * * *\"", "schedule.backup_incr"),
+        ("[schedule]\nbackup_diff = \"@hourly2\"", "schedule.backup_diff"),
         ("[schedule]\nbackups = \"0 * * * *\"", "backups"),
         ("[metrics]\nlisten = \"my host:1\"", "metrics.listen"),
         ("[metrics]\nlisten = \"localhost:http\"", "metrics.listen"),

@@ -28,6 +28,9 @@
 //!   bundles, its manifest and the WAL that makes it consistent are in the target. Running copy
 //!   again copies only what the target lacks (objects already there with the right size are
 //!   kept), so an interrupted copy resumes where it stopped.
+//! - **The same holes.** The source's declared WAL gaps (markers of WAL the asynchronous archiver
+//!   dropped, [`crate::repository::gaps`]) are copied too, before the WAL, so that `list`,
+//!   `verify` and `restore` on the copy name the same holes, for the same reason, as the source.
 //! - **Bounded memory.** Objects are streamed (`get_stream` → `upload`); only WAL objects of at
 //!   most [`BUFFERED_OBJECT_LIMIT`] are held whole, to store them create-if-absent like `push`.
 //!
@@ -51,8 +54,8 @@ use crate::storage::StorageError;
 use crate::survey::{self, SurveyError, Times};
 use crate::wal::WalFileName;
 
-use object::{copy_catalog, run_jobs, Ctx};
-use plan::{missing_wal, needed_wal, plan_backup, plan_wal, Job, WalPlan};
+use object::{copy_catalog, copy_gaps, run_jobs, Ctx};
+use plan::{missing_wal, needed_wal, plan_backup, plan_gaps, plan_wal, Job, WalPlan};
 use target::{inspect_target, prepare_target, TargetState};
 
 /// WAL objects up to this size are read whole and stored create-if-absent (as `push` does);
@@ -186,6 +189,11 @@ pub struct CopySummary {
     pub backups_present: usize,
     pub wal_copied: usize,
     pub wal_present: usize,
+    /// Declared WAL gaps (`gaps/<tli>/<first>-<last>`) stored in the target, or already there.
+    pub gaps_copied: usize,
+    pub gaps_present: usize,
+    /// The gaps the target lacked when the run started: `first..last`, and why they are holes.
+    pub gap_plan: Vec<String>,
     /// Objects (bundles, manifests, catalogs, WAL) and sealed bytes written to the target.
     pub objects_copied: usize,
     pub bytes_copied: u64,
@@ -215,7 +223,16 @@ impl CopySummary {
             } else {
                 String::new()
             }
-        ) + &if self.backups_expired_by_target + self.wal_expired_by_target > 0 {
+        ) + &if self.gaps_copied + self.gaps_present > 0 {
+            format!(
+                "; WAL gap markers: {} {}, {} already there",
+                self.gaps_copied,
+                if self.dry_run { "to copy" } else { "copied" },
+                self.gaps_present
+            )
+        } else {
+            String::new()
+        } + &if self.backups_expired_by_target + self.wal_expired_by_target > 0 {
             format!(
                 "; left out under the target's [retention]: {} backup(s), {} WAL file(s)",
                 self.backups_expired_by_target, self.wal_expired_by_target
@@ -254,9 +271,11 @@ pub async fn run(
     let (wal, backups) = plan_run(source, target_config, &target, &mut summary).await?;
     if opts.dry_run {
         summary.wal_copied = wal.jobs.len();
+        summary.gaps_copied = wal.gaps.len();
         summary.backups_copied = backups.len();
         summary.objects_reused = backups.iter().map(|b| b.reused).sum();
-        summary.objects_copied = wal.jobs.len() + backups.iter().map(|b| b.jobs.len() + 1).sum::<usize>();
+        summary.objects_copied =
+            wal.jobs.len() + wal.gaps.len() + backups.iter().map(|b| b.jobs.len() + 1).sum::<usize>();
         summary.bytes_copied = plan_bytes(&summary.plan);
         return Ok(summary);
     }
@@ -294,7 +313,10 @@ async fn copy_locked(
         progress: progress.clone(),
     };
     let mut present = target.present;
-    let mut failures: Vec<String> = Vec::new();
+    // The markers first: from the moment the target can miss that WAL, it says why.
+    let (gaps_stored, mut failures) = copy_gaps(target_repo, &wal.gaps).await;
+    summary.gaps_copied = gaps_stored;
+    summary.objects_copied += gaps_stored;
     progress.phase("copying WAL");
     for (job, r) in run_jobs(&ctx, wal.jobs, parallel).await {
         match r {
@@ -344,6 +366,13 @@ async fn plan_run(
     // survey's order, made explicit here) never stores a child's catalog before its parent's.
     survey.backups.sort_by(|a, b| a.id.cmp(&b.id));
     let mut wal = plan_wal(&survey.wal, &target.present, source.cluster());
+    (wal.gaps, wal.gaps_present) = plan_gaps(&source.wal_gaps().await?, &target.present);
+    summary.gaps_present = wal.gaps_present;
+    summary.gap_plan = wal
+        .gaps
+        .iter()
+        .map(|m| format!("{}..{} ({})", m.first, m.last, m.describe()))
+        .collect();
     summary.wal_present = wal.present;
     summary.plan.append(&mut wal.items);
     let mut backups = Vec::new();

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::format::{into_format_error, FormatError};
 use crate::progress::Progress;
 use crate::repository::catalog::Piece;
+use crate::repository::gaps::WalGapMarker;
 use crate::repository::objects::ChannelReader;
 use crate::repository::walk::{walk_bundle, WalkError};
 use crate::repository::{layout, BackupCatalog, ClusterIdentity, ObjectSealing, Repository};
@@ -42,6 +43,21 @@ pub(super) async fn copy_catalog(source: &Repository, target: &Storage, cat: &Ba
     let n = raw.len() as u64;
     target.put(&key, raw).await?;
     Ok(n)
+}
+
+/// Stores the declared gaps `gaps` in the target (through its [`Repository`], sealed with the
+/// shared repository key), so that its `list`, `verify` and `restore` name the same holes as the
+/// source's. Returns how many were stored, and a failure line per marker that was not.
+pub(super) async fn copy_gaps(target: &Repository, gaps: &[WalGapMarker]) -> (usize, Vec<String>) {
+    let mut stored = 0;
+    let mut failures = Vec::new();
+    for m in gaps {
+        match target.put_wal_gap(m).await {
+            Ok(()) => stored += 1,
+            Err(e) => failures.push(format!("WAL gap marker {}..{}: {e}", m.first, m.last)),
+        }
+    }
+    (stored, failures)
 }
 
 /// What every object copy needs.

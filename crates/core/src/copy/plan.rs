@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use crate::repository::catalog::Piece;
+use crate::repository::gaps::WalGapMarker;
 use crate::repository::{layout, BackupCatalog, ClusterIdentity};
 use crate::storage::ObjectInfo;
 use crate::timeline::{ArchiveModel, BackupPoint};
@@ -40,13 +41,27 @@ pub(super) struct Job {
     pub create_only: bool,
 }
 
-/// The WAL objects the target lacks.
+/// The WAL objects and declared gaps the target lacks.
 #[derive(Debug, Default)]
 pub(super) struct WalPlan {
     pub jobs: Vec<Job>,
     pub items: Vec<PlanItem>,
     /// WAL objects already in the target.
     pub present: usize,
+    /// Gap markers to store in the target, so that it names the same holes as the source.
+    pub gaps: Vec<WalGapMarker>,
+    /// Gap markers already in the target.
+    pub gaps_present: usize,
+}
+
+/// The source's declared gaps (`gaps/<tli>/<first>-<last>`) the target lacks. By key: a marker
+/// names one dropped run, so one already in the target is the same hole (a marker is never
+/// replaced by copy, so running it again stores nothing).
+pub(super) fn plan_gaps(source: &[WalGapMarker], present: &HashMap<String, u64>) -> (Vec<WalGapMarker>, usize) {
+    let (there, missing): (Vec<&WalGapMarker>, Vec<&WalGapMarker>) = source
+        .iter()
+        .partition(|m| present.contains_key(&layout::wal_gap_key(&m.first, &m.last)));
+    (missing.into_iter().cloned().collect(), there.len())
 }
 
 /// Every archived WAL object of the source that the target does not hold (by key: a WAL

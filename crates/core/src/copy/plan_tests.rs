@@ -3,6 +3,8 @@
 use chrono::Utc;
 
 use super::*;
+use crate::copy::CopySummary;
+use crate::repository::gaps::WalGapMarker;
 use crate::timeline::{parse_history, TimelineTree};
 
 const SEG: u64 = 16 * 1024 * 1024;
@@ -154,4 +156,66 @@ fn a_backup_across_a_timeline_switch_needs_the_switch_segment() {
     assert_eq!(missing_wal(&needed, &present), ["000000020000000000000004"]);
     cat.wal_included = true;
     assert!(needed_wal(&model, &BackupPoint::from_catalog(&cat)).is_empty());
+}
+
+fn gap(first: &str, last: &str) -> WalGapMarker {
+    WalGapMarker {
+        first: WalFileName::parse(first).unwrap(),
+        last: WalFileName::parse(last).unwrap(),
+        at: Utc::now(),
+        reason: crate::repository::gaps::REASON_QUEUE_MAX.into(),
+    }
+}
+
+#[test]
+fn gap_markers_the_target_lacks_are_copied_and_only_those() {
+    let source = vec![
+        gap("000000010000000000000005", "000000010000000000000007"),
+        gap("000000010000000000000009", "000000010000000000000009"),
+        gap("000000020000000000000009", "00000002000000000000000B"),
+    ];
+    let (todo, there) = plan_gaps(&source, &HashMap::new());
+    assert_eq!((todo.len(), there), (3, 0), "an empty target lacks every marker");
+    // The first is already there (an earlier copy); a marker of another run of the same
+    // timeline does not count as it.
+    let present: HashMap<String, u64> = [
+        (layout::wal_gap_key(&source[0].first, &source[0].last), 90),
+        (
+            layout::wal_gap_key(
+                &source[1].first,
+                &WalFileName::parse("00000001000000000000000A").unwrap(),
+            ),
+            90,
+        ),
+    ]
+    .into();
+    let (todo, there) = plan_gaps(&source, &present);
+    assert_eq!(there, 1);
+    assert_eq!(todo, source[1..].to_vec());
+    // Idempotent: once all are there, nothing is left to copy.
+    let all: HashMap<String, u64> = source
+        .iter()
+        .map(|m| (layout::wal_gap_key(&m.first, &m.last), 90))
+        .collect();
+    let (todo, there) = plan_gaps(&source, &all);
+    assert!(todo.is_empty());
+    assert_eq!(there, 3);
+}
+
+#[test]
+fn the_summary_names_gap_markers_in_a_dry_run() {
+    let s = CopySummary {
+        target: "file:///t".into(),
+        dry_run: true,
+        gaps_copied: 2,
+        gaps_present: 1,
+        ..CopySummary::default()
+    };
+    assert!(
+        s.one_line().contains("WAL gap markers: 2 to copy, 1 already there"),
+        "{}",
+        s.one_line()
+    );
+    let none = CopySummary::default();
+    assert!(!none.one_line().contains("gap"), "{}", none.one_line());
 }

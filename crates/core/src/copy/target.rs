@@ -111,7 +111,7 @@ pub(super) async fn inspect_target(
     }
     let mut present = HashMap::new();
     if let (Some(store), Some(_)) = (&store, &meta) {
-        for prefix in [layout::WAL_PREFIX, layout::BACKUPS_PREFIX] {
+        for prefix in [layout::WAL_PREFIX, layout::BACKUPS_PREFIX, layout::WAL_GAPS_PREFIX] {
             for o in store.list(prefix).await? {
                 present.insert(o.key, o.size);
             }

@@ -9,8 +9,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::{ArchiverMetric, BackupMetric, DrillMetric, Snapshot, WalNewest};
 use crate::config::Config;
+use crate::repository::catalog::BackupKind;
 use crate::repository::Repository;
-use crate::schedule::JobKind;
+use crate::schedule::{JobKind, Scheduler};
 use crate::survey::{self, Times};
 
 /// How long reading `pg_stat_archiver` may take before the server counts as unreachable.
@@ -64,19 +65,37 @@ pub fn from_config(config: &Config, now: DateTime<Utc>, s: &mut Snapshot) {
     };
     s.objective_rpo_seconds = secs(&config.objectives.rpo);
     s.objective_rto_seconds = secs(&config.objectives.rto);
-    s.backup_max_age_seconds = backup_max_age(config, now).map(|d| d.as_secs_f64());
+    s.backup_max_age_seconds = backup_max_ages(config, now)
+        .into_iter()
+        .map(|(kind, d)| (kind.to_string(), d.as_secs_f64()))
+        .collect();
 }
 
-/// The longest interval between two scheduled full backups over the coming 40 days, plus a
-/// grace of that interval again, capped at one hour (time for the backup itself to run).
+/// The age the newest full backup may reach under `[schedule] backup` (see [`backup_max_ages`]).
 pub fn backup_max_age(config: &Config, now: DateTime<Utc>) -> Option<Duration> {
-    let jobs = config.schedule.jobs().ok()?;
-    let zone = config.schedule.zone().ok()?;
-    let job = jobs.iter().find(|j| j.kind == JobKind::Backup)?;
-    let interval = crate::schedule::max_interval(&zone, &job.cron, now, 40)?
-        .to_std()
-        .ok()?;
-    Some(interval + interval.min(Duration::from_secs(3600)))
+    backup_max_ages(config, now)
+        .into_iter()
+        .find(|(k, _)| *k == BackupKind::Full)
+        .map(|(_, d)| d)
+}
+
+/// For each scheduled backup kind: the longest interval between two of its runs over the coming
+/// 40 days (a slot where a bigger backup runs instead is not a run of it), plus a grace of that
+/// interval again, capped at one hour (time for the backup itself to run).
+pub fn backup_max_ages(config: &Config, now: DateTime<Utc>) -> Vec<(BackupKind, Duration)> {
+    let (Ok(jobs), Ok(zone)) = (config.schedule.jobs(), config.schedule.zone()) else {
+        return Vec::new();
+    };
+    let sched = Scheduler::new(zone, jobs, now, |_| None);
+    let kinds: Vec<JobKind> = sched.jobs().map(|j| j.kind).collect();
+    kinds
+        .into_iter()
+        .filter_map(|kind| {
+            let backup = kind.backup_kind()?;
+            let interval = sched.max_interval(kind, now, 40)?.to_std().ok()?;
+            Some((backup, interval + interval.min(Duration::from_secs(3600))))
+        })
+        .collect()
 }
 
 async fn from_repository(repo: &Repository, s: &mut Snapshot) -> Result<(), String> {

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::verify::record::VerifyRecord;
 
-pub use collect::{backup_max_age, collect};
+pub use collect::{backup_max_age, backup_max_ages, collect};
 pub use render::render;
 
 /// Where `pgvault schedule` serves `/metrics` when `[metrics] listen` is set without a port
@@ -76,7 +76,7 @@ pub struct ArchiverMetric {
 /// The daemon's record of one job kind.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobMetric {
-    /// `backup`, `expire`, `verify`, `drill` (the `job` label).
+    /// `backup`, `backup_diff`, `backup_incr`, `expire`, `verify`, `drill` (the `kind` label).
     pub job: String,
     pub runs: u64,
     pub failures: u64,
@@ -111,7 +111,8 @@ pub struct Snapshot {
     pub wal_dropped: Option<crate::archive::dropped::DroppedStats>,
     pub objective_rpo_seconds: Option<f64>,
     pub objective_rto_seconds: Option<f64>,
-    /// The age a full backup may reach under `[schedule] backup` (longest interval plus grace).
-    pub backup_max_age_seconds: Option<f64>,
+    /// The age the newest backup of each scheduled type (`full`, `diff`, `incr`) may reach under
+    /// `[schedule] backup`, `backup_diff`, `backup_incr` (longest interval plus grace).
+    pub backup_max_age_seconds: Vec<(String, f64)>,
     pub jobs: Vec<JobMetric>,
 }

@@ -147,13 +147,13 @@ fn backups(o: &mut Out, s: &Snapshot) {
     );
     let max_age: Vec<(Labels<'_>, f64)> = s
         .backup_max_age_seconds
-        .map(|a| (&[("type", "full")][..], a))
-        .into_iter()
+        .iter()
+        .map(|(kind, a)| (vec_label(kind), *a))
         .collect();
     o.family(
         "pgvault_backup_max_age_seconds",
         "gauge",
-        "The age the newest backup may reach under [schedule] backup (longest interval plus grace).",
+        "The age the newest backup of this type may reach under [schedule] (longest interval plus grace).",
         &max_age,
     );
     if s.repository_up {
@@ -341,7 +341,7 @@ fn jobs(o: &mut Out, s: &Snapshot) {
     o.family(
         "pgvault_job_skipped_total",
         "counter",
-        "Scheduled slots not run (the job was still running, or the repository lock was held).",
+        "Scheduled slots not run (the job was still running, the repository lock was held, or a bigger backup ran then).",
         &per(&|j| Some(j.skipped as f64)),
     );
     o.family(
@@ -375,6 +375,8 @@ fn jobs(o: &mut Out, s: &Snapshot) {
 fn job_label(job: &str) -> Labels<'_> {
     match job {
         "backup" => &[("kind", "backup")],
+        "backup_diff" => &[("kind", "backup_diff")],
+        "backup_incr" => &[("kind", "backup_incr")],
         "expire" => &[("kind", "expire")],
         "verify" => &[("kind", "verify")],
         "drill" => &[("kind", "drill")],

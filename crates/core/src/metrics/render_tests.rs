@@ -67,17 +67,24 @@ fn full() -> Snapshot {
         }),
         objective_rpo_seconds: Some(300.0),
         objective_rto_seconds: Some(1800.0),
-        backup_max_age_seconds: Some(90000.0),
-        jobs: vec![JobMetric {
-            job: "backup".into(),
-            runs: 5,
-            failures: 1,
-            skipped: 2,
-            last_end: Some(t("2026-12-02T02:10:00Z")),
-            last_duration_seconds: Some(600.0),
-            last_success: Some(true),
-            next_run: Some(t("2026-12-03T02:00:00Z")),
-        }],
+        backup_max_age_seconds: vec![("full".into(), 90000.0), ("incr".into(), 7200.0)],
+        jobs: vec![
+            JobMetric {
+                job: "backup".into(),
+                runs: 5,
+                failures: 1,
+                skipped: 2,
+                last_end: Some(t("2026-12-02T02:10:00Z")),
+                last_duration_seconds: Some(600.0),
+                last_success: Some(true),
+                next_run: Some(t("2026-12-03T02:00:00Z")),
+            },
+            JobMetric {
+                job: "backup_incr".into(),
+                runs: 3,
+                ..JobMetric::default()
+            },
+        ],
     }
 }
 
@@ -111,6 +118,10 @@ fn every_family_parses_with_help_type_and_its_value() {
         Some(f64::from(1u32 << 30))
     );
     assert_eq!(value(&s, "pgvault_backup_max_age_seconds", full), Some(90000.0));
+    assert_eq!(
+        value(&s, "pgvault_backup_max_age_seconds", Some(("type", "incr"))),
+        Some(7200.0)
+    );
     assert_eq!(value(&s, "pgvault_wal_newest_segment_number", None), Some(7.0));
     assert_eq!(value(&s, "pgvault_wal_newest_age_seconds", None), Some(60.0));
     assert_eq!(
@@ -137,6 +148,10 @@ fn every_family_parses_with_help_type_and_its_value() {
     );
     assert_eq!(value(&s, "pgvault_objective_rpo_seconds", None), Some(300.0));
     assert_eq!(value(&s, "pgvault_job_runs_total", Some(("kind", "backup"))), Some(5.0));
+    assert_eq!(
+        value(&s, "pgvault_job_runs_total", Some(("kind", "backup_incr"))),
+        Some(3.0)
+    );
     assert_eq!(
         value(&s, "pgvault_job_failures_total", Some(("kind", "backup"))),
         Some(1.0)

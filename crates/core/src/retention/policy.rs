@@ -31,17 +31,10 @@ pub struct Policy {
     pub orphan_min_age: Duration,
 }
 
-/// Per-run overrides (`expire --keep-full 2 --recovery-window 7d …`).
-#[derive(Clone, Debug, Default)]
-pub struct PolicyOverrides {
-    pub keep_full: Option<u32>,
-    pub recovery_window: Option<String>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_yearly: Option<u32>,
-    pub orphan_min_age: Option<String>,
-}
+/// Per-run overrides (`expire --keep-full 2 --recovery-window 7d …`): the same keys as
+/// `[retention]`, so they are the same type (one description of the keys), laid over the file's
+/// section with [`RetentionConfig::merge`].
+pub type PolicyOverrides = RetentionConfig;
 
 fn duration(key: &'static str, v: &str) -> Result<Duration, PolicyError> {
     units::parse_duration(v).map_err(|source| PolicyError::Duration { key, source })
@@ -50,18 +43,20 @@ fn duration(key: &'static str, v: &str) -> Result<Duration, PolicyError> {
 impl Policy {
     /// The policy of `[retention]` (absent: no rule) with `over` applied on top.
     pub fn resolve(config: Option<&RetentionConfig>, over: &PolicyOverrides) -> Result<Policy, PolicyError> {
-        let base = config.cloned().unwrap_or_default();
-        let window = over.recovery_window.as_ref().or(base.recovery_window.as_ref());
-        let orphan = over.orphan_min_age.as_ref().or(base.orphan_min_age.as_ref());
+        let keys = config.cloned().unwrap_or_default().merge(over);
         let policy = Policy {
-            keep_full: over.keep_full.or(base.keep_full),
-            recovery_window: window.map(|w| duration("recovery_window", w)).transpose()?,
-            keep_daily: over.keep_daily.or(base.keep_daily),
-            keep_weekly: over.keep_weekly.or(base.keep_weekly),
-            keep_monthly: over.keep_monthly.or(base.keep_monthly),
-            keep_yearly: over.keep_yearly.or(base.keep_yearly),
-            orphan_min_age: orphan
-                .map(|o| duration("orphan_min_age", o))
+            keep_full: keys.keep_full,
+            recovery_window: keys
+                .recovery_window
+                .map(|w| duration("recovery_window", &w))
+                .transpose()?,
+            keep_daily: keys.keep_daily,
+            keep_weekly: keys.keep_weekly,
+            keep_monthly: keys.keep_monthly,
+            keep_yearly: keys.keep_yearly,
+            orphan_min_age: keys
+                .orphan_min_age
+                .map(|o| duration("orphan_min_age", &o))
                 .transpose()?
                 .unwrap_or(DEFAULT_ORPHAN_MIN_AGE),
         };
@@ -163,5 +158,46 @@ mod tests {
             ..PolicyOverrides::default()
         };
         assert!(matches!(Policy::resolve(None, &zero), Err(PolicyError::Zero { .. })));
+    }
+
+    #[test]
+    fn merge_takes_each_key_from_the_flags_when_set_else_from_the_file() {
+        let file = RetentionConfig {
+            keep_full: Some(5),
+            recovery_window: Some("30d".into()),
+            keep_daily: Some(7),
+            keep_weekly: Some(4),
+            keep_monthly: Some(12),
+            keep_yearly: Some(3),
+            orphan_min_age: Some("6h".into()),
+        };
+        assert_eq!(file.merge(&PolicyOverrides::default()), file, "no flag: the file");
+        assert_eq!(RetentionConfig::default().merge(&file), file, "no file: the flags");
+        let flags = PolicyOverrides {
+            keep_daily: Some(1),
+            orphan_min_age: Some("1h".into()),
+            ..PolicyOverrides::default()
+        };
+        let merged = file.merge(&flags);
+        assert_eq!(
+            merged,
+            RetentionConfig {
+                keep_daily: Some(1),
+                orphan_min_age: Some("1h".into()),
+                ..file.clone()
+            }
+        );
+        // The flags are checked like the file: a bad flag is refused, naming the key.
+        let bad = PolicyOverrides {
+            orphan_min_age: Some("soon".into()),
+            ..PolicyOverrides::default()
+        };
+        assert!(matches!(
+            Policy::resolve(Some(&file), &bad),
+            Err(PolicyError::Duration {
+                key: "orphan_min_age",
+                ..
+            })
+        ));
     }
 }

@@ -270,3 +270,133 @@ fn upcoming_and_max_interval() {
     );
     assert!(s.upcoming(JobKind::Drill, now, 3).is_empty());
 }
+
+#[test]
+fn backups_due_together_the_biggest_runs_and_the_others_skip_the_slot() {
+    // Full on Sundays at 01:00, diff on Wednesdays at 01:00, incr daily at 01:00.
+    let list = [
+        (JobKind::BackupIncr, "0 1 * * *"),
+        (JobKind::BackupDiff, "0 1 * * 3"),
+        (JobKind::Backup, "0 1 * * 0"),
+        (JobKind::Verify, "0 1 * * *"),
+    ];
+    let mut s = Scheduler::new(ScheduleZone::Utc, jobs(&list), utc("2026-01-03T12:00:00Z"), |_| None);
+    // 2026-01-04 is a Sunday: the full runs, diff is not due, incr skips.
+    let sunday = utc("2026-01-04T01:00:00Z");
+    let due = s.take_due(sunday).unwrap();
+    assert_eq!(due.kind, JobKind::Backup);
+    assert_eq!(due.superseded, vec![(JobKind::BackupIncr, sunday)]);
+    s.finish(JobKind::Backup, sunday, utc("2026-01-04T01:30:00Z"));
+    let due = s.take_due(utc("2026-01-04T01:30:00Z")).unwrap();
+    assert_eq!(due.kind, JobKind::Verify, "other jobs still run after the backup");
+    s.finish(JobKind::Verify, sunday, utc("2026-01-04T01:40:00Z"));
+    assert!(
+        s.take_due(utc("2026-01-04T01:40:00Z")).is_none(),
+        "the incr does not run after the full"
+    );
+    // Monday: only the incr.
+    let monday = utc("2026-01-05T01:00:00Z");
+    let due = s.take_due(monday).unwrap();
+    assert_eq!((due.kind, due.superseded.len()), (JobKind::BackupIncr, 0));
+    s.finish(JobKind::BackupIncr, monday, monday);
+    s.finish(JobKind::Verify, monday, monday);
+    // Wednesday 2026-01-07: the diff wins over the incr.
+    let wednesday = utc("2026-01-07T01:00:00Z");
+    s.take_due(utc("2026-01-06T01:00:00Z"))
+        .map(|d| s.finish(d.kind, monday, monday));
+    s.take_due(utc("2026-01-06T01:00:00Z"))
+        .map(|d| s.finish(d.kind, monday, monday));
+    let due = s.take_due(wednesday).unwrap();
+    assert_eq!(due.kind, JobKind::BackupDiff);
+    assert_eq!(due.superseded, vec![(JobKind::BackupIncr, wednesday)]);
+    // --print and the metrics: the incr's Sunday and Wednesday slots are not runs of it.
+    let from = utc("2026-01-03T12:00:00Z");
+    let slots = s.upcoming_slots(JobKind::BackupIncr, from, 5, true);
+    assert_eq!(slots[0], (sunday, Some(JobKind::Backup)));
+    assert_eq!(slots[1], (monday, None));
+    assert_eq!(slots[3], (wednesday, Some(JobKind::BackupDiff)));
+    let runs = s.upcoming(JobKind::BackupIncr, from, 4);
+    assert!(!runs.contains(&sunday) && !runs.contains(&wednesday), "{runs:?}");
+    assert_eq!(
+        s.upcoming(JobKind::Backup, from, 1),
+        vec![sunday],
+        "the full is never superseded"
+    );
+    // The incr's longest gap is two days (Saturday to Monday, Tuesday to Thursday), not one.
+    assert_eq!(
+        s.max_interval(JobKind::BackupIncr, from, 30),
+        Some(chrono::Duration::days(2))
+    );
+    assert_eq!(
+        s.max_interval(JobKind::Backup, from, 30),
+        Some(chrono::Duration::days(7))
+    );
+}
+
+#[test]
+fn after_downtime_pending_backups_collapse_into_the_biggest() {
+    // The daemon was down over the Sunday full and two incrs: one full runs, not a full and an incr.
+    let now = utc("2026-01-06T09:00:00Z");
+    let list = [(JobKind::BackupIncr, "0 1 * * *"), (JobKind::Backup, "0 1 * * 0")];
+    let mut s = Scheduler::new(ScheduleZone::Utc, jobs(&list), now, |k| match k {
+        JobKind::Backup => Some(utc("2025-12-28T01:10:00Z")),
+        _ => Some(utc("2026-01-03T01:05:00Z")),
+    });
+    let due = s.take_due(now).unwrap();
+    assert_eq!(
+        due.kind,
+        JobKind::Backup,
+        "the full wins although the incr's slot is older"
+    );
+    assert_eq!(due.superseded, vec![(JobKind::BackupIncr, utc("2026-01-06T01:00:00Z"))]);
+    s.finish(JobKind::Backup, now, utc("2026-01-06T09:30:00Z"));
+    assert!(s.take_due(utc("2026-01-06T09:30:00Z")).is_none());
+    assert_eq!(s.next_wake(), Some(utc("2026-01-07T01:00:00Z")));
+    // A smaller backup due alone is not held back by a bigger one that is not due.
+    let mut s = Scheduler::new(ScheduleZone::Utc, jobs(&list), now, |_| {
+        Some(utc("2026-01-05T01:05:00Z"))
+    });
+    let due = s.take_due(utc("2026-01-07T01:00:00Z")).unwrap();
+    assert_eq!((due.kind, due.superseded.len()), (JobKind::BackupIncr, 0));
+}
+
+#[test]
+fn supersedes_is_full_over_diff_over_incr_and_only_between_backups() {
+    use JobKind::*;
+    assert!(Backup.supersedes(BackupDiff) && Backup.supersedes(BackupIncr) && BackupDiff.supersedes(BackupIncr));
+    assert!(!BackupIncr.supersedes(Backup) && !BackupDiff.supersedes(Backup) && !Backup.supersedes(Backup));
+    assert!(!Backup.supersedes(Expire) && !Expire.supersedes(Verify));
+    for k in JobKind::ALL {
+        if let Some(b) = k.backup_kind() {
+            assert_eq!(JobKind::of_backup(b), k);
+        }
+    }
+}
+
+#[test]
+fn smaller_backup_slots_passing_while_a_bigger_backup_runs_are_served_by_it() {
+    let list = [(JobKind::BackupIncr, "0 * * * *"), (JobKind::Backup, "0 1 * * *")];
+    let mut s = Scheduler::new(ScheduleZone::Utc, jobs(&list), utc("2026-01-01T00:30:00Z"), |_| None);
+    let t0 = utc("2026-01-01T01:00:00Z");
+    let due = s.take_due(t0).unwrap();
+    assert_eq!(due.kind, JobKind::Backup);
+    assert_eq!(due.superseded, vec![(JobKind::BackupIncr, t0)]);
+    assert!(s.take_superseded().is_empty());
+    // The full runs until 03:10: the incr's 02:00 and 03:00 slots pass meanwhile.
+    let end = utc("2026-01-01T03:10:00Z");
+    assert_eq!(s.finish(JobKind::Backup, t0, end), 0);
+    assert_eq!(
+        s.take_superseded(),
+        vec![(JobKind::BackupIncr, utc("2026-01-01T03:00:00Z"))]
+    );
+    assert!(s.take_superseded().is_empty(), "taken once");
+    assert!(s.take_due(end).is_none(), "no incr right after the full");
+    assert_eq!(s.next_wake(), Some(utc("2026-01-01T04:00:00Z")));
+    // The other way round an incr holds nothing back: a full due during it runs after it.
+    let t1 = utc("2026-01-02T00:00:00Z");
+    let due = s.take_due(t1).unwrap();
+    assert_eq!(due.kind, JobKind::BackupIncr);
+    s.finish(JobKind::BackupIncr, t1, utc("2026-01-02T01:20:00Z"));
+    assert!(s.take_superseded().is_empty());
+    assert_eq!(s.take_due(utc("2026-01-02T01:20:00Z")).unwrap().kind, JobKind::Backup);
+}
