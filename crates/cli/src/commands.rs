@@ -242,6 +242,9 @@ pub async fn copy(ctx: &Context, args: CopyArgs) -> Result<()> {
                 PlanItem::Wal { name, bytes } => println!("would copy WAL {name} ({})", display::bytes(*bytes)),
             }
         }
+        for gap in &summary.gap_plan {
+            println!("would copy WAL gap marker {gap}");
+        }
         println!("dry run: {}", summary.one_line());
     } else {
         println!("{}, took {}", summary.one_line(), display::seconds(started.elapsed()));
@@ -260,6 +263,9 @@ fn copy_json(s: &CopySummary, took: std::time::Duration) -> serde_json::Value {
         "backups_present": s.backups_present,
         "wal_copied": s.wal_copied,
         "wal_present": s.wal_present,
+        "gaps_copied": s.gaps_copied,
+        "gaps_present": s.gaps_present,
+        "gap_plan": s.gap_plan,
         "objects_copied": s.objects_copied,
         "bytes_copied": s.bytes_copied,
         "objects_reused": s.objects_reused,
