@@ -235,6 +235,17 @@ impl Vault {
         serde_json::from_str(&out.stdout).with_context(|| format!("list --json printed {}", out.stdout))
     }
 
+    /// The backup ids `list` shows, oldest first.
+    pub fn backup_ids(&self) -> Result<Vec<String>> {
+        let list = self.list()?;
+        Ok(list["backups"]
+            .as_array()
+            .context("backups[]")?
+            .iter()
+            .filter_map(|b| b["id"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// Takes a backup and returns its id.
     pub fn backup(&self, extra: &[&str]) -> Result<String> {
         let mut args = vec!["backup"];

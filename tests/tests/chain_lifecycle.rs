@@ -23,17 +23,6 @@ async fn expire_and_copy_keep_every_kept_link_restorable() {
     scenario(install).await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// The backup ids `list` shows, oldest first.
-fn ids(vault: &Vault) -> Result<Vec<String>> {
-    let list = vault.list()?;
-    Ok(list["backups"]
-        .as_array()
-        .context("backups[]")?
-        .iter()
-        .filter_map(|b| b["id"].as_str().map(str::to_string))
-        .collect())
-}
-
 /// The line of `text` that starts (after indentation) with `id`.
 fn line_of<'a>(text: &'a str, id: &str) -> Option<&'a str> {
     text.lines().find(|l| l.trim_start().starts_with(id))
@@ -104,12 +93,12 @@ async fn scenario(install: PgInstall) -> Result<()> {
         line_of(text, &f2).is_some_and(|l| l.contains(&format!("parent of {i2}"))),
         "and F2 for I2: {dry}"
     );
-    ensure!(ids(&vault)?.len() == 5, "a dry run deletes nothing");
+    ensure!(vault.backup_ids()?.len() == 5, "a dry run deletes nothing");
     vault.pgvault(["expire", "--keep-full", "1"])?.check()?;
     ensure!(
-        ids(&vault)? == [f1.as_str(), d1.as_str(), f2.as_str(), i2.as_str()],
+        vault.backup_ids()? == [f1.as_str(), d1.as_str(), f2.as_str(), i2.as_str()],
         "only I1 went: {:?}",
-        ids(&vault)?
+        vault.backup_ids()?
     );
     restores_with(&install, &vault, &d1, "base:1 p0:10 p1:10 p2:10").await?;
     eprintln!("pinned expire checked at {:?}", t0.elapsed());
@@ -123,7 +112,11 @@ async fn scenario(install: PgInstall) -> Result<()> {
         "{dry}"
     );
     vault.pgvault(["expire", "--keep-full", "1"])?.check()?;
-    ensure!(ids(&vault)? == [f2.as_str(), i2.as_str()], "{:?}", ids(&vault)?);
+    ensure!(
+        vault.backup_ids()? == [f2.as_str(), i2.as_str()],
+        "{:?}",
+        vault.backup_ids()?
+    );
     restores_with(&install, &vault, &f2, "base:1 p0:10 p1:10 p2:10 p3:10").await?;
     restores_with(&install, &vault, &i2, "base:1 p0:10 p1:10 p2:10 p3:10 p4:10").await?;
     eprintln!("expire checked at {:?}", t0.elapsed());
@@ -140,7 +133,7 @@ async fn scenario(install: PgInstall) -> Result<()> {
     );
     let out = vault.pgvault(["copy", "--to", to.as_str()])?.check()?;
     ensure!(out.stdout.contains("copied 2 backup(s)"), "{out}");
-    ensure!(ids(&dr)? == [f2.as_str(), i2.as_str()], "{:?}", ids(&dr)?);
+    ensure!(dr.backup_ids()? == [f2.as_str(), i2.as_str()], "{:?}", dr.backup_ids()?);
     let f2_catalog = dr.repo.join(pgvault_core::repository::layout::catalog_key(&f2));
     let i2_catalog = dr.repo.join(pgvault_core::repository::layout::catalog_key(&i2));
     let written = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified());

@@ -34,16 +34,6 @@ async fn phases(c: &PgCluster) -> Result<String> {
         .join(" "))
 }
 
-fn backup_ids(v: &Vault) -> Result<Vec<String>> {
-    let list = v.list()?;
-    Ok(list["backups"]
-        .as_array()
-        .context("backups[]")?
-        .iter()
-        .filter_map(|b| b["id"].as_str().map(str::to_string))
-        .collect())
-}
-
 fn copy_to(source: &Vault, target: &Vault, extra: &[&str]) -> Result<pgvault_tests::CmdOutput> {
     let mut args = vec![
         "copy".to_string(),
@@ -123,7 +113,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
         out.stdout.contains("already there: 0 backup(s), 0 WAL file(s)"),
         "{out}"
     );
-    assert_eq!(backup_ids(&dr)?, vec![id.clone()], "the target lists the backup");
+    assert_eq!(dr.backup_ids()?, vec![id.clone()], "the target lists the backup");
     assert_eq!(
         std::fs::read(source.repo.join("pgvault.repo"))?,
         std::fs::read(dr.repo.join("pgvault.repo"))?,
@@ -155,7 +145,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
         "the backup's manifest stays in the target"
     );
     assert!(
-        backup_ids(&dr)?.is_empty(),
+        dr.backup_ids()?.is_empty(),
         "without its catalog the backup does not exist"
     );
     let out = copy_to(&source, &dr, &[])?.check()?;
@@ -213,7 +203,7 @@ async fn copy_inner(install: PgInstall) -> Result<()> {
         "no catalog for the damaged backup"
     );
     assert_eq!(
-        backup_ids(&dr)?,
+        dr.backup_ids()?,
         vec![id.clone()],
         "the target still lists only complete backups"
     );
@@ -352,7 +342,7 @@ async fn copy_local_to_s3_and_restore_from_s3() {
             out.stdout.contains("copied 1 backup(s)") && out.stdout.contains("s3://"),
             "{out}"
         );
-        assert_eq!(backup_ids(&dr)?, vec![id.clone()], "the S3 copy lists the backup");
+        assert_eq!(dr.backup_ids()?, vec![id.clone()], "the S3 copy lists the backup");
         let out = copy_to(&source, &dr, &[])?.check()?;
         assert!(
             out.stdout.contains("copied 0 backup(s), 0 WAL file(s)"),
