@@ -57,8 +57,8 @@ pub fn combined_catalog(chain: &ChainPlan) -> BackupCatalog {
     cat
 }
 
-/// CRC-32C and size of a restored file.
-fn checksum(d: &Dest) -> Result<(u64, u32), RestoreError> {
+/// CRC-32C and size of a restored file, read back.
+pub fn checksum(d: &Dest) -> Result<(u64, u32), RestoreError> {
     let err = |source| RestoreError::Create { path: d.full(), source };
     let mut f = paths::open_read(d)?.ok_or_else(|| err(std::io::ErrorKind::NotFound.into()))?;
     let mut buf = vec![0u8; 256 * 1024];
@@ -92,8 +92,9 @@ pub fn fix_label(label: &Dest) -> Result<(), RestoreError> {
 }
 
 /// The manifest of the combined result. `changed` are the output files whose content differs
-/// from the newest backup's stored file (reconstructed files, `backup_label`), by output path.
-pub fn combined_manifest(newest: &[u8], changed: &HashMap<String, &Dest>) -> Result<Vec<u8>, RestoreError> {
+/// from the newest backup's stored file (reconstructed files, `backup_label`), by output path,
+/// with their size and CRC-32C.
+pub fn combined_manifest(newest: &[u8], changed: &HashMap<String, (u64, u32)>) -> Result<Vec<u8>, RestoreError> {
     let bad = |why: String| RestoreError::Internal(format!("the newest backup's backup_manifest: {why}"));
     let doc: Value = serde_json::from_slice(newest).map_err(|e| bad(e.to_string()))?;
     let obj = doc.as_object().ok_or_else(|| bad("not an object".into()))?;
@@ -114,8 +115,7 @@ pub fn combined_manifest(newest: &[u8], changed: &HashMap<String, &Dest>) -> Res
         let mut f = f.clone();
         let path = f.get("Path").and_then(Value::as_str).unwrap_or_default().to_string();
         let out = strip_prefix(&path).unwrap_or(path);
-        if let Some(d) = changed.get(&out) {
-            let (size, crc) = checksum(d)?;
+        if let Some(&(size, crc)) = changed.get(&out) {
             f["Path"] = Value::String(out);
             f["Size"] = Value::from(size);
             f["Checksum-Algorithm"] = Value::String("CRC32C".into());
@@ -158,7 +158,7 @@ mod tests {
              \"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/1\", \"End-LSN\": \"0/2\" }\n],\n",
         );
         let dest = Dest::new(root, "base/5/16384").unwrap();
-        let changed = HashMap::from([("base/5/16384".to_string(), &dest)]);
+        let changed = HashMap::from([("base/5/16384".to_string(), checksum(&dest).unwrap())]);
         let out = combined_manifest(&newest, &changed).unwrap();
         verify_trailer(&out).unwrap();
         let doc: Value = serde_json::from_slice(&out).unwrap();
