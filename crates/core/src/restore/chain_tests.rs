@@ -6,9 +6,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use super::*;
-use crate::restore::blockcrc::BlockCrcs;
 use crate::backup::incremental::padded_header_len;
 use crate::repository::catalog::{BackupKind, IncrementalInfo};
+use crate::restore::blockcrc::BlockCrcs;
 
 const PATH: &str = "base/5/16384";
 

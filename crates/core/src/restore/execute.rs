@@ -108,7 +108,10 @@ pub async fn execute(
         write_new(&pgdata_dest(plan, "backup_manifest")?, &manifest)?;
     }
     write_recovery_settings(config, plan)?;
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "manifest and recovery settings written");
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "manifest and recovery settings written"
+    );
     failpoint::hit("after-settings");
 
     let started = std::time::Instant::now();
@@ -116,7 +119,10 @@ pub async fn execute(
     tokio::task::spawn_blocking(move || finish_tree(&plan2))
         .await
         .map_err(|e| RestoreError::Internal(e.to_string()))??;
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "modes, owners and fsyncs done");
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "modes, owners and fsyncs done"
+    );
     failpoint::hit("after-modes");
 
     failpoint::hit("before-pg-control");
