@@ -14,7 +14,9 @@ use super::chain::{combine, ChainError, Combined};
 use super::paths::{self, Dest};
 use super::RestoreError;
 use crate::backup::incremental::{strip_label, strip_prefix};
+use crate::repository::summary::BackupSummary;
 use crate::repository::{BackupCatalog, Repository};
+use futures::StreamExt;
 
 /// A chain to restore: its catalogs (newest first) and the combination plan.
 #[derive(Clone, Debug)]
@@ -33,12 +35,35 @@ impl ChainPlan {
 const MAX_CHAIN: usize = 1000;
 
 /// Loads the catalogs from `newest` down to its full backup and plans the combination.
-pub async fn load_chain(repo: &Repository, newest: BackupCatalog) -> Result<ChainPlan, RestoreError> {
+///
+/// The links the backup index (`known`) names are read concurrently, up to 8 at a time, instead
+/// of one round trip per link after another; the walk then follows each catalog's own `parent`,
+/// so the index only decides what is fetched early, and a link it does not name (or that could
+/// not be read early) is read, and its absence reported, as before.
+pub async fn load_chain(
+    repo: &Repository,
+    newest: BackupCatalog,
+    known: &[BackupSummary],
+) -> Result<ChainPlan, RestoreError> {
+    let ids = ancestors(newest.parent.as_deref(), known);
+    let fetched: Vec<_> = futures::stream::iter(ids.iter().map(|id| repo.load_catalog(id)))
+        .buffered(8)
+        .collect()
+        .await;
+    let mut early: HashMap<String, BackupCatalog> = ids
+        .into_iter()
+        .zip(fetched)
+        .filter_map(|(id, r)| r.ok().map(|c| (id, c)))
+        .collect();
     let mut links = vec![newest];
     while let Some(parent) = links.last().and_then(|c| c.parent.clone()) {
         let child = links.last().map(|c| c.id.clone()).unwrap_or_default();
         if links.len() >= MAX_CHAIN || !crate::repository::catalog::is_backup_id(&parent) {
             return Err(ChainError::NoFull(links[0].id.clone()).into());
+        }
+        if let Some(cat) = early.remove(&parent).filter(|c| c.id == parent) {
+            links.push(cat);
+            continue;
         }
         if !repo.catalog_exists(&parent).await? {
             return Err(ChainError::MissingParent { child, parent }.into());
@@ -47,6 +72,25 @@ pub async fn load_chain(repo: &Repository, newest: BackupCatalog) -> Result<Chai
     }
     let combined = combine(&links)?;
     Ok(ChainPlan { links, combined })
+}
+
+/// The ancestors of a backup whose parent is `parent`, as the backup index names them (nearest
+/// first, at most [`MAX_CHAIN`], stopping at a loop or a backup the index does not list).
+fn ancestors(parent: Option<&str>, known: &[BackupSummary]) -> Vec<String> {
+    let by_id: HashMap<&str, &BackupSummary> = known.iter().map(|b| (b.id.as_str(), b)).collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut next = parent;
+    while let Some(id) = next {
+        if out.len() >= MAX_CHAIN || out.iter().any(|o| o == id) {
+            break;
+        }
+        let Some(b) = by_id.get(id) else {
+            break;
+        };
+        out.push(id.to_string());
+        next = b.parent.as_deref();
+    }
+    out
 }
 
 /// The combined result's catalog: the newest link's, with the combined file list and size.
