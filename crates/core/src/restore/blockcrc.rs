@@ -33,11 +33,41 @@ fn multmodp(a: u32, mut b: u32) -> u32 {
     }
 }
 
-/// The operator that appends one block to a CRC: `crc(A ‖ B) = multmodp(op, crc(A)) ^ crc(B)`
-/// for a block-sized `B`.
+/// `x^(2^k)` modulo the polynomial, for k = 0..64.
+fn x2n_table() -> &'static [u32; 64] {
+    static T: OnceLock<[u32; 64]> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = [0u32; 64];
+        let mut p: u32 = 1 << 30; // x^1
+        for slot in t.iter_mut() {
+            *slot = p;
+            p = multmodp(p, p);
+        }
+        t
+    })
+}
+
+/// `x^(8·n)` modulo the polynomial: the operator that appends `n` bytes to a CRC, so that
+/// `crc(A ‖ B) = multmodp(x8nmodp(len(B)), crc(A)) ^ crc(B)` (as zlib's `crc32_combine`, and
+/// cheap: one multiplication per bit of `n`).
+fn x8nmodp(mut n: u64) -> u32 {
+    let table = x2n_table();
+    let mut k = 3;
+    let mut p: u32 = 1 << 31; // x^0
+    while n != 0 {
+        if n & 1 != 0 {
+            p = multmodp(table[k & 63], p);
+        }
+        n >>= 1;
+        k += 1;
+    }
+    p
+}
+
+/// The operator that appends one block to a CRC.
 fn block_op() -> u32 {
     static OP: OnceLock<u32> = OnceLock::new();
-    *OP.get_or_init(|| crc32c::crc32c_combine(1 << 31, 0, BLCKSZ as usize))
+    *OP.get_or_init(|| x8nmodp(BLCKSZ))
 }
 
 /// CRC-32C of a zero block (a hole).
@@ -137,7 +167,7 @@ fn join(parts: &[(u32, u32, u32)]) -> Option<u32> {
         crc = if at == 0 {
             c
         } else {
-            crc32c::crc32c_combine(crc, c, len as usize)
+            multmodp(x8nmodp(len as u64), crc) ^ c
         };
         at += len;
     }
@@ -180,6 +210,17 @@ mod tests {
         crcs.record(0, 0, &content[..BLCKSZ as usize]);
         crcs.record(0, BLCKSZ, &content[BLCKSZ as usize..BLCKSZ as usize + 10]);
         assert_eq!(crcs.file_crc(0), None);
+    }
+
+    #[test]
+    fn appending_any_length_agrees_with_the_crate() {
+        let a = data(1, 4);
+        for len in [1usize, 7, 100, 4096, 8191, 8192] {
+            let b = &data(1, 5)[..len];
+            let ours = multmodp(x8nmodp(len as u64), crc32c::crc32c(&a)) ^ crc32c::crc32c(b);
+            assert_eq!(ours, crc32c::crc32c_combine(crc32c::crc32c(&a), crc32c::crc32c(b), len));
+            assert_eq!(ours, crc32c::crc32c(&[a.as_slice(), b].concat()));
+        }
     }
 
     #[test]
