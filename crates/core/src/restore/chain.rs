@@ -42,6 +42,13 @@ impl SourceMap {
     /// Where source byte `off` goes in the output file, and how many bytes from there on belong
     /// to the same run (the rest of the block); `None` with the skip length for bytes not taken.
     pub fn locate(&self, off: u64) -> (Option<u64>, u64) {
+        self.locate_run(off, 0)
+    }
+
+    /// As [`SourceMap::locate`], but the run goes on over following blocks while they stay
+    /// contiguous in the output (or all skipped), up to at least `want` bytes when possible, so
+    /// that a caller writes (or skips) a long run with one call instead of one per block.
+    pub fn locate_run(&self, off: u64, want: u64) -> (Option<u64>, u64) {
         let Some(take) = &self.take else {
             return (Some(off), u64::MAX);
         };
@@ -51,17 +58,33 @@ impl SourceMap {
         let rel = off - self.header_len;
         let k = rel / BLCKSZ;
         let within = rel % BLCKSZ;
-        let rest = BLCKSZ - within;
-        let block = match &self.blocks {
-            Some(list) => match list.get(k as usize) {
-                Some(b) => *b as u64,
-                None => return (None, u64::MAX),
-            },
-            None => k,
+        let mut run = BLCKSZ - within;
+        let Some(block) = self.block_at(k) else {
+            return (None, u64::MAX);
         };
-        match take.get(block as usize) {
-            Some(true) => (Some(block * BLCKSZ + within), rest),
-            _ => (None, rest),
+        let taken = take.get(block as usize) == Some(&true);
+        let mut next = k + 1;
+        while run < want {
+            match self.block_at(next) {
+                Some(b) if (take.get(b as usize) == Some(&true)) == taken && (!taken || b == block + (next - k)) => {
+                    run += BLCKSZ;
+                    next += 1;
+                }
+                _ => break,
+            }
+        }
+        if taken {
+            (Some(block * BLCKSZ + within), run)
+        } else {
+            (None, run)
+        }
+    }
+
+    /// The output block the `k`-th stored block is; `None` past the stored blocks.
+    fn block_at(&self, k: u64) -> Option<u64> {
+        match &self.blocks {
+            Some(list) => list.get(k as usize).map(|b| *b as u64),
+            None => Some(k),
         }
     }
 }

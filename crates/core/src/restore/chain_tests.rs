@@ -8,6 +8,7 @@ use proptest::test_runner::{Config, RngSeed, TestRunner};
 use super::*;
 use crate::backup::incremental::padded_header_len;
 use crate::repository::catalog::{BackupKind, IncrementalInfo};
+use crate::restore::blockcrc::BlockCrcs;
 
 const PATH: &str = "base/5/16384";
 
@@ -105,22 +106,30 @@ fn history(steps: &[Vec<Op>], initial: usize) -> (Vec<BackupCatalog>, Vec<Vec<u8
     (links, stored, expected)
 }
 
-/// Writes every source's bytes where its map sends them, as the unpacker does.
-fn materialize(c: &Combined, stored: &[Vec<u8>]) -> Vec<u8> {
+/// Writes every source's bytes where its map sends them, as the unpacker does: the stored file
+/// arrives in reads of `chunk` bytes, each written in runs, every run's CRC recorded. Returns the
+/// output and the CRC folded from the blocks.
+fn materialize(c: &Combined, stored: &[Vec<u8>], chunk: usize) -> (Vec<u8>, Option<u32>) {
     let mut out = vec![0u8; c.files[0].size as usize];
+    let crcs = BlockCrcs::new([(0, c.files[0].size)]);
     for s in &c.sources {
         let data = &stored[s.link];
-        let mut off = 0u64;
-        while off < data.len() as u64 {
-            let (to, run) = s.map.locate(off);
-            let run = run.min(data.len() as u64 - off);
-            if let Some(to) = to {
-                out[to as usize..(to + run) as usize].copy_from_slice(&data[off as usize..(off + run) as usize]);
+        for (i, piece) in data.chunks(chunk).enumerate() {
+            let mut off = (i * chunk) as u64;
+            let end = off + piece.len() as u64;
+            while off < end {
+                let (to, run) = s.map.locate_run(off, end - off);
+                let run = run.min(end - off);
+                if let Some(to) = to {
+                    let bytes = &data[off as usize..(off + run) as usize];
+                    out[to as usize..(to + run) as usize].copy_from_slice(bytes);
+                    crcs.record(0, to, bytes);
+                }
+                off += run;
             }
-            off += run;
         }
     }
-    out
+    (out, crcs.file_crc(0))
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -139,18 +148,23 @@ fn a_chain_restores_the_newest_state_of_every_block() {
         failure_persistence: None,
         ..Config::default()
     });
+    // Reads as large as whole stored files, or small and unaligned to blocks.
+    let chunk = prop_oneof![Just(usize::MAX), 1000usize..40_000];
     let strategy = (
         0usize..12,
         proptest::collection::vec(proptest::collection::vec(op(), 0..6), 0..5),
+        chunk,
     );
     runner
-        .run(&strategy, |(initial, steps)| {
+        .run(&strategy, |(initial, steps, chunk)| {
             let (links, stored, expected) = history(&steps, initial);
             let c = combine(&links).unwrap();
             prop_assert_eq!(c.files.len(), 1);
             prop_assert_eq!(&c.files[0].path, PATH);
             prop_assert_eq!(c.files[0].size as usize, expected.len());
-            prop_assert!(materialize(&c, &stored) == expected, "content differs");
+            let (out, crc) = materialize(&c, &stored, chunk);
+            prop_assert!(out == expected, "content differs");
+            prop_assert_eq!(crc, Some(crc32c::crc32c(&expected)), "the CRC folded from the blocks");
             Ok(())
         })
         .unwrap();

@@ -14,7 +14,9 @@ use super::chain::{combine, ChainError, Combined};
 use super::paths::{self, Dest};
 use super::RestoreError;
 use crate::backup::incremental::{strip_label, strip_prefix};
+use crate::repository::summary::BackupSummary;
 use crate::repository::{BackupCatalog, Repository};
+use futures::StreamExt;
 
 /// A chain to restore: its catalogs (newest first) and the combination plan.
 #[derive(Clone, Debug)]
@@ -33,12 +35,35 @@ impl ChainPlan {
 const MAX_CHAIN: usize = 1000;
 
 /// Loads the catalogs from `newest` down to its full backup and plans the combination.
-pub async fn load_chain(repo: &Repository, newest: BackupCatalog) -> Result<ChainPlan, RestoreError> {
+///
+/// The links the backup index (`known`) names are read concurrently, up to 8 at a time, instead
+/// of one round trip per link after another; the walk then follows each catalog's own `parent`,
+/// so the index only decides what is fetched early, and a link it does not name (or that could
+/// not be read early) is read, and its absence reported, as before.
+pub async fn load_chain(
+    repo: &Repository,
+    newest: BackupCatalog,
+    known: &[BackupSummary],
+) -> Result<ChainPlan, RestoreError> {
+    let ids = ancestors(newest.parent.as_deref(), known);
+    let fetched: Vec<_> = futures::stream::iter(ids.iter().map(|id| repo.load_catalog(id)))
+        .buffered(8)
+        .collect()
+        .await;
+    let mut early: HashMap<String, BackupCatalog> = ids
+        .into_iter()
+        .zip(fetched)
+        .filter_map(|(id, r)| r.ok().map(|c| (id, c)))
+        .collect();
     let mut links = vec![newest];
     while let Some(parent) = links.last().and_then(|c| c.parent.clone()) {
         let child = links.last().map(|c| c.id.clone()).unwrap_or_default();
         if links.len() >= MAX_CHAIN || !crate::repository::catalog::is_backup_id(&parent) {
             return Err(ChainError::NoFull(links[0].id.clone()).into());
+        }
+        if let Some(cat) = early.remove(&parent).filter(|c| c.id == parent) {
+            links.push(cat);
+            continue;
         }
         if !repo.catalog_exists(&parent).await? {
             return Err(ChainError::MissingParent { child, parent }.into());
@@ -49,6 +74,25 @@ pub async fn load_chain(repo: &Repository, newest: BackupCatalog) -> Result<Chai
     Ok(ChainPlan { links, combined })
 }
 
+/// The ancestors of a backup whose parent is `parent`, as the backup index names them (nearest
+/// first, at most [`MAX_CHAIN`], stopping at a loop or a backup the index does not list).
+fn ancestors(parent: Option<&str>, known: &[BackupSummary]) -> Vec<String> {
+    let by_id: HashMap<&str, &BackupSummary> = known.iter().map(|b| (b.id.as_str(), b)).collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut next = parent;
+    while let Some(id) = next {
+        if out.len() >= MAX_CHAIN || out.iter().any(|o| o == id) {
+            break;
+        }
+        let Some(b) = by_id.get(id) else {
+            break;
+        };
+        out.push(id.to_string());
+        next = b.parent.as_deref();
+    }
+    out
+}
+
 /// The combined result's catalog: the newest link's, with the combined file list and size.
 pub fn combined_catalog(chain: &ChainPlan) -> BackupCatalog {
     let mut cat = chain.links[0].clone();
@@ -57,8 +101,8 @@ pub fn combined_catalog(chain: &ChainPlan) -> BackupCatalog {
     cat
 }
 
-/// CRC-32C and size of a restored file.
-fn checksum(d: &Dest) -> Result<(u64, u32), RestoreError> {
+/// CRC-32C and size of a restored file, read back.
+pub fn checksum(d: &Dest) -> Result<(u64, u32), RestoreError> {
     let err = |source| RestoreError::Create { path: d.full(), source };
     let mut f = paths::open_read(d)?.ok_or_else(|| err(std::io::ErrorKind::NotFound.into()))?;
     let mut buf = vec![0u8; 256 * 1024];
@@ -92,8 +136,9 @@ pub fn fix_label(label: &Dest) -> Result<(), RestoreError> {
 }
 
 /// The manifest of the combined result. `changed` are the output files whose content differs
-/// from the newest backup's stored file (reconstructed files, `backup_label`), by output path.
-pub fn combined_manifest(newest: &[u8], changed: &HashMap<String, &Dest>) -> Result<Vec<u8>, RestoreError> {
+/// from the newest backup's stored file (reconstructed files, `backup_label`), by output path,
+/// with their size and CRC-32C.
+pub fn combined_manifest(newest: &[u8], changed: &HashMap<String, (u64, u32)>) -> Result<Vec<u8>, RestoreError> {
     let bad = |why: String| RestoreError::Internal(format!("the newest backup's backup_manifest: {why}"));
     let doc: Value = serde_json::from_slice(newest).map_err(|e| bad(e.to_string()))?;
     let obj = doc.as_object().ok_or_else(|| bad("not an object".into()))?;
@@ -114,8 +159,7 @@ pub fn combined_manifest(newest: &[u8], changed: &HashMap<String, &Dest>) -> Res
         let mut f = f.clone();
         let path = f.get("Path").and_then(Value::as_str).unwrap_or_default().to_string();
         let out = strip_prefix(&path).unwrap_or(path);
-        if let Some(d) = changed.get(&out) {
-            let (size, crc) = checksum(d)?;
+        if let Some(&(size, crc)) = changed.get(&out) {
             f["Path"] = Value::String(out);
             f["Size"] = Value::from(size);
             f["Checksum-Algorithm"] = Value::String("CRC32C".into());
@@ -158,7 +202,7 @@ mod tests {
              \"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/1\", \"End-LSN\": \"0/2\" }\n],\n",
         );
         let dest = Dest::new(root, "base/5/16384").unwrap();
-        let changed = HashMap::from([("base/5/16384".to_string(), &dest)]);
+        let changed = HashMap::from([("base/5/16384".to_string(), checksum(&dest).unwrap())]);
         let out = combined_manifest(&newest, &changed).unwrap();
         verify_trailer(&out).unwrap();
         let doc: Value = serde_json::from_slice(&out).unwrap();

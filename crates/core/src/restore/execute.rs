@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use super::blockcrc::BlockCrcs;
 use super::conf::RecoveryConf;
 use super::conf::RestoreType;
 use super::marker::MARKER;
@@ -71,15 +72,23 @@ pub async fn execute(
     let dests = Arc::new(plan.files.clone());
     let counted = failpoint::counting(progress.clone());
     let parallel = plan.request.parallel.max(1);
-    match &plan.chain {
-        None => unpack::unpack_all(repo, cat, files, dests, parallel, counted).await?,
+    let started = std::time::Instant::now();
+    let crcs = match &plan.chain {
+        None => {
+            unpack::unpack_all(repo, cat, files, dests, parallel, counted).await?;
+            None
+        }
         Some(chain) => {
             let sizes = cat.files.iter().map(|f| f.size).collect();
             let ids = chain.ids();
             tracing::info!(chain = %ids.join(" <- "), "restoring an incremental chain in one pass");
-            unpack::unpack_chain(repo, &ids, &chain.combined.sources, sizes, dests, parallel, counted).await?
+            let crcs = Arc::new(reconstructed_crcs(plan, chain));
+            let sources = &chain.combined.sources;
+            unpack::unpack_chain(repo, &ids, sources, sizes, dests, crcs.clone(), parallel, counted).await?;
+            Some(crcs)
         }
-    }
+    };
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "files written");
     failpoint::hit("after-files");
 
     // PostgreSQL's manifest beside the data, as pg_basebackup leaves it, for pg_verifybackup.
@@ -92,18 +101,28 @@ pub async fn execute(
             None
         }
     };
-    if let Some(chain) = &plan.chain {
-        finish_chain(plan, chain, manifest.as_deref())?;
+    let started = std::time::Instant::now();
+    if let (Some(chain), Some(crcs)) = (&plan.chain, &crcs) {
+        finish_chain(plan, chain, crcs, manifest.as_deref())?;
     } else if let Some(manifest) = manifest {
         write_new(&pgdata_dest(plan, "backup_manifest")?, &manifest)?;
     }
     write_recovery_settings(config, plan)?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "manifest and recovery settings written"
+    );
     failpoint::hit("after-settings");
 
+    let started = std::time::Instant::now();
     let plan2 = plan.clone();
     tokio::task::spawn_blocking(move || finish_tree(&plan2))
         .await
         .map_err(|e| RestoreError::Internal(e.to_string()))??;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "modes, owners and fsyncs done"
+    );
     failpoint::hit("after-modes");
 
     failpoint::hit("before-pg-control");
@@ -121,11 +140,23 @@ pub async fn execute(
     })
 }
 
+/// The block CRC record of a chain restore: the output files rebuilt from incremental files.
+fn reconstructed_crcs(plan: &RestorePlan, chain: &super::combined::ChainPlan) -> BlockCrcs {
+    let outputs = chain.links[0].files.iter().enumerate();
+    BlockCrcs::new(
+        outputs
+            .filter(|(_, f)| f.incremental.is_some())
+            .filter_map(|(i, _)| plan.catalog.files.get(i).map(|f| (i, f.size))),
+    )
+}
+
 /// After a chain's files are written: `backup_label` without `INCREMENTAL FROM`, and the
-/// manifest of the combined result.
+/// manifest of the combined result (reconstructed files' CRCs from the blocks as they were
+/// written; any other changed file read back).
 fn finish_chain(
     plan: &RestorePlan,
     chain: &super::combined::ChainPlan,
+    crcs: &BlockCrcs,
     manifest: Option<&[u8]>,
 ) -> Result<(), RestoreError> {
     let label_at = plan.catalog.files.iter().position(|f| f.path == "backup_label");
@@ -138,7 +169,11 @@ fn finish_chain(
     let mut changed = std::collections::HashMap::new();
     for (i, f) in chain.links[0].files.iter().enumerate() {
         if f.incremental.is_some() || f.path == "backup_label" {
-            changed.insert(plan.catalog.files[i].path.clone(), &plan.files[i]);
+            let sum = match crcs.file_crc(i) {
+                Some(crc) => (plan.catalog.files[i].size, crc),
+                _ => super::combined::checksum(&plan.files[i])?,
+            };
+            changed.insert(plan.catalog.files[i].path.clone(), sum);
         }
     }
     let combined = super::combined::combined_manifest(manifest, &changed)?;

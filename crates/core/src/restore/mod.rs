@@ -7,6 +7,7 @@
 //! first, `global/pg_control` last) makes a restore safe to interrupt and repeat; a directory
 //! restore did not write itself is refused, so a restore never overwrites anything.
 
+mod blockcrc;
 mod chain;
 mod combined;
 pub mod conf;

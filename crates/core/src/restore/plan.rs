@@ -106,7 +106,7 @@ async fn plan_once(repo: &Repository, req: &RestoreRequest) -> Result<RestorePla
         None => repo.load_catalog(&choice.backup.id).await?,
     };
     if cat.parent.is_some() {
-        let chain = super::combined::load_chain(repo, cat).await?;
+        let chain = super::combined::load_chain(repo, cat, &s.backups).await?;
         let mut plan = plan_for(super::combined::combined_catalog(&chain), req)?;
         plan.chain = Some(std::sync::Arc::new(chain));
         plan.recovery = Some(choice);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use super::blockcrc::BlockCrcs;
 use super::chain::{Source, SourceMap};
 use super::paths::{Dest, PathError};
 use crate::repository::walk::{walk_bundle, WalkError};
@@ -86,18 +87,21 @@ pub async fn unpack_all(
         }
     }
     create_all(dests.clone(), None).await?;
-    run_jobs(repo, work, dests, parallel, progress).await
+    run_jobs(repo, work, dests, None, parallel, progress).await
 }
 
 /// Unpacks a chain of backups in one pass: each source's bytes go where its map sends them.
 /// `links` are the backup ids, newest first (`Source::link` indexes them); `sizes` are the
-/// output files' final lengths.
+/// output files' final lengths. The CRC-32C of every block written through a map is recorded
+/// in `crcs` (for the combined manifest, without reading the files back).
+#[allow(clippy::too_many_arguments)]
 pub async fn unpack_chain(
     repo: &Repository,
     links: &[String],
     sources: &[Source],
     sizes: Vec<u64>,
     dests: Arc<Vec<Dest>>,
+    crcs: Arc<BlockCrcs>,
     parallel: usize,
     progress: Arc<dyn Progress>,
 ) -> Result<(), UnpackError> {
@@ -116,7 +120,7 @@ pub async fn unpack_chain(
         }
     }
     create_all(dests.clone(), Some(sizes)).await?;
-    run_jobs(repo, work, dests, parallel, progress).await
+    run_jobs(repo, work, dests, Some(crcs), parallel, progress).await
 }
 
 /// Every file exists (empty, or of its final length) before pieces land in it, so empty files
@@ -140,6 +144,7 @@ async fn run_jobs(
     repo: &Repository,
     work: HashMap<(String, u32), Vec<PieceJob>>,
     dests: Arc<Vec<Dest>>,
+    crcs: Option<Arc<BlockCrcs>>,
     parallel: usize,
     progress: Arc<dyn Progress>,
 ) -> Result<(), UnpackError> {
@@ -161,9 +166,10 @@ async fn run_jobs(
             .map_err(|e| UnpackError::Task(bundle, e.to_string()))?;
         let storage = repo.storage().clone();
         let sealing = repo.sealing();
-        let (dests, progress) = (dests.clone(), progress.clone());
+        let (dests, progress, crcs) = (dests.clone(), progress.clone(), crcs.clone());
         tasks.spawn(async move {
-            let r = unpack_bundle(storage, backup, bundle, sealing, pieces, dests, progress).await;
+            let out = Out { dests, crcs, progress };
+            let r = unpack_bundle(storage, backup, bundle, sealing, pieces, out).await;
             drop(permit);
             r
         });
@@ -178,14 +184,31 @@ async fn run_jobs(
     Ok(())
 }
 
-/// Writes `bytes` (source file offset `off` on) where `map` sends them.
-fn write_mapped(file: &File, map: &SourceMap, mut off: u64, mut bytes: &[u8]) -> std::io::Result<()> {
+/// Where a bundle's pieces go: the destination files, and the CRC record of a chain restore.
+struct Out {
+    dests: Arc<Vec<Dest>>,
+    crcs: Option<Arc<BlockCrcs>>,
+    progress: Arc<dyn Progress>,
+}
+
+/// Writes `bytes` (source file offset `off` on) where `map` sends them, each contiguous run with
+/// one call, recording the CRC of what lands in output `output`.
+fn write_mapped(
+    file: &File,
+    map: &SourceMap,
+    mut off: u64,
+    mut bytes: &[u8],
+    crcs: Option<(&BlockCrcs, usize)>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     while !bytes.is_empty() {
-        let (to, run) = map.locate(off);
+        let (to, run) = map.locate_run(off, bytes.len() as u64);
         let n = run.min(bytes.len() as u64) as usize;
         if let Some(to) = to {
             file.write_all_at(&bytes[..n], to)?;
+            if let Some((crcs, output)) = crcs {
+                crcs.record(output, to, &bytes[..n]);
+            }
         }
         off += n as u64;
         bytes = &bytes[n..];
@@ -193,16 +216,15 @@ fn write_mapped(file: &File, map: &SourceMap, mut off: u64, mut bytes: &[u8]) ->
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn unpack_bundle(
     storage: Storage,
     backup: String,
     bundle: u32,
     sealing: ObjectSealing,
     pieces: Vec<PieceJob>,
-    dests: Arc<Vec<Dest>>,
-    progress: Arc<dyn Progress>,
+    out: Out,
 ) -> Result<(), UnpackError> {
+    let Out { dests, crcs, progress } = out;
     let object_key = layout::bundle_key(&backup, bundle);
     let location = format!("{storage}/{object_key}");
     let reader = ChannelReader::download(&storage, &object_key).await?;
@@ -245,7 +267,8 @@ async fn unpack_bundle(
                     source,
                 };
                 if let Some(map) = &pieces[i].map {
-                    write_mapped(file, map, piece.file_offset + done, bytes).map_err(werr)?;
+                    let crcs = crcs.as_deref().map(|c| (c, fi));
+                    write_mapped(file, map, piece.file_offset + done, bytes, crcs).map_err(werr)?;
                 } else {
                     if done == 0 {
                         file.seek(SeekFrom::Start(piece.file_offset)).map_err(werr)?;
