@@ -3,14 +3,16 @@
 //!
 //! Order: the marker (fsynced, with the data directory and its parent); on a re-run, the
 //! interrupted restore's files removed (`global/pg_control` first); directories, links and files;
-//! the recovery settings; modes, times and ownership; every file and directory fsynced bottom-up,
-//! the parents of the data and tablespace directories included; then `global/pg_control` renamed
+//! the recovery settings; modes, times and ownership; everything made durable at once (a
+//! `syncfs` of each data or tablespace directory's file system, and an fsync of each one's
+//! parent); then `global/pg_control` renamed
 //! into place and synced; then the marker removed. Until that rename the directory has no
 //! `pg_control`, so PostgreSQL will not start on a half-restored directory.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -296,8 +298,9 @@ fn write_recovery_settings(config: &Config, plan: &RestorePlan) -> Result<(), Re
     write_new(&pgdata_dest(plan, req.kind.signal_file())?, b"")
 }
 
-/// Modes, times and ownership of everything restored, then every directory fsynced bottom-up
-/// and the parents of the roots: all before `pg_control` is renamed into place.
+/// Modes, times and ownership of everything restored, then all of it made durable (a syncfs of
+/// each root's file system, an fsync of each root's parent): all before `pg_control` is renamed
+/// into place.
 fn finish_tree(plan: &RestorePlan) -> Result<(), RestoreError> {
     let owner = if nix::unistd::geteuid().is_root() {
         plan.catalog.owner_uid.zip(plan.catalog.owner_gid)
@@ -317,7 +320,6 @@ fn finish_tree(plan: &RestorePlan) -> Result<(), RestoreError> {
         f.set_permissions(std::fs::Permissions::from_mode(entry.mode & 0o777))
             .map_err(create_err(&d.full()))?;
         chown(&f, &d.full())?;
-        f.sync_all().map_err(create_err(&d.full()))?;
     }
     for name in [
         "backup_manifest",
@@ -328,7 +330,6 @@ fn finish_tree(plan: &RestorePlan) -> Result<(), RestoreError> {
         let d = pgdata_dest(plan, name)?;
         if let Ok(f) = paths::open_nofollow(&d) {
             chown(&f, &d.full())?;
-            f.sync_all().map_err(create_err(&d.full()))?;
         }
     }
     let mut dirs: Vec<(&Dest, u32)> = plan.directories.iter().map(|(d, m)| (d, (m & 0o777) | 0o700)).collect();
@@ -353,7 +354,11 @@ fn finish_tree(plan: &RestorePlan) -> Result<(), RestoreError> {
     for root in plan.roots() {
         let f = paths::open_root_dir(&root)?;
         chown(&f, &root)?;
-        sync_tree(&root)?;
+        // One syncfs(2) per root makes every file and directory restored under it durable: a
+        // single journal commit instead of an fsync per file (thousands in a small cluster,
+        // seconds on a disk with slow flushes). Linux reports writeback errors of the whole
+        // file system through it (5.8 and later).
+        nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| create_err(&root)(std::io::Error::from(e)))?;
         sync_parent(&root)?;
     }
     Ok(())
@@ -368,23 +373,4 @@ fn sync_parent(path: &Path) -> Result<(), RestoreError> {
         Some(p) => sync_dir(p),
         None => Ok(()),
     }
-}
-
-/// fsyncs every directory below `path` (not following links), children before parents.
-fn sync_tree(path: &Path) -> Result<(), RestoreError> {
-    let mut stack: Vec<(PathBuf, bool)> = vec![(path.to_path_buf(), false)];
-    while let Some((dir, visited)) = stack.pop() {
-        if visited {
-            sync_dir(&dir)?;
-            continue;
-        }
-        stack.push((dir.clone(), true));
-        for e in std::fs::read_dir(&dir).map_err(create_err(&dir))? {
-            let e = e.map_err(create_err(&dir))?;
-            if e.file_type().map_err(create_err(&dir))?.is_dir() {
-                stack.push((e.path(), false));
-            }
-        }
-    }
-    Ok(())
 }

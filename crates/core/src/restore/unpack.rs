@@ -249,14 +249,10 @@ async fn unpack_bundle(
                     Some(f) => f,
                     None => {
                         // Bundles (several at once, several links of a chain) can hold
-                        // thousands of small files: keep few descriptors, syncing what closes.
+                        // thousands of small files: keep few descriptors. Durability comes
+                        // once for the whole tree, at the end (`execute::finish_tree`).
                         if open.len() >= MAX_OPEN_FILES {
-                            for (fi, f) in open.drain() {
-                                f.sync_all().map_err(|source| UnpackError::Write {
-                                    path: dests[fi].full(),
-                                    source,
-                                })?;
-                            }
+                            open.clear();
                         }
                         let f = super::paths::open_nofollow(path)?;
                         open.entry(fi).or_insert(f)
@@ -309,12 +305,6 @@ async fn unpack_bundle(
                 },
                 WalkError::Sink(e) => e,
             });
-        }
-        for (fi, f) in open {
-            f.sync_all().map_err(|source| UnpackError::Write {
-                path: dests[fi].full(),
-                source,
-            })?;
         }
         Ok(())
     })
