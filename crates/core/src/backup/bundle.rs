@@ -5,7 +5,7 @@
 //! part-count limits) and restores can unpack several bundles at once. Each bundle is sealed
 //! (zstd, then AES-256-GCM chunks) on the packing thread and handed chunk by chunk to an async
 //! upload task; bounded channels and at most two unfinished uploads keep memory flat whatever the
-//! database size.
+//! database size ([`upload_budget`]; the whole backup's budget is in `super::memory`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -20,14 +20,23 @@ use crate::format::{Codec, FormatError, MasterKey, ObjectWriter};
 use crate::repository::catalog::{BundleEntry, Piece};
 use crate::repository::layout;
 use crate::repository::ObjectSealing;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, UPLOAD_PART_SIZE};
 
 /// Sealed bytes are sent to the uploader in chunks of this size.
-const SEND_CHUNK: usize = 1024 * 1024;
-/// Chunks buffered between the packer and one bundle's upload.
-const CHANNEL_DEPTH: usize = 8;
-/// Bundles whose upload may still be running while the next one is being packed.
-const MAX_PENDING_UPLOADS: usize = 2;
+pub const SEND_CHUNK: usize = 1024 * 1024;
+/// Chunks buffered between the packer and one bundle's upload. The upload copies them into its
+/// parts at once, so two are enough to keep it fed.
+pub const CHANNEL_DEPTH: usize = 2;
+/// Bundles whose upload may still be running while the next one is being packed: the previous
+/// bundle's last parts and its completion overlap the start of the next one.
+pub const MAX_PENDING_UPLOADS: usize = 2;
+/// The most memory the uploads of one backup hold with `parallel` parts in flight per upload:
+/// the parts of each unfinished upload (the ones in flight and the one being filled), and for
+/// the bundle being packed its channel and the chunk being filled (a committed bundle's channel
+/// is already drained into its upload).
+pub const fn upload_budget(parallel: usize) -> usize {
+    MAX_PENDING_UPLOADS * (parallel + 1) * UPLOAD_PART_SIZE + (CHANNEL_DEPTH + 1) * SEND_CHUNK
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -102,6 +111,7 @@ pub struct BundleWriter {
     pending: Vec<(u32, JoinHandle<Result<(), StorageError>>)>,
     done: Vec<BundleEntry>,
     piece: Option<PieceState>,
+    upload_parallel: usize,
 }
 
 struct PieceState {
@@ -140,7 +150,15 @@ impl BundleWriter {
             pending: Vec::new(),
             done: Vec::new(),
             piece: None,
+            upload_parallel: 1,
         }
+    }
+
+    /// Sends up to `parallel` parts of each bundle's upload at once (default 1; see
+    /// [`upload_budget`]).
+    pub fn with_upload_parallel(mut self, parallel: usize) -> Self {
+        self.upload_parallel = parallel.max(1);
+        self
     }
 
     fn open_bundle(&mut self) -> Result<(), BundleError> {
@@ -153,8 +171,9 @@ impl BundleWriter {
         let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
         let storage = self.storage.clone();
         let key = layout::bundle_key(&self.backup_id, id);
+        let parallel = self.upload_parallel;
         let handle = self.rt.spawn(async move {
-            let mut up = storage.upload(&key).await?;
+            let mut up = storage.upload(&key).await?.with_concurrency(parallel);
             while let Some(msg) = rx.recv().await {
                 match msg {
                     Msg::Data(b) => {

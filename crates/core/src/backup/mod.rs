@@ -10,6 +10,7 @@
 pub mod bundle;
 pub mod incremental;
 pub mod manifest;
+pub mod memory;
 pub mod packer;
 mod parent;
 mod walwait;
@@ -73,12 +74,17 @@ pub enum BackupError {
     /// The server refused the incremental BASE_BACKUP before sending anything.
     #[error("the server refused the incremental backup: {0}")]
     IncrementalRefused(String),
+    #[error("{key} {why} (see docs/CONFIGURATION.md)")]
+    Setting { key: &'static str, why: String },
     #[error("internal: {0}")]
     Internal(String),
 }
 
 /// Size of the pieces of tar stream handed from the network task to the packing thread.
-const FORWARD_CHUNK: usize = 512 * 1024;
+pub const FORWARD_CHUNK: usize = 512 * 1024;
+/// Pieces in flight between the network task and the packing thread: enough to ride out the
+/// packer's pauses (a bundle boundary, a full upload channel) while the server keeps sending.
+pub const FORWARD_DEPTH: usize = 8;
 
 /// Choices for one backup run.
 #[derive(Clone, Debug)]
@@ -91,6 +97,8 @@ pub struct BackupOptions {
     /// `full`, or `incr`/`diff` (PostgreSQL 17+).
     pub kind: BackupKind,
     pub incremental_fallback: incremental::IncrementalFallback,
+    /// Parts of one bundle's upload in flight at once (`[backup] upload_parallel`).
+    pub upload_parallel: usize,
 }
 
 impl BackupOptions {
@@ -103,6 +111,7 @@ impl BackupOptions {
             bundle_size: config.backup.bundle_size_mib * 1024 * 1024,
             kind: BackupKind::Full,
             incremental_fallback: config.backup.incremental_fallback,
+            upload_parallel: config.backup.upload_parallel,
         }
     }
 }
@@ -125,6 +134,19 @@ pub async fn run(
     opts: &BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupCatalog, BackupError> {
+    if let Some((key, why)) = config.backup.check() {
+        return Err(BackupError::Setting { key, why });
+    }
+    if opts.upload_parallel == 0 || opts.upload_parallel > 16 {
+        let why = "must be between 1 and 16".to_string();
+        return Err(BackupError::Setting {
+            key: "backup.upload_parallel",
+            why,
+        });
+    }
+    memory::limit_allocator_retention();
+    let budget = memory::BackupMemory::for_config(config);
+    tracing::debug!(budget_mib = budget.total() >> 20, ?budget, "memory budget");
     // One backup at a time per repository (the lease survives a crash for at most its length).
     let lock = repo.lock(BACKUP_LOCK, LOCK_LEASE, "pgvault backup").await?;
     let result = run_locked(config, repo, opts, progress, &lock).await;
@@ -380,9 +402,11 @@ async fn stream_backup(
         })
         .collect();
 
-    // At most 16 coalesced pieces (8 MiB) in flight between the network and the packer.
-    let (tx, rx) = mpsc::channel(16);
-    let writer = repo.bundle_writer(tokio::runtime::Handle::current(), id, opts.bundle_size);
+    // At most FORWARD_DEPTH coalesced pieces (4 MiB) in flight between the network and the packer.
+    let (tx, rx) = mpsc::channel(FORWARD_DEPTH);
+    let writer = repo
+        .bundle_writer(tokio::runtime::Handle::current(), id, opts.bundle_size)
+        .with_upload_parallel(opts.upload_parallel);
     let p = progress.clone();
     let packer = tokio::task::spawn_blocking(move || packer::pack(rx, writer, p.as_ref()));
 

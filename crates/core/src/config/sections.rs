@@ -60,6 +60,20 @@ pub struct BackupConfig {
     /// When an incremental backup cannot be taken: `"full"` (take a full one, logged) or `"fail"`.
     #[serde(default)]
     pub incremental_fallback: crate::backup::incremental::IncrementalFallback,
+    /// Parts (5 MiB each) of one bundle's upload sent at once (1..=16). Each costs 5 MiB of
+    /// memory per uploading bundle; more help a store far away (see docs/CONFIGURATION.md).
+    #[serde(default = "default_upload_parallel")]
+    pub upload_parallel: usize,
+}
+
+impl BackupConfig {
+    /// The first key out of range, with why.
+    pub fn check(&self) -> Option<(&'static str, String)> {
+        if self.upload_parallel == 0 || self.upload_parallel > 16 {
+            return Some(("backup.upload_parallel", "must be between 1 and 16".to_string()));
+        }
+        None
+    }
 }
 
 impl Default for BackupConfig {
@@ -70,6 +84,7 @@ impl Default for BackupConfig {
             bundle_size_mib: default_bundle_mib(),
             fast_checkpoint: true,
             incremental_fallback: Default::default(),
+            upload_parallel: default_upload_parallel(),
         }
     }
 }
@@ -355,6 +370,9 @@ pub(super) fn default_level() -> i32 {
 }
 pub(super) fn default_archive_wait() -> u64 {
     600
+}
+pub(super) fn default_upload_parallel() -> usize {
+    1
 }
 pub(super) fn default_bundle_mib() -> u64 {
     128

@@ -21,7 +21,7 @@ use error::{bounded, classify, error_text, http_status, names_missing_bucket};
 pub use error::{Backend, OperationError, StorageError, StorageErrorKind};
 pub use retry::OP_RETRIES;
 use stream::{body_backoff, BODY_RETRIES};
-pub use stream::{Upload, UPLOAD_PART_SIZE};
+pub use stream::{Upload, UPLOAD_CONCURRENCY, UPLOAD_MEMORY, UPLOAD_PART_SIZE};
 
 use std::fmt;
 use std::path::PathBuf;

@@ -97,17 +97,24 @@ impl ResumableRead {
     }
 }
 
-/// How many parts of one streamed upload may be in flight at once.
-const UPLOAD_CONCURRENCY: usize = 4;
-/// Size of one part of a streamed upload.
-pub const UPLOAD_PART_SIZE: usize = 8 * 1024 * 1024;
+/// How many parts of one streamed upload may be in flight at once. Two keep a loopback or LAN
+/// store busy (one part is sent while the next is filled); more only cost memory.
+pub const UPLOAD_CONCURRENCY: usize = 2;
+/// Size of one part of a streamed upload: S3's smallest allowed part (5 MiB), which allows
+/// objects of up to 50 000 MiB (10 000 parts), far above the bundle size.
+pub const UPLOAD_PART_SIZE: usize = 5 * 1024 * 1024;
+/// The most memory one streamed upload holds at the default concurrency: the parts in flight and
+/// the one being filled.
+pub const UPLOAD_MEMORY: usize = (UPLOAD_CONCURRENCY + 1) * UPLOAD_PART_SIZE;
 
-/// A streamed, multipart upload with bounded memory (`UPLOAD_CONCURRENCY` × part size).
+/// A streamed, multipart upload with bounded memory: `(concurrency + 1)` parts ([`UPLOAD_MEMORY`]
+/// at the default).
 pub struct Upload {
     writer: WriteMultipart,
     key: String,
     storage: Storage,
     bytes: u64,
+    concurrency: usize,
 }
 
 impl Upload {
@@ -117,12 +124,19 @@ impl Upload {
             key: key.to_string(),
             storage,
             bytes: 0,
+            concurrency: UPLOAD_CONCURRENCY,
         }
+    }
+
+    /// Sends up to `n` parts at once (at least 1): the upload then holds at most `n + 1` parts.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
         self.writer
-            .wait_for_capacity(UPLOAD_CONCURRENCY)
+            .wait_for_capacity(self.concurrency)
             .await
             .map_err(|e| self.storage.err("upload", &self.key, e))?;
         self.writer.write(data);
