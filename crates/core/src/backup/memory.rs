@@ -20,7 +20,7 @@ const MIB: usize = 1024 * 1024;
 /// `workers + 3` jobs and up to 8 output buffers), over 100 MiB; 1 MiB jobs keep the same two
 /// cores busy (a job takes a few milliseconds) at an eighth of that. The writer sets it
 /// (`format::envelope`, `CParameter::JobSize`).
-pub const ZSTD_JOB_SIZE: usize = MIB;
+pub const ZSTD_JOB_SIZE: usize = crate::format::ZSTD_JOB_SIZE;
 
 /// A zstd compression context at the levels backups use (1..=9: hash and chain tables, block
 /// buffers), per worker; measured with heaptrack at level 3.

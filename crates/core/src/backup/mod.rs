@@ -404,9 +404,12 @@ async fn stream_backup(
 
     // At most FORWARD_DEPTH coalesced pieces (4 MiB) in flight between the network and the packer.
     let (tx, rx) = mpsc::channel(FORWARD_DEPTH);
-    let writer = repo
-        .bundle_writer(tokio::runtime::Handle::current(), id, opts.bundle_size)
-        .with_upload_parallel(opts.upload_parallel);
+    let rt = tokio::runtime::Handle::current();
+    let writer = match parent {
+        Some(_) => repo.bundle_writer_with(rt, id, opts.bundle_size, incremental::incremental_sealing),
+        None => repo.bundle_writer(rt, id, opts.bundle_size),
+    }
+    .with_upload_parallel(opts.upload_parallel);
     let p = progress.clone();
     let packer = tokio::task::spawn_blocking(move || packer::pack(rx, writer, p.as_ref()));
 

@@ -208,6 +208,9 @@ impl Config {
         if let Some((key, why)) = self.archive.check() {
             return Err(self.invalid(key, why));
         }
+        if let Some((key, why)) = self.backup.check() {
+            return Err(self.invalid(key, why));
+        }
         if let Some((key, why)) = self.retention.as_ref().and_then(RetentionConfig::check) {
             return Err(self.invalid(key, why));
         }

@@ -11,6 +11,11 @@ use crate::format::error::FormatError;
 
 /// Default plaintext bytes per sealed chunk (1 MiB).
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+/// The job size of multi-threaded zstd when streaming an object. zstd's own choice at level 3
+/// (8 MiB jobs, with `workers + 3` jobs of input and up to 8 output buffers) holds over 100 MiB;
+/// 1 MiB jobs keep the same cores busy (a job takes a few milliseconds) at an eighth of that.
+/// The frame format does not depend on it.
+pub const ZSTD_JOB_SIZE: usize = 1 << 20;
 /// Smallest accepted chunk size (keeps the 16-byte tag overhead under 2%).
 pub const MIN_CHUNK_SIZE: u32 = 1 << 10;
 /// Largest accepted chunk size; also bounds reader memory for hostile headers.

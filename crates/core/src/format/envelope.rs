@@ -185,6 +185,9 @@ impl<W: Write> ObjectWriter<W> {
                 enc.include_checksum(true).map_err(zstd_err)?;
                 if codec.zstd_workers > 0 {
                     enc.multithread(codec.zstd_workers).map_err(zstd_err)?;
+                    let job = super::codec::ZSTD_JOB_SIZE as u32;
+                    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(job))
+                        .map_err(zstd_err)?;
                 }
                 WriteStage::Zstd(enc)
             }

@@ -30,7 +30,7 @@ mod tests;
 mod tests_v2;
 
 pub use chunk::TAG_LEN;
-pub use codec::{Codec, Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+pub use codec::{Codec, Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ZSTD_JOB_SIZE};
 pub use envelope::{read_metadata, ObjectReader, ObjectStats, ObjectWriter};
 pub use error::{into_format_error, FormatError};
 pub use header::{

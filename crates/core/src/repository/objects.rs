@@ -334,6 +334,18 @@ impl Repository {
         BundleWriter::with_sealing(rt, self.storage.clone(), id, self.sealing(), target)
     }
 
+    /// [`Repository::bundle_writer`] with the sealing adjusted by `adjust` (the key stays the
+    /// repository's): incremental backups raise the compression level.
+    pub fn bundle_writer_with(
+        &self,
+        rt: tokio::runtime::Handle,
+        id: &str,
+        target: u64,
+        adjust: impl FnOnce(ObjectSealing) -> ObjectSealing,
+    ) -> BundleWriter {
+        BundleWriter::with_sealing(rt, self.storage.clone(), id, adjust(self.sealing()), target)
+    }
+
     /// Bundle `n` of backup `id` as a blocking reader of its authenticated plaintext (read it
     /// on a blocking thread; only `Ok(0)` proves it complete).
     pub async fn open_bundle(&self, id: &str, n: u32) -> Result<ObjectReader<ChannelReader>, RepositoryError> {

@@ -55,6 +55,8 @@ pub async fn execute(
     plan: &RestorePlan,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreSummary, RestoreError> {
+    // The same allocator bounds as a backup: freed buffers go back to the system.
+    crate::backup::memory::limit_allocator_retention();
     let cat = &plan.catalog;
     std::fs::create_dir_all(&plan.pgdata).map_err(create_err(&plan.pgdata))?;
     std::fs::set_permissions(&plan.pgdata, std::fs::Permissions::from_mode(0o700)).map_err(create_err(&plan.pgdata))?;
