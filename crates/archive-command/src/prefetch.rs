@@ -110,6 +110,8 @@ async fn keep_ahead(
     let mut running: tokio::task::JoinSet<(WalFileName, Result<bool, ArchiveError>)> = tokio::task::JoinSet::new();
     let mut in_flight: Vec<WalFileName> = Vec::new();
     let mut published: Vec<WalFileName> = Vec::new();
+    // Worked out (history files read, spool trimmed) only when the cursor moves.
+    let mut current_window = window(spool, &cursor, cfg, segment_size);
     loop {
         if spool.stop_requested() {
             return;
@@ -118,9 +120,11 @@ async fn keep_ahead(
             cursor = c;
             moved_at = Instant::now();
             stop_at = None;
+            current_window = window(spool, &cursor, cfg, segment_size);
         }
-        let wanted: Vec<WalFileName> = window(spool, &cursor, cfg, segment_size)
-            .into_iter()
+        let wanted: Vec<WalFileName> = current_window
+            .iter()
+            .copied()
             .take_while(|n| stop_at.is_none_or(|s| *n < s))
             .filter(|n| !spool.contains(n))
             .collect();
