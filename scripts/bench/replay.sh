@@ -21,8 +21,11 @@
 #   KEEP=1         leave the source cluster running afterwards
 #   REUSE=1        measure again against the repositories an earlier run left (no new WAL; the
 #                  source cluster is not needed)
+#   FLOOR=1        also measure PostgreSQL's own replay with every segment already in pg_wal (no
+#                  restore_command at all): the floor any restore_command can reach
 # Output: per measurement the restore, replay (start to promoted) and total seconds; then the
-# medians and the ratio pgvault/pgBackRest per pair (below 1.0: pgvault is faster), min-max.
+# medians and the ratio pgvault/pgBackRest per pair (below 1.0: pgvault is faster), min-max; with
+# FLOOR=1 the floor's median and each tool's replay over it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 ARCHIVE_EXTRA=${ARCHIVE_EXTRA:-$'get_prefetch = 8\nget_parallel = 4'}
@@ -87,13 +90,34 @@ EOF
     { log "$dir: the marker row is missing: recovery stopped early"; return 1; }
 }
 
-# measure TOOL: restore + start to promoted; prints "restore_s replay_s total_s".
+# fill_walcache: every archived segment after the backup, fetched once into $CDIR/walcache.
+fill_walcache() {
+  local n found=0 name
+  [ -f "$CDIR/walcache/.done-$RUNID" ] && return 0
+  rm -rf "$CDIR/walcache"; mkdir -p "$CDIR/walcache"; chown postgres "$CDIR/walcache"
+  for n in $(seq 1 4096); do
+    name=$(printf '00000001%08X%08X' $(((n) / 256)) $(((n) % 256)))
+    if as_pg "$bin/pgvault-archive" --config "$CDIR/pgvault.toml" fetch "$name" "$CDIR/walcache/$name" >/dev/null 2>&1; then
+      found=$((found + 1))
+    elif [ "$found" -gt 0 ]; then break; fi
+  done
+  log "floor: $found segments in $CDIR/walcache"
+  touch "$CDIR/walcache/.done-$RUNID"
+}
+
+# measure TOOL: restore + start to promoted; prints "restore_s replay_s total_s". TOOL "floor":
+# pgvault's restore, then every segment copied into pg_wal and no restore_command.
 measure() {
   local tool=$1 dir t0 t1 rp
   dir=$CDIR/r-$tool
   stop_cluster "$dir"; rm -rf "$dir" "$dir.log"
   t0=$(now)
-  if [ "$tool" = pv ]; then
+  if [ "$tool" = floor ]; then
+    as_pg "$bin/pgvault" --config "$CDIR/pgvault.toml" restore --pgdata "$dir" --archive-mode off >/dev/null
+    as_pg cp "$CDIR"/walcache/0* "$dir/pg_wal/"
+    echo "restore_command = 'false'" >>"$dir/postgresql.auto.conf"
+    sync
+  elif [ "$tool" = pv ]; then
     as_pg "$bin/pgvault" --config "$CDIR/pgvault.toml" restore --pgdata "$dir" --archive-mode off >/dev/null
   else
     rm -rf "$CDIR/pgbr-spool/archive" # no segments left from the previous measurement
@@ -107,12 +131,14 @@ measure() {
   printf '%s %s %s\n' "$(calc "$t1 - $t0")" "$rp" "$(calc "$t1 - $t0 + $rp")"
 }
 
-: >"$tmp/pv"; : >"$tmp/br"; : >"$tmp/pv.total"; : >"$tmp/br.total"; : >"$tmp/ratio"; : >"$tmp/ratio.total"
+: >"$tmp/pv"; : >"$tmp/br"; : >"$tmp/floor"; : >"$tmp/pv.total"; : >"$tmp/br.total"; : >"$tmp/ratio"; : >"$tmp/ratio.total"
+tools="pv br"
+if [ "${FLOOR:-0}" = 1 ]; then fill_walcache; tools="pv br floor"; fi
 printf '# replay: %s pairs, %s segments (%s MiB) of WAL after the backup, pgvault [archive] %s, pgBackRest archive-async archive-get (queue max default)\n' \
   "$PAIRS" "$SEGS" "$((SEGS * 16))" "$(echo "$ARCHIVE_EXTRA" | tr '\n' ' ')"
 printf '# load at start: %s\n' "$(uptime | sed 's/.*load average/load average/')"
 for i in $(seq "$PAIRS"); do
-  if [ $((i % 2)) = 1 ]; then order="pv br"; else order="br pv"; fi
+  if [ $((i % 2)) = 1 ]; then order=$tools; else order=$(echo "$tools" | awk '{for (i = NF; i > 0; i--) printf "%s ", $i}'); fi
   for tool in $order; do
     r=; rp=; tot=
     read -r r rp tot < <(measure "$tool") || true
@@ -120,7 +146,7 @@ for i in $(seq "$PAIRS"); do
     echo "$rp" >>"$tmp/$tool"; echo "$tot" >>"$tmp/$tool.total"
     eval "rp_$tool=$rp tot_$tool=$tot"
     printf 'pair %d %-10s restore %6.2f s  start to promoted %6.2f s  total %6.2f s\n' "$i" \
-      "$([ "$tool" = pv ] && echo pgvault || echo pgBackRest)" "$r" "$rp" "$tot"
+      "$(case $tool in pv) echo pgvault;; br) echo pgBackRest;; *) echo floor;; esac)" "$r" "$rp" "$tot"
   done
   calc "$rp_pv / $rp_br" >>"$tmp/ratio"; calc "$tot_pv / $tot_br" >>"$tmp/ratio.total"
 done
@@ -128,3 +154,7 @@ printf 'replay %d segments, start to promoted: pgBackRest %6.2f s  pgvault %6.2f
   "$SEGS" "$(median <"$tmp/br")" "$(median <"$tmp/pv")" "$(median <"$tmp/ratio")" "$(minmax <"$tmp/ratio")"
 printf 'restore + replay %d segments:          pgBackRest %6.2f s  pgvault %6.2f s  ratio median %.2f, spread %s\n' \
   "$SEGS" "$(median <"$tmp/br.total")" "$(median <"$tmp/pv.total")" "$(median <"$tmp/ratio.total")" "$(minmax <"$tmp/ratio.total")"
+if [ "${FLOOR:-0}" = 1 ]; then
+  printf 'floor (every segment already in pg_wal, no restore_command): %6.2f s; replay over floor: pgBackRest %.2f, pgvault %.2f\n' \
+    "$(median <"$tmp/floor")" "$(calc "$(median <"$tmp/br") / $(median <"$tmp/floor")")" "$(calc "$(median <"$tmp/pv") / $(median <"$tmp/floor")")"
+fi

@@ -93,7 +93,7 @@ async fn push_inner(config_path: Option<&Path>, path: &Path) -> anyhow::Result<P
     }
     // Read and compress S on another thread while this one opens the repository (a storage
     // round trip and the memory-hard key derivation): the two overlap.
-    let (mut codec, wal_path) = (Repository::codec_for(&config), path.to_path_buf());
+    let (mut codec, wal_path) = (Repository::wal_codec_for(&config), path.to_path_buf());
     if !extras.is_empty() {
         // S compresses beside the segments stored ahead, one core each.
         codec.zstd_workers = 0;

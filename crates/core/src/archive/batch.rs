@@ -92,7 +92,7 @@ impl PushJob {
         } = self;
         // Segments compress side by side, one core each: zstd's own threads would only add
         // copies and hand-offs.
-        let mut codec = repo.codec();
+        let mut codec = repo.wal_codec();
         codec.zstd_workers = 0;
         // The marker describes exactly the bytes that are stored: hashed from the same buffer.
         let (wal, marker) = tokio::task::spawn_blocking(move || {

@@ -174,11 +174,14 @@ impl Config {
         }
         match self.compression.algorithm.as_str() {
             "zstd" => {
-                if !(1..=19).contains(&self.compression.level) {
-                    return Err(self.invalid(
-                        "compression.level",
-                        format!("{} is outside 1..=19", self.compression.level),
-                    ));
+                let c = &self.compression;
+                for (key, level) in [
+                    ("compression.level", c.level),
+                    ("compression.archive_level", c.archive_level),
+                ] {
+                    if !(1..=19).contains(&level) {
+                        return Err(self.invalid(key, format!("{level} is outside 1..=19")));
+                    }
                 }
             }
             "none" => {}

@@ -35,6 +35,10 @@ fn accepts_the_bench_bed_configuration() {
     assert_eq!(c.postgres.port, 55432);
     assert_eq!(c.repository.url, "s3://pgvault/bench");
     assert_eq!(c.compression.level, 3);
+    assert_eq!(
+        c.compression.archive_level, 1,
+        "archived WAL: the fast level by default"
+    );
     assert!(
         !format!("{c:?}").contains("benchsecret"),
         "secrets must not reach Debug output"
@@ -92,6 +96,10 @@ fn bad_values_are_rejected_with_the_key() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("compression.level"), "{err}");
+    let err = parse(&format!("{base}[compression]\narchive_level = 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("compression.archive_level"), "{err}");
     let err = parse(&format!("{base}[compression]\nalgorithm = \"lz5\"\n"))
         .unwrap_err()
         .to_string();

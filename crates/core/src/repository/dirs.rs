@@ -35,10 +35,5 @@ pub(crate) async fn test_repository(storage: crate::storage::Storage, meta: supe
         .put(layout::META_KEY, bytes::Bytes::from(body))
         .await
         .expect("descriptor");
-    Repository {
-        storage,
-        meta,
-        key: None,
-        codec: crate::format::Codec::default(),
-    }
+    Repository::from_parts(storage, meta, None)
 }

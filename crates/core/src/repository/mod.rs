@@ -108,6 +108,7 @@ pub struct Repository {
     meta: RepoMeta,
     key: Option<Arc<MasterKey>>,
     codec: Codec,
+    wal_codec: Codec,
 }
 
 impl std::fmt::Debug for Repository {
@@ -266,7 +267,21 @@ impl Repository {
             meta,
             key,
             codec: Self::codec_for(config),
+            wal_codec: Self::wal_codec_for(config),
         })
+    }
+
+    /// A repository over `storage` with default codecs, for tests that build their own
+    /// descriptor instead of running `init`.
+    #[cfg(test)]
+    pub(crate) fn from_parts(storage: Storage, meta: RepoMeta, key: Option<Arc<MasterKey>>) -> Repository {
+        Repository {
+            storage,
+            meta,
+            key,
+            codec: Codec::default(),
+            wal_codec: Codec::default(),
+        }
     }
 
     pub fn storage(&self) -> &Storage {
@@ -305,8 +320,9 @@ impl Repository {
         }
     }
 
-    /// The codec for new objects: zstd at the configured level on every core (a 16 MiB WAL
-    /// segment or a stream of backup bundles alike is split into jobs compressed in parallel).
+    /// The codec for new objects: zstd at the configured level on every core (a stream of backup
+    /// bundles is split into jobs compressed in parallel). Archived WAL uses
+    /// [`Repository::wal_codec`].
     pub fn codec(&self) -> Codec {
         self.codec.clone()
     }
@@ -331,6 +347,19 @@ impl Repository {
             zstd_level: c.level,
             zstd_workers,
             ..Codec::default()
+        }
+    }
+
+    /// The codec for archived WAL: [`Repository::codec`] at `[compression] archive_level`.
+    pub fn wal_codec(&self) -> Codec {
+        self.wal_codec.clone()
+    }
+
+    /// The codec [`Repository::wal_codec`] will use, known from the configuration alone.
+    pub fn wal_codec_for(config: &Config) -> Codec {
+        Codec {
+            zstd_level: config.compression.archive_level,
+            ..Self::codec_for(config)
         }
     }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 
-use crate::format::{Codec, KdfParams, Keyring};
+use crate::format::{KdfParams, Keyring};
 use crate::lsn::Lsn;
 use crate::repository::{layout, meta, BackupCatalog, ClusterIdentity, RepoMeta, Repository};
 use crate::storage::counting::Counting;
@@ -95,12 +95,7 @@ pub(crate) async fn empty_repository_over(
         .put(layout::META_KEY, Bytes::from(body))
         .await
         .expect("descriptor");
-    let repo = Repository {
-        storage,
-        meta,
-        key: Some(Arc::new(key)),
-        codec: Codec::default(),
-    };
+    let repo = Repository::from_parts(storage, meta, Some(Arc::new(key)));
     (repo, store)
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use object_store::memory::InMemory;
 
-use crate::format::{Codec, FormatError, KdfParams, Keyring, MAGIC, MAGIC_V2};
+use crate::format::{FormatError, KdfParams, Keyring, MAGIC, MAGIC_V2};
 use crate::repository::{
     layout, meta, parse_meta, BackupCatalog, ClusterIdentity, RepoMeta, Repository, RepositoryError,
 };
@@ -58,12 +58,7 @@ async fn open_in(storage: Storage, meta: RepoMeta, key: Option<crate::format::Ma
         .put(layout::META_KEY, Bytes::from(body))
         .await
         .expect("descriptor");
-    Repository {
-        storage,
-        meta,
-        key: key.map(Arc::new),
-        codec: Codec::default(),
-    }
+    Repository::from_parts(storage, meta, key.map(Arc::new))
 }
 
 fn seg() -> WalFileName {
@@ -212,12 +207,7 @@ async fn copied_objects_stay_valid_in_a_copy_of_the_repository_only() {
         let raw = source.storage.get(&o.key).await.expect("get");
         target_store.put(&o.key, raw).await.expect("put");
     }
-    let target = Repository {
-        storage: target_store.clone(),
-        meta: m.clone(),
-        key: source.key.clone(),
-        codec: Codec::default(),
-    };
+    let target = Repository::from_parts(target_store.clone(), m.clone(), source.key.clone());
     assert_eq!(
         target.get_wal(&seg()).await.expect("wal").as_deref(),
         Some(&b"segment"[..])
@@ -231,12 +221,7 @@ async fn copied_objects_stay_valid_in_a_copy_of_the_repository_only() {
     // The same bytes in a repository with another id (same key) do not open.
     let mut other = m;
     other.repository_id = uuid::Uuid::new_v4().to_string();
-    let stranger = Repository {
-        storage: target_store,
-        meta: other,
-        key: source.key.clone(),
-        codec: Codec::default(),
-    };
+    let stranger = Repository::from_parts(target_store, other, source.key.clone());
     assert!(is_not_this_object(
         &stranger.get_wal(&seg()).await.expect_err("other repository")
     ));
