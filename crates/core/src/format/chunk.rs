@@ -10,10 +10,9 @@
 
 use std::io::{self, BufRead, Read, Write};
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use sha2::{Digest, Sha256};
 
+use crate::format::aead::Aes256Gcm;
 use crate::format::error::FormatError;
 use crate::format::header::{read_full, NONCE_PREFIX_LEN};
 
@@ -44,10 +43,7 @@ impl ChunkSealer {
     /// Seals `buf` (plaintext) in place and appends the tag.
     pub(crate) fn seal(&self, nonce: &[u8; 12], header: &[u8], buf: &mut Vec<u8>) -> Result<(), FormatError> {
         let tag: [u8; TAG_LEN] = match self {
-            ChunkSealer::Aes(c) => c
-                .encrypt_in_place_detached(Nonce::from_slice(nonce), header, buf)
-                .map_err(|_| FormatError::corrupt("chunk encryption failed"))?
-                .into(),
+            ChunkSealer::Aes(c) => c.seal_in_place(nonce, header, buf),
             ChunkSealer::Digest => Self::digest_tag(header, nonce, buf),
         };
         buf.extend_from_slice(&tag);
@@ -55,17 +51,19 @@ impl ChunkSealer {
     }
 
     /// Opens `chunk` (ciphertext || tag) in place. On success the plaintext
-    /// is `chunk[..len - TAG_LEN]`; on failure `chunk` is left unchanged (so
-    /// the reader can retry with the other last-flag).
+    /// is `chunk[..len - TAG_LEN]`; on failure an encrypted chunk's body is
+    /// zeroed (see [`ChunkReader`] for the retry with the other last-flag).
     pub(crate) fn open(&self, nonce: &[u8; 12], header: &[u8], chunk: &mut [u8]) -> bool {
         if chunk.len() < TAG_LEN {
             return false;
         }
         let (body, tag) = chunk.split_at_mut(chunk.len() - TAG_LEN);
         match self {
-            ChunkSealer::Aes(c) => c
-                .decrypt_in_place_detached(Nonce::from_slice(nonce), header, body, Tag::from_slice(tag))
-                .is_ok(),
+            ChunkSealer::Aes(c) => {
+                let mut t = [0u8; TAG_LEN];
+                t.copy_from_slice(tag);
+                c.open_in_place(nonce, header, body, &t).is_ok()
+            }
             ChunkSealer::Digest => {
                 let expect = Self::digest_tag(header, nonce, body);
                 // Not secret: a plain comparison is fine for an unkeyed digest.
@@ -208,6 +206,9 @@ pub(crate) struct ChunkReader<R: Read> {
     counter: u32,
     /// One byte read past a full chunk to learn whether it was the last.
     lookahead: Option<u8>,
+    /// A copy of the sealed chunk, for the second try with the other last-flag: a failed
+    /// AES-GCM open leaves zeros, not ciphertext.
+    spare: Vec<u8>,
     done: bool,
     failed: Option<FormatError>,
 }
@@ -222,14 +223,31 @@ impl<R: Read> ChunkReader<R> {
             pos: 0,
             counter: 0,
             lookahead: None,
+            spare: Vec::new(),
             done: false,
             failed: None,
         }
     }
 
-    fn open(&mut self, idx: u32, last: bool) -> bool {
-        let nonce = chunk_nonce(&self.ctx.prefix, idx, last);
-        self.ctx.sealer.open(&nonce, &self.ctx.header, &mut self.buf)
+    /// Opens the chunk in `buf` as chunk `idx` with last-flag `first`, or, if that fails and
+    /// `retry`, with the other flag (only to say what is wrong: a stream cut after a chunk,
+    /// or data after the final one). Returns the flag that opened it.
+    fn open(&mut self, idx: u32, first: bool, retry: bool) -> Option<bool> {
+        let keep = retry && matches!(self.ctx.sealer, ChunkSealer::Aes(_));
+        if keep {
+            self.spare.clear();
+            self.spare.extend_from_slice(&self.buf);
+        }
+        for last in [first, !first].into_iter().take(1 + usize::from(retry)) {
+            if last != first && keep {
+                std::mem::swap(&mut self.buf, &mut self.spare);
+            }
+            let nonce = chunk_nonce(&self.ctx.prefix, idx, last);
+            if self.ctx.sealer.open(&nonce, &self.ctx.header, &mut self.buf) {
+                return Some(last);
+            }
+        }
+        None
     }
 
     fn auth_failed(&self, idx: u32) -> FormatError {
@@ -278,25 +296,29 @@ impl<R: Read> ChunkReader<R> {
             if n < TAG_LEN {
                 return Err(FormatError::truncated(format!("ends inside chunk {idx}")));
             }
-            if self.open(idx, true) {
-                self.done = true;
-            } else if n == want && self.open(idx, false) {
-                return Err(FormatError::truncated(format!(
-                    "ends after chunk {idx}, which is not the final chunk"
-                )));
-            } else {
-                return Err(self.auth_failed(idx));
+            match self.open(idx, true, n == want) {
+                Some(true) => self.done = true,
+                Some(false) => {
+                    return Err(FormatError::truncated(format!(
+                        "ends after chunk {idx}, which is not the final chunk"
+                    )))
+                }
+                None => return Err(self.auth_failed(idx)),
             }
-        } else if self.open(idx, false) {
-            self.counter = idx
-                .checked_add(1)
-                .ok_or_else(|| FormatError::corrupt("more chunks than the 32-bit chunk counter allows"))?;
-        } else if self.open(idx, true) {
-            return Err(FormatError::corrupt(format!(
-                "unexpected data after the final chunk {idx}"
-            )));
         } else {
-            return Err(self.auth_failed(idx));
+            match self.open(idx, false, true) {
+                Some(false) => {
+                    self.counter = idx
+                        .checked_add(1)
+                        .ok_or_else(|| FormatError::corrupt("more chunks than the 32-bit chunk counter allows"))?;
+                }
+                Some(true) => {
+                    return Err(FormatError::corrupt(format!(
+                        "unexpected data after the final chunk {idx}"
+                    )))
+                }
+                None => return Err(self.auth_failed(idx)),
+            }
         }
         self.buf.truncate(n - TAG_LEN);
         Ok(())

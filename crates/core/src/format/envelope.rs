@@ -12,12 +12,11 @@
 
 use std::io::{self, Read, Write};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+use crate::format::aead::Aes256Gcm;
 use crate::format::chunk::{metadata_nonce, ChunkContext, ChunkReader, ChunkSealer, ChunkWriter, TAG_LEN};
 use crate::format::codec::{Codec, Compression};
 use crate::format::error::{into_format_error, is_format_error, FormatError};
@@ -134,16 +133,7 @@ impl<W: Write> ObjectWriter<W> {
                 aad.extend_from_slice(&key_id);
                 debug_assert_eq!(aad.len(), WRAP_AAD_LEN);
                 aad.extend_from_slice(&identity);
-                let wrapped = master
-                    .cipher()
-                    .encrypt(
-                        Nonce::from_slice(&wrap_nonce),
-                        Payload {
-                            msg: dek.as_ref(),
-                            aad: &aad,
-                        },
-                    )
-                    .map_err(|_| FormatError::corrupt("wrapping the data key failed"))?;
+                let wrapped = master.cipher().seal(&wrap_nonce, &aad, dek.as_ref());
                 let mut wrapped_dek = [0u8; 48];
                 if wrapped.len() != wrapped_dek.len() {
                     return Err(FormatError::corrupt("wrapped data key has the wrong length"));
@@ -154,7 +144,7 @@ impl<W: Write> ObjectWriter<W> {
                     wrap_nonce,
                     wrapped_dek,
                 });
-                ChunkSealer::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(dek.as_ref()))))
+                ChunkSealer::Aes(Box::new(Aes256Gcm::new(&dek)))
             }
         };
         if let Some(m) = metadata {
@@ -273,32 +263,21 @@ fn sealer_for(
             }
             let mut aad = raw[..WRAP_AAD_LEN].to_vec();
             aad.extend_from_slice(identity);
-            let dek = Zeroizing::new(
-                master
-                    .cipher()
-                    .decrypt(
-                        Nonce::from_slice(&s.wrap_nonce),
-                        Payload {
-                            msg: &s.wrapped_dek,
-                            aad: &aad,
-                        },
-                    )
-                    .map_err(|_| {
-                        if header.version >= 2 {
-                            FormatError::NotThisObject {
-                                detail: "header or wrapped data key".into(),
-                            }
-                        } else {
-                            FormatError::corrupt("the header or its wrapped data key failed authentication")
-                        }
-                    })?,
+            let dek = Zeroizing::new(master.cipher().open(&s.wrap_nonce, &aad, &s.wrapped_dek).map_err(|_| {
+                if header.version >= 2 {
+                    FormatError::NotThisObject {
+                        detail: "header or wrapped data key".into(),
+                    }
+                } else {
+                    FormatError::corrupt("the header or its wrapped data key failed authentication")
+                }
+            })?);
+            let dek: Zeroizing<[u8; 32]> = Zeroizing::new(
+                dek.as_slice()
+                    .try_into()
+                    .map_err(|_| FormatError::corrupt("unwrapped data key has the wrong length"))?,
             );
-            if dek.len() != 32 {
-                return Err(FormatError::corrupt("unwrapped data key has the wrong length"));
-            }
-            Ok(ChunkSealer::Aes(Box::new(Aes256Gcm::new(
-                Key::<Aes256Gcm>::from_slice(&dek),
-            ))))
+            Ok(ChunkSealer::Aes(Box::new(Aes256Gcm::new(&dek))))
         }
     }
 }

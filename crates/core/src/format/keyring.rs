@@ -6,14 +6,13 @@
 //! own data key wrapped by the master key (see `envelope.rs`). The keyring is
 //! a small JSON document kept in the repository's plaintext metadata.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
+use crate::format::aead::Aes256Gcm;
 use crate::format::error::FormatError;
 
 /// Keyring document version written by this build.
@@ -149,7 +148,7 @@ impl MasterKey {
     }
 
     pub(crate) fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+        Aes256Gcm::new(&self.0)
     }
 }
 
@@ -207,16 +206,7 @@ impl Keyring {
         OsRng.fill_bytes(&mut salt);
         OsRng.fill_bytes(&mut nonce);
         let kek = params.derive(passphrase, &salt)?;
-        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek.as_ref()));
-        let wrapped = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &master.0,
-                    aad: KEYRING_AAD,
-                },
-            )
-            .map_err(|_| FormatError::bad_keyring("wrapping the master key failed"))?;
+        let wrapped = Aes256Gcm::new(&kek).seal(&nonce, KEYRING_AAD, &master.0);
         Ok(Keyring {
             version: KEYRING_VERSION,
             kdf: KDF_ARGON2ID.to_string(),
@@ -259,16 +249,9 @@ impl Keyring {
         let nonce: [u8; NONCE_LEN] = decode_fixed("nonce", &self.nonce)?;
         let wrapped: [u8; KEY_LEN + TAG_LEN] = decode_fixed("wrapped_key", &self.wrapped_key)?;
         let kek = self.params.derive(passphrase, &salt)?;
-        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek.as_ref()));
         let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &wrapped,
-                        aad: KEYRING_AAD,
-                    },
-                )
+            Aes256Gcm::new(&kek)
+                .open(&nonce, KEYRING_AAD, &wrapped)
                 .map_err(|_| FormatError::WrongPassphrase)?,
         );
         let mut key = [0u8; KEY_LEN];

@@ -16,6 +16,7 @@
 //! seal_bytes / open_bytes for small in-memory objects
 //! ```
 
+mod aead;
 mod chunk;
 mod codec;
 mod envelope;
