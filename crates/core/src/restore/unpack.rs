@@ -216,6 +216,19 @@ fn write_mapped(
     Ok(())
 }
 
+/// Asks the kernel to start writing `file`'s dirty pages to disk now, without waiting. The
+/// tree is made durable once at the end (`execute::finish_tree`'s `syncfs`); without this, a
+/// machine with plenty of memory holds the whole restore dirty in its page cache and that
+/// `syncfs` then writes it all after the last byte is unpacked (1 s of a 2.7 s restore of
+/// 1.8 GB on the bench bed). Started early, the writes overlap the download and unpacking, as
+/// PostgreSQL's own `*_flush_after` settings do. Only a hint: an error changes nothing.
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a system call on a descriptor `file` owns for the duration of the call; it
+    // reads and writes no memory of this process.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 async fn unpack_bundle(
     storage: Storage,
     backup: String,
@@ -252,7 +265,7 @@ async fn unpack_bundle(
                         // thousands of small files: keep few descriptors. Durability comes
                         // once for the whole tree, at the end (`execute::finish_tree`).
                         if open.len() >= MAX_OPEN_FILES {
-                            open.clear();
+                            open.drain().for_each(|(_, f)| start_writeback(&f));
                         }
                         let f = super::paths::open_nofollow(path)?;
                         open.entry(fi).or_insert(f)
@@ -275,6 +288,7 @@ async fn unpack_bundle(
                 Ok(())
             },
         );
+        open.values().for_each(start_writeback);
         if let Err(e) = walked {
             return Err(match e {
                 // A storage failure surfaces through the reader as a plain I/O error whose text
