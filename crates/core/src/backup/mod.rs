@@ -19,14 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::lsn::{Lsn, TimelineId};
 use crate::progress::Progress;
-use crate::protocol::{BackupEvent, BaseBackupOptions, ProtocolError};
+use crate::protocol::{BackupEvent, BaseBackupOptions, Connection, ProtocolError};
 use crate::repository::catalog::{self, BackupCatalog, BackupKind, TablespaceEntry};
 use crate::repository::lock::{LockError, LockGuard};
 use crate::repository::{Repository, RepositoryError};
@@ -205,12 +205,8 @@ async fn run_locked(
     // Times on the server's clock: recovery targets are compared with commit timestamps, which
     // the server writes with its own clock.
     let mut parent = parent::prepare(config, repo, opts, identity.pg_version_num, &mut sql).await?;
-    let start_time = server::server_clock(&mut sql, config).await?;
     let kind_of = |p: &Option<parent::Parent>| if p.is_some() { opts.kind } else { BackupKind::Full };
-    let mut id = catalog::backup_id_of(start_time, kind_of(&parent));
-    if repo.catalog_exists(&id).await? {
-        return Err(BackupError::IdTaken(id));
-    }
+    let (mut id, mut start_time) = unused_id(repo, &mut sql, config, kind_of(&parent)).await?;
     let mut label = opts.label.clone().unwrap_or_else(|| format!("pgvault backup {id}"));
     tracing::info!(backup = %id, parent = parent.as_ref().map(|p| p.id.as_str()), "starting base backup");
     progress.phase("checkpoint");
@@ -231,10 +227,7 @@ async fn run_locked(
     if let Err(BackupError::IncrementalRefused(why)) = &result {
         // Nothing was stored: the server refused before sending data. Fall back (or fail).
         parent = parent::fall_back(opts, why.clone())?;
-        id = catalog::backup_id_of(start_time, BackupKind::Full);
-        if repo.catalog_exists(&id).await? {
-            return Err(BackupError::IdTaken(id));
-        }
+        (id, start_time) = unused_id(repo, &mut sql, config, BackupKind::Full).await?;
         label = opts.label.clone().unwrap_or_else(|| format!("pgvault backup {id}"));
         let bb = BaseBackupOptions {
             label: label.clone(),
@@ -358,6 +351,38 @@ struct Streamed {
     tablespaces: Vec<TablespaceEntry>,
 }
 
+/// An id for a backup starting now, on the server's clock, in a second no backup of any kind
+/// holds yet. Ids name the second a backup started, and sorting them must give the order the
+/// backups were taken (retention and chains rely on it), so a second holds one backup: `…F`
+/// and `…D` of the same second would sort against their order. A backup that starts within the
+/// second of the previous one waits for the next second (as pgBackRest does) instead of
+/// failing; the repository lock keeps another backup from taking the second meanwhile.
+async fn unused_id(
+    repo: &Repository,
+    sql: &mut Connection,
+    config: &Config,
+    kind: BackupKind,
+) -> Result<(String, DateTime<Utc>), BackupError> {
+    let mut attempt = 0;
+    loop {
+        let start_time = server::server_clock(sql, config).await?;
+        let id = catalog::backup_id_of(start_time, kind);
+        let mut taken = false;
+        for other in [BackupKind::Full, BackupKind::Diff, BackupKind::Incr] {
+            taken = taken || repo.catalog_exists(&catalog::backup_id_of(start_time, other)).await?;
+        }
+        if !taken {
+            return Ok((id, start_time));
+        }
+        attempt += 1;
+        if attempt == 3 {
+            return Err(BackupError::IdTaken(id));
+        }
+        let to_next_second = 1_000 - u64::from(start_time.timestamp_subsec_millis().min(999));
+        tokio::time::sleep(Duration::from_millis(to_next_second + 10)).await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn stream_backup(
     config: &Config,
@@ -366,7 +391,7 @@ async fn stream_backup(
     bb: &BaseBackupOptions,
     opts: &BackupOptions,
     parent: Option<&parent::Parent>,
-    (repl, sql): (&mut crate::protocol::Connection, &mut crate::protocol::Connection),
+    (repl, sql): (&mut Connection, &mut Connection),
     progress: Arc<dyn Progress>,
 ) -> Result<Streamed, BackupError> {
     let target = server::describe(config);
