@@ -18,6 +18,10 @@ pub(crate) struct Aes256Gcm(LessSafeKey);
 #[derive(Debug)]
 pub(crate) struct Unauthentic;
 
+/// Encryption refused its input (longer than AES-GCM allows).
+#[derive(Debug)]
+pub(crate) struct SealFailed;
+
 impl Aes256Gcm {
     pub(crate) fn new(key: &[u8; 32]) -> Aes256Gcm {
         // `ring` refuses only a key of the wrong length, which the type rules out.
@@ -26,15 +30,22 @@ impl Aes256Gcm {
         Aes256Gcm(LessSafeKey::new(key))
     }
 
-    /// Encrypts `buf` in place and returns its tag.
-    pub(crate) fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+    /// Encrypts `buf` in place and returns its tag. Fails only for input beyond GCM's limit
+    /// (64 GiB), far above the format's chunk size; never with a tag that would not open.
+    pub(crate) fn seal_in_place(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], SealFailed> {
         let nonce = Nonce::assume_unique_for_key(*nonce);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
+            .map_err(|_| SealFailed)?;
         let mut out = [0u8; TAG_LEN];
-        // Fails only for inputs beyond GCM's limit (64 GiB), far above the format's chunk size.
-        if let Ok(tag) = self.0.seal_in_place_separate_tag(nonce, Aad::from(aad), buf) {
-            out.copy_from_slice(tag.as_ref());
-        }
-        out
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 
     /// Decrypts `buf` in place if `tag` authenticates it. On failure `buf` holds zeros, not the
@@ -55,12 +66,12 @@ impl Aes256Gcm {
     }
 
     /// `plain` sealed into a new buffer: ciphertext then tag.
-    pub(crate) fn seal(&self, nonce: &[u8; 12], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, nonce: &[u8; 12], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, SealFailed> {
         let mut out = Vec::with_capacity(plain.len() + TAG_LEN);
         out.extend_from_slice(plain);
-        let tag = self.seal_in_place(nonce, aad, &mut out);
+        let tag = self.seal_in_place(nonce, aad, &mut out)?;
         out.extend_from_slice(&tag);
-        out
+        Ok(out)
     }
 
     /// Opens `sealed` (ciphertext then tag) into a new buffer.
@@ -92,7 +103,7 @@ mod tests {
         let expect = h("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662\
 76fc6ece0f4e1768cddf8853bb2d551b");
         let c = Aes256Gcm::new(&key);
-        let sealed = c.seal(&nonce, &aad, &plain);
+        let sealed = c.seal(&nonce, &aad, &plain).expect("seal");
         assert_eq!(sealed, expect);
         assert_eq!(c.open(&nonce, &aad, &sealed).expect("open"), plain);
         let mut bad = sealed.clone();

@@ -43,7 +43,9 @@ impl ChunkSealer {
     /// Seals `buf` (plaintext) in place and appends the tag.
     pub(crate) fn seal(&self, nonce: &[u8; 12], header: &[u8], buf: &mut Vec<u8>) -> Result<(), FormatError> {
         let tag: [u8; TAG_LEN] = match self {
-            ChunkSealer::Aes(c) => c.seal_in_place(nonce, header, buf),
+            ChunkSealer::Aes(c) => c
+                .seal_in_place(nonce, header, buf)
+                .map_err(|_| FormatError::corrupt("chunk encryption failed"))?,
             ChunkSealer::Digest => Self::digest_tag(header, nonce, buf),
         };
         buf.extend_from_slice(&tag);

@@ -133,7 +133,10 @@ impl<W: Write> ObjectWriter<W> {
                 aad.extend_from_slice(&key_id);
                 debug_assert_eq!(aad.len(), WRAP_AAD_LEN);
                 aad.extend_from_slice(&identity);
-                let wrapped = master.cipher().seal(&wrap_nonce, &aad, dek.as_ref());
+                let wrapped = master
+                    .cipher()
+                    .seal(&wrap_nonce, &aad, dek.as_ref())
+                    .map_err(|_| FormatError::corrupt("wrapping the data key failed"))?;
                 let mut wrapped_dek = [0u8; 48];
                 if wrapped.len() != wrapped_dek.len() {
                     return Err(FormatError::corrupt("wrapped data key has the wrong length"));

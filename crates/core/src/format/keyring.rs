@@ -206,7 +206,9 @@ impl Keyring {
         OsRng.fill_bytes(&mut salt);
         OsRng.fill_bytes(&mut nonce);
         let kek = params.derive(passphrase, &salt)?;
-        let wrapped = Aes256Gcm::new(&kek).seal(&nonce, KEYRING_AAD, &master.0);
+        let wrapped = Aes256Gcm::new(&kek)
+            .seal(&nonce, KEYRING_AAD, &master.0)
+            .map_err(|_| FormatError::bad_keyring("wrapping the master key failed"))?;
         Ok(Keyring {
             version: KEYRING_VERSION,
             kdf: KDF_ARGON2ID.to_string(),

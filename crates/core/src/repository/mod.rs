@@ -108,7 +108,8 @@ pub struct Repository {
     meta: RepoMeta,
     key: Option<Arc<MasterKey>>,
     codec: Codec,
-    wal_codec: Codec,
+    /// `[compression] archive_level`: [`Repository::wal_codec`] is `codec` at this level.
+    wal_level: i32,
 }
 
 impl std::fmt::Debug for Repository {
@@ -267,7 +268,7 @@ impl Repository {
             meta,
             key,
             codec: Self::codec_for(config),
-            wal_codec: Self::wal_codec_for(config),
+            wal_level: config.compression.archive_level,
         })
     }
 
@@ -280,7 +281,7 @@ impl Repository {
             meta,
             key,
             codec: Codec::default(),
-            wal_codec: Codec::default(),
+            wal_level: Codec::default().zstd_level,
         }
     }
 
@@ -352,7 +353,10 @@ impl Repository {
 
     /// The codec for archived WAL: [`Repository::codec`] at `[compression] archive_level`.
     pub fn wal_codec(&self) -> Codec {
-        self.wal_codec.clone()
+        Codec {
+            zstd_level: self.wal_level,
+            ..self.codec()
+        }
     }
 
     /// The codec [`Repository::wal_codec`] will use, known from the configuration alone.
